@@ -1,0 +1,1 @@
+"""grenex.client (see ARCHITECTURE.md)."""

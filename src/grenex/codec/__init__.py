@@ -1,0 +1,1 @@
+"""grenex.codec (see ARCHITECTURE.md)."""

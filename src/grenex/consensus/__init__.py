@@ -1,0 +1,1 @@
+"""grenex.consensus (see ARCHITECTURE.md)."""

@@ -1,0 +1,41 @@
+"""The matching engine: a pure, deterministic function from (state, command) to events.
+
+Public surface (SPEC §1–4)::
+
+    eng = Engine()
+    events = eng.apply(command, seq)   # command: a decoded JSON value (see grenex.codec)
+    eng.books()                        # SPEC §4 snapshot dicts, markets by name
+    blob = eng.snapshot()              # canonical bytes of the whole state
+    eng2 = Engine.restore(blob)        # continues exactly like eng
+    eng.state_hash()                   # sha256 hex of snapshot()
+    eng.check_invariants()             # AssertionError when the books are broken
+"""
+
+from grenex.engine.core import Engine, SnapshotError
+from grenex.engine.decimal import JsonNumber
+from grenex.engine.events import (
+    Accepted,
+    Amended,
+    Cancelled,
+    Event,
+    Filled,
+    MarketAdded,
+    Rejected,
+    Resting,
+    Trade,
+)
+
+__all__ = [
+    "Accepted",
+    "Amended",
+    "Cancelled",
+    "Engine",
+    "Event",
+    "Filled",
+    "JsonNumber",
+    "MarketAdded",
+    "Rejected",
+    "Resting",
+    "SnapshotError",
+    "Trade",
+]

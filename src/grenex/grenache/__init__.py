@@ -1,0 +1,1 @@
+"""grenex.grenache (see ARCHITECTURE.md)."""

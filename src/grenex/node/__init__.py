@@ -1,0 +1,1 @@
+"""grenex.node (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""grenex.replica (see ARCHITECTURE.md)."""

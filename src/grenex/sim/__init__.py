@@ -1,0 +1,1 @@
+"""grenex.sim (see ARCHITECTURE.md)."""

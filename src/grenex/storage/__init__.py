@@ -1,0 +1,1 @@
+"""grenex.storage (see ARCHITECTURE.md)."""
