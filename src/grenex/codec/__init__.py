@@ -1,1 +1,11 @@
-"""grenex.codec (see ARCHITECTURE.md)."""
+"""Pure wire formats: JSON commands and events (and, beside them, consensus messages)."""
+
+from grenex.codec.commands import (
+    NOT_JSON,
+    decode_command,
+    encode_event,
+    encode_events_lines,
+    encode_json,
+)
+
+__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_events_lines", "encode_json"]

@@ -1,0 +1,29 @@
+"""The ``grenex`` command line: one click group; each command lives beside what it drives."""
+
+from __future__ import annotations
+
+import click
+
+from grenex import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="grenex")
+def cli() -> None:
+    """grenex: a distributed exchange whose replicas agree on one order of commands."""
+
+
+def _register() -> None:
+    from grenex.replay import replay_command
+
+    cli.add_command(replay_command)
+    try:
+        from grenex.client.grenache_cli import grenache_group
+    except ImportError:  # pragma: no cover - during bring-up only
+        return
+    cli.add_command(grenache_group)
+
+
+def main() -> None:
+    _register()
+    cli(prog_name="grenex")
