@@ -11,9 +11,13 @@ Public surface (SPEC §1–4)::
     eng.check_invariants()             # AssertionError when the books are broken
 """
 
-from grenex.engine.core import Engine, SnapshotError
-from grenex.engine.decimal import JsonNumber
-from grenex.engine.events import (
+from grenex.engine import native as _native
+
+_native.load_core()  # the compiled build of .core, when a fresh one exists (see .native)
+
+from grenex.engine.core import Engine, SnapshotError  # noqa: E402
+from grenex.engine.decimal import JsonNumber  # noqa: E402
+from grenex.engine.events import (  # noqa: E402
     Accepted,
     Amended,
     Cancelled,

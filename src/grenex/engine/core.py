@@ -37,7 +37,7 @@ import hashlib
 import re
 from bisect import bisect_left, insort
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import msgspec
 
@@ -69,9 +69,9 @@ _MARKET_LIMIT_KEY: Final = -(1 << 64)
 STP_CANCEL_MAKER: Final = 0
 STP_CANCEL_TAKER: Final = 1
 STP_CANCEL_BOTH: Final = 2
-_STP_CODES: Final = {"cancel_maker": 0, "cancel_taker": 1, "cancel_both": 2}
+_STP_CODES: Final[dict[str, int]] = {"cancel_maker": 0, "cancel_taker": 1, "cancel_both": 2}
 _STP_NAMES: Final = ("cancel_maker", "cancel_taker", "cancel_both")
-_TIFS: Final = {"GTC": "GTC", "IOC": "IOC", "FOK": "FOK"}
+_TIFS: Final[dict[str, str]] = {"GTC": "GTC", "IOC": "IOC", "FOK": "FOK"}
 
 # Distinct decimal texts remembered per market; the cache is cleared when full.
 _PARSE_CACHE_MAX: Final = 4096
@@ -85,8 +85,14 @@ class SnapshotError(ValueError):
     """A snapshot that is not one this engine wrote."""
 
 
-def _is_name(value: object) -> bool:
-    return type(value) is str and _is_name_match(value) is not None  # type: ignore[arg-type]
+def _is_name(value: object) -> TypeGuard[str]:
+    """SPEC §1 name: an exact ``str`` of 1–64 of ``A-Z a-z 0-9 . _ : -``."""
+    if type(value) is not str:
+        return False
+    # fast path for the common all-alphanumeric name; the pattern decides the rest
+    if value.isalnum() and value.isascii():
+        return len(value) <= 64
+    return _is_name_match(value) is not None
 
 
 class ClientState:
@@ -141,7 +147,8 @@ class Order:
         self.qty = qty
         self.post_only = post_only
         self.stp = stp
-        self.level: Level = _NO_LEVEL
+        # set when the order rests; left pointing at its last level when it leaves
+        self.level: Level
         self.prev: Order | None = None
         self.next: Order | None = None
 
@@ -232,7 +239,7 @@ def _steps(value: object, step_units: int, scale: int) -> int:
     units, s = parsed
     if s > scale:
         return 0
-    units *= 10 ** (scale - s)
+    units *= int(10 ** (scale - s))
     steps, rest = divmod(units, step_units)
     if rest or steps <= 0 or steps >= _STEPS_LIMIT:
         return 0
@@ -244,7 +251,7 @@ def _parse_steps(cache: dict[object, int], value: object, step_units: int, scale
     ``True == 1`` and unhashable values must never reach the cache."""
     t = type(value)
     if t is str or t is int or t is JsonNumber:
-        steps = cache.get(value)
+        steps: int | None = cache.get(value)
         if steps is None:
             steps = _steps(value, step_units, scale)
             if len(cache) >= _PARSE_CACHE_MAX:
@@ -254,15 +261,6 @@ def _parse_steps(cache: dict[object, int], value: object, step_units: int, scale
     return 0
 
 
-class _NoLevel:
-    """Placeholder level of an order not (yet) in a book."""
-
-    __slots__ = ()
-
-
-_NO_LEVEL: Any = _NoLevel()
-
-
 class Engine:
     """A deterministic price-time priority matching engine for many markets."""
 
@@ -270,12 +268,6 @@ class Engine:
         self._markets: dict[str, Market] = {}
         self._clients: dict[str, ClientState] = {}
         self._resting = 0
-        self._handlers: dict[object, Callable[[dict[str, Any], int], list[Event]]] = {
-            "place": self._place,
-            "cancel": self._cancel,
-            "amend": self._amend,
-            "add_market": self._add_market,
-        }
 
     # ------------------------------------------------------------------ commands
 
@@ -283,13 +275,19 @@ class Engine:
         """Apply one decoded command at log position ``seq`` and return its events."""
         if type(command) is dict:
             kind = command.get("type")
+            # most frequent first; `==` on an exact str is cheaper than a dispatch table
             if type(kind) is str:
-                handler = self._handlers.get(kind)
-                if handler is not None:
-                    return handler(command, seq)
+                if kind == "place":
+                    return self._place(command, seq)
+                if kind == "cancel":
+                    return self._cancel(command, seq)
+                if kind == "amend":
+                    return self._amend(command, seq)
+                if kind == "add_market":
+                    return self._add_market(command, seq)
         return [Rejected(seq, None, "invalid_command")]
 
-    def _add_market(self, cmd: dict[str, Any], seq: int) -> list[Event]:
+    def _add_market(self, cmd: dict[str, object], seq: int) -> list[Event]:
         name = cmd.get("market")
         if not _is_name(name):
             return [Rejected(seq, "add_market", "invalid_market")]
@@ -310,107 +308,112 @@ class Engine:
             state = self._clients[name] = ClientState(name)
         return state
 
-    def _place(self, cmd: dict[str, Any], seq: int) -> list[Event]:
+    def _place(self, cmd: dict[str, object], seq: int) -> list[Event]:
         client = cmd.get("client")
         oid = cmd.get("id")
-        if (
-            type(client) is not str
-            or type(oid) is not str
-            or _is_name_match(client) is None
-            or _is_name_match(oid) is None
-        ):
+        if not _is_name(oid):
             return [Rejected(seq, "place", "invalid_command")]
-        cs = self._clients.get(client)
+        # Only names ever become clients, so a known client is a valid name; the exact type
+        # check keeps a JsonNumber that equals a client's name from passing as that name.
+        cs = self._clients.get(client) if type(client) is str else None
         if cs is None:
+            if not _is_name(client):
+                return [Rejected(seq, "place", "invalid_command")]
             cs = self._clients[client] = ClientState(client)
         else:
             ids = cs.ids
             if oid in ids or (cs.archive is not None and oid in cs.archive):
-                return [Rejected(seq, "place", "duplicate_id", client, oid)]
+                return [Rejected(seq, "place", "duplicate_id", cs.name, oid)]
             if cs.retired >= _RETIRED_IDS_BATCH and cs.retired * 2 >= len(ids):
                 # folded only here, between commands of this client, never mid-match
                 cs.fold_retired()
+        name = cs.name
         # From here on the id is used up, whatever the outcome (SPEC §2 check 2).
         cs.ids[oid] = None
         cs.retired += 1
 
         mname = cmd.get("market")
-        market = self._markets.get(mname) if type(mname) is str else None  # type: ignore[arg-type]
+        market = self._markets.get(mname) if type(mname) is str else None
         if market is None:
-            return [Rejected(seq, "place", "unknown_market", client, oid)]
+            return [Rejected(seq, "place", "unknown_market", name, oid)]
         side = cmd.get("side")
         if side == "buy":
             is_buy = True
+            side_name = "buy"
         elif side == "sell":
             is_buy = False
+            side_name = "sell"
         else:
-            return [Rejected(seq, "place", "invalid_side", client, oid)]
+            return [Rejected(seq, "place", "invalid_side", name, oid)]
         qty = _parse_steps(market.qcache, cmd.get("qty"), market.lot_units, market.qscale)
         if not qty:
-            return [Rejected(seq, "place", "invalid_qty", client, oid)]
+            return [Rejected(seq, "place", "invalid_qty", name, oid)]
         pval = cmd.get("price")
-        if pval is None:
-            price = 0
-        else:
+        is_limit = pval is not None
+        if is_limit:
             price = _parse_steps(market.pcache, pval, market.tick_units, market.pscale)
             if not price:
-                return [Rejected(seq, "place", "invalid_price", client, oid)]
-        tval = cmd.get("tif")
-        post_only = cmd.get("post_only")
-        if tval is None:
-            tif = "IOC" if pval is None else "GTC"
+                return [Rejected(seq, "place", "invalid_price", name, oid)]
         else:
-            tif = _TIFS.get(tval) if type(tval) is str else None  # type: ignore[assignment]
-            if tif is None:
-                return [Rejected(seq, "place", "invalid_tif", client, oid)]
-        if post_only is None:
+            price = 0
+        tval = cmd.get("tif")
+        if tval is None:
+            tif = "GTC" if is_limit else "IOC"
+        elif type(tval) is str and tval in _TIFS:
+            tif = _TIFS[tval]
+        else:
+            return [Rejected(seq, "place", "invalid_tif", name, oid)]
+        pov = cmd.get("post_only")
+        if pov is None or pov is False:
             post_only = False
-        elif type(post_only) is not bool or (post_only and tif != "GTC"):
-            return [Rejected(seq, "place", "invalid_tif", client, oid)]
-        if pval is None and tif == "GTC":
-            return [Rejected(seq, "place", "invalid_tif", client, oid)]
+        elif pov is True and tif == "GTC":
+            post_only = True
+        else:  # not a JSON boolean, or post-only with IOC/FOK
+            return [Rejected(seq, "place", "invalid_tif", name, oid)]
+        if not is_limit and tif == "GTC":
+            return [Rejected(seq, "place", "invalid_tif", name, oid)]
         sval = cmd.get("stp")
         if sval is None:
             stp = STP_CANCEL_MAKER
+        elif type(sval) is str and sval in _STP_CODES:
+            stp = _STP_CODES[sval]
         else:
-            stp = _STP_CODES.get(sval, -1) if type(sval) is str else -1  # type: ignore[call-overload]
-            if stp < 0:
-                return [Rejected(seq, "place", "invalid_stp", client, oid)]
+            return [Rejected(seq, "place", "invalid_stp", name, oid)]
 
         if is_buy:
             opp = market.asks
-            limit_key = _MARKET_LIMIT_KEY if pval is None else -price
+            limit_key = -price if is_limit else _MARKET_LIMIT_KEY
         else:
             opp = market.bids
-            limit_key = _MARKET_LIMIT_KEY if pval is None else price
+            limit_key = price if is_limit else _MARKET_LIMIT_KEY
         okeys = opp.keys
-        if post_only and okeys and okeys[-1] >= limit_key:
-            return [Rejected(seq, "place", "post_only_would_cross", client, oid)]
+        crosses = len(okeys) > 0 and okeys[-1] >= limit_key
+        if post_only and crosses:
+            return [Rejected(seq, "place", "post_only_would_cross", name, oid)]
         if tif == "FOK" and not _fok_fillable(opp, limit_key, qty, cs, stp):
-            return [Rejected(seq, "place", "fok_unfillable", client, oid)]
+            return [Rejected(seq, "place", "fok_unfillable", name, oid)]
 
-        pstr = None if pval is None else market.pfmt(price)
-        events: list[Event] = [
-            Accepted(seq, client, oid, market.name, side, pstr, market.qfmt(qty), tif)  # type: ignore[arg-type]
-        ]
-        if okeys and okeys[-1] >= limit_key:
+        mname = market.name
+        qfmt = market.qfmt
+        pstr = market.pfmt(price) if is_limit else None
+        events: list[Event] = [Accepted(seq, name, oid, mname, side_name, pstr, qfmt(qty), tif)]
+        if crosses:
             qty, stopped = self._match(events, seq, market, opp, limit_key, qty, cs, oid, stp)
             if stopped:
-                events.append(
-                    Cancelled(seq, client, oid, market.name, "self_trade", market.qfmt(qty))
-                )
+                events.append(Cancelled(seq, name, oid, mname, "self_trade", qfmt(qty)))
                 return events
             if not qty:
-                events.append(Filled(seq, client, oid, market.name))
+                events.append(Filled(seq, name, oid, mname))
                 return events
         if tif == "GTC":
+            assert pstr is not None
             order = Order(cs, oid, qty, post_only, stp)
-            self._rest(order, market.bids if is_buy else market.asks, price, pstr)  # type: ignore[arg-type]
+            self._rest(order, market.bids if is_buy else market.asks, price, pstr)
             cs.ids[oid] = order
             cs.retired -= 1
-            events.append(Resting(seq, client, oid, market.name, pstr, market.qfmt(qty)))  # type: ignore[arg-type]
+            events.append(Resting(seq, name, oid, mname, pstr, qfmt(qty)))
         else:
-            events.append(Cancelled(seq, client, oid, market.name, "unfilled", market.qfmt(qty)))
+            events.append(Cancelled(seq, name, oid, mname, "unfilled", qfmt(qty)))
         return events
 
     def _rest(self, order: Order, side: BookSide, price: int, pstr: str) -> None:
@@ -451,7 +454,6 @@ class Engine:
         if level.head is None:
             level.side.remove_level(level)
         order.prev = order.next = None
-        order.level = _NO_LEVEL
         self._resting -= 1
 
     def _retire(self, order: Order) -> None:
@@ -540,7 +542,6 @@ class Engine:
                 nxt = maker.next
                 mcs.ids[maker.id] = None
                 mcs.retired += 1
-                maker.level = _NO_LEVEL
                 maker.next = None
                 self._resting -= 1
                 if nxt is None:
@@ -556,29 +557,30 @@ class Engine:
                 maker = nxt
         return qty, False
 
-    def _cancel(self, cmd: dict[str, Any], seq: int) -> list[Event]:
+    def _resting_order(self, client: str, oid: str) -> Order | None:
+        cs = self._clients.get(client)
+        return cs.ids.get(oid) if cs is not None else None
+
+    def _cancel(self, cmd: dict[str, object], seq: int) -> list[Event]:
         client = cmd.get("client")
         oid = cmd.get("id")
         if not _is_name(client) or not _is_name(oid):
             return [Rejected(seq, "cancel", "invalid_command")]
-        cs = self._clients.get(client)  # type: ignore[arg-type]
-        order = cs.ids.get(oid) if cs is not None else None  # type: ignore[arg-type]
+        order = self._resting_order(client, oid)
         if order is None:
-            return [Rejected(seq, "cancel", "unknown_order", client, oid)]  # type: ignore[arg-type]
+            return [Rejected(seq, "cancel", "unknown_order", client, oid)]
         market = order.level.side.market
         remaining = market.qfmt(order.qty)
         self._unlink(order)
         self._retire(order)
-        return [Cancelled(seq, cs.name, order.id, market.name, "user", remaining)]  # type: ignore[union-attr]
+        return [Cancelled(seq, order.client.name, order.id, market.name, "user", remaining)]
 
-    def _amend(self, cmd: dict[str, Any], seq: int) -> list[Event]:
+    def _amend(self, cmd: dict[str, object], seq: int) -> list[Event]:
         client = cmd.get("client")
         oid = cmd.get("id")
         if not _is_name(client) or not _is_name(oid):
             return [Rejected(seq, "amend", "invalid_command")]
-        assert isinstance(client, str) and isinstance(oid, str)
-        cs = self._clients.get(client)
-        order = cs.ids.get(oid) if cs is not None else None
+        order = self._resting_order(client, oid)
         if order is None:
             return [Rejected(seq, "amend", "unknown_order", client, oid)]
         qval = cmd.get("qty")
@@ -600,12 +602,16 @@ class Engine:
             price = _parse_steps(market.pcache, pval, market.tick_units, market.pscale)
             if not price:
                 return [Rejected(seq, "amend", "invalid_price", client, oid)]
+        name = order.client.name
+        mname = market.name
+        qfmt = market.qfmt
         if price == level.price and qty <= order.qty:
             # In place: priority kept.
             order.qty = qty
-            return [Amended(seq, cs.name, oid, market.name, level.pstr, market.qfmt(qty))]  # type: ignore[union-attr]
+            return [Amended(seq, name, oid, mname, level.pstr, qfmt(qty))]
 
-        # Re-entry: leaves the book, then comes back as a taker with fresh time priority.
+        # Re-entry: leaves the book, then comes back as a taker with fresh time priority,
+        # its own post_only and stp (SPEC §2 Amend).
         if side.sign == 1:
             opp = market.asks
             limit_key = -price
@@ -613,29 +619,27 @@ class Engine:
             opp = market.bids
             limit_key = price
         okeys = opp.keys
-        crosses = bool(okeys) and okeys[-1] >= limit_key
+        crosses = len(okeys) > 0 and okeys[-1] >= limit_key
         if crosses and order.post_only:
             return [Rejected(seq, "amend", "post_only_would_cross", client, oid)]
         pstr = level.pstr if price == level.price else market.pfmt(price)
         self._unlink(order)
-        events: list[Event] = [Amended(seq, cs.name, oid, market.name, pstr, market.qfmt(qty))]  # type: ignore[union-attr]
+        events: list[Event] = [Amended(seq, name, oid, mname, pstr, qfmt(qty))]
         if crosses:
             qty, stopped = self._match(
                 events, seq, market, opp, limit_key, qty, order.client, oid, order.stp
             )
-            if stopped or not qty:
+            if stopped:
                 self._retire(order)
-                if stopped:
-                    reason = Cancelled(
-                        seq, cs.name, oid, market.name, "self_trade", market.qfmt(qty)  # type: ignore[union-attr]
-                    )
-                    events.append(reason)
-                else:
-                    events.append(Filled(seq, cs.name, oid, market.name))  # type: ignore[union-attr]
+                events.append(Cancelled(seq, name, oid, mname, "self_trade", qfmt(qty)))
+                return events
+            if not qty:
+                self._retire(order)
+                events.append(Filled(seq, name, oid, mname))
                 return events
         order.qty = qty
         self._rest(order, side, price, pstr)
-        events.append(Resting(seq, cs.name, oid, market.name, pstr, market.qfmt(qty)))  # type: ignore[union-attr]
+        events.append(Resting(seq, name, oid, mname, pstr, qfmt(qty)))
         return events
 
     # ------------------------------------------------------------------ reads
