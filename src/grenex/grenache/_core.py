@@ -1,0 +1,388 @@
+"""Transport-independent halves of peer RPC: serving a frame, and choosing peers.
+
+Theory of operation
+-------------------
+*Server side.* :class:`ServiceCore` turns one request frame into exactly one reply frame. It
+decodes ``[rid, key, payload]``, runs the handler under a concurrency limit and a timeout, and
+encodes ``[rid, err, result]``. Whatever the handler raises becomes the error string; whatever
+the peer sent (garbage, a wrong shape, a bomb) becomes an ``ERR_REQUEST_INVALID`` answer, never
+an exception that escapes. When no rid can be read there is no frame to answer with, so the
+caller (HTTP) answers with a 4xx status instead: Node's client maps it to
+``ERR_REQUEST_GENERIC: <text>`` at once, where an unmatched ``[null, ...]`` frame would leave it
+waiting for its timeout. :func:`http_exchange` is that HTTP mapping, shared by the real server
+and the in-memory fake network.
+
+*Client side.* :class:`PeerClientBase` looks the service up through the Link and sends to a
+uniformly random peer. A peer whose connection was refused is remembered as dead for
+``dead_peer_ms`` and skipped while others remain; since a refused connection means the request
+was never delivered, the same request (same rid) is retried on another peer, up to
+``attempts_max`` peers. Any other failure (timeout, reset, bad reply, an error answer) may
+have reached the peer and is raised, not retried: the caller knows whether its request is safe
+to repeat. When every known peer is dead the lookup is refreshed once, bypassing the cache.
+``map`` sends to every peer at once and returns each one's result or error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+from grenex.grenache.errors import (
+    GrenacheError,
+    LookupEmptyError,
+    ProtocolError,
+    RemoteError,
+    TransportError,
+)
+from grenex.grenache.link import Link
+from grenex.grenache.protocol import (
+    Json,
+    Request,
+    decode_request,
+    encode_reply,
+    gunzip_bounded,
+    gzip,
+    new_rid,
+)
+
+log = logging.getLogger("grenex.grenache")
+
+Handler: TypeAlias = Callable[[str, Json], Awaitable[Json] | Json]
+"""A service handler: ``handler(key, payload)`` returns (or is a coroutine returning) the
+result; raising an exception sends its message as the error string."""
+
+ERR_BUSY: Final = "ERR_SERVICE_BUSY"
+ERR_HANDLER_TIMEOUT: Final = "ERR_TIMEOUT"
+
+
+def error_message(exc: BaseException) -> str:
+    """The string sent for an exception raised by a handler (Node sends ``err.message``)."""
+    if isinstance(exc, GrenacheError):
+        return exc.message or exc.code
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+class ServiceCore:
+    """One request frame in, one reply frame out; bounded concurrency and handler time."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        concurrency_max: int = 256,
+        backlog_max: int = 4096,
+        handler_timeout_ms: int = 30_000,
+    ) -> None:
+        if concurrency_max < 1 or backlog_max < 0 or handler_timeout_ms <= 0:
+            raise ValueError("concurrency_max >= 1, backlog_max >= 0, handler_timeout_ms > 0")
+        self.handler = handler
+        self.concurrency_max = concurrency_max
+        self.backlog_max = backlog_max
+        self.handler_timeout_ms = handler_timeout_ms
+        self._running = 0
+        self._waiting = 0
+        self._sem: asyncio.Semaphore | None = None  # created lazily, inside the event loop
+        self.requests = 0  # served frames, for metrics and tests
+        self.invalid = 0  # frames answered with ERR_REQUEST_INVALID
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.concurrency_max)
+        return self._sem
+
+    async def reply_to(self, frame: bytes | str) -> bytes:
+        """Answer a raw request frame. Raises :class:`ProtocolError` only when the frame has
+        no readable rid (there is nothing to address a reply frame to)."""
+        try:
+            req = decode_request(frame)
+        except ProtocolError as exc:
+            self.invalid += 1
+            if exc.rid is None:
+                raise
+            return encode_reply(exc.rid, exc.message, None)
+        return await self.serve(req)
+
+    async def serve(self, req: Request) -> bytes:
+        self.requests += 1
+        sem = self._semaphore()
+        if sem.locked():
+            if self._waiting >= self.backlog_max:
+                return encode_reply(
+                    req.rid, f"{ERR_BUSY}: more than {self.backlog_max} requests waiting", None
+                )
+            self._waiting += 1
+            try:
+                await sem.acquire()
+            finally:
+                self._waiting -= 1
+        else:
+            await sem.acquire()
+        try:
+            return await self._run(req)
+        finally:
+            sem.release()
+
+    async def _run(self, req: Request) -> bytes:
+        try:
+            result = self.handler(req.key, req.payload)
+            if inspect.isawaitable(result):
+                async with asyncio.timeout(self.handler_timeout_ms / 1000):
+                    result = await result
+        except TimeoutError:
+            return encode_reply(
+                req.rid,
+                f"{ERR_HANDLER_TIMEOUT}: handler took more than {self.handler_timeout_ms} ms",
+                None,
+            )
+        except RemoteError as exc:
+            return encode_reply(req.rid, error_message(exc), exc.result)
+        except Exception as exc:
+            if not isinstance(exc, GrenacheError):
+                log.debug("handler for %r raised", req.key, exc_info=True)
+            return encode_reply(req.rid, error_message(exc), None)
+        return encode_reply(req.rid, None, result)
+
+
+async def http_exchange(
+    core: ServiceCore, body: bytes, compress: bool, body_max_bytes: int
+) -> tuple[int, bytes]:
+    """The HTTP mapping of a request body to ``(status, reply body)``.
+
+    200 with a reply frame (gzip when the request asked for it) whenever a rid was readable;
+    400 with plain text otherwise. Like Node, a body that fails to gunzip is tried as is.
+    """
+    if compress:
+        try:
+            body = gunzip_bounded(body, body_max_bytes)
+        except ValueError as exc:
+            if "exceeds" in str(exc):
+                core.invalid += 1
+                return 413, f"ERR_REQUEST_TOO_LARGE: {exc}".encode()
+    try:
+        reply = await core.reply_to(body)
+    except ProtocolError as exc:
+        return 400, exc.message.encode()
+    return 200, (gzip(reply) if compress else reply)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReply:
+    """One peer's answer in a ``map``: ``result``, or ``error`` when it failed."""
+
+    peer: str
+    result: Json = None
+    error: GrenacheError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is None:
+            return {"peer": self.peer, "result": self.result}
+        return {"peer": self.peer, "error": self.error.message, "result": self.result}
+
+
+class PeerClientBase:
+    """Peer choice, retries, dead-peer memory and ``map``; subclasses move the bytes."""
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        request_timeout_ms: int = 10_000,
+        attempts_max: int = 3,
+        dead_peer_ms: int = 5_000,
+        dead_peers_max: int = 1024,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if request_timeout_ms <= 0 or attempts_max < 1:
+            raise ValueError("request_timeout_ms > 0 and attempts_max >= 1")
+        self.link = link
+        self.request_timeout_ms = request_timeout_ms
+        self.attempts_max = attempts_max
+        self.dead_peer_ms = dead_peer_ms
+        self.dead_peers_max = dead_peers_max
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._dead: OrderedDict[str, float] = OrderedDict()  # dest -> dead until (monotonic)
+
+    # ------------------------------------------------------------------------- subclass API
+
+    async def _exchange(
+        self, dest: str, rid: str, key: str, payload: Json, *, compress: bool, timeout_s: float
+    ) -> Json:
+        """Send one request to ``dest``, return its result; raise a GrenacheError."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release connections (the Link is not closed: it may be shared)."""
+
+    async def __aenter__(self) -> PeerClientBase:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------------ dead peers
+
+    def is_dead(self, dest: str) -> bool:
+        until = self._dead.get(dest)
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._dead[dest]
+            return False
+        return True
+
+    def mark_dead(self, dest: str) -> None:
+        self._dead[dest] = self._clock() + self.dead_peer_ms / 1000
+        self._dead.move_to_end(dest)
+        while len(self._dead) > self.dead_peers_max:
+            self._dead.popitem(last=False)
+
+    def _mark_alive(self, dest: str) -> None:
+        if self._dead:
+            self._dead.pop(dest, None)
+
+    # ---------------------------------------------------------------------------- requests
+
+    def _timeout_s(self, timeout_ms: int | None) -> float:
+        return (timeout_ms if timeout_ms is not None else self.request_timeout_ms) / 1000
+
+    async def request_peer(
+        self,
+        dest: str,
+        key: str,
+        payload: Json,
+        *,
+        timeout_ms: int | None = None,
+        compress: bool = False,
+    ) -> Json:
+        """Send to one given ``"ip:port"``, without a lookup or retry."""
+        try:
+            result = await self._exchange(
+                dest,
+                new_rid(),
+                key,
+                payload,
+                compress=compress,
+                timeout_s=self._timeout_s(timeout_ms),
+            )
+        except TransportError as exc:
+            if not exc.delivered:
+                self.mark_dead(dest)
+            raise
+        self._mark_alive(dest)
+        return result
+
+    async def request(
+        self,
+        key: str,
+        payload: Json,
+        *,
+        timeout_ms: int | None = None,
+        compress: bool = False,
+        attempts_max: int | None = None,
+    ) -> Json:
+        """Look ``key`` up and send ``payload`` to a random peer; return its result.
+
+        Raises :class:`LookupEmptyError` when nobody serves ``key``, :class:`RemoteError` when
+        the peer's handler answered with an error, and :class:`TransportError` /
+        :class:`RequestTimeoutError` / :class:`ReplyError` when no answer could be had.
+        ``timeout_ms`` bounds each attempt.
+        """
+        peers = await self.link.lookup(key)
+        if not peers:
+            raise LookupEmptyError(key)
+        timeout_s = self._timeout_s(timeout_ms)
+        attempts = attempts_max if attempts_max is not None else self.attempts_max
+        rid = new_rid()
+        tried: list[str] = []
+        refreshed = False
+        last: TransportError | None = None
+        while len(tried) < attempts:
+            dest = self._pick(peers, tried)
+            if dest is None or (self.is_dead(dest) and not refreshed):
+                # Every remaining peer is known dead: the cached lookup is probably stale.
+                refreshed = True
+                fresh = await self.link.lookup(key, use_cache=False)
+                if fresh:
+                    peers = fresh
+                dest = self._pick(peers, tried)
+                if dest is None:
+                    break
+            tried.append(dest)
+            try:
+                result = await self._exchange(
+                    dest, rid, key, payload, compress=compress, timeout_s=timeout_s
+                )
+            except TransportError as exc:
+                if exc.delivered:
+                    raise
+                self.mark_dead(dest)
+                last = exc
+                continue
+            self._mark_alive(dest)
+            return result
+        if last is not None:
+            raise last
+        raise LookupEmptyError(key)
+
+    def _pick(self, peers: list[str], tried: list[str]) -> str | None:
+        """A random untried peer, preferring those not known dead."""
+        if not tried and not self._dead:
+            return peers[0] if len(peers) == 1 else self._rng.choice(peers)
+        untried = [p for p in peers if p not in tried]
+        if not untried:
+            return None
+        alive = [p for p in untried if not self.is_dead(p)]
+        return self._rng.choice(alive or untried)
+
+    async def map(
+        self,
+        key: str,
+        payload: Json,
+        *,
+        timeout_ms: int | None = None,
+        compress: bool = False,
+        limit: int | None = None,
+    ) -> list[PeerReply]:
+        """Send ``payload`` to every peer of ``key`` (or a random ``limit`` of them) at once.
+
+        Returns one :class:`PeerReply` per peer, in lookup order; one peer failing does not fail
+        the others (unlike Node's ``map``). Raises :class:`LookupEmptyError` when nobody
+        serves ``key``.
+        """
+        peers = await self.link.lookup(key)
+        if not peers:
+            raise LookupEmptyError(key)
+        if limit is not None and 0 < limit < len(peers):
+            peers = self._rng.sample(peers, limit)
+        timeout_s = self._timeout_s(timeout_ms)
+
+        async def one(dest: str) -> PeerReply:
+            try:
+                result = await self._exchange(
+                    dest, new_rid(), key, payload, compress=compress, timeout_s=timeout_s
+                )
+            except RemoteError as exc:
+                self._mark_alive(dest)
+                return PeerReply(dest, exc.result, exc)
+            except GrenacheError as exc:
+                if isinstance(exc, TransportError) and not exc.delivered:
+                    self.mark_dead(dest)
+                return PeerReply(dest, None, exc)
+            self._mark_alive(dest)
+            return PeerReply(dest, result, None)
+
+        return list(await asyncio.gather(*(one(p) for p in peers)))

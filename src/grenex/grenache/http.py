@@ -1,0 +1,323 @@
+"""Peer RPC over HTTP, wire-compatible with grenache-nodejs-http (and WebSocket on one port).
+
+Server: ``PeerRPCServer(handler)`` answers ``POST`` (or any method) on any path with
+``[rid, err, result]`` for a body ``[rid, key, payload]``, gzip both ways when the request has
+``grc-compress: gzip``. Bodies are read up to ``body_max_bytes`` (413 beyond), a body without a
+readable rid gets a 400 (see :mod:`grenex.grenache._core`), and the same port also accepts
+WebSocket upgrades on any path for Grenache WS RPC, so one Python service serves both Node
+transports. It binds ``127.0.0.1`` unless told otherwise (Node binds every interface); a
+service must be reachable at its Grape's IP, so pass ``host="0.0.0.0"`` for multi-host use.
+
+Client: ``PeerRPCClient(link)`` sends ``POST http(s)://ip:port/`` with a uuid4 rid over
+keep-alive connections, checks the reply's rid, maps a non-2xx status to
+``ERR_REQUEST_GENERIC: <body>`` as Node does, and picks/retries peers as described in
+:class:`grenex.grenache._core.PeerClientBase`.
+
+TLS: pass an :class:`ssl.SSLContext` to either side; :func:`server_ssl_context` and
+:func:`client_ssl_context` build mutual-TLS contexts from PEM files as grenache-nodejs-http's
+``secure`` option does (client certificates required and checked against the CA).
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Protocol, Self
+
+from aiohttp import web
+
+from grenex.grenache._aio import HttpPoster
+from grenex.grenache._core import Handler, PeerClientBase, ServiceCore, http_exchange
+from grenex.grenache.errors import ReplyError, TransportError
+from grenex.grenache.link import Link
+from grenex.grenache.protocol import (
+    HEADER_COMPRESS,
+    Json,
+    decode_reply,
+    encode_request,
+    gunzip_bounded,
+    gzip,
+    wants_gzip,
+)
+
+__all__ = [
+    "PeerRPCClient",
+    "PeerRPCServer",
+    "RPCTransport",
+    "client_ssl_context",
+    "server_ssl_context",
+]
+
+_NO_GZIP: Final = {HEADER_COMPRESS: "none"}
+_GZIP: Final = {HEADER_COMPRESS: "gzip"}
+
+
+class PeerRPCServer:
+    """An RPC service: ``handler(key, payload) -> result`` behind HTTP (and WS) on one port.
+
+    ``await server.start()`` binds (``port=0`` picks a free port, see :attr:`port`), then
+    announce it: ``await link.start_announcing(name, server.port)``.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        body_max_bytes: int = 1024 * 1024,
+        concurrency_max: int = 256,
+        backlog_max: int = 4096,
+        handler_timeout_ms: int = 30_000,
+        keepalive_timeout_ms: int = 5_000,
+        websocket: bool = True,
+        ws_inflight_max: int = 256,
+    ) -> None:
+        self.core = ServiceCore(
+            handler,
+            concurrency_max=concurrency_max,
+            backlog_max=backlog_max,
+            handler_timeout_ms=handler_timeout_ms,
+        )
+        self.host = host
+        self._port = port
+        self.ssl_context = ssl_context
+        self.body_max_bytes = body_max_bytes
+        self.keepalive_timeout_ms = keepalive_timeout_ms
+        self.websocket = websocket
+        self.ws_inflight_max = ws_inflight_max
+        self._runner: web.ServerRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after :meth:`start`)."""
+        return self._port
+
+    @property
+    def dest(self) -> str:
+        """``"host:port"`` as a client would reach it."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"{host}:{self._port}"
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        server = web.Server(
+            self._handle,
+            access_log=None,  # per-request logging costs more than the request itself
+            keepalive_timeout=self.keepalive_timeout_ms / 1000,
+            max_line_size=8190,
+            max_field_size=8190,
+        )
+        runner = web.ServerRunner(server, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, self.host, self._port, ssl_context=self.ssl_context, backlog=1024
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        for addr in runner.addresses:
+            if isinstance(addr, tuple):
+                self._port = int(addr[1])
+                break
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.websocket and request.headers.get("Upgrade", "").lower() == "websocket":
+            from grenex.grenache.ws import serve_ws_rpc
+
+            return await serve_ws_rpc(
+                request,
+                self.core,
+                frame_max_bytes=self.body_max_bytes,
+                inflight_max=self.ws_inflight_max,
+            )
+        compress = wants_gzip(request.headers.get(HEADER_COMPRESS))
+        length = request.content_length
+        if length is not None and length > self.body_max_bytes:
+            return _too_large(length)
+        body = await _read_bounded(request, self.body_max_bytes)
+        if body is None:
+            return _too_large(None)
+        status, reply = await http_exchange(self.core, body, compress, self.body_max_bytes)
+        if status != 200:
+            resp = web.Response(status=status, body=reply, content_type="text/plain")
+            if status == 413:
+                resp.force_close()
+            return resp
+        return web.Response(body=reply)
+
+
+def _too_large(length: int | None) -> web.Response:
+    text = "ERR_REQUEST_TOO_LARGE" + (f": {length} bytes" if length is not None else "")
+    resp = web.Response(status=413, text=text)
+    # The unread rest of the body must not be parsed as the next request.
+    resp.force_close()
+    return resp
+
+
+async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes | None:
+    """The whole body, or None if it exceeds ``limit`` bytes (chunked bodies included)."""
+    if request.content_length is not None:
+        return await request.read()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
+class RPCTransport(Protocol):
+    """How :class:`PeerRPCClient` moves bytes: POST ``body`` to ``url``, get (status, body).
+
+    The default is aiohttp with keep-alive; :class:`grenex.grenache.fakes.FakeNetwork`
+    provides an in-memory one. Raise :class:`TransportError` / :class:`RequestTimeoutError`.
+    """
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        peer: str = "",
+    ) -> tuple[int, bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class PeerRPCClient(PeerClientBase):
+    """HTTP RPC client: ``await client.request(name, payload)``, ``await client.map(...)``.
+
+    See :class:`PeerClientBase` for peer choice and retries. ``connections_max`` bounds the
+    keep-alive pool; ``reply_max_bytes`` bounds a reply (after gunzip too).
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        request_timeout_ms: int = 10_000,
+        attempts_max: int = 3,
+        dead_peer_ms: int = 5_000,
+        connections_max: int = 256,
+        reply_max_bytes: int = 16 * 1024 * 1024,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        transport: RPCTransport | None = None,
+    ) -> None:
+        super().__init__(
+            link,
+            request_timeout_ms=request_timeout_ms,
+            attempts_max=attempts_max,
+            dead_peer_ms=dead_peer_ms,
+            rng=rng,
+            clock=clock,
+        )
+        self.reply_max_bytes = reply_max_bytes
+        self._poster: RPCTransport = transport or HttpPoster(
+            connections_max=connections_max,
+            ssl_context=ssl_context,
+            reply_max_bytes=reply_max_bytes,
+        )
+        self._prefix = "https://" if ssl_context is not None else "http://"
+
+    async def _exchange(
+        self, dest: str, rid: str, key: str, payload: Json, *, compress: bool, timeout_s: float
+    ) -> Json:
+        body = encode_request(rid, key, payload)
+        if compress:
+            body = gzip(body)
+        status, data = await self._poster.post(
+            self._prefix + dest + "/",
+            body,
+            timeout_s=timeout_s,
+            headers=_GZIP if compress else _NO_GZIP,
+            peer=dest,
+        )
+        if status < 200 or status >= 300:
+            text = data[:1000].decode("utf-8", "replace")
+            raise TransportError(f"ERR_REQUEST_GENERIC: {text}", peer=dest, status=status)
+        if compress:
+            try:
+                data = gunzip_bounded(data, self.reply_max_bytes)
+            except ValueError as exc:
+                raise ReplyError(
+                    f"ERR_REPLY_ENCODING_COMPRESSION: {exc}",
+                    code="ERR_REPLY_ENCODING_COMPRESSION",
+                    peer=dest,
+                ) from None
+        return decode_reply(data, rid, peer=dest)
+
+    async def close(self) -> None:
+        await self._poster.close()
+
+
+def server_ssl_context(
+    *,
+    cert: str | Path,
+    key: str | Path,
+    ca: str | Path | None = None,
+    require_client_cert: bool = True,
+) -> ssl.SSLContext:
+    """A server context; with ``ca``, client certificates signed by it are required
+    (mutual TLS, as grenache-nodejs-http's ``secure: {requestCert, rejectUnauthorized}``)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+    if ca is not None:
+        ctx.load_verify_locations(str(ca))
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def client_ssl_context(
+    *,
+    ca: str | Path | None = None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+    check_hostname: bool = False,
+) -> ssl.SSLContext:
+    """A client context that verifies the server against ``ca`` and presents ``cert``.
+
+    Peers are addressed by IP from the DHT, so the host name is not checked by default: the
+    CA is the trust anchor, as with Node's ``secure`` option.
+    """
+    ctx = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=str(ca) if ca is not None else None
+    )
+    ctx.check_hostname = check_hostname
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), str(key) if key is not None else None)
+    return ctx

@@ -1,0 +1,359 @@
+"""Link: the client of the Grape HTTP API (announce, lookup, put, get).
+
+Theory of operation
+-------------------
+A Link knows a list of Grapes. Each call is ``POST {grape}/{endpoint}`` with
+``{"rid": uuid4, "data": ...}`` (see :mod:`grenex.grenache.protocol`), bounded by
+``request_timeout_ms``. The Link sticks to the Grape that answered last; when that one cannot be
+reached (refused, reset, timeout) or answers that its DHT has no live node (``"No nodes to
+query"``, ``"All queries failed"``), the call moves on to the next Grape of the list, so one dead
+Grape costs one failed attempt, not an outage. An error the Grape states about the request
+itself (``ERR_GRAPE_LOOKUP`` ...) is final and raised as :class:`GrapeError`.
+
+Lookups go through a bounded LRU cache of ``lookup_cache_ttl_ms``; unlike the Node link, an
+empty result is never cached (a client that looks up just before a server announces would
+otherwise see nothing for the whole TTL), and concurrent lookups of one name share one request.
+
+Services stay visible only while re-announced (a Grape with ``--dpa`` forgets them after about
+2 × dpa), so :meth:`Link.start_announcing` registers ``(name, port)`` with a background loop
+that announces everything registered every ``announce_interval_ms`` (1 s, as Node services do).
+The loop logs failures and never dies of them.
+
+The network side is a :class:`GrapeTransport`; the default speaks HTTP through aiohttp, and
+:mod:`grenex.grenache.fakes` provides an in-memory Grape for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Final, Protocol, Self, TypeVar
+
+from grenex.grenache._aio import HttpPoster
+from grenex.grenache.errors import (
+    GrapeError,
+    GrapeUnavailableError,
+    GrenacheError,
+    TransportError,
+)
+from grenex.grenache.protocol import (
+    GetResult,
+    grape_body,
+    parse_announce,
+    parse_get,
+    parse_lookup,
+    parse_put,
+    validate_port,
+)
+
+__all__ = [
+    "DEFAULT_GRAPE",
+    "GrapeTransport",
+    "HttpGrapeTransport",
+    "Link",
+    "default_grapes",
+    "parse_grapes",
+]
+
+log = logging.getLogger("grenex.grenache.link")
+
+DEFAULT_GRAPE: Final = "http://127.0.0.1:30001"
+
+# Grape replies meaning "my DHT has no live node": another Grape may well do better.
+_DHT_DOWN: Final = frozenset({"No nodes to query", "All queries failed"})
+
+T = TypeVar("T")
+
+
+class GrapeTransport(Protocol):
+    """How a Link reaches a Grape: POST ``body`` to ``url``, return ``(status, body)``.
+
+    Implementations raise :class:`TransportError` / :class:`RequestTimeoutError` when the
+    Grape cannot be reached in ``timeout_s``.
+    """
+
+    async def post(self, url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpGrapeTransport:
+    """The real :class:`GrapeTransport`, over aiohttp with keep-alive."""
+
+    def __init__(self, *, reply_max_bytes: int = 1024 * 1024) -> None:
+        self._poster = HttpPoster(connections_max=64, reply_max_bytes=reply_max_bytes)
+
+    async def post(self, url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+        return await self._poster.post(
+            url,
+            body,
+            timeout_s=timeout_s,
+            headers={"content-type": "application/json"},
+            peer=url,
+        )
+
+    async def close(self) -> None:
+        await self._poster.close()
+
+
+def parse_grapes(grapes: str | Sequence[str]) -> list[str]:
+    """``"http://a:1,http://b:2"`` or a list of URLs → a clean list of base URLs."""
+    items = grapes.split(",") if isinstance(grapes, str) else list(grapes)
+    out = [g.strip().rstrip("/") for g in items if g.strip()]
+    if not out:
+        raise ValueError("at least one Grape URL is needed")
+    for g in out:
+        if not g.startswith(("http://", "https://")):
+            raise ValueError(f"a Grape URL must start with http:// or https://, got {g!r}")
+    return out
+
+
+class Link:
+    """Client of one or more Grapes' HTTP API. Use ``async with Link(...) as link``.
+
+    Limits: ``request_timeout_ms`` bounds each attempt on one Grape (a call tries each Grape
+    at most once); ``lookup_cache_entries_max`` bounds the cache; ``announcements_max`` bounds
+    what the re-announce loop carries.
+    """
+
+    def __init__(
+        self,
+        grapes: str | Sequence[str] = DEFAULT_GRAPE,
+        *,
+        request_timeout_ms: int = 4000,
+        announce_interval_ms: int = 1000,
+        lookup_cache_ttl_ms: int = 5000,
+        lookup_cache_entries_max: int = 1000,
+        announcements_max: int = 1000,
+        transport: GrapeTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.grapes = parse_grapes(grapes)
+        if request_timeout_ms <= 0 or announce_interval_ms <= 0:
+            raise ValueError("timeouts and intervals must be positive")
+        self.request_timeout_ms = request_timeout_ms
+        self.announce_interval_ms = announce_interval_ms
+        self.lookup_cache_ttl_ms = lookup_cache_ttl_ms
+        self.lookup_cache_entries_max = lookup_cache_entries_max
+        self.announcements_max = announcements_max
+        self._transport: GrapeTransport = transport or HttpGrapeTransport()
+        self._clock = clock
+        self._current = 0  # index of the Grape that answered last
+        self._cache: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._inflight_lookups: dict[str, asyncio.Task[list[str]]] = {}
+        self._announcing: dict[tuple[str, int], None] = {}  # insertion-ordered set
+        self._announce_task: asyncio.Task[None] | None = None
+        self._announce_failing: set[tuple[str, int]] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Nothing to open eagerly; present for symmetry with :meth:`stop`."""
+        self._closed = False
+
+    async def stop(self) -> None:
+        """Stop re-announcing, clear the cache, close connections. Idempotent."""
+        self._closed = True
+        task, self._announce_task = self._announce_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._announcing.clear()
+        self._cache.clear()
+        await self._transport.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------------------ the calls
+
+    async def _call(self, endpoint: str, data: object, parse: Callable[[int, bytes, str], T]) -> T:
+        body = grape_body(data)
+        timeout_s = self.request_timeout_ms / 1000
+        n = len(self.grapes)
+        first = self._current
+        last_error: GrenacheError | None = None
+        for attempt in range(n):
+            index = (first + attempt) % n
+            grape = self.grapes[index]
+            try:
+                status, reply = await self._transport.post(f"{grape}/{endpoint}", body, timeout_s)
+            except TransportError as exc:
+                log.debug("grape %s unreachable for %s: %s", grape, endpoint, exc)
+                last_error = exc
+                continue
+            try:
+                value = parse(status, reply, grape)
+            except GrapeError as exc:
+                if exc.code in _DHT_DOWN and attempt + 1 < n:
+                    last_error = exc
+                    continue
+                self._current = index
+                raise
+            self._current = index
+            return value
+        if isinstance(last_error, GrapeError):
+            raise last_error
+        raise GrapeUnavailableError(
+            f"ERR_GRAPE_UNAVAILABLE: no Grape answered {endpoint} "
+            f"({', '.join(self.grapes)}): {last_error}"
+        )
+
+    async def announce(self, name: str, port: int) -> int:
+        """Announce that service ``name`` listens on ``port`` (at this host's Grape IP).
+
+        Returns the number of DHT nodes that stored it. Raises ValueError for a port outside
+        1..65535 (such a port crashes a Grape), :class:`GrapeError`, or
+        :class:`GrapeUnavailableError`.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be a non-empty string")
+        validate_port(port)
+        return await self._call("announce", [name, port], parse_announce)
+
+    async def lookup(self, name: str, *, use_cache: bool = True) -> list[str]:
+        """The ``"ip:port"`` entries announced for ``name`` (possibly empty), in random order.
+
+        Non-empty results are cached for ``lookup_cache_ttl_ms``; ``use_cache=False`` forces a
+        fresh request (and refreshes the cache).
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be a non-empty string")
+        if use_cache:
+            hit = self._cache.get(name)
+            if hit is not None:
+                if hit[0] > self._clock():
+                    self._cache.move_to_end(name)
+                    return list(hit[1])
+                del self._cache[name]
+        # Concurrent lookups of one name share one request, run as its own task so that a
+        # caller being cancelled does not cancel the others' answer.
+        task = self._inflight_lookups.get(name)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fresh_lookup(name))
+            self._inflight_lookups[name] = task
+            task.add_done_callback(_retrieve)
+        return list(await asyncio.shield(task))
+
+    async def _fresh_lookup(self, name: str) -> list[str]:
+        try:
+            peers = await self._call("lookup", name, parse_lookup)
+        finally:
+            self._inflight_lookups.pop(name, None)
+        if peers and self.lookup_cache_ttl_ms > 0:
+            self._cache[name] = (self._clock() + self.lookup_cache_ttl_ms / 1000, peers)
+            self._cache.move_to_end(name)
+            while len(self._cache) > self.lookup_cache_entries_max:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.pop(name, None)
+        return peers
+
+    def invalidate(self, name: str) -> None:
+        """Forget the cached lookup of ``name``."""
+        self._cache.pop(name, None)
+
+    async def put(self, value: str) -> str:
+        """Store an immutable value in the DHT; return its 40-hex hash (sha1 of its bencoding).
+
+        Values must be at most 999 UTF-8 bytes (the Grape's and the DHT's limits).
+        """
+        if not isinstance(value, str):
+            raise TypeError("value must be a str")
+        if len(value.encode()) > 999:
+            raise ValueError("value must be at most 999 UTF-8 bytes")
+        return await self._call("put", {"v": value}, parse_put)
+
+    async def get(self, hash_hex: str) -> GetResult | None:
+        """Fetch an immutable value by its hash; None when nobody has it."""
+        if not isinstance(hash_hex, str) or len(hash_hex) != 40:
+            raise ValueError("hash must be 40 hex characters")
+        try:
+            int(hash_hex, 16)
+        except ValueError:
+            raise ValueError("hash must be 40 hex characters") from None
+        return await self._call("get", hash_hex.lower(), parse_get)
+
+    # ---------------------------------------------------------------------------- announcing
+
+    @property
+    def announcing(self) -> list[tuple[str, int]]:
+        """The ``(name, port)`` pairs the background loop re-announces."""
+        return list(self._announcing)
+
+    async def start_announcing(self, name: str, port: int, *, wait: bool = True) -> None:
+        """Announce ``(name, port)`` now and then every ``announce_interval_ms`` until stopped.
+
+        With ``wait`` (the default) the first announce is awaited and its error raised, so a
+        lookup right after this returns finds the service.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be a non-empty string")
+        validate_port(port)
+        if self._closed:
+            raise RuntimeError("link is stopped")
+        key = (name, port)
+        if key not in self._announcing and len(self._announcing) >= self.announcements_max:
+            raise ValueError(f"more than {self.announcements_max} announcements")
+        if wait:
+            await self.announce(name, port)
+        self._announcing[key] = None
+        if self._announce_task is None or self._announce_task.done():
+            self._announce_task = asyncio.get_running_loop().create_task(
+                self._announce_loop(), name="grenache-announce"
+            )
+
+    async def stop_announcing(self, name: str, port: int) -> None:
+        """Stop re-announcing ``(name, port)`` (the Grapes forget it after about 2 × dpa)."""
+        self._announcing.pop((name, port), None)
+        self._announce_failing.discard((name, port))
+
+    async def _announce_loop(self) -> None:
+        interval_s = self.announce_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)
+            items = list(self._announcing)
+            if not items:
+                continue
+            results = await asyncio.gather(
+                *(self.announce(name, port) for name, port in items), return_exceptions=True
+            )
+            for item, result in zip(items, results, strict=True):
+                if isinstance(result, BaseException):
+                    if isinstance(result, asyncio.CancelledError):
+                        raise result
+                    # Log a failure once, and its recovery once, not every second.
+                    if item not in self._announce_failing:
+                        self._announce_failing.add(item)
+                        log.warning("announce %s:%d failed: %s", item[0], item[1], result)
+                elif item in self._announce_failing:
+                    self._announce_failing.discard(item)
+                    log.info("announce %s:%d works again", item[0], item[1])
+
+
+def _retrieve(task: asyncio.Task[list[str]]) -> None:
+    # Every waiter may have been cancelled: read the outcome so asyncio does not warn.
+    if not task.cancelled():
+        task.exception()
+
+
+def default_grapes() -> list[str]:
+    """``$GRENEX_GRAPE`` (comma-separated) or :data:`DEFAULT_GRAPE`."""
+    return parse_grapes(os.environ.get("GRENEX_GRAPE") or DEFAULT_GRAPE)

@@ -1,0 +1,601 @@
+"""Grenache over WebSocket: RPC and pub/sub, wire-compatible with grenache-nodejs-ws.
+
+Theory of operation
+-------------------
+*RPC.* A client connects to ``ws://ip:port/ws`` and sends each request as one text frame
+``[rid, key, payload]``; the server answers each with one text frame ``[rid, err, result]``,
+in any order. Several requests share one socket, matched by rid. Server side,
+:func:`serve_ws_rpc` runs inside :class:`~grenex.grenache.http.PeerRPCServer` (which accepts
+upgrades on any path): each frame becomes a task, at most ``inflight_max`` per socket (the
+server stops reading the socket beyond that: backpressure, not an unbounded queue). A frame
+that is not a request still gets one reply, ``[null, "ERR_REQUEST_INVALID: ...", null]``.
+Client side, :class:`WsPeerRPCClient` keeps one socket per peer; a reader task resolves the
+pending futures by rid, and a closing socket fails what is pending with
+``ERR_TRANSPORT_CLOSE``.
+
+*Pub/sub.* A :class:`PeerPub` is a WebSocket server that announces its topic; ``pub(msg)``
+writes ``msg`` unchanged (text for str, binary for bytes) to every connected socket. Each
+subscriber has a bounded queue: a subscriber too slow to keep up is disconnected rather than
+allowed to grow our memory. A :class:`PeerSub` looks the topic up, connects to one random
+publisher and sends nothing. Unlike the Node subscriber, when its publisher goes away it looks
+the topic up again and connects to another publisher (avoiding the one that just failed, which
+the DHT may still list), with exponential backoff between ``backoff_min_ms`` and
+``backoff_max_ms``. Messages published while no publisher is connected are not seen: pub/sub
+is at-most-once, as in Node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final, Self
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from grenex.grenache._core import PeerClientBase, ServiceCore
+from grenex.grenache.errors import (
+    GrenacheError,
+    ProtocolError,
+    ReplyError,
+    RequestTimeoutError,
+    TransportError,
+)
+from grenex.grenache.link import Link
+from grenex.grenache.protocol import Json, check_reply, encode_reply, encode_request, parse_reply
+
+__all__ = ["PeerPub", "PeerSub", "WsPeerRPCClient", "serve_ws_rpc"]
+
+log = logging.getLogger("grenex.grenache.ws")
+
+Message = str | bytes
+_CLOSED: Final = object()
+
+
+async def serve_ws_rpc(
+    request: web.BaseRequest, core: ServiceCore, *, frame_max_bytes: int, inflight_max: int
+) -> web.WebSocketResponse:
+    """Serve Grenache WS RPC on an upgraded request until the socket closes."""
+    ws = web.WebSocketResponse(max_msg_size=frame_max_bytes, autoping=True, compress=False)
+    await ws.prepare(request)
+    slots = asyncio.Semaphore(inflight_max)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def answer(frame: str | bytes) -> None:
+        try:
+            try:
+                reply = await core.reply_to(frame)
+            except ProtocolError as exc:
+                reply = encode_reply(None, exc.message, None)
+            if not ws.closed:
+                with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                    await ws.send_frame(reply, WSMsgType.TEXT)
+        finally:
+            slots.release()
+
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+            await slots.acquire()
+            task = asyncio.get_running_loop().create_task(answer(msg.data))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        else:  # an error frame (e.g. over max size): the socket is being closed
+            break
+    if tasks:
+        # Handlers are bounded by their own timeout; let them finish, their replies are lost.
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return ws
+
+
+def _ws_errors_to_transport(exc: BaseException, url: str, dest: str) -> TransportError:
+    return TransportError(
+        f"ERR_REQUEST_GENERIC: websocket to {url} failed, reason: {type(exc).__name__}: {exc}",
+        peer=dest,
+        delivered=False,
+    )
+
+
+class _WsConn:
+    """One client socket to one peer, with its pending requests by rid."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, dest: str, inflight_max: int) -> None:
+        self.ws = ws
+        self.dest = dest
+        self.pending: dict[str, asyncio.Future[list[Json]]] = {}
+        self.slots = asyncio.Semaphore(inflight_max)
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed or self.reader.done()
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
+                    break
+                try:
+                    data = parse_reply(msg.data, peer=self.dest)
+                except ReplyError:
+                    log.debug("ignoring a non-reply frame from %s", self.dest)
+                    continue
+                rid = data[0]
+                fut = self.pending.pop(rid, None) if isinstance(rid, str) else None
+                if fut is not None and not fut.done():
+                    fut.set_result(data)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            log.debug("websocket to %s broke: %s", self.dest, exc)
+        finally:
+            pending, self.pending = self.pending, {}
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(
+                        TransportError(
+                            "ERR_TRANSPORT_CLOSE", code="ERR_TRANSPORT_CLOSE", peer=self.dest
+                        )
+                    )
+                    fut.exception()  # a waiter may have timed out already: mark it retrieved
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self.reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.reader
+
+
+class WsPeerRPCClient(PeerClientBase):
+    """WebSocket RPC client (one socket per peer, many requests in flight on it).
+
+    ``compress`` is accepted for symmetry and ignored, as by the Node WS transport.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        request_timeout_ms: int = 10_000,
+        connect_timeout_ms: int = 3_000,
+        attempts_max: int = 3,
+        dead_peer_ms: int = 5_000,
+        inflight_max: int = 1024,
+        connections_max: int = 256,
+        frame_max_bytes: int = 16 * 1024 * 1024,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            link,
+            request_timeout_ms=request_timeout_ms,
+            attempts_max=attempts_max,
+            dead_peer_ms=dead_peer_ms,
+            rng=rng,
+            clock=clock,
+        )
+        self._ssl = ssl_context
+        self.connect_timeout_ms = connect_timeout_ms
+        self.inflight_max = inflight_max
+        self.connections_max = connections_max
+        self.frame_max_bytes = frame_max_bytes
+        self._conns: OrderedDict[str, _WsConn] = OrderedDict()
+        self._connecting: dict[str, asyncio.Task[_WsConn]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def _conn(self, dest: str) -> _WsConn:
+        conn = self._conns.get(dest)
+        if conn is not None and not conn.closed:
+            self._conns.move_to_end(dest)
+            return conn
+        task = self._connecting.get(dest)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._connect(dest))
+            self._connecting[dest] = task
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return await asyncio.shield(task)
+
+    async def _connect(self, dest: str) -> _WsConn:
+        scheme = "wss" if self._ssl is not None else "ws"
+        url = f"{scheme}://{dest}/ws"
+        try:
+            try:
+                async with asyncio.timeout(self.connect_timeout_ms / 1000):
+                    ws = await self._get_session().ws_connect(
+                        url,
+                        autoping=True,
+                        compress=0,
+                        max_msg_size=self.frame_max_bytes,
+                    )
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise _ws_errors_to_transport(exc, url, dest) from None
+            conn = _WsConn(ws, dest, self.inflight_max)
+            old = self._conns.pop(dest, None)
+            self._conns[dest] = conn
+            if old is not None:
+                await old.close()
+            await self._evict()
+            return conn
+        finally:
+            self._connecting.pop(dest, None)
+
+    async def _evict(self) -> None:
+        """Close the least recently used idle sockets beyond ``connections_max``."""
+        excess = len(self._conns) - self.connections_max
+        if excess <= 0:
+            return
+        for dest, conn in list(self._conns.items()):
+            if excess <= 0:
+                break
+            if not conn.pending:
+                del self._conns[dest]
+                await conn.close()
+                excess -= 1
+
+    async def _exchange(
+        self, dest: str, rid: str, key: str, payload: Json, *, compress: bool, timeout_s: float
+    ) -> Json:
+        body = encode_request(rid, key, payload)
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await self._conn(dest)
+                async with conn.slots:
+                    fut: asyncio.Future[list[Json]] = asyncio.get_running_loop().create_future()
+                    conn.pending[rid] = fut
+                    try:
+                        try:
+                            await conn.ws.send_frame(body, WSMsgType.TEXT)
+                        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                            raise TransportError(
+                                f"ERR_TRANSPORT_CLOSE: {exc}",
+                                code="ERR_TRANSPORT_CLOSE",
+                                peer=dest,
+                            ) from None
+                        data = await fut
+                    finally:
+                        conn.pending.pop(rid, None)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"ERR_TIMEOUT: no reply from ws://{dest}/ws in {timeout_s:g}s", peer=dest
+            ) from None
+        return check_reply(data, rid, peer=dest)
+
+    async def close(self) -> None:
+        conns = list(self._conns.values())
+        self._conns.clear()
+        for conn in conns:
+            await conn.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# ------------------------------------------------------------------------------------ pub/sub
+
+
+class PeerPub:
+    """A publisher: a WebSocket server that announces ``topic`` and fans out raw frames."""
+
+    def __init__(
+        self,
+        link: Link | None,
+        topic: str | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        queue_max: int = 1024,
+        subscribers_max: int = 1024,
+    ) -> None:
+        self.link = link
+        self.topic = topic
+        self.host = host
+        self._port = port
+        self.ssl_context = ssl_context
+        self.queue_max = queue_max
+        self.subscribers_max = subscribers_max
+        self._subs: dict[web.WebSocketResponse, asyncio.Queue[object]] = {}
+        self._runner: web.ServerRunner | None = None
+        self.dropped_slow = 0  # subscribers disconnected for not keeping up
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    async def start(self) -> None:
+        """Bind, then (with a link and a topic) announce the topic every second."""
+        if self._runner is None:
+            runner = web.ServerRunner(
+                web.Server(self._handle, access_log=None), handle_signals=False
+            )
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self._port, ssl_context=self.ssl_context)
+            try:
+                await site.start()
+            except BaseException:
+                await runner.cleanup()
+                raise
+            self._runner = runner
+            for addr in runner.addresses:
+                if isinstance(addr, tuple):
+                    self._port = int(addr[1])
+                    break
+        if self.link is not None and self.topic is not None:
+            await self.link.start_announcing(self.topic, self._port)
+
+    def pub(self, msg: Message) -> int:
+        """Queue ``msg`` for every subscriber (never blocks); return how many got it."""
+        if not isinstance(msg, str | bytes):
+            raise TypeError("a published message is str (text frame) or bytes (binary frame)")
+        n = 0
+        for ws, queue in list(self._subs.items()):
+            try:
+                queue.put_nowait(msg)
+                n += 1
+            except asyncio.QueueFull:
+                self.dropped_slow += 1
+                log.warning("dropping a slow subscriber (%d messages queued)", self.queue_max)
+                self._drop(ws, queue)
+        return n
+
+    def _drop(self, ws: web.WebSocketResponse, queue: asyncio.Queue[object]) -> None:
+        self._subs.pop(ws, None)
+        # Make room for the sentinel: the writer then closes the socket.
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(_CLOSED)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return web.Response(status=426, text="ERR_UPGRADE_REQUIRED: a websocket publisher")
+        if len(self._subs) >= self.subscribers_max:
+            return web.Response(status=503, text="ERR_SERVICE_BUSY: too many subscribers")
+        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=64 * 1024)
+        await ws.prepare(request)
+        queue: asyncio.Queue[object] = asyncio.Queue(self.queue_max)
+        self._subs[ws] = queue
+        writer = asyncio.get_running_loop().create_task(self._write(ws, queue))
+        try:
+            async for _msg in ws:  # subscribers send nothing; read to see pings and the close
+                pass
+        finally:
+            self._subs.pop(ws, None)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        return ws
+
+    @staticmethod
+    async def _write(ws: web.WebSocketResponse, queue: asyncio.Queue[object]) -> None:
+        try:
+            while True:
+                msg = await queue.get()
+                if isinstance(msg, str):
+                    await ws.send_str(msg)
+                elif isinstance(msg, bytes):
+                    await ws.send_bytes(msg)
+                else:
+                    break
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            pass
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+    async def stop(self) -> None:
+        if self.link is not None and self.topic is not None:
+            await self.link.stop_announcing(self.topic, self._port)
+        for ws, queue in list(self._subs.items()):
+            self._drop(ws, queue)
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class PeerSub:
+    """A subscriber to ``topic`` that reconnects to another publisher when its own goes away.
+
+    ``await sub.start()`` then ``async for msg in sub`` (str for text frames, bytes for
+    binary). ``queue_max`` bounds unread messages; beyond it reading the socket pauses.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        topic: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout_ms: int = 3_000,
+        backoff_min_ms: int = 100,
+        backoff_max_ms: int = 5_000,
+        avoid_failed_ms: int = 10_000,
+        queue_max: int = 1024,
+        frame_max_bytes: int = 16 * 1024 * 1024,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 0 < backoff_min_ms <= backoff_max_ms:
+            raise ValueError("0 < backoff_min_ms <= backoff_max_ms")
+        self.link = link
+        self.topic = topic
+        self._ssl = ssl_context
+        self.connect_timeout_ms = connect_timeout_ms
+        self.backoff_min_ms = backoff_min_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.avoid_failed_ms = avoid_failed_ms
+        self.frame_max_bytes = frame_max_bytes
+        self._rng = rng or random.Random()
+        self._queue: asyncio.Queue[object] = asyncio.Queue(queue_max)
+        self._failed: dict[str, float] = {}  # publisher -> avoid until (monotonic)
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.publisher: str | None = None  # "ip:port" of the current publisher
+        self.connects = 0  # successful connections so far
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"grenache-sub-{self.topic}"
+            )
+
+    async def wait_connected(self, timeout_ms: int = 5_000) -> str:
+        """Wait until connected to a publisher; return its ``"ip:port"``."""
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                while True:
+                    await self._connected.wait()
+                    if self.publisher is not None:
+                        return self.publisher
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"ERR_TIMEOUT: no publisher of {self.topic!r} reached in {timeout_ms} ms"
+            ) from None
+
+    async def recv(self, timeout_ms: int | None = None) -> Message:
+        """The next message. Raises :class:`RequestTimeoutError` after ``timeout_ms``, and
+        :class:`TransportError` once the subscriber is stopped."""
+        if self._stopped and self._queue.empty():
+            raise TransportError(
+                "ERR_TRANSPORT_CLOSE: subscriber stopped", code="ERR_TRANSPORT_CLOSE"
+            )
+        try:
+            if timeout_ms is None:
+                item = await self._queue.get()
+            else:
+                async with asyncio.timeout(timeout_ms / 1000):
+                    item = await self._queue.get()
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"ERR_TIMEOUT: no message on {self.topic!r} in {timeout_ms} ms"
+            ) from None
+        if isinstance(item, str | bytes):
+            return item
+        self._queue.put_nowait(item)  # leave the end marker for other readers
+        raise TransportError("ERR_TRANSPORT_CLOSE: subscriber stopped", code="ERR_TRANSPORT_CLOSE")
+
+    def __aiter__(self) -> PeerSub:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.recv()
+        except TransportError:
+            raise StopAsyncIteration from None
+
+    def _candidates(self, peers: list[str]) -> list[str]:
+        now = time.monotonic()
+        for dest, until in list(self._failed.items()):
+            if until <= now:
+                del self._failed[dest]
+        fresh = [p for p in peers if p not in self._failed]
+        return fresh or peers
+
+    async def _run(self) -> None:
+        backoff_ms = self.backoff_min_ms
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        try:
+            while not self._stopped:
+                try:
+                    peers = await self.link.lookup(self.topic, use_cache=False)
+                except (GrenacheError, ValueError) as exc:
+                    log.debug("lookup of %s failed: %s", self.topic, exc)
+                    peers = []
+                candidates = self._candidates(peers)
+                if candidates:
+                    dest = self._rng.choice(candidates)
+                    if await self._consume(session, dest):
+                        backoff_ms = self.backoff_min_ms  # it worked for a while: start over
+                        continue
+                await asyncio.sleep(backoff_ms / 1000 * (0.5 + self._rng.random() / 2))
+                backoff_ms = min(self.backoff_max_ms, backoff_ms * 2)
+        finally:
+            await session.close()
+
+    async def _consume(self, session: aiohttp.ClientSession, dest: str) -> bool:
+        """Read one publisher until it goes away. True if the connection was made."""
+        url = f"{'wss' if self._ssl is not None else 'ws'}://{dest}/ws"
+        try:
+            async with asyncio.timeout(self.connect_timeout_ms / 1000):
+                ws = await session.ws_connect(
+                    url, autoping=True, compress=0, max_msg_size=self.frame_max_bytes
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.debug("cannot reach publisher %s of %s: %s", dest, self.topic, exc)
+            self._failed[dest] = time.monotonic() + self.avoid_failed_ms / 1000
+            return False
+        self.publisher = dest
+        self.connects += 1
+        self._connected.set()
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                    await self._queue.put(msg.data)
+                else:
+                    break
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+            log.debug("publisher %s of %s broke: %s", dest, self.topic, exc)
+        finally:
+            self._connected.clear()
+            self.publisher = None
+            # The DHT may list a dead publisher for a while: prefer the others next time.
+            self._failed[dest] = time.monotonic() + self.avoid_failed_ms / 1000
+            with contextlib.suppress(Exception):
+                await ws.close()
+        return True
+
+    async def stop(self) -> None:
+        self._stopped = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._connected.clear()
+        self.publisher = None
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_CLOSED)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
