@@ -77,6 +77,7 @@ class PeerRPCServer:
         keepalive_timeout_ms: int = 5_000,
         websocket: bool = True,
         ws_inflight_max: int = 256,
+        shutdown_timeout_ms: int = 1_000,
     ) -> None:
         self.core = ServiceCore(
             handler,
@@ -91,6 +92,7 @@ class PeerRPCServer:
         self.keepalive_timeout_ms = keepalive_timeout_ms
         self.websocket = websocket
         self.ws_inflight_max = ws_inflight_max
+        self.shutdown_timeout_ms = shutdown_timeout_ms
         self._runner: web.ServerRunner | None = None
 
     @property
@@ -114,7 +116,10 @@ class PeerRPCServer:
             max_line_size=8190,
             max_field_size=8190,
         )
-        runner = web.ServerRunner(server, handle_signals=False)
+        # stop() lets running handlers finish for at most shutdown_timeout_ms.
+        runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=self.shutdown_timeout_ms / 1000
+        )
         await runner.setup()
         site = web.TCPSite(
             runner, self.host, self._port, ssl_context=self.ssl_context, backlog=1024

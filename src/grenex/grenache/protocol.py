@@ -249,7 +249,9 @@ def _grape_json(status: int, body: bytes, grape: str) -> Json:
         return _decode(body)
     except (ValueError, RecursionError):
         text = body.decode("utf-8", "replace").strip()[:200]
-        raise GrapeError(f"ERR_GRAPE_REPLY_INVALID: {text}", grape=grape) from None
+        raise GrapeError(
+            f"ERR_GRAPE_REPLY_INVALID: {text}", code="ERR_GRAPE_REPLY_INVALID", grape=grape
+        ) from None
 
 
 def _grape_error(value: Json, grape: str, what: str) -> GrapeError:

@@ -324,7 +324,9 @@ class PeerPub:
         """Bind, then (with a link and a topic) announce the topic every second."""
         if self._runner is None:
             runner = web.ServerRunner(
-                web.Server(self._handle, access_log=None), handle_signals=False
+                web.Server(self._handle, access_log=None),
+                handle_signals=False,
+                shutdown_timeout=1.0,
             )
             await runner.setup()
             site = web.TCPSite(runner, self.host, self._port, ssl_context=self.ssl_context)

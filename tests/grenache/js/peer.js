@@ -4,13 +4,16 @@
 //
 //   server GRAPE NAME http|ws PORT       echo service; prints "READY <port>" once announced
 //   client GRAPE NAME http|ws request|map PAYLOAD_JSON [compress] [TIMEOUT_MS]
-//                                        prints one JSON line {ok, result} or {ok:false, error}
+//                                        prints one JSON line {ok, result} or {ok:false, error};
+//                                        with $TLS_DIR set, mutual TLS with its client1 cert
 //   pub GRAPE TOPIC PORT                 publishes {"seq":n,"from":"node"} every 50 ms
 //   sub GRAPE TOPIC COUNT                prints COUNT messages (one per line), then exits
 //
 // The echo service answers {"echo": payload, "key": key, "server": "node"}, except
 // {"action":"error","message":M} → error M, and {"action":"sleep","ms":N} → answers after N ms.
 
+const fs = require('fs')
+const path = require('path')
 const Link = require('grenache-nodejs-link')
 const GrHttp = require('grenache-nodejs-http')
 const GrWs = require('grenache-nodejs-ws')
@@ -59,7 +62,17 @@ if (mode === 'server') {
 } else if (mode === 'client') {
   const [transport, kind, payloadText, compress, timeoutText] = rest
   const Peer = transport === 'ws' ? GrWs.PeerRPCClient : GrHttp.PeerRPCClient
-  const peer = new Peer(link, {})
+  // TLS_DIR: mutual TLS with the certificates in that directory (client1 + ca).
+  const tls = process.env.TLS_DIR
+  const secure = tls
+    ? {
+        key: fs.readFileSync(path.join(tls, 'client1-key.pem')),
+        cert: fs.readFileSync(path.join(tls, 'client1-crt.pem')),
+        ca: fs.readFileSync(path.join(tls, 'ca-crt.pem')),
+        rejectUnauthorized: false
+      }
+    : undefined
+  const peer = new Peer(link, secure ? { secure } : {})
   peer.init()
   const opts = { timeout: parseInt(timeoutText || '5000', 10), compress: compress === 'compress' }
   peer[kind](name, JSON.parse(payloadText), opts, (err, result) => {
