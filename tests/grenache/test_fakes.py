@@ -29,7 +29,7 @@ from grenex.grenache import (
     TransportError,
 )
 from grenex.grenache._core import ServiceCore
-from grenex.grenache.fakes import FakeGrape, FakeNetwork
+from grenex.grenache.fakes import FakeGrape, FakeGrapeTransport, FakeNetwork, FakeRPCTransport
 from grenex.grenache.testing import async_wait_for
 
 
@@ -56,11 +56,17 @@ def make(
     return grape, Link(list(grapes), transport=grape.transport(), **link_kw)
 
 
+def fake_transport(link: Link) -> FakeGrapeTransport:
+    transport = link._transport
+    assert isinstance(transport, FakeGrapeTransport)
+    return transport
+
+
 # ------------------------------------------------------------------------------------- link
 
 
 async def test_link_announce_lookup_put_get() -> None:
-    grape, link = make()
+    _grape, link = make()
     assert await link.announce("svc", 5000) == 1
     assert await link.lookup("svc") == ["127.0.0.1:5000"]
     digest = await link.put("hello world")
@@ -72,8 +78,8 @@ async def test_link_announce_lookup_put_get() -> None:
 
 
 async def test_link_fails_over_to_the_next_grape_and_sticks_to_it() -> None:
-    grape, link = make(("http://g1", "http://g2", "http://g3"))
-    transport = link._transport
+    _grape, link = make(("http://g1", "http://g2", "http://g3"))
+    transport = fake_transport(link)
     assert hasattr(transport, "down")
     transport.down("http://g1")
     await link.announce("svc", 5000)
@@ -108,7 +114,11 @@ async def test_link_moves_on_when_a_grape_has_no_dht_nodes() -> None:
 
 async def test_grape_stated_errors_are_final() -> None:
     grape, link = make()
-    grape.handle = lambda e, b: (200, b'"ERR_GRAPE_LOOKUP"')  # type: ignore[method-assign]
+
+    def handle(endpoint: str, body: bytes) -> tuple[int, bytes]:
+        return 200, b'"ERR_GRAPE_LOOKUP"'
+
+    grape.handle = handle  # type: ignore[method-assign]
     with pytest.raises(GrapeError) as info:
         await link.lookup("svc")
     assert info.value.code == "ERR_GRAPE_LOOKUP"
@@ -117,22 +127,22 @@ async def test_grape_stated_errors_are_final() -> None:
 
 async def test_empty_lookups_are_never_cached_but_results_are_for_their_ttl() -> None:
     clock = Clock()
-    grape, link = make(lookup_cache_ttl_ms=5000, clock=clock)
-    transport = link._transport
+    _grape, link = make(lookup_cache_ttl_ms=5000, clock=clock)
+    transport = fake_transport(link)
     assert await link.lookup("svc") == []
     await link.announce("svc", 5000)
     assert await link.lookup("svc") == ["127.0.0.1:5000"]  # the empty answer was not cached
-    calls = transport.calls  # type: ignore[attr-defined]
+    calls = transport.calls
     await link.announce("svc", 5001)
     assert await link.lookup("svc") == ["127.0.0.1:5000"]  # cached
-    assert transport.calls == calls + 1  # type: ignore[attr-defined]  # only the announce
+    assert transport.calls == calls + 1  # only the announce
     clock.now += 5.001
     assert sorted(await link.lookup("svc")) == ["127.0.0.1:5000", "127.0.0.1:5001"]
     await link.stop()
 
 
 async def test_lookup_cache_is_bounded() -> None:
-    grape, link = make(lookup_cache_entries_max=3)
+    _grape, link = make(lookup_cache_entries_max=3)
     for i in range(10):
         await link.announce(f"svc{i}", 5000 + i)
         await link.lookup(f"svc{i}")
@@ -141,13 +151,13 @@ async def test_lookup_cache_is_bounded() -> None:
 
 
 async def test_concurrent_identical_lookups_share_one_request() -> None:
-    grape, link = make()
+    _grape, link = make()
     await link.announce("svc", 5000)
-    transport = link._transport
-    calls = transport.calls  # type: ignore[attr-defined]
+    transport = fake_transport(link)
+    calls = transport.calls
     results = await asyncio.gather(*(link.lookup("svc", use_cache=False) for _ in range(20)))
     assert all(r == ["127.0.0.1:5000"] for r in results)
-    assert transport.calls == calls + 1  # type: ignore[attr-defined]
+    assert transport.calls == calls + 1
     await link.stop()
 
 
@@ -163,7 +173,7 @@ async def test_link_refuses_ports_that_crash_a_grape(port: int) -> None:
 
 
 async def test_link_validates_put_and_get_arguments() -> None:
-    grape, link = make()
+    _grape, link = make()
     with pytest.raises(ValueError):
         await link.put("é" * 500)  # 1000 UTF-8 bytes
     assert await link.put("a" * 999)
@@ -192,11 +202,11 @@ async def test_background_announcing_keeps_a_service_alive_until_stopped() -> No
 async def test_announce_loop_survives_failures() -> None:
     grape, link = make(("http://g",), announce_interval_ms=20)
     await link.start_announcing("svc", 5000)
-    transport = link._transport
-    transport.down("http://g")  # type: ignore[attr-defined]
-    calls = transport.calls  # type: ignore[attr-defined]
-    await async_wait_for(lambda: transport.calls >= calls + 3, 2.0)  # type: ignore[attr-defined]
-    transport.down("http://g", False)  # type: ignore[attr-defined]
+    transport = fake_transport(link)
+    transport.down("http://g")
+    calls = transport.calls
+    await async_wait_for(lambda: transport.calls >= calls + 3, 2.0)
+    transport.down("http://g", False)
     n = len(grape.requests)
     await async_wait_for(lambda: len(grape.requests) > n, 2.0, message="announce recovers")
     await link.stop()
@@ -218,7 +228,7 @@ async def rpc_setup(
 
 
 async def test_request_reaches_a_random_peer_and_back() -> None:
-    _, link, net, dests, client = await rpc_setup()
+    _, _link, net, dests, client = await rpc_setup()
     seen = set()
     for i in range(60):
         assert await client.request("svc", i) == {"key": "svc", "echo": i}
@@ -244,16 +254,17 @@ async def test_refused_peer_is_retried_elsewhere_and_then_skipped() -> None:
     _, _, net, dests, client = await rpc_setup(n=2, attempts_max=2)
     net.kill(dests[0])
     transport = client._poster
+    assert isinstance(transport, FakeRPCTransport)
     for i in range(20):
         assert await client.request("svc", i) == {"key": "svc", "echo": i}
     assert client.is_dead(dests[0])
     # The dead peer costs at most one refused attempt, then is skipped.
-    assert transport.calls <= 21  # type: ignore[attr-defined]
+    assert transport.calls <= 21
 
 
 async def test_dead_memory_expires() -> None:
     clock = Clock()
-    _, _, net, dests, client = await rpc_setup(n=2, dead_peer_ms=1000, clock=clock)
+    _, _, _net, dests, client = await rpc_setup(n=2, dead_peer_ms=1000, clock=clock)
     client.mark_dead(dests[0])
     assert client.is_dead(dests[0])
     clock.now += 1.001
@@ -261,7 +272,7 @@ async def test_dead_memory_expires() -> None:
 
 
 async def test_all_peers_dead_refreshes_the_lookup() -> None:
-    grape, link, net, dests, client = await rpc_setup(n=1)
+    _grape, link, net, dests, client = await rpc_setup(n=1)
     net.kill(dests[0])
     with pytest.raises(TransportError) as info:
         await client.request("svc", 1)
@@ -275,10 +286,11 @@ async def test_slow_peer_times_out_and_is_not_retried() -> None:
     _, _, net, dests, client = await rpc_setup(n=1)
     net.set_delay(dests[0], 5.0)
     transport = client._poster
-    calls = transport.calls  # type: ignore[attr-defined]
+    assert isinstance(transport, FakeRPCTransport)
+    calls = transport.calls
     with pytest.raises(RequestTimeoutError):
         await client.request("svc", 1, timeout_ms=50)
-    assert transport.calls == calls + 1  # type: ignore[attr-defined]  # maybe delivered
+    assert transport.calls == calls + 1  # maybe delivered
     assert not client.is_dead(dests[0])  # slow is not dead
 
 

@@ -96,7 +96,7 @@ async def server(link: Link) -> Any:
 
 
 async def test_http_request_gzip_errors_and_map(link: Link, server: Any) -> None:
-    name, srv = server
+    name, _srv = server
     async with PeerRPCClient(link) as client:
         assert await client.request(name, {"a": 1}) == {"key": name, "echo": {"a": 1}}
         big = {"text": "x" * 20_000}
@@ -117,9 +117,9 @@ async def test_http_many_in_flight_reuse_connections(link: Link, server: Any) ->
 
 
 async def raw_post(port: int, body: bytes, headers: dict[str, str] | None = None) -> Any:
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"http://127.0.0.1:{port}/any/path", data=body, headers=headers) as r:
-            return r.status, await r.read()
+    url = f"http://127.0.0.1:{port}/any/path"
+    async with aiohttp.ClientSession() as s, s.post(url, data=body, headers=headers) as r:
+        return r.status, await r.read()
 
 
 async def test_malformed_bodies_get_one_answer_and_the_server_keeps_serving(
@@ -135,7 +135,7 @@ async def test_malformed_bodies_get_one_answer_and_the_server_keeps_serving(
     status, body = await raw_post(srv.port, b"\x1f\x8b garbage", {"grc-compress": "gzip"})
     assert status == 400
     # A raw socket that sends half a request and hangs up does no harm either.
-    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     writer.write(b'POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n["x')
     await writer.drain()
     writer.close()
@@ -158,7 +158,7 @@ async def test_oversize_body_and_gzip_bomb_get_413(link: Link, server: Any) -> N
 
 
 async def test_slow_peer_times_out_and_nothing_hangs(link: Link, server: Any) -> None:
-    name, srv = server
+    name, _srv = server
     async with PeerRPCClient(link) as client:
         started = time.monotonic()
         with pytest.raises(RequestTimeoutError):
@@ -248,12 +248,15 @@ async def test_pubsub_and_reconnect_to_another_publisher(link: Link) -> None:
 
 
 async def test_slow_subscriber_is_dropped_not_buffered(link: Link) -> None:
-    async with PeerPub(None, queue_max=4) as pub:
-        async with aiohttp.ClientSession() as s, s.ws_connect(f"ws://127.0.0.1:{pub.port}/ws"):
-            await async_wait_for(lambda: pub.subscribers == 1, 5.0)
-            for i in range(10):
-                pub.pub(f"m{i}")  # the writer cannot drain 10 in one go: queue of 4 overflows
-            assert pub.dropped_slow == 1 and pub.subscribers == 0
+    async with (
+        PeerPub(None, queue_max=4) as pub,
+        aiohttp.ClientSession() as s,
+        s.ws_connect(f"ws://127.0.0.1:{pub.port}/ws"),
+    ):
+        await async_wait_for(lambda: pub.subscribers == 1, 5.0)
+        for i in range(10):
+            pub.pub(f"m{i}")  # the writer cannot drain 10 in one go: queue of 4 overflows
+        assert pub.dropped_slow == 1 and pub.subscribers == 0
 
 
 # ---------------------------------------------------------------------------------------- tls

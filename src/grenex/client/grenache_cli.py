@@ -78,7 +78,8 @@ def _parse_payload(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="JSON") from None
+        _fail(f"the JSON argument is not JSON: {exc}", 2)
+        raise AssertionError("unreachable") from None  # pragma: no cover
 
 
 @click.group("grenache")

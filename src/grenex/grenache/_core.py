@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Self, TypeAlias
 
 from grenex.grenache.errors import (
     GrenacheError,
@@ -227,7 +227,7 @@ class PeerClientBase:
     async def close(self) -> None:
         """Release connections (the Link is not closed: it may be shared)."""
 
-    async def __aenter__(self) -> PeerClientBase:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
