@@ -13,7 +13,7 @@ import io
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, cast
 
 import click
 
@@ -26,12 +26,16 @@ _BLANK = b" \t\r\n"
 _FLUSH_BYTES = 1 << 16
 
 
-def open_input(path: str) -> BinaryIO:
+def open_input(path: str) -> IO[bytes]:
     """A binary stream of the commands in ``path`` (``-`` is stdin), gunzipped if needed."""
-    raw: BinaryIO = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    if path == "-":
+        buffered = sys.stdin.buffer
+        if not isinstance(buffered, io.BufferedReader):  # e.g. replaced by a test harness
+            buffered = io.BufferedReader(buffered)
+    else:
+        buffered = open(path, "rb")  # noqa: SIM115 - closed by the caller
     if buffered.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
+        return cast(IO[bytes], gzip.GzipFile(fileobj=buffered))
     return buffered
 
 
@@ -46,7 +50,7 @@ def replay_lines(engine: Engine, lines: Iterable[bytes]) -> Iterator[tuple[int, 
         yield seq, apply(decode_command(line), seq)
 
 
-def replay_stream(engine: Engine, src: BinaryIO, out: IO[bytes], book: bool = False) -> int:
+def replay_stream(engine: Engine, src: IO[bytes], out: IO[bytes], book: bool = False) -> int:
     """Run every line of ``src`` through ``engine``, writing events as JSON lines to ``out``.
 
     Returns the number of lines read.

@@ -53,6 +53,10 @@ def build(quiet: bool = True) -> Path:
             partial = target.with_name(src.name + ".partial")
             shutil.copyfile(src, partial)
             partial.replace(target.with_name(src.name))
+    # builds of earlier sources can never be loaded again (their id is gone): drop them
+    for old in target.parent.parent.iterdir():
+        if old.is_dir() and old != target.parent:
+            shutil.rmtree(old, ignore_errors=True)
     if not quiet:
         print(f"grenex: compiled the engine core into {target.parent}", file=sys.stderr)
     return target

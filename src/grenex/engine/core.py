@@ -37,6 +37,7 @@ import hashlib
 import re
 from bisect import bisect_left, insort
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any, Final, TypeGuard
 
 import msgspec
@@ -495,9 +496,7 @@ class Engine:
                     if stp != STP_CANCEL_TAKER:  # cancel_maker / cancel_both drop the maker
                         nxt = maker.next
                         append(
-                            Cancelled(
-                                seq, mcs.name, maker.id, mname, "self_trade", qfmt(maker.qty)
-                            )
+                            Cancelled(seq, mcs.name, maker.id, mname, "self_trade", qfmt(maker.qty))
                         )
                         self._unlink(maker)
                         self._retire(maker)
@@ -701,7 +700,7 @@ class Engine:
         for m in self._markets.values():
             for side in (m.bids, m.asks):
                 keys = side.keys
-                assert all(a < b for a, b in zip(keys, keys[1:], strict=False)), "keys unsorted"
+                assert all(a < b for a, b in pairwise(keys)), "keys unsorted"
                 assert sorted(side.levels) == keys, "levels and keys disagree"
                 for key in keys:
                     level = side.levels[key]
@@ -844,7 +843,9 @@ def _side_view(side: BookSide) -> list[dict[str, str]]:
         level = side.levels[key]
         o = level.head
         while o is not None:
-            out.append({"client": o.client.name, "id": o.id, "price": level.pstr, "qty": qfmt(o.qty)})
+            out.append(
+                {"client": o.client.name, "id": o.id, "price": level.pstr, "qty": qfmt(o.qty)}
+            )
             o = o.next
     return out
 

@@ -32,9 +32,7 @@ class MarketAdded(msgspec.Struct, tag="market_added", tag_field="type", gc=False
     lot: str
 
 
-class Rejected(
-    msgspec.Struct, tag="rejected", tag_field="type", gc=False, omit_defaults=True
-):
+class Rejected(msgspec.Struct, tag="rejected", tag_field="type", gc=False, omit_defaults=True):
     """``client``/``id`` are present only when both are names; ``market`` only for add_market."""
 
     seq: int

@@ -51,8 +51,7 @@ class _Prefix:
             merged = sorted(runs.pop() + run)
             run = array("q", merged)
         runs.append(run)
-        if numbers[-1] > self.high:
-            self.high = numbers[-1]
+        self.high = max(self.high, numbers[-1])
 
 
 class UsedIdArchive:

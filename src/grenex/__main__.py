@@ -1,0 +1,5 @@
+"""``python -m grenex`` is the ``grenex`` command."""
+
+from grenex.cli import main
+
+main()
