@@ -13,7 +13,7 @@ import io
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import click
 
@@ -81,10 +81,101 @@ def replay_stream(engine: Engine, src: IO[bytes], out: IO[bytes], book: bool = F
     return seq
 
 
+def summarize(engine: Engine, src: IO[bytes], source: str, last_trades: int = 10) -> None:
+    """Replay ``src`` and print a readable summary: counts, last trades, top of every book."""
+    from collections import Counter, deque
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from grenex.engine import Rejected, Trade
+
+    kinds: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    trades: deque[Trade] = deque(maxlen=last_trades)
+    lines = 0
+    for seq, events in replay_lines(engine, src):
+        lines = seq
+        for ev in events:
+            kinds[str(ev.__struct_config__.tag)] += 1
+            if type(ev) is Trade:
+                trades.append(ev)
+            elif type(ev) is Rejected:
+                reasons[ev.reason] += 1
+
+    console = Console()
+    console.print(f"[bold]grenex replay[/] of {source}: {lines} lines, one engine, no network\n")
+    counts = Table(title="Events", show_header=True, header_style="bold")
+    counts.add_column("event")
+    counts.add_column("count", justify="right")
+    for kind, n in sorted(kinds.items()):
+        counts.add_row(kind, str(n))
+    console.print(counts)
+    if reasons:
+        console.print(
+            "rejections: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) + "\n"
+        )
+    if trades:
+        t = Table(title=f"Last {len(trades)} trades", header_style="bold")
+        for col in ("seq", "market", "price", "qty", "maker", "taker", "taker side"):
+            t.add_column(col, justify="right" if col in ("seq", "price", "qty") else "left")
+        for tr in trades:
+            t.add_row(
+                str(tr.seq),
+                tr.market,
+                tr.price,
+                tr.qty,
+                f"{tr.maker_client}/{tr.maker}",
+                f"{tr.taker_client}/{tr.taker}",
+                tr.taker_side,
+            )
+        console.print(t)
+    for book in engine.books():
+        console.print(_book_table(book))
+    console.print(f"state hash [bold]{engine.state_hash()}[/] ({engine.resting_orders} resting)")
+
+
+def _book_table(book: dict[str, Any], depth: int = 5) -> Any:
+    """Top ``depth`` price levels of each side, aggregated."""
+    from decimal import Decimal
+
+    from rich.table import Table
+
+    def levels(orders: list[dict[str, str]]) -> list[tuple[str, Decimal, int]]:
+        out: list[tuple[str, Decimal, int]] = []
+        for o in orders:
+            if out and out[-1][0] == o["price"]:
+                price, qty, n = out[-1]
+                out[-1] = (price, qty + Decimal(o["qty"]), n + 1)
+            elif len(out) < depth:
+                out.append((o["price"], Decimal(o["qty"]), 1))
+            else:
+                break
+        return out
+
+    bids, asks = levels(book["bids"]), levels(book["asks"])
+    t = Table(title=f"{book['market']} book (top {depth})", header_style="bold")
+    for col in ("orders", "bid qty", "bid", "ask", "ask qty", "orders "):
+        t.add_column(col, justify="right")
+    for i in range(max(len(bids), len(asks), 1)):
+        b = bids[i] if i < len(bids) else None
+        a = asks[i] if i < len(asks) else None
+        t.add_row(
+            str(b[2]) if b else "",
+            str(b[1]) if b else "",
+            f"[green]{b[0]}[/]" if b else "",
+            f"[red]{a[0]}[/]" if a else "",
+            str(a[1]) if a else "",
+            str(a[2]) if a else "",
+        )
+    return t
+
+
 @click.command("replay")
 @click.argument("file", default="-", type=click.Path(allow_dash=True, dir_okay=False))
 @click.option("--book", is_flag=True, help="Print the book snapshot after the last command.")
-def replay_command(file: str, book: bool) -> None:
+@click.option("--summary", is_flag=True, help="Print a readable summary instead of JSON lines.")
+def replay_command(file: str, book: bool, summary: bool) -> None:
     """Run commands (JSON lines) through one engine and print the events as JSON lines.
 
     FILE is a path (plain or gzip) or - for standard input.  No network is involved.
@@ -94,7 +185,10 @@ def replay_command(file: str, book: bool) -> None:
     except OSError as e:
         raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
     try:
-        replay_stream(Engine(), src, sys.stdout.buffer, book=book)
+        if summary:
+            summarize(Engine(), src, "standard input" if file == "-" else file)
+        else:
+            replay_stream(Engine(), src, sys.stdout.buffer, book=book)
     except BrokenPipeError:  # e.g. `grenex replay big.jsonl | head`
         sys.stderr.close()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
