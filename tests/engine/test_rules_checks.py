@@ -640,3 +640,69 @@ def test_rejected_carries_client_and_id_only_when_both_are_names(h: Harness) -> 
     assert h.send(json.dumps(add_market("M", "0", "1"))) == [
         rejected("add_market", "invalid_market", market="M")
     ]
+
+
+# ---------------------------------------------------------------------- every character
+
+
+def _tricky_characters() -> list[str]:
+    """Characters an implementation could mistake for an allowed one: everything below
+    U+0800, every Unicode digit/numeric/space, dashes, fullwidth forms, and every character
+    whose case mapping contains ASCII (such as the Kelvin sign U+212A)."""
+    import unicodedata
+
+    out = []
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF:
+            continue  # not encodable in JSON text
+        if (
+            cp < 0x800
+            or 0xFF00 <= cp <= 0xFFEF
+            or ch.isdigit()
+            or ch.isnumeric()
+            or ch.isspace()
+            or unicodedata.category(ch) in ("Pd", "Po")
+            or any(c.isascii() for c in ch.lower() + ch.upper() + ch.casefold())
+        ):
+            out.append(ch)
+    return out
+
+
+TRICKY = _tricky_characters()
+NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+
+
+def test_only_the_listed_ascii_characters_make_a_name(h: Harness) -> None:
+    assert len(TRICKY) > 3000
+    for ch in TRICKY:
+        for name in (ch, "a" + ch + "b"):
+            events = h.send(json.dumps(cancel(name, "1")))
+            want = (
+                [rejected("cancel", "unknown_order", name, "1")]
+                if ch in NAME_CHARS
+                else [rejected("cancel", "invalid_command")]
+            )
+            assert events == want, f"U+{ord(ch):04X}"
+
+
+def test_only_ascii_digits_and_one_point_make_a_decimal(h: Harness) -> None:
+    h.market("M", tick="0.1", lot="0.1")
+    digits = set("0123456789")
+    for n, ch in enumerate(TRICKY):
+        oid = f"o{n}"
+        price = "1" + ch + "5"  # a decimal only for an ASCII digit or "."
+        events = h.send(json.dumps(place("a", oid, "buy", "1", price, market="NOPE")))
+        assert events == [rejected("place", "unknown_market", "a", oid)]  # market first
+        events = h.send(json.dumps(place("a", oid + "p", "buy", "1", price, tif="IOC")))
+        if ch in digits or ch == ".":
+            assert events[0]["type"] == "accepted", f"U+{ord(ch):04X}"
+        else:
+            assert events == [rejected("place", "invalid_price", "a", oid + "p")], (
+                f"U+{ord(ch):04X}"
+            )
+        events = h.send(json.dumps(place("a", oid + "q", "buy", ch, "1", tif="IOC")))
+        if ch in digits - {"0"}:
+            assert events[0]["type"] == "accepted", f"U+{ord(ch):04X}"
+        else:
+            assert events == [rejected("place", "invalid_qty", "a", oid + "q")], f"U+{ord(ch):04X}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from .harness import (
     Harness,
     accepted,
+    cancel,
     cancelled,
     filled,
     place,
@@ -449,3 +450,33 @@ def test_place_events_accepted_then_per_maker_then_one_closing_event(h: Harness)
         "filled",  # the taker; m2:b keeps 1 and emits nothing more
     ]
     assert h.book()["asks"] == [("m2", "b", "100", "1")]
+
+
+def test_quantities_and_prices_near_2_pow_63_match_exactly(h: Harness) -> None:
+    """No fixed-width arithmetic: sums of quantities may pass 2^63 during a FOK walk."""
+    h.market("M", tick="0.5", lot="0.001")
+    half = str(2**62 // 1000) + "." + str(2**62 % 1000).rjust(3, "0")  # 2^62 lots
+    top_price = str((2**63 - 1) // 2) + ".5"  # 2^63 - 1 ticks
+    top_qty = str((2**63 - 1) // 1000) + "." + str((2**63 - 1) % 1000).rjust(3, "0")
+    h.ok(place("m1", "a", "sell", half, top_price))
+    h.ok(place("m2", "b", "sell", half, top_price))
+    h.ok(place("m3", "c", "sell", half, top_price))
+    rest = str((2**62 - 1) // 1000) + "." + str((2**62 - 1) % 1000).rjust(3, "0")
+    assert h.send(place("t", "1", "buy", top_qty, top_price, tif="FOK")) == [
+        accepted("t", "1", "buy", top_qty, top_price, tif="FOK"),
+        trade(("m1", "a"), ("t", "1"), "buy", top_price, half),
+        filled("m1", "a"),
+        trade(("m2", "b"), ("t", "1"), "buy", top_price, rest),
+        filled("t", "1"),
+    ]
+    assert h.book()["asks"] == [("m2", "b", top_price, "0.001"), ("m3", "c", top_price, half)]
+    # and a market sell meets a bid at the top price for the top quantity
+    h.ok(cancel("m2", "b"))
+    h.ok(cancel("m3", "c"))
+    h.ok(place("m4", "d", "buy", top_qty, top_price, post_only=True))
+    assert h.send(place("t", "2", "sell", top_qty)) == [
+        accepted("t", "2", "sell", top_qty, None, tif="IOC"),
+        trade(("m4", "d"), ("t", "2"), "sell", top_price, top_qty),
+        filled("m4", "d"),
+        filled("t", "2"),
+    ]
