@@ -56,7 +56,9 @@ SMALL = b"\n".join(
         b'{"type":"place","client":"b","id":"1","market":"M","side":"buy","qty":"1","price":10}\r',
         b'{"type":"place","client":"b","id":"\xff"}',  # 7: not UTF-8
         b"[1]",  # 8
-        b'{"type":"cancel","client":"a","id":"1"}',  # 9, no newline at the end
+        b"\x0c",  # 9: a form feed is not one of the blanks SPEC §5 skips
+        b"\xc2\xa0",  # 10: nor is a no-break space
+        b'{"type":"cancel","client":"a","id":"1"}',  # 11, no newline at the end
     ]
 )
 
@@ -75,11 +77,14 @@ def test_replay_numbers_events_by_line_and_skips_blank_lines(tmp_path: Path) -> 
         (6, "filled"),
         (7, "rejected"),
         (8, "rejected"),
-        (9, "cancelled"),
+        (9, "rejected"),
+        (10, "rejected"),
+        (11, "cancelled"),
     ]
     assert events[3] == {"type": "rejected", "seq": 5, "cmd": None, "reason": "invalid_command"}
     assert events[7] == {"type": "rejected", "seq": 7, "cmd": None, "reason": "invalid_command"}
-    assert events[9]["remaining"] == "1"
+    assert events[10] == {"type": "rejected", "seq": 10, "cmd": None, "reason": "invalid_command"}
+    assert events[11]["remaining"] == "1"
     assert events == expected(SMALL, book=False)
 
 

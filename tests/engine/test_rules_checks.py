@@ -636,10 +636,12 @@ def test_rejected_carries_client_and_id_only_when_both_are_names(h: Harness) -> 
     assert h.send(cancel("a", "é")) == [rejected("cancel", "invalid_command")]
     assert h.send(cancel("a", "1")) == [rejected("cancel", "unknown_order", "a", "1")]
     assert h.send(amend(5, "1", qty="1")) == [rejected("amend", "invalid_command")]
-    # market only for add_market (reading: only when it is a name)
-    assert h.send(json.dumps(add_market("M", "0", "1"))) == [
+    # market only for add_market (reading: only when it is a name), and client/id never
+    # for add_market, which has no such fields
+    assert h.send(add_market("M", "0", "1", client="a", id="1")) == [
         rejected("add_market", "invalid_market", market="M")
     ]
+    assert h.send(cancel("a", "1", market="M")) == [rejected("cancel", "unknown_order", "a", "1")]
 
 
 # ---------------------------------------------------------------------- every character
