@@ -34,8 +34,10 @@ from grenex.grenache.testing import free_port, start_grapes
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_JS = ROOT / "benchmarks" / "js" / "grenache_rpc_node.js"
-PAYLOAD = {"action": "ping", "args": [{"market": "BTC-USD", "price": "27000.5", "qty": "0.25",
-                                        "i": 0}]}
+PAYLOAD = {
+    "action": "ping",
+    "args": [{"market": "BTC-USD", "price": "27000.5", "qty": "0.25", "i": 0}],
+}
 INFLIGHT = 64
 
 
@@ -86,14 +88,23 @@ async def py_client(grape: str, name: str, seq_n: int, conc_n: int) -> dict[str,
 
 
 def start_server(cmd: list[str]) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("READY"):
         proc.kill()
-        raise RuntimeError(f"server {cmd} did not start: {line!r} {proc.stderr.read()[:2000]}"
-                           if proc.stderr else f"server {cmd} did not start")
+        raise RuntimeError(
+            f"server {cmd} did not start: {line!r} {proc.stderr.read()[:2000]}"
+            if proc.stderr
+            else f"server {cmd} did not start"
+        )
     return proc
 
 
@@ -123,8 +134,9 @@ def summarize(raw: dict[str, Any]) -> dict[str, float]:
 
 def run_python(grape: str, seq_n: int, conc_n: int) -> dict[str, float]:
     name = f"bench:py:{time.monotonic_ns()}"
-    server = start_server([sys.executable, str(Path(__file__).resolve()), "--serve",
-                           "--grape", grape, "--name", name])
+    server = start_server(
+        [sys.executable, str(Path(__file__).resolve()), "--serve", "--grape", grape, "--name", name]
+    )
     try:
         return summarize(asyncio.run(py_client(grape, name, seq_n, conc_n)))
     finally:
@@ -136,9 +148,12 @@ def run_node(grape: str, seq_n: int, conc_n: int) -> dict[str, float]:
     server = start_server(["node", str(NODE_JS), "server", grape, name, str(free_port())])
     try:
         out = subprocess.run(
-            ["node", str(NODE_JS), "client", grape, name, str(seq_n), str(conc_n),
-             str(INFLIGHT)],
-            cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+            ["node", str(NODE_JS), "client", grape, name, str(seq_n), str(conc_n), str(INFLIGHT)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
         )
         return summarize(json.loads(out.stdout.strip().splitlines()[-1]))
     finally:
@@ -154,8 +169,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests, one run")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
-                        "grenache_rpc.json")
+    parser.add_argument(
+        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "grenache_rpc.json"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--grape", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -174,10 +190,12 @@ def main() -> None:
             for side in order:
                 run = run_python if side == "python" else run_node
                 results[side].append(run(grape, seq_n, conc_n))
-                print(f"run {i + 1}/{runs} {side}: "
-                      f"{results[side][-1]['seq_rps']:.0f} req/s sequential, "
-                      f"{results[side][-1]['conc_rps']:.0f} req/s with {INFLIGHT} in flight",
-                      file=sys.stderr)
+                print(
+                    f"run {i + 1}/{runs} {side}: "
+                    f"{results[side][-1]['seq_rps']:.0f} req/s sequential, "
+                    f"{results[side][-1]['conc_rps']:.0f} req/s with {INFLIGHT} in flight",
+                    file=sys.stderr,
+                )
     py, node = median_run(results["python"]), median_run(results["node"])
 
     rows = [
@@ -188,8 +206,10 @@ def main() -> None:
         (f"{INFLIGHT} in flight p50 µs", "conc_p50_us", False),
         (f"{INFLIGHT} in flight p99 µs", "conc_p99_us", False),
     ]
-    print(f"\nGrenache RPC over loopback, median of {runs} run(s); "
-          f"{seq_n} sequential + {conc_n} concurrent requests per run")
+    print(
+        f"\nGrenache RPC over loopback, median of {runs} run(s); "
+        f"{seq_n} sequential + {conc_n} concurrent requests per run"
+    )
     print(f"{'metric':<24}{'Python':>12}{'Node.js':>12}{'Python/Node':>14}")
     for label, key, higher_better in rows:
         ratio = py[key] / node[key] if node[key] else float("nan")
@@ -199,12 +219,21 @@ def main() -> None:
     report = {
         "benchmark": "grenache_rpc",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "node": subprocess.run(["node", "--version"], capture_output=True,
-                                           text=True, check=False).stdout.strip(),
-                    "platform": platform.platform()},
-        "params": {"sequential": seq_n, "concurrent": conc_n, "inflight": INFLIGHT,
-                   "runs": runs, "payload": PAYLOAD},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "node": subprocess.run(
+                ["node", "--version"], capture_output=True, text=True, check=False
+            ).stdout.strip(),
+            "platform": platform.platform(),
+        },
+        "params": {
+            "sequential": seq_n,
+            "concurrent": conc_n,
+            "inflight": INFLIGHT,
+            "runs": runs,
+            "payload": PAYLOAD,
+        },
         "python": py,
         "node": node,
         "runs": results,

@@ -58,8 +58,8 @@ if (mode === 'server') {
     }
     await Promise.all(Array.from({ length: inflight }, worker))
     const concWallUs = now() - t0
-    process.stdout.write(JSON.stringify({ seq, seqWallUs, conc, concWallUs }) + '\n')
-    process.exit(0)
+    // Exit only once the (large) line is flushed: a pipe takes 64 KiB at a time.
+    process.stdout.write(JSON.stringify({ seq, seqWallUs, conc, concWallUs }) + '\n', () => process.exit(0))
   }
   main().catch((err) => { process.stderr.write(String(err) + '\n'); process.exit(1) })
 }

@@ -30,8 +30,8 @@ from typing import Final, Protocol, Self
 
 from aiohttp import web
 
-from grenex.grenache._aio import HttpPoster
 from grenex.grenache._core import Handler, PeerClientBase, ServiceCore, http_exchange
+from grenex.grenache._fasthttp import FastHttpTransport
 from grenex.grenache.errors import ReplyError, TransportError
 from grenex.grenache.link import Link
 from grenex.grenache.protocol import (
@@ -205,7 +205,8 @@ async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes | None:
 class RPCTransport(Protocol):
     """How :class:`PeerRPCClient` moves bytes: POST ``body`` to ``url``, get (status, body).
 
-    The default is aiohttp with keep-alive; :class:`grenex.grenache.fakes.FakeNetwork`
+    The default is a small keep-alive HTTP/1.1 client (``_fasthttp``), and
+    :class:`grenex.grenache.fakes.FakeNetwork`
     provides an in-memory one. Raise :class:`TransportError` / :class:`RequestTimeoutError`.
     """
 
@@ -252,7 +253,7 @@ class PeerRPCClient(PeerClientBase):
             clock=clock,
         )
         self.reply_max_bytes = reply_max_bytes
-        self._poster: RPCTransport = transport or HttpPoster(
+        self._poster: RPCTransport = transport or FastHttpTransport(
             connections_max=connections_max,
             ssl_context=ssl_context,
             reply_max_bytes=reply_max_bytes,
