@@ -314,3 +314,12 @@ def test_free_port_is_free() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+async def test_body_limit_above_one_mib_is_honoured(link: Link) -> None:
+    async with PeerRPCServer(handler, body_max_bytes=4 * 1024 * 1024) as srv:
+        name = unique("big")
+        await link.start_announcing(name, srv.port)
+        big = "b" * (2 * 1024 * 1024)
+        async with PeerRPCClient(link) as client:
+            assert (await client.request(name, big))["echo"] == big

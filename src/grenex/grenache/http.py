@@ -20,6 +20,7 @@ TLS: pass an :class:`ssl.SSLContext` to either side; :func:`server_ssl_context` 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import ssl
 import time
@@ -187,9 +188,16 @@ def _too_large(length: int | None) -> web.Response:
 
 
 async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The whole body, or None if it exceeds ``limit`` bytes (chunked bodies included)."""
-    if request.content_length is not None:
-        return await request.read()
+    """The whole body, or None if it exceeds ``limit`` bytes (chunked bodies included).
+
+    Read from the stream directly: ``request.read()`` has its own 1 MiB cap.
+    """
+    length = request.content_length
+    if length is not None:
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial  # the client hung up mid-body; it will not read our answer
     chunks: list[bytes] = []
     size = 0
     while True:
