@@ -77,7 +77,7 @@ _TIFS: Final[dict[str, str]] = {"GTC": "GTC", "IOC": "IOC", "FOK": "FOK"}
 # Distinct decimal texts remembered per market; the cache is cleared when full.
 _PARSE_CACHE_MAX: Final = 4096
 # Ids no longer resting, per client, before they are folded into the compact archive.
-_RETIRED_IDS_BATCH: Final = 4096
+_RETIRED_IDS_BATCH: Final = 256
 
 _SNAPSHOT_VERSION: Final = 1
 
