@@ -1,0 +1,246 @@
+"""One replica: the consensus core, its storage and the state machine, driven the one way.
+
+Theory of operation
+-------------------
+:class:`Replica` owns a :class:`~grenex.consensus.Raft`, the :class:`Storage` it persists to,
+and a :class:`ReplicaState` (engine + sessions).  Inputs are ``tick()``, ``step(msg)`` and
+proposals; output comes from the driver step, the only place where consensus' Ready is
+carried out, shared by the asyncio node and the simulator:
+
+1. ``rd = replica.ready()``      — None when there is nothing to do;
+2. ``replica.persist(rd)``       — storage writes, then one ``sync()`` (blocking disk I/O:
+   an asyncio shell may run it in a thread; nothing else may touch the replica meanwhile);
+3. send ``rd.messages``          — after persisting, never before;
+4. ``applied = replica.apply(rd)`` — restores a received snapshot, applies committed entries
+   to the engine (exactly-once), advances the core, and takes a snapshot + compacts the log
+   every ``snapshot_interval_entries``.  Returns one :class:`Applied` per committed entry.
+
+:meth:`Replica.handle_ready` does 1–4 in a loop until the core is idle.
+
+How a proposer learns its outcome: ``propose()`` returns the entry's ``(index, term)``.  The
+command was committed and applied exactly when an :class:`Applied` with that index *and* term
+comes out of ``apply``; if that index comes out with another term, or is skipped by a snapshot
+install, the outcome is unknown and the command must be retried with the same id/req (the
+session table makes the retry safe and returns the first outcome).  :class:`Proposals` does
+this bookkeeping.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, NamedTuple, TypeVar
+
+from grenex.consensus import (
+    ConfChange,
+    ConfChangeOp,
+    Config,
+    EntryKind,
+    Message,
+    Raft,
+    Ready,
+    Storage,
+)
+from grenex.engine.events import Event
+from grenex.replica.state import ReplicaState
+
+__all__ = ["Applied", "Proposals", "Replica", "ReplicaConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    raft: Config
+    # Snapshot the state machine after this many entries applied since the last snapshot.
+    snapshot_interval_entries: int = 8192
+    # Entries kept below a snapshot, so a slightly lagging member gets entries, not a snapshot.
+    compaction_retain_entries: int = 1024
+    # Session bounds: part of the state machine, must be equal on every replica (sessions.py).
+    session_outcomes_per_client_max: int = 64
+    session_clients_max: int = 1024
+
+    def __post_init__(self) -> None:
+        assert self.snapshot_interval_entries >= 1 and self.compaction_retain_entries >= 0
+
+
+class Applied(NamedTuple):
+    """One committed entry after it was applied.
+
+    ``kind``: EntryKind.  NORMAL entries carry the command bytes and the events it produced,
+    with ``seq == index`` — or, when ``duplicate``, the *original* outcome of the command it
+    repeats (the engine did not run; the events' ``seq`` is the original index).  NOOP and
+    CONFIG entries have no events (``data`` of a CONFIG entry is its encoded ConfChange).
+    """
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index, on purpose
+    term: int
+    kind: int
+    data: bytes
+    events: list[Event]
+    duplicate: bool
+
+
+class Replica:
+    """See the module docstring for the driver protocol."""
+
+    def __init__(self, config: ReplicaConfig, storage: Storage, rng: random.Random) -> None:
+        self.config = config
+        self.id = config.raft.id
+        self.storage = storage
+        self.raft = Raft(config.raft, storage, rng)
+        snap = storage.snapshot()
+        self.state = self._restore(snap.data)
+        assert self.state.index == snap.index, (self.state.index, snap.index)
+        self.last_snapshot_index = snap.index
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
+
+    def _restore(self, data: bytes) -> ReplicaState:
+        c = self.config
+        return ReplicaState.restore(data, c.session_outcomes_per_client_max, c.session_clients_max)
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def step(self, msg: Message) -> None:
+        self.raft.step(msg)
+
+    def propose(self, command: bytes) -> tuple[int, int]:
+        """Propose one command (SPEC §2 JSON bytes); returns (index, term).
+
+        Raises NotLeader (with a hint) or ProposalDroppedError."""
+        return self.raft.propose(command)
+
+    def add_learner(self, node: str) -> tuple[int, int]:
+        return self.raft.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, node))
+
+    def promote(self, node: str) -> tuple[int, int]:
+        return self.raft.propose_conf_change(ConfChange(ConfChangeOp.PROMOTE, node))
+
+    def remove(self, node: str) -> tuple[int, int]:
+        return self.raft.propose_conf_change(ConfChange(ConfChangeOp.REMOVE, node))
+
+    def transfer_leadership(self, to: str) -> None:
+        self.raft.transfer_leadership(to)
+
+    # -- the driver ----------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return self.raft.has_ready()
+
+    def ready(self) -> Ready | None:
+        return self.raft.ready() if self.raft.has_ready() else None
+
+    def persist(self, rd: Ready) -> None:
+        """Step 1 of the Ready contract: snapshot, entries, hard state, one sync."""
+        st = self.storage
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            st.append(rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        if rd.must_sync or rd.snapshot is not None or rd.entries:
+            st.sync()
+
+    def apply(self, rd: Ready) -> list[Applied]:
+        """Steps 3–4: restore/apply, advance the core, snapshot and compact when due."""
+        out: list[Applied] = []
+        if rd.snapshot is not None:
+            self.state = self._restore(rd.snapshot.data)
+            assert self.state.index == rd.snapshot.index, (self.state.index, rd.snapshot.index)
+            self.last_snapshot_index = rd.snapshot.index
+            self.snapshots_installed += 1
+        state = self.state
+        for e in rd.committed_entries:
+            if e.kind == EntryKind.NORMAL:
+                events, dup = state.apply_command(e.index, e.term, e.data)
+                out.append(Applied(e.index, e.term, e.kind, e.data, events, dup))
+            else:
+                state.skip(e.index, e.term)
+                out.append(Applied(e.index, e.term, e.kind, e.data, [], False))
+        self.raft.advance(rd)
+        if state.index - self.last_snapshot_index >= self.config.snapshot_interval_entries:
+            self.take_snapshot()
+        return out
+
+    def handle_ready(self, send: Callable[[Message], None]) -> list[Applied]:
+        """The whole driver step: persist -> send -> apply -> advance, until idle."""
+        applied: list[Applied] = []
+        while True:
+            rd = self.ready()
+            if rd is None:
+                return applied
+            self.persist(rd)
+            for m in rd.messages:
+                send(m)
+            applied.extend(self.apply(rd))
+
+    def take_snapshot(self) -> None:
+        """Snapshot the state machine at the applied index and compact the log below it,
+        keeping ``compaction_retain_entries``.  Call only between driver steps."""
+        st = self.storage
+        index = self.state.index
+        if index <= st.snapshot().index:
+            return
+        st.create_snapshot(index, self.raft.conf_state(), self.state.snapshot())
+        self.last_snapshot_index = index
+        self.snapshots_taken += 1
+        st.compact(max(index - self.config.compaction_retain_entries, st.first_index() - 1))
+
+    # -- observing -----------------------------------------------------------------------------
+
+    @property
+    def applied_index(self) -> int:
+        return self.state.index
+
+    def state_hash(self) -> str:
+        return self.state.state_hash()
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Proposals(Generic[T]):
+    """A node's own proposals awaiting their outcome, matched by (index, term).
+
+    ``add`` after a successful propose; feed every ``apply`` result to ``resolve``, which yields
+    ``(token, Applied)`` when the proposal's entry was applied, or ``(token, None)`` when the
+    outcome is unknown (its index was taken by another term's entry or skipped by a snapshot
+    install: retry with the same id/req).  At most ``pending_max`` proposals wait at once.
+    """
+
+    pending_max: int = 65_536
+    _pending: dict[int, tuple[int, T]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, index: int, term: int, token: T) -> T | None:
+        """Wait for (index, term).  Returns the token of an older proposal at the same index,
+        if any: a new entry there means the older one was overwritten (outcome unknown)."""
+        old = self._pending.pop(index, None)
+        if old is None and len(self._pending) >= self.pending_max:
+            raise OverflowError("too many proposals pending")
+        self._pending[index] = (term, token)
+        return old[1] if old is not None else None
+
+    def resolve(
+        self, applied: list[Applied], applied_index: int
+    ) -> Iterator[tuple[T, Applied | None]]:
+        """Outcomes decided by one ``apply`` result; ``applied_index`` is the replica's applied
+        index afterwards (proposals at or below it that did not come out are unknown)."""
+        pending = self._pending
+        if not pending:
+            return
+        for a in applied:
+            p = pending.pop(a.index, None)
+            if p is not None:
+                yield p[1], (a if p[0] == a.term else None)
+        if pending and min(pending) <= applied_index:
+            # skipped by a snapshot install: never seen here, so unknown
+            for idx in sorted(i for i in pending if i <= applied_index):
+                yield pending.pop(idx)[1], None

@@ -1,0 +1,143 @@
+"""The replicated state machine: the engine plus the session table, at a log position.
+
+A committed NORMAL entry's data is one SPEC §2 command as JSON bytes (optionally with ``req``);
+its events get ``seq`` = the entry's log index.  :meth:`ReplicaState.apply_command` is the only
+way commands reach the engine, so every replica runs the same exactly-once decisions.
+
+The snapshot is canonical MessagePack::
+
+    [version, index, term, engine_snapshot_bytes, sessions_evictions,
+     [[client, [[key, index, events_json_bytes], ...]], ...]]
+
+Equal states give equal bytes, so :meth:`ReplicaState.state_hash` (sha256 of them) lets two
+replicas at the same index prove they are equal.  The session bounds are part of the state
+machine's definition: every replica of a cluster must use the same values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final
+
+import msgspec
+
+from grenex.codec import decode_command
+from grenex.engine import Engine
+from grenex.engine.events import Event
+from grenex.replica.sessions import Outcome, Sessions, session_keys
+
+__all__ = ["SNAPSHOT_VERSION", "ReplicaSnapshotError", "ReplicaState"]
+
+SNAPSHOT_VERSION: Final = 1
+
+
+class ReplicaSnapshotError(ValueError):
+    """Snapshot bytes that are not a valid replica snapshot."""
+
+
+class _SessionItem(msgspec.Struct, array_like=True, gc=False):
+    key: str
+    index: int
+    events: bytes  # canonical JSON of the event list
+
+
+class _ClientItems(msgspec.Struct, array_like=True, gc=False):
+    client: str
+    items: list[_SessionItem]
+
+
+class _Snap(msgspec.Struct, array_like=True, gc=False):
+    v: int
+    index: int
+    term: int
+    engine: bytes
+    evictions: int
+    sessions: list[_ClientItems]
+
+
+_enc: Final = msgspec.msgpack.Encoder()
+_dec: Final = msgspec.msgpack.Decoder(_Snap)
+_json_enc: Final = msgspec.json.Encoder()
+_events_dec: Final = msgspec.json.Decoder(list[Event])
+
+
+class ReplicaState:
+    """Engine + sessions + the position of the last applied entry."""
+
+    __slots__ = ("engine", "index", "sessions", "term")
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        sessions: Sessions | None = None,
+        index: int = 0,
+        term: int = 0,
+    ) -> None:
+        self.engine = engine if engine is not None else Engine()
+        self.sessions = sessions if sessions is not None else Sessions()
+        self.index = index
+        self.term = term
+
+    def apply_command(self, index: int, term: int, data: bytes) -> tuple[list[Event], bool]:
+        """Apply one committed command; returns (events, duplicate).
+
+        ``duplicate`` means a retry answered from the session table with the *original*
+        events (their ``seq`` is the original index); the engine did not run.
+        """
+        assert index > self.index, (index, self.index)
+        self.index = index
+        self.term = term
+        cmd = decode_command(data)
+        sk = session_keys(cmd)
+        if sk is not None:
+            out = self.sessions.lookup(sk[0], sk[1])
+            if out is not None:
+                return out.events, True
+        events = self.engine.apply(cmd, index)
+        if sk is not None:
+            self.sessions.record(sk[0], sk[1], Outcome(index, events))
+        return events, False
+
+    def skip(self, index: int, term: int) -> None:
+        """An entry that is not a command (no-op, membership change) was applied."""
+        assert index > self.index, (index, self.index)
+        self.index = index
+        self.term = term
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        state = self.sessions.to_state()
+        sessions = [
+            _ClientItems(c, [_SessionItem(k, i, _json_enc.encode(evs)) for k, i, evs in items])
+            for c, items in state[1]
+        ]
+        return _enc.encode(
+            _Snap(
+                SNAPSHOT_VERSION, self.index, self.term, self.engine.snapshot(), state[0], sessions
+            )
+        )
+
+    def state_hash(self) -> str:
+        return hashlib.sha256(self.snapshot()).hexdigest()
+
+    @classmethod
+    def restore(
+        cls, blob: bytes, outcomes_per_client_max: int = 64, clients_max: int = 1024
+    ) -> ReplicaState:
+        """The state a :meth:`snapshot` wrote (``b""``: the empty state at index 0)."""
+        if not blob:
+            return cls(Engine(), Sessions(outcomes_per_client_max, clients_max))
+        try:
+            s = _dec.decode(blob)
+            if s.v != SNAPSHOT_VERSION:
+                raise ReplicaSnapshotError(f"unsupported replica snapshot version {s.v}")
+            engine = Engine.restore(s.engine)
+            clients: list[Any] = [
+                (ci.client, [(it.key, it.index, _events_dec.decode(it.events)) for it in ci.items])
+                for ci in s.sessions
+            ]
+        except (msgspec.DecodeError, ValueError) as e:
+            raise ReplicaSnapshotError(f"bad replica snapshot: {e}") from None
+        sessions = Sessions.from_state(s.evictions, clients, outcomes_per_client_max, clients_max)
+        return cls(engine, sessions, s.index, s.term)

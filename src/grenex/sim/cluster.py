@@ -1,0 +1,828 @@
+"""The deterministic simulation: real consensus, replica and engine code under faults.
+
+Theory of operation
+-------------------
+One seed makes one ``random.Random``; every knob (cluster size, loss, duplication, delays,
+fault rates, snapshot interval, client count) and every event (which packet is lost, which
+node crashes when, what each client orders) is drawn from it, so ``--seed N`` replays a run
+exactly.  There is no wall clock: time is the simulation tick, and each node's Raft ticks
+with its own small probability of skipping a tick (clock drift).
+
+Per tick: deliver due packets (consensus messages as encoded bytes, client requests and
+replies), tick every live node, run every live node's driver step (persist -> send -> apply
+-> advance, exactly the node's code path, through :meth:`Replica.handle_ready`), answer
+clients whose proposals were applied, then let clients retry or start new commands.
+
+Two phases, like TigerBeetle's VOPR:
+
+* **safety** (``ticks``): faults are injected while clients keep ordering — packet loss,
+  duplication and reordering, symmetric and one-way partitions, clogged links released one by
+  one, crashes (some in the middle of persisting a Ready, losing unsynced writes) and restarts,
+  new learners joining (catching up by snapshot), promotions, removals and leadership
+  transfers.
+* **liveness**: the network heals, crashed nodes restart, faults stop; within
+  ``liveness_ticks_max`` the cluster must elect a leader, bring every member to the same
+  applied index, finish the clients' outstanding commands and acknowledge one more.
+
+Checkers (``checker.py``) watch from outside throughout; the first broken guarantee stops the
+run with :class:`SimFailure`.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grenex.codec import encode_json
+from grenex.codec.raft import decode_message, encode_message
+from grenex.consensus import (
+    Config,
+    ConsensusError,
+    InvalidConfChangeError,
+    Message,
+    NotLeader,
+    Role,
+    bootstrap,
+)
+from grenex.engine.events import Event
+from grenex.replica import Proposals, Replica, ReplicaConfig
+from grenex.sim.checker import SimFailure, Watch
+from grenex.sim.disk import DiskCrash, SimDisk
+from grenex.sim.network import Network
+
+__all__ = ["Knobs", "Result", "Simulation", "run_seed"]
+
+ELECTION_TIMEOUT_TICKS = 12
+HEARTBEAT_INTERVAL_TICKS = 2
+# Session tables big enough that the simulation never evicts (the model does not model it).
+SESSION_OUTCOMES_PER_CLIENT_MAX = 1 << 20
+
+
+@dataclass
+class Knobs:
+    """Everything a seed decides about the run, drawn once at the start."""
+
+    voters: int
+    learners: int
+    clients: int
+    loss: float
+    duplication: float
+    delay_max_ticks: int
+    crash_rate: float  # per tick
+    partition_rate: float
+    clog_rate: float
+    membership_rate: float
+    transfer_rate: float
+    mid_persist_crash: float  # share of crashes that happen inside persist
+    snapshot_interval_entries: int
+    compaction_retain_entries: int
+    entries_per_message_max: int
+    inflight_messages_max: int
+    tick_skip_max: float
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Knobs:
+        return cls(
+            voters=rng.choice((3, 3, 5)),
+            learners=rng.randrange(3),
+            clients=rng.randrange(2, 7),
+            loss=rng.choice((0.0, 0.01, 0.05, 0.1, 0.2)),
+            duplication=rng.choice((0.0, 0.01, 0.05)),
+            delay_max_ticks=rng.randrange(1, 5),
+            crash_rate=rng.choice((0.0, 0.002, 0.005, 0.01, 0.03)),
+            partition_rate=rng.choice((0.0, 0.005, 0.01, 0.02)),
+            clog_rate=rng.choice((0.0, 0.005, 0.02)),
+            membership_rate=rng.choice((0.0, 0.005, 0.01, 0.02)),
+            transfer_rate=rng.choice((0.0, 0.002, 0.005)),
+            mid_persist_crash=rng.choice((0.0, 0.5, 1.0)),
+            snapshot_interval_entries=rng.choice((16, 32, 64, 1000)),
+            compaction_retain_entries=rng.choice((0, 4, 16)),
+            entries_per_message_max=rng.choice((3, 16, 128)),
+            inflight_messages_max=rng.choice((1, 4, 16)),
+            tick_skip_max=rng.choice((0.0, 0.05, 0.2)),
+        )
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Op:
+    """One client command and its fate: ok (acknowledged), unknown (gave up), or pending."""
+
+    client: str
+    seq: int
+    data: bytes
+    started: int
+    attempts: int = 0
+    status: str = "pending"
+    index: int = 0
+    term: int = 0
+    events: list[Event] = field(default_factory=list)
+    acked_by: str = ""
+
+
+@dataclass
+class Client:
+    name: str
+    ids: list[str] = field(default_factory=list)
+    op: Op | None = None
+    next_op_tick: int = 0
+    deadline: int = 0
+    target: str | None = None
+    n_ops: int = 0
+    n_req: int = 0
+
+
+CLIENT_TIMEOUT_TICKS = 40
+ATTEMPTS_MAX = 30
+
+MARKETS = (("M", "1", "1"), ("N", "0.5", "0.01"))
+
+
+# -- nodes ------------------------------------------------------------------------------------
+
+
+class SimNode:
+    def __init__(self, nid: str, disk: SimDisk, tick_skip: float) -> None:
+        self.id = nid
+        self.disk = disk
+        self.tick_skip = tick_skip
+        self.replica: Replica | None = None
+        self.proposals: Proposals[tuple[str, int]] = Proposals()
+        self.retired = False
+        self.restart_at = 0
+        self.crashes = 0
+        self.installed_seen = 0
+
+    @property
+    def up(self) -> bool:
+        return self.replica is not None
+
+
+@dataclass
+class Result:
+    seed: int
+    ok: bool
+    failure: str = ""
+    ticks: int = 0
+    converged_after: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+    status_lines: list[str] = field(default_factory=list)
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        ticks: int = 1500,
+        liveness_ticks_max: int = 1000,
+        verbose: bool = False,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.knobs = Knobs.draw(self.rng)
+        self.safety_ticks = ticks
+        self.liveness_ticks_max = liveness_ticks_max
+        self.verbose = verbose
+        self._log = log
+        k = self.knobs
+        self.net = Network(random.Random(self.rng.getrandbits(64)))
+        self.net.loss = k.loss
+        self.net.duplication = k.duplication
+        self.net.delay_max_ticks = k.delay_max_ticks
+        self.watch = Watch()
+        self.now = 0
+        self.phase = "safety"
+        self.nodes: dict[str, SimNode] = {}
+        self.next_node = 1
+        self.joining: list[str] = []  # started, add_learner not yet committed
+        self.leaving: list[str] = []  # removal proposed; retired once applied
+        self.faults: list[tuple[int, str, Callable[[], None]]] = []  # (until, what, undo)
+        self.ops: list[Op] = []
+        self.stats: dict[str, int] = {
+            "crashes": 0,
+            "mid_persist_crashes": 0,
+            "lost_writes": 0,
+            "partitions": 0,
+            "clogs": 0,
+            "joins": 0,
+            "promotions": 0,
+            "removals": 0,
+            "transfers": 0,
+            "snapshots_installed": 0,
+            "elections": 0,
+        }
+        voters = [self._new_id() for _ in range(k.voters)]
+        for nid in voters:
+            disk = SimDisk()
+            bootstrap(disk, voters)
+            self._start(self._add_node(nid, disk))
+        for _ in range(k.learners):
+            self._join()
+        self.clients = [Client(f"c{i + 1}") for i in range(k.clients)]
+        self.admin = Client("admin")
+        self._admin_ops = [
+            {"type": "add_market", "market": m, "tick": t, "lot": lot, "client": "admin"}
+            for m, t, lot in MARKETS
+        ]
+
+    # -- logging ------------------------------------------------------------------------------
+
+    def log(self, text: str) -> None:
+        if self.verbose:
+            self._log(f"t={self.now:5d} {text}")
+
+    # -- nodes --------------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        nid = f"n{self.next_node}"
+        self.next_node += 1
+        return nid
+
+    def _add_node(self, nid: str, disk: SimDisk) -> SimNode:
+        node = SimNode(nid, disk, self.rng.random() * self.knobs.tick_skip_max)
+        self.nodes[nid] = node
+        return node
+
+    def _start(self, node: SimNode) -> None:
+        k = self.knobs
+        cfg = ReplicaConfig(
+            raft=Config(
+                id=node.id,
+                election_timeout_ticks=ELECTION_TIMEOUT_TICKS,
+                heartbeat_interval_ticks=HEARTBEAT_INTERVAL_TICKS,
+                entries_per_message_max=k.entries_per_message_max,
+                inflight_messages_max=k.inflight_messages_max,
+                snapshot_retry_ticks=4 * ELECTION_TIMEOUT_TICKS,
+            ),
+            snapshot_interval_entries=k.snapshot_interval_entries,
+            compaction_retain_entries=k.compaction_retain_entries,
+            session_outcomes_per_client_max=SESSION_OUTCOMES_PER_CLIENT_MAX,
+        )
+        node.replica = Replica(cfg, node.disk, random.Random(self.rng.getrandbits(64)))
+        node.proposals = Proposals()
+
+    def _crash(self, node: SimNode, why: str) -> None:
+        lost = node.disk.crash(self.rng)
+        self.stats["lost_writes"] += lost
+        self.stats["crashes"] += 1
+        node.replica = None
+        node.crashes += 1
+        node.restart_at = self.now + self.rng.randrange(10, 80)
+        self.log(f"{node.id} crashes ({why}; {lost} unsynced writes lost)")
+
+    def _join(self) -> None:
+        nid = self._new_id()
+        self._start(self._add_node(nid, SimDisk()))
+        self.joining.append(nid)
+        self.stats["joins"] += 1
+        self.log(f"{nid} starts empty, to join as a learner")
+
+    def leader(self) -> SimNode | None:
+        best: SimNode | None = None
+        for nid in sorted(self.nodes):
+            n = self.nodes[nid]
+            r = n.replica
+            if (
+                r is not None
+                and r.raft.role == Role.LEADER
+                and (best is None or r.raft.term > _r(best).raft.term)
+            ):
+                best = n
+        return best
+
+    # -- the tick -----------------------------------------------------------------------------
+
+    def step(self) -> None:
+        self.now += 1
+        net = self.net
+        net.now = self.now
+        if self.phase == "safety":
+            self._inject_faults()
+        self._restart_due()
+        for p in net.due():
+            self._deliver(p.src, p.dst, p.payload)
+        rng = self.rng
+        for nid in sorted(self.nodes):
+            node = self.nodes[nid]
+            r = node.replica
+            if r is not None and (not node.tick_skip or rng.random() >= node.tick_skip):
+                r.tick()
+        for nid in sorted(self.nodes):
+            self._drive(self.nodes[nid])
+        self._membership_progress()
+        for c in [self.admin, *self.clients]:
+            self._client_step(c)
+        if self.now % 16 == 0:
+            self._check_hashes()
+
+    def _deliver(self, src: str, dst: str, payload: Any) -> None:
+        kind = payload[0]
+        if kind == "raft":
+            node = self.nodes.get(dst)
+            if node is not None and node.replica is not None:
+                node.replica.step(decode_message(payload[1]))
+        elif kind == "req":
+            node = self.nodes.get(dst)
+            if node is not None and node.replica is not None:
+                self._handle_request(node, src, payload[1], payload[2])
+        else:
+            self._handle_reply(dst, src, payload)
+
+    def _drive(self, node: SimNode) -> None:
+        r = node.replica
+        if r is None or not r.has_ready():
+            return
+        nid = node.id
+        net = self.net
+
+        def send(m: Message) -> None:  # straight onto the wire, as the node does
+            net.send(nid, m.dst, ("raft", encode_message(m)))
+
+        try:
+            applied = r.handle_ready(send)
+        except DiskCrash:
+            self.stats["mid_persist_crashes"] += 1
+            self._crash(node, "mid-persist")
+            return
+        raft = r.raft
+        if raft.role == Role.LEADER:
+            if raft.term not in self.watch.leaders:
+                self.stats["elections"] += 1
+                self.log(f"{nid} leads term {raft.term}")
+            self.watch.record_leader(raft.term, nid)
+        if not applied:
+            return
+        if r.snapshots_installed != node.installed_seen:
+            self.stats["snapshots_installed"] += r.snapshots_installed - node.installed_seen
+            node.installed_seen = r.snapshots_installed
+        watch = self.watch
+        for a in applied:
+            watch.record_applied(nid, a.index, a.term, a.kind, a.data, a.events, a.duplicate)
+        for token, outcome in node.proposals.resolve(applied, r.applied_index):
+            client, seq = token
+            if outcome is None:
+                net.send(nid, client, ("unknown", seq))
+            else:
+                net.send(nid, client, ("ok", seq, outcome.index, outcome.term, outcome.events))
+
+    def _check_hashes(self) -> None:
+        """Replicas at the same applied index must hold equal states."""
+        by_index: dict[int, list[SimNode]] = {}
+        for nid in sorted(self.nodes):
+            n = self.nodes[nid]
+            if n.replica is not None:
+                by_index.setdefault(n.replica.applied_index, []).append(n)
+        for index, group in sorted(by_index.items()):
+            if len(group) < 2 and index not in self.watch.hashes:
+                continue
+            for n in group:
+                r = _r(n)
+                self.watch.record_hash(index, n.id, r.state_hash())
+            _r(group[0]).state.engine.check_invariants()
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def _inject_faults(self) -> None:
+        rng = self.rng
+        k = self.knobs
+        now = self.now
+        expired = [f for f in self.faults if f[0] <= now]
+        if expired:
+            self.faults = [f for f in self.faults if f[0] > now]
+            for _, what, undo in expired:
+                undo()
+                self.log(f"heals {what}")
+        ids = [nid for nid in sorted(self.nodes) if not self.nodes[nid].retired]
+        if k.crash_rate and rng.random() < k.crash_rate:
+            up = [nid for nid in ids if self.nodes[nid].up]
+            down = len(ids) - len(up)
+            if up and down < len(ids) // 2:
+                node = self.nodes[rng.choice(up)]
+                if rng.random() < k.mid_persist_crash:
+                    node.disk.fail_next_sync = True  # dies at its next persist
+                    self.log(f"{node.id} will crash at its next sync")
+                else:
+                    self._crash(node, "at rest")
+        if k.partition_rate and rng.random() < k.partition_rate and len(ids) >= 2:
+            self._partition(ids)
+        if k.clog_rate and rng.random() < k.clog_rate and len(ids) >= 2:
+            self._clog(ids)
+        if k.membership_rate and rng.random() < k.membership_rate:
+            self._membership_change()
+        if k.transfer_rate and rng.random() < k.transfer_rate:
+            self._transfer()
+
+    def _partition(self, ids: list[str]) -> None:
+        rng = self.rng
+        net = self.net
+        one_way = rng.random() < 0.3
+        side = sorted(rng.sample(ids, rng.randrange(1, len(ids) // 2 + 1)))
+        rest = [n for n in ids if n not in side]
+        links = []
+        for a in side:
+            for b in rest:
+                links.append((a, b))
+                if not one_way:
+                    links.append((b, a))
+        if one_way and rng.random() < 0.5:
+            links = [(b, a) for a, b in links]
+        new = [link for link in links if link not in net.cut]
+        for link in new:
+            net.cut.add(link)
+
+        def undo() -> None:
+            for link in new:
+                net.cut.discard(link)
+
+        what = f"{'one-way ' if one_way else ''}partition {side}|{rest}"
+        self.faults.append((self.now + rng.randrange(20, 120), what, undo))
+        self.stats["partitions"] += 1
+        self.log(what)
+
+    def _clog(self, ids: list[str]) -> None:
+        rng = self.rng
+        net = self.net
+        links = []
+        for _ in range(rng.randrange(1, 4)):
+            a, b = rng.sample(ids, 2)
+            if (a, b) not in net.clogged:
+                links.append((a, b))
+                net.clogged.add((a, b))
+        # released one by one, a few ticks apart
+        t = self.now + rng.randrange(10, 80)
+        for link in links:
+            t += rng.randrange(1, 15)
+            self.faults.append((t, f"clog {link}", _releaser(net, link)))
+        self.stats["clogs"] += 1
+        self.log(f"clogs {links}")
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def _membership_change(self) -> None:
+        rng = self.rng
+        ldr = self.leader()
+        if ldr is None:
+            return
+        r = _r(ldr)
+        conf = r.raft.conf_state()
+        choice = rng.random()
+        try:
+            if self.joining and choice < 0.4:
+                nid = self.joining[0]
+                r.add_learner(nid)
+                self.log(f"{ldr.id} proposes add_learner {nid}")
+            elif choice < 0.5 and len(self.nodes) < 12:
+                self._join()
+            elif choice < 0.75:
+                promotable = [
+                    n
+                    for n in conf.learners
+                    if n in r.raft.prs and r.raft.prs[n].match >= r.raft.log.committed
+                ]
+                if promotable and len(conf.voters) < 5:
+                    nid = rng.choice(promotable)
+                    r.promote(nid)
+                    self.stats["promotions"] += 1
+                    self.log(f"{ldr.id} proposes promote {nid}")
+            else:
+                members = list(conf.voters) + list(conf.learners)
+                if len(conf.voters) > 3 or conf.learners:
+                    pool = members if len(conf.voters) > 3 else list(conf.learners)
+                    nid = rng.choice(pool)
+                    r.remove(nid)
+                    if nid not in self.leaving:
+                        self.leaving.append(nid)
+                    self.stats["removals"] += 1
+                    self.log(f"{ldr.id} proposes remove {nid}")
+        except (ConsensusError, InvalidConfChangeError) as e:
+            self.log(f"membership change refused: {e}")
+
+    def _transfer(self) -> None:
+        ldr = self.leader()
+        if ldr is None:
+            return
+        r = _r(ldr)
+        others = [v for v in r.raft.voters if v != ldr.id]
+        if others:
+            to = self.rng.choice(others)
+            try:
+                r.transfer_leadership(to)
+                self.stats["transfers"] += 1
+                self.log(f"{ldr.id} transfers leadership to {to}")
+            except ConsensusError as e:
+                self.log(f"transfer refused: {e}")
+
+    def _membership_progress(self) -> None:
+        """Joining nodes become members; removed nodes shut down once removal is applied."""
+        ldr = self.leader()
+        if ldr is None:
+            return
+        conf = _r(ldr).raft.conf_state()
+        members = set(conf.voters) | set(conf.learners)
+        for nid in list(self.joining):
+            if nid in members:
+                self.joining.remove(nid)
+        for nid in list(self.leaving):
+            if nid not in members:
+                self.leaving.remove(nid)
+                node = self.nodes[nid]
+                if not node.retired:
+                    node.retired = True
+                    node.replica = None
+                    self.log(f"{nid} was removed and shuts down")
+
+    def _restart_due(self) -> None:
+        for nid in sorted(self.nodes):
+            node = self.nodes[nid]
+            if not node.up and not node.retired and node.restart_at <= self.now:
+                self._start(node)
+                d = node.disk
+                self.log(f"{nid} restarts (log {d.first_index()}..{d.last_index()})")
+
+    # -- clients ------------------------------------------------------------------------------
+
+    def _new_op(self, c: Client) -> Op | None:
+        c.n_ops += 1
+        if c is self.admin:
+            if not self._admin_ops:
+                return None
+            cmd: dict[str, Any] = dict(self._admin_ops.pop(0))
+            cmd["req"] = f"m{c.n_ops}"
+        else:
+            cmd = self._order(c)
+        op = Op(c.name, c.n_ops, encode_json(cmd), self.now)
+        self.ops.append(op)
+        return op
+
+    def _order(self, c: Client) -> dict[str, Any]:
+        rng = self.rng
+        market, _, _ = rng.choice(MARKETS)
+        roll = rng.random()
+        if roll < 0.6 or not c.ids:
+            oid = f"o{len(c.ids) + 1}"
+            c.ids.append(oid)
+            cmd: dict[str, Any] = {
+                "type": "place",
+                "client": c.name,
+                "id": oid,
+                "market": market,
+                "side": rng.choice(("buy", "sell")),
+                "qty": str(rng.randrange(1, 6)) if market == "M" else f"0.0{rng.randrange(1, 10)}",
+            }
+            t = rng.random()
+            if t < 0.05:
+                cmd["tif"] = "IOC"  # market order
+            else:
+                if market == "M":
+                    cmd["price"] = str(rng.randrange(95, 106))
+                else:  # tick 0.5: prices 95, 95.5, ... 105, as text (never a float)
+                    half = rng.randrange(190, 211)
+                    cmd["price"] = f"{half // 2}.5" if half % 2 else str(half // 2)
+                if t < 0.2:
+                    cmd["tif"] = "IOC"
+                elif t < 0.3:
+                    cmd["tif"] = "FOK"
+                elif t < 0.4:
+                    cmd["post_only"] = True
+            if rng.random() < 0.2:
+                cmd["stp"] = rng.choice(("cancel_maker", "cancel_taker", "cancel_both"))
+            if rng.random() < 0.3:
+                c.n_req += 1
+                cmd["req"] = f"r{c.n_req}"
+            return cmd
+        oid = rng.choice(c.ids)
+        if roll < 0.8:
+            cmd = {"type": "cancel", "client": c.name, "id": oid}
+        else:
+            cmd = {"type": "amend", "client": c.name, "id": oid}
+            if rng.random() < 0.7:
+                cmd["qty"] = str(rng.randrange(1, 6))
+            if rng.random() < 0.5 or "qty" not in cmd:
+                cmd["price"] = str(rng.randrange(95, 106))
+        if rng.random() < 0.85:  # most carry a req; the rest rely on absolute values
+            c.n_req += 1
+            cmd["req"] = f"r{c.n_req}"
+        return cmd
+
+    def _client_step(self, c: Client) -> None:
+        now = self.now
+        op = c.op
+        if op is None:
+            if now < c.next_op_tick:
+                return
+            if self.phase != "safety" and c is not self.admin:
+                return
+            op = self._new_op(c)
+            if op is None:
+                return
+            c.op = op
+            self._send_attempt(c, op)
+        elif now >= c.deadline:
+            self._retry(c, op, None)
+
+    def _send_attempt(self, c: Client, op: Op) -> None:
+        op.attempts += 1
+        if c.target is None or c.target not in self.nodes or self.nodes[c.target].retired:
+            live = [nid for nid in sorted(self.nodes) if not self.nodes[nid].retired]
+            c.target = self.rng.choice(live)
+        c.deadline = self.now + CLIENT_TIMEOUT_TICKS
+        self.net.send(c.name, c.target, ("req", op.seq, op.data))
+
+    def _retry(self, c: Client, op: Op, target: str | None) -> None:
+        if op.attempts >= ATTEMPTS_MAX and self.phase == "safety":
+            op.status = "unknown"
+            self.log(f"{c.name} gives up on #{op.seq} (outcome unknown)")
+            c.op = None
+            c.next_op_tick = self.now + self.rng.randrange(1, 6)
+            return
+        c.target = target
+        self._send_attempt(c, op)
+
+    def _handle_request(self, node: SimNode, client: str, seq: int, data: bytes) -> None:
+        r = _r(node)
+        try:
+            index, term = r.propose(data)
+        except NotLeader as e:
+            self.net.send(node.id, client, ("redirect", seq, e.leader))
+            return
+        except ConsensusError:
+            self.net.send(node.id, client, ("busy", seq))
+            return
+        displaced = node.proposals.add(index, term, (client, seq))
+        if displaced is not None:  # an older proposal's entry was overwritten: unknown
+            self.net.send(node.id, displaced[0], ("unknown", displaced[1]))
+
+    def _handle_reply(self, client_name: str, node: str, payload: Any) -> None:
+        c = self.admin if client_name == "admin" else self._client(client_name)
+        op = c.op
+        kind, seq = payload[0], payload[1]
+        if op is None or op.seq != seq:
+            return  # an answer to an earlier command or an earlier attempt: already settled
+        if kind == "ok":
+            op.status = "ok"
+            op.index, op.term, op.events = payload[2], payload[3], payload[4]
+            op.acked_by = node
+            c.op = None
+            c.target = node
+            c.next_op_tick = self.now + self.rng.randrange(0, 6)
+        elif kind == "redirect":
+            self._retry(c, op, payload[2])
+        else:  # busy, unknown: try elsewhere soon
+            c.deadline = min(c.deadline, self.now + self.rng.randrange(1, 5))
+            c.target = None
+
+    def _client(self, name: str) -> Client:
+        for c in self.clients:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def run(self) -> Result:
+        try:
+            for _ in range(self.safety_ticks):
+                self.step()
+            self._heal()
+            converged = self._converge()
+            self._final_checks()
+        except SimFailure as e:
+            return Result(self.seed, False, str(e), self.now, 0, self.stats, self.status_lines())
+        except Exception as e:  # an assertion inside the code under test, or a bug
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            where = f"{tb.filename.rsplit('/src/', 1)[-1]}:{tb.lineno}"
+            msg = f"{type(e).__name__} in {where}: {e}"
+            return Result(self.seed, False, msg, self.now, 0, self.stats, self.status_lines())
+        return Result(self.seed, True, "", self.now, converged, self.stats, self.status_lines())
+
+    def _heal(self) -> None:
+        self.phase = "liveness"
+        self.log("== liveness: heal the network, restart everyone, stop faults ==")
+        for _, _what, undo in self.faults:
+            undo()
+        self.faults.clear()
+        self.net.heal()
+        self.net.loss = 0.0
+        self.net.duplication = 0.0
+        for nid in sorted(self.nodes):
+            node = self.nodes[nid]
+            node.disk.fail_next_sync = False
+            if not node.up and not node.retired:
+                node.restart_at = self.now
+
+    def _converge(self) -> int:
+        start = self.now
+        probe: Op | None = None
+        while self.now - start < self.liveness_ticks_max:
+            self.step()
+            if probe is None:
+                if self._converged() and all(c.op is None for c in [self.admin, *self.clients]):
+                    c = self.clients[0]
+                    probe = self._new_op(c)
+                    assert probe is not None
+                    c.op = probe
+                    c.next_op_tick = self.now
+                    self._send_attempt(c, probe)
+                    self.log(f"converged; probe command #{probe.seq} from {c.name}")
+            elif probe.status == "ok" and self._converged():
+                return self.now - start
+        what = "the probe command was not acknowledged" if probe else "no convergence"
+        raise SimFailure(f"liveness: {what} within {self.liveness_ticks_max} ticks after healing")
+
+    def _members(self) -> list[str]:
+        ldr = self.leader()
+        if ldr is None:
+            return []
+        return list(_r(ldr).raft.conf_state().members())
+
+    def _converged(self) -> bool:
+        ldr = self.leader()
+        if ldr is None:
+            return False
+        lr = _r(ldr).raft
+        if lr.log.committed != lr.log.last_index():
+            return False
+        for nid in self._members():
+            n = self.nodes[nid]
+            if n.replica is None or n.replica.applied_index != lr.log.committed:
+                return False
+        return True
+
+    def _final_checks(self) -> None:
+        watch = self.watch
+        members = self._members()
+        index = _r(self.nodes[members[0]]).applied_index
+        model = watch.model
+        if model.index != index:
+            raise SimFailure(f"model at {model.index}, replicas at {index}")
+        model.engine.check_invariants()
+        want = model.engine.state_hash()
+        for nid in members:
+            r = _r(self.nodes[nid])
+            watch.record_hash(index, nid, r.state_hash())
+            r.state.engine.check_invariants()
+            if r.state.engine.state_hash() != want:
+                raise SimFailure(f"{nid}'s books differ from the model replaying the log")
+            if r.state.sessions.evictions:
+                raise SimFailure(f"{nid} evicted sessions; the model assumes none")
+            # its log agrees with the committed log wherever it still holds entries
+            disk = self.nodes[nid].disk
+            for i in range(disk.first_index(), r.raft.log.committed + 1):
+                e = disk.live.entries(i, i + 1, 1 << 30)[0]
+                known = watch.log.get(i)
+                if known is not None and known != (e.term, e.kind, e.data):
+                    raise SimFailure(f"{nid}'s log differs from the committed log at {i}")
+        acked = [
+            (f"{op.client}#{op.seq}", op.data, op.index, op.term, op.events)
+            for op in self.ops
+            if op.status == "ok"
+        ]
+        watch.check_history(acked)
+        self.stats["commands_ok"] = len(acked)
+        self.stats["duplicates"] = sum(1 for _, dup in model.outcomes.values() if dup)
+        self.stats["retries"] = sum(op.attempts - 1 for op in self.ops)
+        self.stats["commands_unknown"] = sum(1 for op in self.ops if op.status == "unknown")
+        self.stats["log_index"] = index
+        self.stats["hash_checks"] = watch.checked_hashes
+        self.stats["packets"] = self.net.sent
+
+    def status_lines(self) -> list[str]:
+        out = []
+        for nid in sorted(self.nodes, key=lambda s: int(s[1:])):
+            n = self.nodes[nid]
+            if n.retired:
+                out.append(f"{nid}: retired")
+                continue
+            if n.replica is None:
+                out.append(f"{nid}: DOWN (disk log {n.disk.first_index()}..{n.disk.last_index()})")
+                continue
+            s = n.replica.raft.status()
+            conf = f"voters={','.join(s.conf.voters)}"
+            if s.conf.learners:
+                conf += f" learners={','.join(s.conf.learners)}"
+            out.append(
+                f"{nid}: {s.role.name.lower():13s} term={s.term} leader={s.leader}"
+                f" commit={s.commit} applied={s.applied} log={s.first_index}..{s.last_index}"
+                f" {conf} hash={n.replica.state_hash()[:10]}"
+            )
+        return out
+
+
+def _releaser(net: Network, link: tuple[str, str]) -> Callable[[], None]:
+    return lambda: net.release(link)
+
+
+def _r(node: SimNode) -> Replica:
+    r = node.replica
+    assert r is not None, f"{node.id} is down"
+    return r
+
+
+def run_seed(seed: int, ticks: int = 1500, verbose: bool = False) -> Result:
+    return Simulation(seed, ticks=ticks, verbose=verbose).run()
