@@ -50,7 +50,7 @@ def feed(raw: bytes, split: int, reply_max: int = 1 << 20) -> tuple[_Conn, Any]:
 
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"5;ext=1\r\n[\"r\",\r\n"
+    b'5;ext=1\r\n["r",\r\n'
     b"a\r\nnull,12345\r\n"
     b"1\r\n]\r\n"
     b"0\r\nX-Trailer: 1\r\n\r\n"
