@@ -14,6 +14,7 @@ means the log holds no entries.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -180,6 +181,20 @@ class MemoryStorage:
         del self._ents[: index - offset]
         dummy = self._ents[0]
         self._ents[0] = Entry(dummy.index, dummy.term, EntryKind.NOOP, b"")
+
+    @classmethod
+    def from_parts(cls, hard: HardState, snap: Snapshot, ents: list[Entry]) -> MemoryStorage:
+        """Reassemble (used by durable storage on open): ``ents[0]`` is the dummy entry at the
+        compaction point (only its index and term matter), the rest contiguous after it."""
+        assert ents and ents[0].index <= snap.index, (ents[:1], snap.index)
+        for a, b in itertools.pairwise(ents):
+            assert b.index == a.index + 1, (a.index, b.index)
+        m = cls()
+        m._hard = hard
+        m._snap = snap
+        d = ents[0]
+        m._ents = [Entry(d.index, d.term, EntryKind.NOOP, b""), *ents[1:]]
+        return m
 
     def clone(self) -> MemoryStorage:
         """An independent copy (entries are immutable, so the list copy suffices)."""
