@@ -201,7 +201,8 @@ class Simulation:
         self.nodes: dict[str, SimNode] = {}
         self.next_node = 1
         self.joining: list[str] = []  # started, add_learner not yet committed
-        self.leaving: list[str] = []  # removal proposed; retired once applied
+        # removal proposed, (index, term) of its entry: the node shuts down once it commits
+        self.leaving: dict[str, tuple[int, int]] = {}
         self.faults: list[tuple[int, str, Callable[[], None]]] = []  # (until, what, undo)
         self.ops: list[Op] = []
         self.stats: dict[str, int] = {
@@ -495,9 +496,7 @@ class Simulation:
                 if len(conf.voters) > 3 or conf.learners:
                     pool = members if len(conf.voters) > 3 else list(conf.learners)
                     nid = rng.choice(pool)
-                    r.remove(nid)
-                    if nid not in self.leaving:
-                        self.leaving.append(nid)
+                    self.leaving[nid] = r.remove(nid)
                     self.stats["removals"] += 1
                     self.log(f"{ldr.id} proposes remove {nid}")
         except (ConsensusError, InvalidConfChangeError) as e:
@@ -519,23 +518,27 @@ class Simulation:
                 self.log(f"transfer refused: {e}")
 
     def _membership_progress(self) -> None:
-        """Joining nodes become members; removed nodes shut down once removal is applied."""
+        """Joining nodes become members; a removed node shuts down once its removal is
+        committed (seen applied somewhere), as a real node does when it sees it applied."""
+        for nid, (index, term) in list(self.leaving.items()):
+            known = self.watch.log.get(index)
+            if known is None:
+                continue
+            del self.leaving[nid]
+            if known[0] != term:
+                continue  # that proposal was lost: the node stays a member
+            node = self.nodes[nid]
+            if not node.retired:
+                node.retired = True
+                node.replica = None
+                self.log(f"{nid} was removed and shuts down")
         ldr = self.leader()
-        if ldr is None:
+        if ldr is None or not self.joining:
             return
         conf = _r(ldr).raft.conf_state()
-        members = set(conf.voters) | set(conf.learners)
         for nid in list(self.joining):
-            if nid in members:
+            if nid in conf.voters or nid in conf.learners:
                 self.joining.remove(nid)
-        for nid in list(self.leaving):
-            if nid not in members:
-                self.leaving.remove(nid)
-                node = self.nodes[nid]
-                if not node.retired:
-                    node.retired = True
-                    node.replica = None
-                    self.log(f"{nid} was removed and shuts down")
 
     def _restart_due(self) -> None:
         for nid in sorted(self.nodes):
