@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Self, TypeAlias
 
+import msgspec
+
 from grenex.grenache.errors import (
     GrenacheError,
     LookupEmptyError,
@@ -80,10 +82,14 @@ class ServiceCore:
         concurrency_max: int = 256,
         backlog_max: int = 4096,
         handler_timeout_ms: int = 30_000,
+        float_hook: Callable[[str], Any] | None = None,
     ) -> None:
         if concurrency_max < 1 or backlog_max < 0 or handler_timeout_ms <= 0:
             raise ValueError("concurrency_max >= 1, backlog_max >= 0, handler_timeout_ms > 0")
         self.handler = handler
+        # JSON numbers with a fraction or exponent go through float_hook (their literal text)
+        # instead of becoming floats: for payloads where numbers must stay exact.
+        self._decode = msgspec.json.Decoder(float_hook=float_hook).decode
         self.concurrency_max = concurrency_max
         self.backlog_max = backlog_max
         self.handler_timeout_ms = handler_timeout_ms
@@ -102,7 +108,7 @@ class ServiceCore:
         """Answer a raw request frame. Raises :class:`ProtocolError` only when the frame has
         no readable rid (there is nothing to address a reply frame to)."""
         try:
-            req = decode_request(frame)
+            req = decode_request(frame, decode=self._decode)
         except ProtocolError as exc:
             self.invalid += 1
             if exc.rid is None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Any, Final, Protocol, Self
 
 from aiohttp import web
 
@@ -79,12 +79,14 @@ class PeerRPCServer:
         websocket: bool = True,
         ws_inflight_max: int = 256,
         shutdown_timeout_ms: int = 1_000,
+        float_hook: Callable[[str], Any] | None = None,
     ) -> None:
         self.core = ServiceCore(
             handler,
             concurrency_max=concurrency_max,
             backlog_max=backlog_max,
             handler_timeout_ms=handler_timeout_ms,
+            float_hook=float_hook,
         )
         self.host = host
         self._port = port

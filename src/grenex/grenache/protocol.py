@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -129,14 +130,16 @@ def encode_request(rid: str, key: str, payload: Json) -> bytes:
         raise TypeError(f"payload is not JSON-encodable: {exc}") from None
 
 
-def decode_request(body: bytes | str) -> Request:
+def decode_request(body: bytes | str, *, decode: Callable[[bytes | str], Any] = _decode) -> Request:
     """Parse a request frame.
 
+    ``decode`` is the JSON decoder (a server may pass one that keeps numbers exact, e.g.
+    ``msgspec.json.Decoder(float_hook=...).decode``).
     Raises :class:`ProtocolError`. Its ``rid`` attribute is the request id when one could be
     read (so the server can still answer that request with an error), else None.
     """
     try:
-        data = _decode(body)
+        data = decode(body)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"ERR_REQUEST_INVALID: body is not JSON ({exc})") from None
     if not isinstance(data, list) or not data:
