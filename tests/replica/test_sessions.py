@@ -1,0 +1,163 @@
+"""Exactly-once (SPEC §6) in the replicated state machine, and its documented bounds.
+
+Commands are applied to a ReplicaState as committed log entries (the index is the event seq).
+Proves: a retried place (same client and id) returns the original events — not duplicate_id —
+and changes nothing; any command with a req is answered from the table when repeated; a
+cancel or amend without req executes again (SPEC: absolute values); after the per-client or
+the client bound evicts an outcome, a retried place falls through to the engine's
+duplicate_id (the last line of defence) and a retried req executes again; eviction order
+follows the log, so it is the same on every replica.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from grenex.codec import encode_json
+from grenex.replica import ReplicaState, Sessions, session_keys
+
+
+def cmd(**fields: Any) -> bytes:
+    return encode_json(fields)
+
+
+ADD_MARKET = cmd(type="add_market", market="M", tick="1", lot="1")
+
+
+def place(oid: str, side: str = "buy", price: str = "100", client: str = "c", **kw: Any) -> bytes:
+    return cmd(
+        type="place", client=client, id=oid, market="M", side=side, qty="2", price=price, **kw
+    )
+
+
+class Log:
+    """Applies commands at consecutive indexes, like committed entries."""
+
+    def __init__(self, state: ReplicaState | None = None) -> None:
+        self.state = state or ReplicaState()
+        self.index = self.state.index
+
+    def apply(self, data: bytes) -> tuple[list[dict[str, Any]], bool]:
+        self.index += 1
+        events, dup = self.state.apply_command(self.index, 1, data)
+        return [msgspec.to_builtins(e) for e in events], dup
+
+
+def test_retried_place_returns_the_original_outcome() -> None:
+    log = Log()
+    log.apply(ADD_MARKET)
+    first, dup1 = log.apply(place("o1"))
+    books = log.state.engine.books()
+    again, dup2 = log.apply(place("o1"))
+    assert not dup1 and dup2
+    assert again == first  # same events, same seq (the original index)
+    assert [e["type"] for e in again] == ["accepted", "resting"]
+    assert all(e["seq"] == 2 for e in again)
+    assert log.state.engine.books() == books  # nothing executed twice
+
+
+def test_reused_id_with_other_fields_still_gets_the_first_outcome() -> None:
+    log = Log()
+    log.apply(ADD_MARKET)
+    first, _ = log.apply(place("o1"))
+    other, dup = log.apply(place("o1", side="sell", price="90"))
+    assert dup and other == first
+
+
+def test_req_makes_any_command_idempotent() -> None:
+    log = Log()
+    log.apply(ADD_MARKET)
+    log.apply(place("o1"))
+    c1, _ = log.apply(cmd(type="cancel", client="c", id="o1", req="r1"))
+    c2, dup = log.apply(cmd(type="cancel", client="c", id="o1", req="r1"))
+    assert dup and c2 == c1 and c1[0]["type"] == "cancelled"
+    # the same cancel without req executes again: now there is nothing to cancel
+    c3, dup3 = log.apply(cmd(type="cancel", client="c", id="o1"))
+    assert not dup3 and c3[0]["reason"] == "unknown_order"
+
+
+def test_amend_retry_with_req_does_not_lose_priority_again() -> None:
+    log = Log()
+    log.apply(ADD_MARKET)
+    log.apply(place("o1", price="100"))
+    log.apply(place("o2", price="100", client="d"))
+    a1, _ = log.apply(cmd(type="amend", client="c", id="o1", price="101", req="a"))
+    log.apply(place("o3", price="101", client="d"))
+    a2, dup = log.apply(cmd(type="amend", client="c", id="o1", price="101", req="a"))
+    assert dup and a2 == a1
+    bids = log.state.engine.books()[0]["bids"]
+    assert [b["id"] for b in bids][:2] == ["o1", "o3"]  # o1 kept its place at 101
+
+
+def test_keys() -> None:
+    assert session_keys({"type": "place", "client": "c", "id": "o", "req": "r"}) == (
+        "c",
+        ("i:o", "r:r"),
+    )
+    assert session_keys({"type": "cancel", "client": "c", "id": "o"}) is None
+    assert session_keys({"type": "cancel", "client": "c", "id": "o", "req": "r"}) == (
+        "c",
+        ("r:r",),
+    )
+    assert session_keys({"type": "place", "client": "bad name", "id": "o"}) is None
+    assert session_keys({"type": "place", "client": "c", "id": 5}) is None
+    assert session_keys([1, 2]) is None
+
+
+def test_per_client_bound_evicts_oldest_then_engine_says_duplicate_id() -> None:
+    state = ReplicaState(sessions=Sessions(outcomes_per_client_max=3, clients_max=10))
+    log = Log(state)
+    log.apply(ADD_MARKET)
+    for i in range(5):
+        log.apply(place(f"o{i}", price=str(90 + i)))
+    assert state.sessions.evictions == 2
+    # o0's outcome is gone: the retry reaches the engine, which refuses it (used id)
+    ev, dup = log.apply(place("o0", price="90"))
+    assert not dup and ev[0]["type"] == "rejected" and ev[0]["reason"] == "duplicate_id"
+    # o4's is still there
+    _, dup = log.apply(place("o4", price="94"))
+    assert dup
+
+
+def test_client_bound_evicts_least_recently_used_client() -> None:
+    state = ReplicaState(sessions=Sessions(outcomes_per_client_max=8, clients_max=2))
+    log = Log(state)
+    log.apply(ADD_MARKET)
+    log.apply(place("x", client="a"))
+    log.apply(place("x", client="b"))
+    log.apply(place("y", client="a"))  # a is now more recent than b
+    log.apply(place("x", client="c"))  # evicts b
+    assert log.apply(place("x", client="a"))[1]
+    assert not log.apply(place("x", client="b"))[1]
+
+
+def test_snapshot_is_canonical_and_restores_an_equal_state() -> None:
+    log = Log(ReplicaState(sessions=Sessions(outcomes_per_client_max=4, clients_max=3)))
+    log.apply(ADD_MARKET)
+    for i in range(12):
+        log.apply(place(f"o{i}", side="buy" if i % 2 else "sell", price=str(99 + i % 3)))
+        log.apply(cmd(type="cancel", client="c", id=f"o{i - 2}", req=f"r{i}"))
+    blob = log.state.snapshot()
+    copy = ReplicaState.restore(blob, 4, 3)
+    assert copy.snapshot() == blob
+    assert copy.state_hash() == log.state.state_hash()
+    assert (copy.index, copy.sessions.evictions) == (log.state.index, log.state.sessions.evictions)
+    # and both continue identically, eviction order included
+    other = Log(copy)
+    for i in range(12, 20):
+        data = place(f"o{i % 14}", price="100")
+        assert log.apply(data) == other.apply(data)
+    assert copy.state_hash() == log.state.state_hash()
+
+
+def test_bad_snapshot_bytes_are_refused() -> None:
+    import pytest
+
+    from grenex.replica import ReplicaSnapshotError
+
+    with pytest.raises(ReplicaSnapshotError):
+        ReplicaState.restore(b"\x93\x01\x02")
+    with pytest.raises(ReplicaSnapshotError):
+        ReplicaState.restore(b"not msgpack at all \xff")
