@@ -28,6 +28,9 @@ def _register() -> None:
 
     cli.add_command(replay_command)
     cli.add_command(demo_command)
+    from grenex.node.main import node_command
+
+    cli.add_command(node_command)
     try:
         from grenex.client.grenache_cli import grenache_group
     except ImportError:  # pragma: no cover - during bring-up only

@@ -30,8 +30,17 @@ class _NotJson:
 
 NOT_JSON: Final = _NotJson()
 
+
+def _enc_hook(value: Any) -> Any:
+    # A JsonNumber is the literal text of a JSON number we decoded: write it back verbatim,
+    # so a re-encoded command keeps its numbers exact and numbers stay numbers.
+    if type(value) is JsonNumber:
+        return msgspec.Raw(value.encode())
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
 _decoder: Final = msgspec.json.Decoder(float_hook=JsonNumber)
-_encoder: Final = msgspec.json.Encoder()
+_encoder: Final = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 def decode_command(data: bytes | str) -> Any:

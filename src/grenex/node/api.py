@@ -1,0 +1,136 @@
+"""The client API's request shapes (SPEC §7), checked before anything reaches the node.
+
+Pure functions: a request is ``{"action": NAME, "args": [OBJECT]}``; anything else is refused
+with ``ERR_GRENEX_BAD_REQUEST: <why>`` and changes nothing.  Commands are re-encoded as the
+canonical SPEC §2 JSON object (``type`` first) that goes into the log; numbers keep their
+literal text (the server decodes them with :class:`~grenex.engine.JsonNumber`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from grenex.codec import encode_json
+from grenex.engine import JsonNumber
+
+__all__ = [
+    "COMMAND_ACTIONS",
+    "READ_ACTIONS",
+    "BadRequest",
+    "Unavailable",
+    "command_bytes",
+    "parse_request",
+]
+
+COMMAND_ACTIONS: Final = ("place", "cancel", "amend", "add_market")
+READ_ACTIONS: Final = ("book", "trades", "status")
+_NAME: Final = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
+# Deeper JSON than this in a command is refused before it is encoded into the log.
+_DEPTH_MAX: Final = 8
+
+
+class BadRequest(Exception):  # noqa: N818 - the Grenache error name is what matters
+    """Becomes ``ERR_GRENEX_BAD_REQUEST: <why>``."""
+
+    def __str__(self) -> str:
+        return f"ERR_GRENEX_BAD_REQUEST: {self.args[0]}"
+
+
+class Unavailable(Exception):  # noqa: N818
+    """Becomes ``ERR_GRENEX_UNAVAILABLE: <why>`` (safe to retry with the same id)."""
+
+    def __str__(self) -> str:
+        return f"ERR_GRENEX_UNAVAILABLE: {self.args[0]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    action: str
+    args: dict[str, Any]
+
+
+def parse_request(payload: Any) -> Request:
+    if type(payload) is not dict:
+        raise BadRequest('a request is {"action": NAME, "args": [OBJECT]}')
+    action = payload.get("action")
+    if type(action) is not str:
+        raise BadRequest("action must be a string")
+    if action not in COMMAND_ACTIONS and action not in READ_ACTIONS:
+        shown = action[:40]
+        raise BadRequest(
+            f"unknown action {shown!r} (one of {', '.join(COMMAND_ACTIONS + READ_ACTIONS)})"
+        )
+    args = payload.get("args")
+    if args is None or args == []:
+        if action in COMMAND_ACTIONS:
+            raise BadRequest(f"{action} needs args: [OBJECT]")
+        return Request(action, {})
+    if type(args) is not list or len(args) != 1 or type(args[0]) is not dict:
+        raise BadRequest("args must be a list holding one object")
+    return Request(action, args[0])
+
+
+def _depth_ok(value: Any, depth: int) -> bool:
+    if depth > _DEPTH_MAX:
+        return False
+    if type(value) is dict:
+        return all(_depth_ok(v, depth + 1) for v in value.values())
+    if type(value) is list:
+        return all(_depth_ok(v, depth + 1) for v in value)
+    return True
+
+
+def command_bytes(req: Request, size_max: int) -> bytes:
+    """The log entry for a command request: SPEC §2 JSON with ``type`` first.
+
+    Shapes only: the engine decides validity (a bad field is a ``rejected`` event, not an
+    error).  Refused here: a ``type`` field that contradicts the action, nesting deeper than
+    any command needs, and commands larger than ``size_max`` bytes.
+    """
+    args = req.args
+    t = args.get("type")
+    if t is not None and t != req.action:
+        raise BadRequest(f"args.type {str(t)[:20]!r} contradicts action {req.action!r}")
+    if not _depth_ok(args, 1):
+        raise BadRequest("command nests too deeply")
+    cmd: dict[str, Any] = {"type": req.action}
+    for k, v in args.items():
+        if k != "type":
+            cmd[k] = v
+    try:
+        data = encode_json(cmd)
+    except (TypeError, ValueError, OverflowError) as e:  # pragma: no cover - JSON in, JSON out
+        raise BadRequest(f"cannot encode the command: {e}") from None
+    if len(data) > size_max:
+        raise BadRequest(f"command is {len(data)} bytes (at most {size_max})")
+    return data
+
+
+def name_or_none(args: dict[str, Any], key: str) -> str | None:
+    """An optional SPEC name field of a read request."""
+    v = args.get(key)
+    if v is None:
+        return None
+    if type(v) is not str or _NAME.match(v) is None:
+        raise BadRequest(f"{key} must be a name")
+    return v
+
+
+def int_or_default(args: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    v = args.get(key)
+    if v is None:
+        return default
+    if type(v) is not int or not low <= v <= high:
+        raise BadRequest(f"{key} must be an integer in [{low}, {high}]")
+    return v
+
+
+def client_of(args: dict[str, Any]) -> str | None:
+    c = args.get("client")
+    return c if type(c) is str and _NAME.match(c) is not None else None
+
+
+def is_json_number(v: object) -> bool:
+    return type(v) is JsonNumber

@@ -1,0 +1,72 @@
+"""Every setting of a node, with its unit last; every queue, cache and timeout is bounded here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["NodeConfig", "service_names"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: str
+    grapes: tuple[str, ...] = ("http://127.0.0.1:30001",)
+    cluster: str = "main"
+    # Where the node listens.  On one host the Grape sees 127.0.0.1; across hosts bind a
+    # routable address (the Grape stores the address it sees the announce coming from).
+    host: str = "127.0.0.1"
+    port: int = 0  # client API (node:<id> and nodes); 0 picks a free port
+    peer_port: int = 0  # consensus messages (peer:<id>)
+    events_port: int = 0  # WebSocket event stream (events)
+    data_dir: Path | None = None  # None: in-memory storage (lost on exit)
+    voters: tuple[str, ...] = ()  # bootstrap a new cluster with these voters
+    join: bool = False  # join a running cluster as a learner
+
+    # Consensus timing: a tick is the unit of the core's clock.
+    tick_ms: int = 50
+    election_timeout_ticks: int = 16  # randomised in [t, 2t): 0.8–1.6 s
+    heartbeat_interval_ticks: int = 2
+    snapshot_interval_entries: int = 20_000
+    compaction_retain_entries: int = 5_000
+
+    # Client API bounds.
+    api_body_max_bytes: int = 64 * 1024
+    command_bytes_max: int = 4 * 1024
+    command_timeout_ms: int = 10_000  # a command not applied by then: ERR_GRENEX_UNAVAILABLE
+    leader_wait_ms: int = 3_000  # how long a command waits for a leader to be known
+    commands_pending_max: int = 20_000  # queued or awaiting their outcome, node-wide
+    client_rate_per_s: float = 5_000.0  # per client id (token bucket)
+    client_burst: float = 10_000.0
+    client_buckets_max: int = 10_000
+    trades_kept_max: int = 10_000
+    trades_reply_max: int = 1_000
+    api_concurrency_max: int = 1_024
+
+    # Peer (consensus) traffic bounds.
+    peer_body_max_bytes: int = 512 * 1024 * 1024  # snapshots travel in one message
+    peer_queue_bytes_max: int = 64 * 1024 * 1024  # per destination, before dropping
+    peer_batch_bytes_max: int = 4 * 1024 * 1024  # per request
+    peer_requests_inflight_max: int = 2  # per destination
+    peer_request_timeout_ms: int = 5_000
+    peer_snapshot_timeout_ms: int = 60_000
+    inbox_messages_max: int = 100_000
+    forward_batch_max: int = 1_024
+    forwards_inflight_max: int = 4
+    recent_outcomes_max: int = 65_536  # applied outcomes kept for late forwarded answers
+
+    # Events stream bounds.
+    events_queue_max: int = 100_000  # per subscriber, then it is dropped (it may reconnect)
+
+    grape_request_timeout_ms: int = 4_000
+    shutdown_transfer_ms: int = 3_000
+
+
+def service_names(cluster: str, node_id: str) -> dict[str, str]:
+    """The Grenache names a node announces (SPEC §7)."""
+    return {
+        "node": f"grenex:{cluster}:node:{node_id}",
+        "nodes": f"grenex:{cluster}:nodes",
+        "peer": f"grenex:{cluster}:peer:{node_id}",
+        "events": f"grenex:{cluster}:events",
+    }

@@ -1,0 +1,115 @@
+"""``grenex node``: run one node until SIGTERM or Ctrl-C (then stop gracefully)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from grenex.grenache.link import parse_grapes
+from grenex.node.config import NodeConfig
+from grenex.node.node import Node, NodeError
+
+__all__ = ["node_command", "run_node"]
+
+
+async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
+    node = Node(cfg)
+    try:
+        await node.start()
+    except NodeError as e:
+        click.echo(f"grenex node {cfg.node_id}: {e}", err=True)
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    assert node.api_server and node.peer_server and node.pub
+    line = (
+        f"node {cfg.node_id} ready: cluster {cfg.cluster}, api {cfg.host}:{node.api_server.port}, "
+        f"peer {node.peer_server.port}, events {node.pub.port}"
+    )
+    click.echo(line, err=True)
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(f"{node.api_server.port}\n")
+        tmp.replace(ready_file)
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(node.wait_stopped())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
+    failed = node._stopped.is_set() and not stop.is_set()  # the driver stopped by itself
+    await node.stop(graceful=not failed)
+    return 1 if failed else 0
+
+
+@click.command("node")
+@click.option("--id", "node_id", required=True, help="This node's id (a SPEC name).")
+@click.option("--voters", default="", help="Bootstrap a new cluster with these voters: ID,ID,…")
+@click.option("--join", is_flag=True, help="Join a running cluster as a learner.")
+@click.option("--memory", is_flag=True, help="Keep the log in memory (lost on exit).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--port", type=int, default=0, help="Client API port (0: any free port).")
+@click.option("--peer-port", type=int, default=0, help="Consensus port (0: any free port).")
+@click.option("--events-port", type=int, default=0, help="Event stream port (0: any).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--grape", envvar="GRENEX_GRAPE", default="http://127.0.0.1:30001", show_default=True)
+@click.option("--cluster", envvar="GRENEX_CLUSTER", default="main", show_default=True)
+@click.option("--tick-ms", type=int, default=50, show_default=True)
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the API port here once serving (for supervisors and tests).",
+)
+@click.option("-v", "--verbose", count=True)
+def node_command(
+    node_id: str,
+    voters: str,
+    join: bool,
+    memory: bool,
+    data_dir: Path | None,
+    port: int,
+    peer_port: int,
+    events_port: int,
+    host: str,
+    grape: str,
+    cluster: str,
+    tick_ms: int,
+    ready_file: Path | None,
+    verbose: int,
+) -> None:
+    """Run one grenex node: a full replica of every order book."""
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format=f"%(asctime)s {node_id} %(name)s %(levelname)s %(message)s",
+    )
+    if memory and data_dir is not None:
+        raise click.UsageError("--memory and --data-dir exclude each other")
+    if not memory and data_dir is None:
+        data_dir = Path(".grenex") / cluster / node_id
+    voter_ids = tuple(v for v in voters.split(",") if v)
+    if voter_ids and join:
+        raise click.UsageError("--voters bootstraps a new cluster; --join joins one: not both")
+    try:
+        grapes = tuple(parse_grapes(grape))
+    except ValueError as e:
+        raise click.UsageError(f"--grape: {e}") from None
+    cfg = NodeConfig(
+        node_id=node_id,
+        grapes=grapes,
+        cluster=cluster,
+        host=host,
+        port=port,
+        peer_port=peer_port,
+        events_port=events_port,
+        data_dir=None if memory else data_dir,
+        voters=voter_ids,
+        join=join,
+        tick_ms=tick_ms,
+    )
+    sys.exit(asyncio.run(run_node(cfg, ready_file)))
