@@ -395,8 +395,10 @@ class Raft:
             log.stable_to(last.index, last.term)
         for e in rd.committed_entries:
             if e.kind == EntryKind.CONFIG:
+                log.applied_to(e.index)
                 self._apply_conf_change(decode_conf_change(e.data))
-            log.applied_to(e.index)
+        if rd.committed_entries:
+            log.applied_to(rd.committed_entries[-1].index)
         if self.role == Role.LEADER:
             me = self.prs.get(self.id)
             if me is not None and me.maybe_update(log.offset - 1) and self._maybe_commit():

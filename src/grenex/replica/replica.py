@@ -142,7 +142,7 @@ class Replica:
             st.append(rd.entries)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
-        if rd.must_sync or rd.snapshot is not None or rd.entries:
+        if rd.must_sync:  # False only when nothing but the commit index moved
             st.sync()
 
     def apply(self, rd: Ready) -> list[Applied]:

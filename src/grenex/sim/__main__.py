@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [args.seed] if args.seed is not None else list(args.seeds or range(1))
     failed = 0
     totals: dict[str, int] = {}
-    for seed in seeds:
+    for n, seed in enumerate(seeds, 1):
+        if len(seeds) > 1 and n % 100 == 0:
+            print(f"... {n}/{len(seeds)} seeds, {failed} failed", flush=True)
         sim = Simulation(seed, ticks=args.ticks, verbose=args.verbose)
         res = sim.run()
         for k, v in res.stats.items():
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: FAILED at tick {res.ticks}: {res.failure}")
         print(f"  replay: python -m grenex.sim --seed {seed} --ticks {args.ticks} --verbose")
         for line in res.status_lines:
-            print(f"  {line}")
+            print(f"  {line}", flush=True)
     if len(seeds) > 1:
         print(f"{len(seeds) - failed}/{len(seeds)} seeds passed")
         print("totals: " + " ".join(f"{k}={v}" for k, v in totals.items()))

@@ -378,10 +378,13 @@ class DiskStorage:
         index = min(index, self._mem.snapshot().index)
         self._mem.compact(index)
         # Delete the oldest segments holding nothing above ``index`` (never the active one).
+        deleted = False
         while len(self._segments) > 1 and self._segments[0].max_index <= index:
             seg = self._segments.pop(0)
             seg.path.unlink()
-        _fsync_dir(self.path)
+            deleted = True
+        if deleted:
+            _fsync_dir(self.path)
 
     def sync(self) -> None:
         if self._buf:
