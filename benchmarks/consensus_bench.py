@@ -101,9 +101,7 @@ class Trio:
             if not msgs:
                 return
             for m in msgs:
-                if wire:
-                    m = decode_message(encode_message(m))
-                nodes[m.dst].step(m)
+                nodes[m.dst].step(decode_message(encode_message(m)) if wire else m)
 
 
 def bench_core(batch: int, entries: int, entry_bytes: int, wire: bool) -> dict[str, float]:
