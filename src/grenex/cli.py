@@ -13,28 +13,16 @@ def cli() -> None:
     """grenex: a distributed exchange whose replicas agree on one order of commands."""
 
 
-@click.command("demo")
-def demo_command() -> None:
-    """Replay the shipped sample order stream and summarise it (until the cluster demo)."""
-    from grenex.engine import Engine
-    from grenex.replay import open_input, sample_path, summarize
-
-    with open_input(str(sample_path())) as src:
-        summarize(Engine(), src, "the shipped sample")
-
-
 def _register() -> None:
+    from grenex.client.demo import demo_command, up_command
+    from grenex.client.grenache_cli import grenache_group
+    from grenex.node.main import node_command
     from grenex.replay import replay_command
 
     cli.add_command(replay_command)
     cli.add_command(demo_command)
-    from grenex.node.main import node_command
-
+    cli.add_command(up_command)
     cli.add_command(node_command)
-    try:
-        from grenex.client.grenache_cli import grenache_group
-    except ImportError:  # pragma: no cover - during bring-up only
-        return
     cli.add_command(grenache_group)
 
 

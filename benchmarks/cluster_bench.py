@@ -1,0 +1,191 @@
+"""EXB-1R: orders through a real grenex cluster on loopback (BENCHMARKS.md).
+
+What it does: starts Grapes and a cluster (3 voters + 2 learners by default) with
+:class:`grenex.client.cluster.LocalCluster`, then for each load point runs ``--clients``
+client processes (``benchmarks/cluster_client.py``), each sending to its own node, closed loop
+(``flat``: ``--concurrency`` in flight per client) or open loop at a fixed total rate (orders/s
+split evenly over the clients; latency from the scheduled send time).
+
+It reports, per load point: orders/s acknowledged; the time until every replica had applied
+everything (so "applied on all replicas" throughput); acknowledgement latency p50/p99/p99.9;
+errors; and afterwards that all replicas report the same applied index and state hash.  Each
+node's peak RSS (VmHWM) is reported at the end.  Figures depend on the machine (2 cores here
+run 5 nodes, 2 Grapes and the clients together): compare ratios, not absolutes.
+
+    .venv/bin/python benchmarks/cluster_bench.py --quick
+    .venv/bin/python benchmarks/cluster_bench.py --rates 1000,2000,5000,10000,flat --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from grenex.client.cluster import LocalCluster
+
+HERE = Path(__file__).resolve().parent
+
+
+def pct(values: list[int], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))] / 1000.0  # ms
+
+
+def vm_hwm_kib(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+async def run_point(
+    cluster: LocalCluster, args: argparse.Namespace, rate: str, tmp: Path, round_no: int
+) -> dict[str, Any]:
+    nodes = cluster.node_ids
+    procs = []
+    outs = []
+    before = await cluster.statuses()
+    applied_before = max(s["applied"] for s in before.values() if isinstance(s, dict))
+    for i in range(args.clients):
+        node = nodes[i % len(nodes)]
+        out = tmp / f"r{round_no}-c{i}.json"
+        outs.append(out)
+        cmd = [
+            sys.executable,
+            str(HERE / "cluster_client.py"),
+            "--grape",
+            ",".join(cluster.grape_urls),
+            "--cluster",
+            cluster.cluster,
+            "--node",
+            node,
+            "--client",
+            f"b{round_no}c{i}",
+            "--seed",
+            str(round_no * 100 + i),
+            "--duration",
+            str(args.duration),
+            "--transport",
+            args.transport,
+            "--out",
+            str(out),
+        ]
+        if rate == "flat":
+            cmd += ["--concurrency", str(args.concurrency)]
+        else:
+            cmd += ["--rate", str(float(rate) / args.clients)]
+        procs.append(subprocess.Popen(cmd))
+    t0 = time.perf_counter()
+    for p in procs:
+        p.wait(timeout=args.duration + 120)
+    results = [json.loads(o.read_text()) for o in outs if o.exists()]
+    lat = [x for r in results for x in r["latency_us"]]
+    acked = sum(r["acked"] for r in results)
+    elapsed = max((r["elapsed_s"] for r in results), default=args.duration)
+    errors: dict[str, int] = {}
+    for r in results:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    # every replica applied everything acknowledged (the highest seq any client saw)
+    target = max((r["last_seq"] for r in results), default=0)
+    while True:
+        st = await cluster.statuses()
+        if all(isinstance(s, dict) and s["applied"] >= target for s in st.values()):
+            break
+        if time.perf_counter() - t0 > args.duration + 60:
+            break
+        await asyncio.sleep(0.05)
+    all_applied_s = time.perf_counter() - t0
+    st = await cluster.wait_converged(60)
+    applied_after = max(s["applied"] for s in st.values())
+    return {
+        "rate": rate,
+        "clients": args.clients,
+        "acked": acked,
+        "acked_per_s": acked / elapsed if elapsed else 0.0,
+        "log_entries": applied_after - applied_before,
+        "applied_all_per_s": (applied_after - applied_before) / max(all_applied_s, elapsed),
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+        "p999_ms": pct(lat, 99.9),
+        "errors": errors,
+        "converged": len({(s["applied"], s["state_hash"]) for s in st.values()}) == 1,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    rates = [r.strip() for r in args.rates.split(",") if r.strip()]
+    with tempfile.TemporaryDirectory(prefix="grenex-bench-") as tmpname:
+        tmp = Path(tmpname)
+        cluster = LocalCluster(
+            nodes=args.nodes,
+            voters=args.voters,
+            memory=not args.disk,
+            base_dir=tmp / "cluster",
+        )
+        await cluster.start()
+        points = []
+        try:
+            for i, rate in enumerate(rates):
+                point = await run_point(cluster, args, rate, tmp, i)
+                points.append(point)
+                print(
+                    f"{rate:>6}: {point['acked_per_s']:8.0f} acked/s  "
+                    f"{point['applied_all_per_s']:8.0f} applied-on-all/s  "
+                    f"p50 {point['p50_ms']:7.2f} ms  p99 {point['p99_ms']:7.2f} ms  "
+                    f"p99.9 {point['p999_ms']:7.2f} ms  errors {point['errors']}  "
+                    f"converged {point['converged']}",
+                    flush=True,
+                )
+            mem = {n: vm_hwm_kib(p.pid) for n, p in cluster.procs.items()}
+        finally:
+            await cluster.stop()
+    print("peak RSS per node (MiB):", {n: round(k / 1024, 1) for n, k in mem.items()})
+    return {
+        "benchmark": "EXB-1R",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "args": vars(args),
+        "points": points,
+        "peak_rss_kib": mem,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--voters", type=int, default=3)
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=64, help="per client, closed loop")
+    p.add_argument("--rates", default="1000,2000,5000,flat")
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--transport", choices=["http", "ws"], default="http")
+    p.add_argument("--disk", action="store_true", help="durable storage (fsync) instead of memory")
+    p.add_argument("--quick", action="store_true", help="short smoke run")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    if args.quick:
+        args.rates, args.duration = "500,flat", 4.0
+    result = asyncio.run(main_async(args))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

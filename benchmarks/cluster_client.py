@@ -1,0 +1,155 @@
+"""One load-generating client process for ``benchmarks/cluster_bench.py`` (EXB-1R).
+
+It sends an EXB-1-like mix (GTC places around a mid, some marketable; IOC; cancels of its own
+live orders; amends) to ITS OWN node over Grenache (HTTP or WebSocket RPC), either closed loop
+(``--concurrency`` requests always in flight) or open loop (arrivals at ``--rate`` per second,
+so slow answers cannot hide queueing: latency is measured from the *scheduled* send time).
+It writes a JSON result: acknowledged count, errors, latencies (µs) and the last seq seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from grenex.grenache import GrenacheError, Link, PeerRPCClient, WsPeerRPCClient
+
+
+class Load:
+    def __init__(self, client_id: str, market: str, seed: int) -> None:
+        self.client = client_id
+        self.market = market
+        self.rng = random.Random(seed)
+        self.n = 0
+        self.live: list[str] = []
+        self.mid = 10_000
+
+    def next(self) -> dict[str, Any]:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.55 or len(self.live) < 20:
+            self.n += 1
+            oid = f"{self.client}-{self.n}"
+            side = "buy" if rng.random() < 0.5 else "sell"
+            away = 1 + min(int(rng.expovariate(1 / 8)), 200)
+            if rng.random() < 0.25:
+                away = -rng.randrange(0, 4)  # marketable
+            price = self.mid - away if side == "buy" else self.mid + away
+            qty = 1 + rng.randrange(6) * rng.randrange(6) * rng.randrange(6)
+            cmd: dict[str, Any] = {
+                "client": self.client,
+                "id": oid,
+                "market": self.market,
+                "side": side,
+                "price": str(price),
+                "qty": str(qty),
+            }
+            if rng.random() < 0.08:
+                cmd["tif"] = "IOC"
+            else:
+                self.live.append(oid)
+                if len(self.live) > 1000:
+                    self.live.pop(0)
+            return {"action": "place", "args": [cmd]}
+        oid = self.live.pop(rng.randrange(len(self.live)))
+        if r < 0.85:
+            return {"action": "cancel", "args": [{"client": self.client, "id": oid}]}
+        self.live.append(oid)
+        return {"action": "amend", "args": [{"client": self.client, "id": oid, "qty": "1"}]}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    link = Link(args.grape.split(","))
+    await link.start()
+    client: PeerRPCClient | WsPeerRPCClient
+    if args.transport == "ws":
+        client = WsPeerRPCClient(link, request_timeout_ms=30_000)
+    else:
+        client = PeerRPCClient(link, request_timeout_ms=30_000)
+    name = f"grenex:{args.cluster}:node:{args.node}"
+    load = Load(args.client, args.market, args.seed)
+    lat_us: list[int] = []
+    errors: dict[str, int] = {}
+    last_seq = 0
+    # warm up: resolve the node, open connections
+    await client.request(name, {"action": "status", "args": [{}]}, timeout_ms=10_000)
+    start = time.perf_counter()
+    end = start + args.duration
+
+    async def one(scheduled: float) -> None:
+        nonlocal last_seq
+        try:
+            reply = await client.request(name, load.next(), timeout_ms=30_000)
+        except GrenacheError as e:
+            key = str(e).split(":")[0][:60]
+            errors[key] = errors.get(key, 0) + 1
+            return
+        lat_us.append(int((time.perf_counter() - scheduled) * 1e6))
+        if isinstance(reply, dict) and isinstance(reply.get("seq"), int):
+            last_seq = max(last_seq, reply["seq"])
+
+    if args.rate > 0:
+        tasks: set[asyncio.Task[None]] = set()
+        interval = 1.0 / args.rate
+        i = 0
+        while True:
+            at = start + i * interval
+            if at >= end:
+                break
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t = asyncio.create_task(one(at))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+            i += 1
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+    else:
+
+        async def worker() -> None:
+            while time.perf_counter() < end:
+                await one(time.perf_counter())
+
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    elapsed = time.perf_counter() - start
+    await client.close()
+    await link.stop()
+    return {
+        "client": args.client,
+        "node": args.node,
+        "acked": len(lat_us),
+        "errors": errors,
+        "elapsed_s": elapsed,
+        "latency_us": lat_us,
+        "last_seq": last_seq,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--grape", required=True)
+    p.add_argument("--cluster", default="main")
+    p.add_argument("--node", required=True)
+    p.add_argument("--client", required=True)
+    p.add_argument("--market", default="BTC-USD")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--rate", type=float, default=0.0, help="open loop: orders/s (0: closed)")
+    p.add_argument("--transport", choices=["http", "ws"], default="http")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    result = asyncio.run(run(args))
+    args.out.write_text(json.dumps(result))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

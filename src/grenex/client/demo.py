@@ -1,0 +1,420 @@
+"""``grenex demo`` and ``grenex up``: a whole network on this machine, in one command.
+
+``demo`` starts Grapes and a cluster (3 voters + 2 learners by default), runs simulated traders
+that place, cancel and amend orders through their OWN nodes at the same time, shows a live view
+(per node: role, applied index, lag, top of book; trades per second; progress), and then proves
+the point: every replica's state hash and books, side by side, must be identical (exit 0) or
+the demo fails (exit 1).  ``up`` starts the same network and keeps it running until Ctrl-C.
+Everything either command started is stopped, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from grenex.client.cluster import ClusterError, LocalCluster
+from grenex.grenache import GrenacheError
+from grenex.grenache.testing import GrapeNotInstalledError, find_grape_bin
+
+__all__ = ["demo_command", "up_command"]
+
+GRAPE_MISSING = (
+    "the pinned Grape (npm package grenache-grape@1.0.0) is not installed.\n"
+    "Run ./run setup in the grenex checkout (it runs `npm ci`), or set GRENEX_GRAPE_BIN to a "
+    "grape executable."
+)
+
+MIDS = {"BTC-USD": Decimal("64000"), "ETH-USD": Decimal("3200")}
+LOTS = {
+    "BTC-USD": (Decimal("0.0001"), [1, 5, 10, 25, 50, 100, 250]),
+    "ETH-USD": (Decimal("0.001"), [10, 50, 100, 500, 1000, 2000]),
+}
+
+
+def _check_grape() -> None:
+    try:
+        find_grape_bin()
+    except GrapeNotInstalledError:
+        raise click.ClickException(GRAPE_MISSING) from None
+
+
+@dataclass
+class Trader:
+    """One simulated trader: its own client id and its own node."""
+
+    name: str
+    node: str
+    rng: random.Random
+    live: list[tuple[str, str]] = field(default_factory=list)  # (id, market)
+    n: int = 0
+
+    def next_command(self) -> tuple[str, dict[str, Any]]:
+        rng = self.rng
+        r = rng.random()
+        if r < 0.6 or len(self.live) < 3:
+            self.n += 1
+            oid = f"{self.name}-{self.n}"
+            market = "BTC-USD" if rng.random() < 0.65 else "ETH-USD"
+            side = rng.choice(("buy", "sell"))
+            mid = MIDS[market]
+            away = Decimal(1 + min(int(rng.expovariate(1 / 6)), 60)) * Decimal("0.5")
+            if rng.random() < 0.3:
+                away = -Decimal(rng.randrange(0, 4)) * Decimal("0.5")  # marketable
+            price = mid - away if side == "buy" else mid + away
+            lot, sizes = LOTS[market]
+            cmd: dict[str, Any] = {
+                "client": self.name,
+                "id": oid,
+                "market": market,
+                "side": side,
+                "price": str(price),
+                "qty": str(lot * rng.choice(sizes)),
+            }
+            x = rng.random()
+            if x < 0.08:
+                cmd["tif"] = "IOC"
+            elif x < 0.12:
+                del cmd["price"]  # a market order
+            else:
+                self.live.append((oid, market))
+                if len(self.live) > 200:
+                    self.live.pop(0)
+            return "place", cmd
+        oid, market = self.live.pop(rng.randrange(len(self.live)))
+        if r < 0.85:
+            return "cancel", {"client": self.name, "id": oid}
+        self.live.append((oid, market))
+        lot, sizes = LOTS[market]
+        if rng.random() < 0.5:
+            return "amend", {"client": self.name, "id": oid, "qty": str(lot * rng.choice(sizes))}
+        mid = MIDS[market]
+        return "amend", {"client": self.name, "id": oid, "price": str(mid + rng.choice([-3, 3]))}
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    acked: int = 0
+    rejected: int = 0
+    retries: int = 0
+    trades: int = 0
+    trade_times: list[float] = field(default_factory=list)
+
+    def trades_per_s(self, window_s: float = 3.0) -> float:
+        now = time.monotonic()
+        recent = [t for t in self.trade_times[-5000:] if now - t <= window_s]
+        return len(recent) / window_s
+
+
+async def _trade(cluster: LocalCluster, trader: Trader, stats: Stats, count: int) -> None:
+    """Send ``count`` commands; a command that gets ERR_GRENEX_UNAVAILABLE or no answer is
+    retried with the same id (SPEC §6: the retry gets the original outcome)."""
+    for _ in range(count):
+        action, args = trader.next_command()
+        stats.sent += 1
+        for attempt in range(20):
+            try:
+                reply = await cluster.request(trader.node, action, args, timeout_ms=10_000)
+                break
+            except GrenacheError:
+                stats.retries += 1
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        else:
+            continue
+        stats.acked += 1
+        for ev in reply.get("events", []):
+            if ev.get("type") == "trade":
+                stats.trades += 1
+                stats.trade_times.append(time.monotonic())
+            elif ev.get("type") == "rejected":
+                stats.rejected += 1
+
+
+def _top(book: dict[str, Any]) -> str:
+    bid = book["bids"][0]["price"] if book["bids"] else "-"
+    ask = book["asks"][0]["price"] if book["asks"] else "-"
+    return f"{bid} / {ask}"
+
+
+async def _snapshot(cluster: LocalCluster) -> dict[str, Any]:
+    """Status and BTC-USD top of book of every node (errors as strings)."""
+    st = await cluster.statuses()
+
+    async def top(node: str) -> str:
+        try:
+            reply = await cluster.request(node, "book", {"market": "BTC-USD"}, timeout_ms=2_000)
+            return _top(reply["books"][0]) if reply["books"] else "-"
+        except GrenacheError as e:
+            return f"({e.code})"
+
+    tops = await asyncio.gather(*(top(n) for n in st))
+    return {n: (s, t) for (n, s), t in zip(st.items(), tops, strict=True)}
+
+
+def _node_table(snap: dict[str, Any], voters: list[str]) -> Table:
+    t = Table(title="replicas", header_style="bold", expand=False)
+    for col in ("node", "kind", "role", "term", "applied", "lag", "BTC-USD bid / ask", "state"):
+        t.add_column(col, justify="right" if col in ("term", "applied", "lag") else "left")
+    commit = max((s["commit"] for s, _ in snap.values() if isinstance(s, dict)), default=0)
+    for node, (s, top) in snap.items():
+        kind = "voter" if node in voters else "learner"
+        if not isinstance(s, dict):
+            t.add_row(node, kind, "[red]unreachable[/]", "", "", "", "", "")
+            continue
+        role = s["role"]
+        role_txt = f"[bold green]{role}[/]" if role == "leader" else role
+        t.add_row(
+            node,
+            kind,
+            role_txt,
+            str(s["term"]),
+            str(s["applied"]),
+            str(max(0, commit - s["applied"])),
+            top,
+            s["state_hash"][:12],
+        )
+    return t
+
+
+def _book_digest(reply: dict[str, Any]) -> str:
+    text = json.dumps(reply["books"], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _verify(cluster: LocalCluster, console: Console) -> bool:
+    """Every replica: same applied index, same state hash, same books.  Printed side by side."""
+    with contextlib.suppress(ClusterError):  # if not, the table below shows how they differ
+        await cluster.wait_converged(30)
+    st = await cluster.statuses()
+    books: dict[str, Any] = {}
+    for node in st:
+        try:
+            books[node] = await cluster.request(node, "book", {}, timeout_ms=5_000)
+        except GrenacheError as e:
+            books[node] = e
+    t = Table(title="every replica, side by side", header_style="bold")
+    for col in (
+        "node",
+        "applied",
+        "state hash",
+        "books digest",
+        "BTC-USD bid / ask",
+        "ETH-USD bid / ask",
+        "resting",
+    ):
+        t.add_column(col)
+    for node, s in st.items():
+        b = books[node]
+        if not isinstance(s, dict) or not isinstance(b, dict):
+            t.add_row(node, "[red]unreachable[/]", "", "", "", "", "")
+            continue
+        by_market = {x["market"]: x for x in b["books"]}
+        resting = sum(len(x["bids"]) + len(x["asks"]) for x in b["books"])
+        t.add_row(
+            node,
+            str(s["applied"]),
+            s["state_hash"][:12],
+            _book_digest(b)[:12],
+            _top(by_market["BTC-USD"]) if "BTC-USD" in by_market else "-",
+            _top(by_market["ETH-USD"]) if "ETH-USD" in by_market else "-",
+            str(resting),
+        )
+    console.print(t)
+    good = [s for s in st.values() if isinstance(s, dict)]
+    digests = {_book_digest(b) for b in books.values() if isinstance(b, dict)}
+    same = (
+        len(good) == len(st)
+        and len({(s["applied"], s["state_hash"]) for s in good}) == 1
+        and len(digests) == 1
+        and len(books) == len(st)
+    )
+    if same:
+        console.print(
+            f"[bold green]✓ all {len(st)} replicas hold identical books and state "
+            f"(applied index {good[0]['applied']}, state hash {good[0]['state_hash'][:16]}…)[/]"
+        )
+    else:
+        console.print("[bold red]✗ the replicas differ[/]")
+    return same
+
+
+async def _demo(
+    orders: int, nodes: int, voters: int, traders: int, grapes: int, duration: float
+) -> bool:
+    console = Console()
+    cluster = LocalCluster(nodes=nodes, voters=voters, grapes=grapes)
+    console.print(
+        f"[bold]grenex demo[/]: {grapes} Grapes, {nodes} nodes ({voters} voters, "
+        f"{nodes - voters} learners), {traders} traders, {orders} commands"
+    )
+    with console.status("starting Grapes and nodes on 127.0.0.1 …"):
+        await cluster.start()
+    leader = await cluster.wait_leader()
+    console.print(f"cluster up; leader {leader}; markets BTC-USD and ETH-USD open")
+    try:
+        stats = Stats()
+        voter_ids = cluster.voter_ids
+        node_ids = cluster.node_ids
+        crowd = [
+            Trader(f"trader{i + 1}", node_ids[i % len(node_ids)], random.Random(1000 + i))
+            for i in range(traders)
+        ]
+        shares = [orders // traders + (1 if i < orders % traders else 0) for i in range(traders)]
+        tasks = [
+            asyncio.create_task(_trade(cluster, t, stats, n))
+            for t, n in zip(crowd, shares, strict=True)
+        ]
+        progress = Progress(
+            TextColumn("commands"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        bar = progress.add_task("commands", total=orders)
+        deadline = time.monotonic() + duration
+        snap = await _snapshot(cluster)
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            while not all(t.done() for t in tasks) and time.monotonic() < deadline:
+                progress.update(bar, completed=stats.acked)
+                info = (
+                    f"trades {stats.trades}  ({stats.trades_per_s():.0f}/s)   "
+                    f"rejected {stats.rejected}   retries {stats.retries}   "
+                    f"traders: " + ", ".join(f"{t.name}→{t.node}" for t in crowd)
+                )
+                live.update(
+                    Panel(Group(_node_table(snap, voter_ids), info, progress), title="grenex")
+                )
+                await asyncio.sleep(0.5)
+                snap = await _snapshot(cluster)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            progress.update(bar, completed=stats.acked)
+            snap = await _snapshot(cluster)
+            live.update(Panel(Group(_node_table(snap, voter_ids), progress), title="grenex"))
+        console.print(
+            f"{stats.acked} commands acknowledged, {stats.trades} trades, "
+            f"{stats.rejected} rejected by the engine, {stats.retries} retries"
+        )
+        return await _verify(cluster, console)
+    finally:
+        with console.status("stopping every process the demo started …"):
+            await cluster.stop()
+
+
+def _run_until_signal(coro: Any) -> Any:
+    """Run ``coro``; SIGINT/SIGTERM cancel it (its ``finally`` blocks then stop everything)."""
+
+    async def main() -> Any:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await task
+
+    return asyncio.run(main())
+
+
+@click.command("demo")
+@click.option("--orders", type=int, default=2_000, show_default=True, help="Commands to send.")
+@click.option("--nodes", type=int, default=5, show_default=True)
+@click.option("--voters", type=int, default=3, show_default=True)
+@click.option("--traders", type=int, default=4, show_default=True)
+@click.option("--grapes", type=int, default=2, show_default=True)
+@click.option("--duration", type=float, default=120.0, show_default=True, help="At most (s).")
+def demo_command(
+    orders: int, nodes: int, voters: int, traders: int, grapes: int, duration: float
+) -> None:
+    """Start a local network, trade on it from several nodes at once, prove the replicas agree."""
+    _check_grape()
+    if not (1 <= voters <= nodes and traders >= 1 and orders >= 0 and grapes >= 1):
+        raise click.UsageError("need 1 <= voters <= nodes, traders >= 1, grapes >= 1")
+    try:
+        same = _run_until_signal(_demo(orders, nodes, voters, traders, grapes, duration))
+    except asyncio.CancelledError:
+        click.echo("interrupted; everything the demo started is stopped", err=True)
+        raise SystemExit(130) from None
+    except ClusterError as e:
+        raise click.ClickException(f"the network did not come up: {e}") from None
+    raise SystemExit(0 if same else 1)
+
+
+async def _up(nodes: int, voters: int, grapes: int, data_dir: Path | None) -> None:
+    console = Console()
+    cluster = LocalCluster(
+        nodes=nodes,
+        voters=voters,
+        grapes=grapes,
+        memory=data_dir is None,
+        base_dir=data_dir,
+    )
+    with console.status("starting Grapes and nodes on 127.0.0.1 …"):
+        await cluster.start()
+    try:
+        leader = await cluster.wait_leader()
+        grape = ",".join(cluster.grape_urls)
+        t = Table(title="grenex is up", header_style="bold")
+        for col in ("node", "kind", "client API", "pid", "log"):
+            t.add_column(col)
+        for node_id, np in cluster.procs.items():
+            kind = "voter" if np.voter else "learner"
+            t.add_row(node_id, kind, f"127.0.0.1:{np.api_port}", str(np.pid), str(np.log_path))
+        console.print(t)
+        console.print(f"Grapes: {grape}   leader: {leader}   markets: BTC-USD, ETH-USD")
+        console.print(
+            "Try, in another terminal:\n"
+            f"  export GRENEX_GRAPE={grape}\n"
+            "  grenex status\n"
+            "  grenex place --node n2 --market BTC-USD --side buy --qty 0.5 --price 64000\n"
+            "  grenex watch --node n4 --market BTC-USD\n"
+            "Ctrl-C stops everything."
+        )
+        while True:
+            await asyncio.sleep(3600)
+    finally:
+        with contextlib.suppress(Exception):
+            console.print("stopping …")
+        await cluster.stop()
+
+
+@click.command("up")
+@click.option("--nodes", type=int, default=5, show_default=True)
+@click.option("--voters", type=int, default=3, show_default=True)
+@click.option("--grapes", type=int, default=2, show_default=True)
+@click.option("--memory", is_flag=True, help="In-memory logs (the default).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Durable logs (and node logs) under this directory.",
+)
+def up_command(nodes: int, voters: int, grapes: int, memory: bool, data_dir: Path | None) -> None:
+    """Start G Grapes and N nodes (n1…nN, the first V voting) on loopback until Ctrl-C."""
+    _check_grape()
+    if memory and data_dir is not None:
+        raise click.UsageError("--memory and --data-dir exclude each other")
+    if not 1 <= voters <= nodes:
+        raise click.UsageError("need 1 <= voters <= nodes")
+    try:
+        _run_until_signal(_up(nodes, voters, grapes, data_dir))
+    except asyncio.CancelledError:
+        click.echo("stopped", err=True)
+    except ClusterError as e:
+        raise click.ClickException(f"the network did not come up: {e}") from None
