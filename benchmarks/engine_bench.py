@@ -56,6 +56,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import linecache
 import os
 import platform
 import shlex
@@ -541,8 +542,14 @@ def child_memory(mode: str, n: int) -> dict[str, Any]:
         out["traced_bytes"] = traced
         out["traced_bytes_per_order"] = traced / n
         stats = tracemalloc.take_snapshot().statistics("lineno")[:8]
+        # a compiled engine has no Python frames: its allocations show at the calling line
         out["top_sites"] = [
-            {"site": str(s.traceback), "bytes_per_order": s.size / n, "blocks": s.count}
+            {
+                "site": str(s.traceback),
+                "code": linecache.getline(s.traceback[0].filename, s.traceback[0].lineno).strip(),
+                "bytes_per_order": s.size / n,
+                "blocks": s.count,
+            }
             for s in stats
         ]
         tracemalloc.stop()
@@ -803,7 +810,8 @@ def render(rep: dict[str, Any]) -> str:
             "(target < 300)"
         )
         for site in mem["tracemalloc"]["top_sites"][:5]:
-            out.append(f"    {site['bytes_per_order']:7.1f} B/order  {site['site']}")
+            where = site["site"].rsplit("/", 1)[-1]
+            out.append(f"    {site['bytes_per_order']:7.1f} B/order  {where}  {site['code'][:50]}")
     f = rep.get("flat")
     if f:
 
