@@ -279,8 +279,21 @@ def timer_overhead(n: int = 100_000) -> dict[str, float]:
     return {"p50": s[n // 2] / 1000, "p99": s[int(n * 0.99)] / 1000, "min": s[0] / 1000}
 
 
-def engine_latency(setup: Pairs, measured: Pairs) -> dict[str, float]:
-    """Per-command service time of ``apply`` (µs)."""
+def command_kind(cmd: Any, events: list[Any]) -> str:
+    """A label for the latency breakdown: what the command was and what it did."""
+    kind = cmd.get("type") if isinstance(cmd, dict) else None
+    if kind == "place":
+        if cmd.get("tif") == "IOC":
+            return "place IOC"
+        traded = any(type(ev).__name__ == "Trade" for ev in events)
+        return "place GTC, trades" if traded else "place GTC, rests"
+    if kind == "amend":
+        return "amend price" if cmd.get("price") is not None else "amend qty"
+    return str(kind)
+
+
+def engine_latency(setup: Pairs, measured: Pairs) -> dict[str, Any]:
+    """Per-command service time of ``apply`` (µs), overall and by :func:`command_kind`."""
     from grenex.engine import Engine
 
     eng = Engine()
@@ -289,13 +302,20 @@ def engine_latency(setup: Pairs, measured: Pairs) -> dict[str, float]:
         apply(cmd, seq)
     pc = time.perf_counter_ns
     samples = [0] * len(measured)
+    kinds = [""] * len(measured)
     gc.collect()
     for i, (seq, cmd) in enumerate(measured):
         t0 = pc()
-        apply(cmd, seq)
+        events = apply(cmd, seq)
         t1 = pc()
         samples[i] = t1 - t0
-    return percentiles(samples)
+        kinds[i] = command_kind(cmd, events)
+    out: dict[str, Any] = dict(percentiles(samples))
+    by_kind: dict[str, list[int]] = {}
+    for kind, ns in zip(kinds, samples, strict=True):
+        by_kind.setdefault(kind, []).append(ns)
+    out["by_kind"] = {k: {"count": len(v), **percentiles(v)} for k, v in sorted(by_kind.items())}
+    return out
 
 
 def replay_latency(lines: list[bytes], setup_lines: int) -> dict[str, float]:
@@ -782,10 +802,13 @@ def render(rep: dict[str, Any]) -> str:
             ("replay line (decode+apply+encode)", "replay_line"),
         ):
             q = lat.get(key)
-            if q:
+            if not q:
+                continue
+            rows = [(label, q)]
+            rows += [(f"  {k} ({v['count']:,})", v) for k, v in q.get("by_kind", {}).items()]
+            for name, v in rows:
                 out.append(
-                    f"{label:<38}{q['p50']:>9.2f}{q['p99']:>9.2f}{q['p99.9']:>9.2f}"
-                    f"{q['max']:>10.1f}"
+                    f"{name:<38}{v['p50']:>9.2f}{v['p99']:>9.2f}{v['p99.9']:>9.2f}{v['max']:>10.1f}"
                 )
         t = lat["timer_overhead"]
         out.append(
