@@ -113,7 +113,7 @@ def test_figure3_guarantees_hold_under_random_schedules(seed: int) -> None:
             c.deliver(out)
         elif op < 0.91:
             nid = rng.choice(voters)
-            c.take(lambda m: m.dst == nid)  # in flight to it: lost with the crash
+            c.take(lambda m, nid=nid: m.dst == nid)  # in flight to it: lost with the crash
             c.restart(nid)
         _check(c, leaders, leader_logs, committed, applied)
     # the schedule must have done something worth checking
