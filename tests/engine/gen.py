@@ -313,7 +313,8 @@ class CommandGen:
     def amend(self) -> str:
         r = self.r
         client, oid, market = self._target()
-        m = self.by_name[market]
+        # (a damaged field may have opened and used a market of another name, such as "x")
+        m = self.by_name.get(market, MARKETS[0])
         fields = [("type", _s("amend")), ("client", self._name(client)), ("id", self._name(oid))]
         qty, price = self._qty(m), self._price(m)
         if (client, oid) in self.live and r.random() < 0.6:
