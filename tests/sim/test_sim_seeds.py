@@ -13,7 +13,8 @@ A failure names the seed and the command that replays it.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import pytest
 
@@ -36,23 +37,31 @@ SEEDS = list(_seed_range())
 CHUNKS = [SEEDS[i : i + CHUNK] for i in range(0, len(SEEDS), CHUNK)]
 
 
+class _Inline:
+    """A stand-in for a finished future when running in-process."""
+
+    def __init__(self, value: list[Result]) -> None:
+        self._value = value
+
+    def result(self) -> list[Result]:
+        return self._value
+
+
 @pytest.fixture(scope="module")
-def results() -> dict[int, Result]:
+def futures() -> Iterator[dict[int, Future[list[Result]] | _Inline]]:
+    """Every chunk is submitted at once; each test waits only for its own chunk, so the
+    per-test timeout applies to one chunk, not to the whole set."""
     workers = int(os.environ.get("GRENEX_SIM_WORKERS", min(2, os.cpu_count() or 1)))
-    out: dict[int, Result] = {}
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for chunk in pool.map(_run_chunk, CHUNKS):
-                out.update((r.seed, r) for r in chunk)
-    else:
-        for seeds in CHUNKS:
-            out.update((r.seed, r) for r in _run_chunk(seeds))
-    return out
+    if workers <= 1:
+        yield {c[0]: _Inline(_run_chunk(c)) for c in CHUNKS}
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield {c[0]: pool.submit(_run_chunk, c) for c in CHUNKS}
 
 
 @pytest.mark.parametrize("chunk", CHUNKS, ids=lambda c: f"seeds{c[0]}-{c[-1]}")
-def test_seeds(chunk: list[int], results: dict[int, Result]) -> None:
-    bad = [results[s] for s in chunk if not results[s].ok]
+def test_seeds(chunk: list[int], futures: dict[int, Future[list[Result]] | _Inline]) -> None:
+    bad = [r for r in futures[chunk[0]].result() if not r.ok]
     msg = "\n".join(
         f"seed {r.seed}: {r.failure}\n  replay: python -m grenex.sim --seed {r.seed} --verbose\n  "
         + "\n  ".join(r.status_lines)
@@ -61,9 +70,12 @@ def test_seeds(chunk: list[int], results: dict[int, Result]) -> None:
     assert not bad, msg
 
 
-def test_the_seed_set_exercises_every_fault(results: dict[int, Result]) -> None:
+def test_the_seed_set_exercises_every_fault(
+    futures: dict[int, Future[list[Result]] | _Inline],
+) -> None:
+    results = [r for f in futures.values() for r in f.result()]
     totals: dict[str, int] = {}
-    for r in results.values():
+    for r in results:
         for k, v in r.stats.items():
             totals[k] = totals.get(k, 0) + v
     if len(results) < 100:
