@@ -596,6 +596,19 @@ def test_leading_and_trailing_zeros_of_any_length_are_still_a_decimal(h: Harness
     ]
 
 
+@pytest.mark.engine_disagrees(
+    "engine refuses decimal texts longer than 400 characters (engine/decimal.py _TEXT_MAX)"
+)
+def test_a_tick_has_no_upper_bound(h: Harness) -> None:
+    # SPEC §1 bounds price/tick and qty/lot, not the tick or the lot themselves
+    tick = "1" + "0" * 450
+    assert h.send(add_market("M", tick, "1")) == [market_added("M", tick, "1")]
+    assert h.send(place("a", "1", "buy", "1", "2" + "0" * 450)) == [
+        accepted("a", "1", "buy", "1", "2" + "0" * 450),
+        resting("a", "1", "2" + "0" * 450, "1"),
+    ]
+
+
 # ---------------------------------------------------------------------- names (SPEC §1)
 
 
