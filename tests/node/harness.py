@@ -1,0 +1,265 @@
+"""A LocalCluster with a recorded history: the shared fixture code of the node tests.
+
+:class:`Harness` starts a :class:`~grenex.client.cluster.LocalCluster` **without** markets,
+subscribes :class:`~node.history.EventStream` to one node's publisher (a node the test never
+kills), and only then opens the markets, through recorded commands: so the stream holds every
+command of the cluster's log.  Every command sent through the harness (in-process with
+:meth:`Harness.command`, or by client processes with :class:`ClientProcs`) is recorded as an
+:class:`~node.history.Op`; :meth:`Harness.verify` waits for convergence and runs the checker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from grenex.client.cluster import DEFAULT_MARKETS, LocalCluster
+from grenex.grenache import Link, PeerRPCClient
+
+from .history import OK, CheckResult, EventStream, HistoryError, Op, call, check, node_ports
+
+__all__ = ["SESSION_BUG", "TESTS_DIR", "ClientProcs", "Harness"]
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+
+SESSION_BUG = (
+    "BUG (replica sessions): the session table keeps only the last 64 outcomes per client "
+    "(ReplicaConfig.session_outcomes_per_client_max), so a command retried after 64 or more "
+    "of the same client's later commands were committed is not recognised: a retried req "
+    "re-executes (an amend re-applies its quantity after fills) and a retried place is "
+    "answered duplicate_id instead of its first outcome, against SPEC section 6. A client "
+    "whose node dies with commands in flight hits this as soon as it keeps trading while "
+    "it retries"
+)
+
+
+class Harness:
+    def __init__(self, cluster: LocalCluster, stream_node: str) -> None:
+        self.cluster = cluster
+        self.stream_node = stream_node
+        self.ops: list[Op] = []
+        self.stream: EventStream | None = None
+        self._link: Link | None = None
+        self.rpc: PeerRPCClient | None = None
+        self._sentinels = 0
+
+    @property
+    def name(self) -> str:
+        return self.cluster.cluster
+
+    async def start(self, timeout_s: float = 90.0) -> None:
+        c = self.cluster
+        await c.start(timeout_s=timeout_s, open_markets=False)
+        try:
+            self._link = Link(c.grape_urls, request_timeout_ms=3_000, lookup_cache_ttl_ms=1_000)
+            await self._link.start()
+            self.rpc = PeerRPCClient(self._link, request_timeout_ms=12_000)
+            self.stream = EventStream(self.events_url(self.stream_node))
+            await self.stream.start()
+            for market, tick, lot in DEFAULT_MARKETS:
+                op = await self.command(
+                    c.voter_ids[0], "add_market", {"market": market, "tick": tick, "lot": lot}
+                )
+                assert op.status == OK and op.events and op.events[0]["type"] == "market_added", op
+        except BaseException:
+            await self.stop()
+            raise
+
+    def events_url(self, node_id: str) -> str:
+        np = self.cluster.procs[node_id]
+        return f"ws://127.0.0.1:{node_ports(np.log_path, node_id)['events']}/ws"
+
+    async def stop(self) -> None:
+        if self.stream is not None:
+            await self.stream.stop()
+        if self.rpc is not None:
+            await self.rpc.close()
+        if self._link is not None:
+            await self._link.stop()
+        await self.cluster.stop()
+
+    async def command(
+        self, node: str, kind: str, args: dict[str, Any], *, deadline_s: float = 60.0
+    ) -> Op:
+        """One recorded command through ``node``, retried until answered."""
+        assert self.rpc is not None
+        op = Op(str(args.get("client", "harness")), kind, args, node)
+        self.ops.append(op)
+        return await call(self.rpc, self.name, op, deadline_s=deadline_s)
+
+    async def sentinel(self, node: str | None = None) -> int:
+        """Commit one harmless command and wait until the stream has it: every earlier log
+        entry is then in the stream.  Returns its log index."""
+        assert self.stream is not None
+        self._sentinels += 1
+        node = node or self.stream_node
+        op = await self.command(
+            node, "cancel", {"client": "harness", "id": f"sentinel-{self._sentinels}"}
+        )
+        if op.status != OK or op.seq is None:
+            raise HistoryError(f"sentinel not acknowledged: {op}")
+        await self.stream.wait_seq(op.seq)
+        return op.seq
+
+    async def books(self, node: str) -> dict[str, Any]:
+        reply = await self.cluster.request(node, "book", {})
+        assert isinstance(reply, dict)
+        return reply
+
+    async def verify(
+        self,
+        timeout_s: float = 60.0,
+        *,
+        nodes: list[str] | None = None,
+        allow: frozenset[str] = frozenset(),
+    ) -> tuple[CheckResult, dict[str, Any]]:
+        """Converge, then check the whole history; every node's books equal the replay's.
+
+        Violations of the ``allow``ed categories are left in the result for the caller."""
+        assert self.stream is not None
+        await self.sentinel()
+        st = await self.cluster.wait_converged(timeout_s)
+        if self.stream.closed_early:
+            raise HistoryError(f"the event stream ended early: {self.stream.closed_early}")
+        applied = {s["applied"] for s in st.values()}
+        ids = nodes if nodes is not None else list(st)
+        replies = {n: await self.books(n) for n in ids}
+        for n, r in replies.items():
+            assert r["applied"] in applied, (n, r["applied"], applied)
+        res = check(self.ops, self.stream.events)
+        res.assert_ok(allow)
+        for n, r in replies.items():
+            assert r["books"] == res.books, f"{n}'s books differ from the replay of the log"
+        return res, st
+
+
+class ClientProcs:
+    """Client processes (``python -m node.driver``), each placing through its own node."""
+
+    def __init__(
+        self,
+        harness: Harness,
+        assignments: list[tuple[str, str]],  # (node, client)
+        ops_each: int,
+        *,
+        rate_per_s: float = 0.0,
+        concurrency: int = 8,
+        seed: int = 1,
+        deadline_s: float = 60.0,
+    ) -> None:
+        self.harness = harness
+        self.assignments = assignments
+        self.ops_each = ops_each
+        self.rate_per_s = rate_per_s
+        self.concurrency = concurrency
+        self.seed = seed
+        self.deadline_s = deadline_s
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.outs: list[Path] = []
+        self.started_at = 0.0  # wall clock of the start signal
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        """Spawn every client and wait until each has reached its node."""
+        c = self.harness.cluster
+        assert c.base_dir is not None
+        path = [str(TESTS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        for i, (node, client) in enumerate(self.assignments):
+            out = c.base_dir / f"client-{client}.json"
+            errlog = (c.base_dir / f"client-{client}.log").open("ab")
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "node.driver",
+                    "--grape",
+                    ",".join(c.grape_urls),
+                    "--cluster",
+                    c.cluster,
+                    "--node",
+                    node,
+                    "--client",
+                    client,
+                    "--ops",
+                    str(self.ops_each),
+                    "--seed",
+                    str(self.seed * 1000 + i),
+                    "--concurrency",
+                    str(self.concurrency),
+                    "--rate",
+                    str(self.rate_per_s),
+                    "--deadline",
+                    str(self.deadline_s),
+                    "--out",
+                    str(out),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=errlog,
+                    env=env,
+                    cwd=str(TESTS_DIR),
+                )
+            finally:
+                errlog.close()
+            self.procs.append(proc)
+            self.outs.append(out)
+        try:
+            async with asyncio.timeout(timeout_s):
+                for proc in self.procs:
+                    assert proc.stdout is not None
+                    line = await proc.stdout.readline()
+                    if line.strip() != b"READY":
+                        raise RuntimeError(f"client process did not start: {line!r}")
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def go(self) -> None:
+        self.started_at = time.time()
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"GO\n")
+
+    async def wait(self, timeout_s: float = 120.0) -> list[Op]:
+        """Until every client finished; their ops join the harness' history."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                for proc in self.procs:
+                    await proc.wait()
+        finally:
+            await self.aclose()
+        ops: list[Op] = []
+        for proc, out in zip(self.procs, self.outs, strict=True):
+            if proc.returncode != 0 or not out.exists():
+                log = out.with_suffix(".log")
+                raise RuntimeError(f"client process failed ({proc.returncode}); see {log}")
+            ops += [Op.from_json(d) for d in json.loads(out.read_text())]
+        self.harness.ops += ops
+        return ops
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
+    async def aclose(self) -> None:
+        """Kill whatever still runs (by PID) and reap it."""
+        self.kill()
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                await proc.wait()
+
+
+def summary(ops: list[Op]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for op in ops:
+        out[op.status] = out.get(op.status, 0) + 1
+        out[op.kind] = out.get(op.kind, 0) + 1
+    return out

@@ -1,0 +1,678 @@
+"""A history-recording client harness for real-process node tests, and its checker.
+
+Clients
+-------
+:func:`call` sends one command to one node's client API (``grenex:<cluster>:node:<id>``) and
+keeps retrying it **with the same arguments** (same ``id`` for a place, same ``req`` for a
+cancel/amend) on ``ERR_GRENEX_UNAVAILABLE``, timeouts and transport errors, until it is
+answered or its deadline passes.  Each command becomes an :class:`Op` with a status:
+
+* ``ok`` — acknowledged: the node returned ``{"seq", "events"}``;
+* ``failed`` — refused with ``ERR_GRENEX_BAD_REQUEST`` on the first attempt (it must never
+  reach the log);
+* ``unknown`` — never answered (it may or may not have been committed, at most once).
+
+:class:`OpGen` makes random place/cancel/amend commands for one client (prices around 100 so
+orders cross, every ``tif``, ``post_only``, ``stp`` mode, market orders, a few invalid ones);
+:func:`run_load` drives them with bounded concurrency and optional pacing.  ``driver.py`` runs
+the same code in a separate process.
+
+The log, as seen from outside
+-----------------------------
+There is no log API.  :class:`EventStream` subscribes to **one** node's WebSocket event
+publisher directly (its port is read from the node's ready line; no reconnect to another
+publisher, so a gap cannot hide), from before the first command of the cluster.  Every event
+carries ``seq``, the log index of its command, so the stream groups into log entries; indexes
+that never appear are no-op or membership entries, or retries answered from the session table
+(the engine never ran them, so nothing is published).
+
+The checker
+-----------
+:func:`check` matches every stream entry to the one command that produced it:
+
+* an acknowledged op claims the entry at its ``seq``, whose events must equal the reply's
+  exactly (no acknowledged command lost; the reply told the truth);
+* every other entry must be the first and only execution of an unacknowledged op with the
+  same key (``place`` ``(client, id)``, ``cancel``/``amend`` ``(client, id)`` and compatible
+  values) — an entry no client sent, a second execution of any op, a ``duplicate_id``
+  rejection of one of our (never reused) ids, or a ``failed`` op in the log is an error;
+* the reconstructed commands, at their log positions (blank lines elsewhere, so the line
+  number is the log index) are replayed through :func:`grenex.replay.replay_stream` — the
+  code of ``grenex replay`` — and must yield **exactly** the streamed events; the replay's
+  final books are returned for the caller to compare with every node's ``book`` reply;
+* independently of the engine, an order-quantity model over the stream: an order is accepted
+  once, never trades more than its remaining quantity, ``filled`` only at zero,
+  ``resting``/``cancelled`` report the remaining quantity the trades imply, nothing happens to
+  an order after it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import io
+import json
+import random
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+from grenex.engine import Engine
+from grenex.grenache import GrenacheError, PeerRPCClient, RemoteError
+from grenex.replay import replay_stream
+from grenex.replica import ReplicaConfig
+
+__all__ = [
+    "FAILED",
+    "OK",
+    "UNKNOWN",
+    "CheckResult",
+    "EventStream",
+    "HistoryError",
+    "Op",
+    "OpGen",
+    "call",
+    "check",
+    "node_ports",
+    "run_load",
+]
+
+OK: Final = "ok"
+FAILED: Final = "failed"
+UNKNOWN: Final = "unknown"
+
+MARKETS: Final = {"BTC-USD": ("0.01", "0.0001"), "ETH-USD": ("0.01", "0.001")}
+_QTYS: Final = {
+    "BTC-USD": ("0.0001", "0.0005", "0.001", "0.0025", "0.01", "0.0137"),
+    "ETH-USD": ("0.001", "0.005", "0.01", "0.1", "0.25"),
+}
+
+Json = Any
+
+
+class HistoryError(AssertionError):
+    """The history violates a guarantee; ``violations`` lists (category, detail) pairs."""
+
+    def __init__(self, violations: list[tuple[str, str]] | str) -> None:
+        if isinstance(violations, str):
+            violations = [("harness", violations)]
+        self.violations = violations
+        shown = "\n  ".join(f"[{c}] {m}" for c, m in violations[:40])
+        more = f"\n  … and {len(violations) - 40} more" if len(violations) > 40 else ""
+        super().__init__(f"{len(violations)} violations:\n  {shown}{more}")
+
+    @property
+    def categories(self) -> set[str]:
+        return {c for c, _ in self.violations}
+
+
+# ----------------------------------------------------------------------------- operations
+
+
+@dataclass
+class Op:
+    """One client command and what became of it."""
+
+    client: str
+    kind: str  # place / cancel / amend / add_market (or any action, for bad-input tests)
+    args: dict[str, Json]  # as sent in args[0]
+    node: str = ""
+    status: str = UNKNOWN
+    seq: int | None = None
+    events: list[dict[str, Json]] | None = None
+    attempts: int = 0
+    started: float = 0.0  # wall clock (time.time()): comparable across processes
+    ended: float = 0.0
+    error: str = ""
+
+    @property
+    def command(self) -> dict[str, Json]:
+        """The command as the node writes it into the log (SPEC §2, ``type`` first)."""
+        return {"type": self.kind, **{k: v for k, v in self.args.items() if k != "type"}}
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        if self.kind == "add_market":
+            return ("add_market", "", str(self.args.get("market")))
+        return (self.kind, str(self.args.get("client")), str(self.args.get("id")))
+
+    def to_json(self) -> dict[str, Json]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Json]) -> Op:
+        return cls(**d)
+
+
+def _fmt(d: Decimal) -> str:
+    text = format(d, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+class OpGen:
+    """Random commands for one client: about 60% place, 20% cancel, 20% amend."""
+
+    def __init__(self, client: str, rng: random.Random, *, invalid_rate: float = 0.02) -> None:
+        self.client = client
+        self.rng = rng
+        self.invalid_rate = invalid_rate
+        self.n = 0
+        self.placed: list[tuple[str, str]] = []  # (id, market)
+
+    def _price(self) -> str:
+        return _fmt(Decimal(100) + Decimal(self.rng.randint(-6, 6)) * Decimal("0.01"))
+
+    def next(self) -> tuple[str, dict[str, Json]]:
+        rng = self.rng
+        self.n += 1
+        r = rng.random()
+        if not self.placed or r < 0.6:
+            market = rng.choice(sorted(MARKETS))
+            oid = f"{self.client}-{self.n}"
+            args: dict[str, Json] = {
+                "client": self.client,
+                "id": oid,
+                "market": market,
+                "side": rng.choice(("buy", "sell")),
+                "qty": rng.choice(_QTYS[market]),
+            }
+            t = rng.random()
+            if t < 0.05:
+                pass  # a market order (IOC by default)
+            else:
+                args["price"] = self._price()
+                if t < 0.20:
+                    args["tif"] = "IOC"
+                elif t < 0.30:
+                    args["tif"] = "FOK"
+                elif t < 0.40:
+                    args["post_only"] = True
+                elif t < 0.55:
+                    args["tif"] = "GTC"
+            if rng.random() < 0.3:
+                args["stp"] = rng.choice(("cancel_maker", "cancel_taker", "cancel_both"))
+            if rng.random() < self.invalid_rate:
+                args[rng.choice(("qty", "price", "side"))] = rng.choice(("0", "-1", "x", "1e3"))
+            self.placed.append((oid, market))
+            return "place", args
+        oid, market = rng.choice(self.placed)
+        req = f"r{self.n}"
+        if r < 0.8:
+            return "cancel", {"client": self.client, "id": oid, "req": req}
+        args = {"client": self.client, "id": oid, "req": req}
+        what = rng.random()
+        if what < 0.4:
+            args["qty"] = rng.choice(_QTYS[market])
+        elif what < 0.8:
+            args["price"] = self._price()
+        else:
+            args["qty"] = rng.choice(_QTYS[market])
+            args["price"] = self._price()
+        return "amend", args
+
+
+def api_name(cluster: str, node: str) -> str:
+    return f"grenex:{cluster}:node:{node}"
+
+
+async def call(
+    rpc: PeerRPCClient,
+    cluster: str,
+    op: Op,
+    *,
+    deadline_s: float = 60.0,
+    attempt_timeout_ms: int = 12_000,
+) -> Op:
+    """Send ``op`` to its node until answered or ``deadline_s`` passes; fill in its outcome."""
+    name = api_name(cluster, op.node)
+    op.started = time.time()
+    end = time.monotonic() + deadline_s
+    delay = 0.05
+    payload = {"action": op.kind, "args": [op.args]}
+    while True:
+        op.attempts += 1
+        try:
+            reply = await rpc.request(name, payload, timeout_ms=attempt_timeout_ms)
+        except RemoteError as e:
+            op.error = str(e)[:300]
+            if e.code == "ERR_GRENEX_BAD_REQUEST":
+                # a refusal of the shape: nothing was proposed by this attempt
+                op.status = FAILED if op.attempts == 1 else UNKNOWN
+                break
+        except GrenacheError as e:
+            op.error = f"{type(e).__name__}: {str(e)[:300]}"
+        else:
+            if (
+                isinstance(reply, dict)
+                and type(reply.get("seq")) is int
+                and isinstance(reply.get("events"), list)
+            ):
+                op.status = OK
+                op.seq = reply["seq"]
+                op.events = reply["events"]
+            else:
+                op.status = UNKNOWN
+                op.error = f"malformed reply {str(reply)[:300]}"
+            break
+        if time.monotonic() + delay > end:
+            op.status = UNKNOWN
+            break
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
+    op.ended = time.time()
+    return op
+
+
+async def run_load(
+    rpc: PeerRPCClient,
+    cluster: str,
+    node: str,
+    gen: OpGen,
+    ops_total: int,
+    *,
+    concurrency: int = 8,
+    rate_per_s: float = 0.0,
+    deadline_s: float = 60.0,
+    sink: list[Op] | None = None,
+) -> list[Op]:
+    """``ops_total`` commands from ``gen`` through ``node``, at most ``concurrency`` at once,
+    started at ``rate_per_s`` (0: as fast as answers come back)."""
+    ops: list[Op] = sink if sink is not None else []
+    slots = asyncio.Semaphore(concurrency)
+    tasks: list[asyncio.Task[Op]] = []
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(ops_total):
+        if rate_per_s > 0:
+            delay = t0 + i / rate_per_s - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await slots.acquire()
+        kind, args = gen.next()
+        op = Op(gen.client, kind, args, node)
+        ops.append(op)
+        task = asyncio.create_task(call(rpc, cluster, op, deadline_s=deadline_s))
+        task.add_done_callback(lambda _t: slots.release())
+        tasks.append(task)
+    await asyncio.gather(*tasks)
+    return ops
+
+
+# ----------------------------------------------------------------------------- the stream
+
+_READY: Final = re.compile(
+    r"node (\S+) ready: cluster \S+, api [0-9.]+:(\d+), peer (\d+), events (\d+)"
+)
+
+
+def node_ports(log_path: Path, node_id: str) -> dict[str, int]:
+    """The ports in the last ready line of a node's log (api, peer, events)."""
+    found: dict[str, int] | None = None
+    for m in _READY.finditer(log_path.read_text(errors="replace")):
+        if m.group(1) == node_id:
+            found = {"api": int(m.group(2)), "peer": int(m.group(3)), "events": int(m.group(4))}
+    if found is None:
+        raise RuntimeError(f"no ready line for {node_id} in {log_path}")
+    return found
+
+
+class EventStream:
+    """Every event one node publishes, from connection on, in order (one WebSocket)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events: list[dict[str, Json]] = []
+        self.frames = 0
+        self.closed_early: str | None = None  # why the stream ended before stop()
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._grew = asyncio.Event()
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        self._session = aiohttp.ClientSession()
+        async with asyncio.timeout(timeout_s):
+            ws = await self._session.ws_connect(self.url, autoping=True, max_msg_size=1 << 24)
+        self._task = asyncio.create_task(self._read(ws))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    self.frames += 1
+                    self.events.append(json.loads(msg.data))
+                    self._grew.set()
+                else:
+                    break
+        except Exception as e:  # pragma: no cover - reported through closed_early
+            self.closed_early = f"{type(e).__name__}: {e}"
+        if not self._stopping and self.closed_early is None:
+            self.closed_early = f"publisher closed the stream (close code {ws.close_code})"
+        self._grew.set()
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.events[-1]["seq"]) if self.events else 0
+
+    async def wait_seq(self, seq: int, timeout_s: float = 30.0) -> None:
+        """Until an event with ``seq`` or a later one arrived."""
+        async with asyncio.timeout(timeout_s):
+            while self.last_seq < seq:
+                if self.closed_early:
+                    raise HistoryError(f"event stream ended: {self.closed_early}")
+                self._grew.clear()
+                await self._grew.wait()
+
+    def count(self, event_type: str) -> int:
+        return sum(1 for e in self.events if e.get("type") == event_type)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._session is not None:
+            await self._session.close()
+
+
+# ----------------------------------------------------------------------------- the checker
+
+
+@dataclass
+class CheckResult:
+    entries: int  # log entries seen in the stream (commands the engine ran)
+    acked: int
+    unknown: int
+    unknown_executed: int  # unacknowledged ops found in the log
+    failed: int
+    trades: int
+    books: list[dict[str, Json]]  # the replay's final books (SPEC §4)
+    log_lines: bytes  # the reconstructed command log, one line per log index
+    violations: list[tuple[str, str]] = field(default_factory=list)  # (category, detail)
+
+    def assert_ok(self, allow: frozenset[str] = frozenset()) -> None:
+        """Raise :class:`HistoryError` for every violation whose category is not allowed."""
+        bad = [v for v in self.violations if v[0] not in allow]
+        if bad:
+            raise HistoryError(bad)
+
+
+def _group(
+    events: Sequence[dict[str, Json]], errors: list[str]
+) -> dict[int, list[dict[str, Json]]]:
+    groups: dict[int, list[dict[str, Json]]] = {}
+    last = 0
+    for ev in events:
+        seq = ev.get("seq")
+        if type(seq) is not int:
+            errors.append(f"event without an integer seq: {ev}")
+            continue
+        if seq < last:
+            errors.append(f"stream out of order: seq {seq} after {last}")
+        elif seq > last:
+            if seq in groups:
+                errors.append(f"log entry {seq} published twice, not contiguously")
+            groups[seq] = []
+            last = seq
+        groups[seq].append(ev)
+    return groups
+
+
+def _entry_key(events: list[dict[str, Json]]) -> tuple[str, str, str] | None:
+    """(command kind, client, id) of a log entry, from its first event; None if unnamed."""
+    first = events[0]
+    t = first.get("type")
+    if t == "market_added":
+        return ("add_market", "", str(first.get("market")))
+    if t == "accepted":
+        return ("place", str(first["client"]), str(first["id"]))
+    if t == "amended":
+        return ("amend", str(first["client"]), str(first["id"]))
+    if t == "cancelled" and first.get("reason") == "user":
+        return ("cancel", str(first["client"]), str(first["id"]))
+    if t == "rejected":
+        cmd = first.get("cmd")
+        if cmd == "add_market":
+            return ("add_market", "", str(first.get("market")))
+        if isinstance(cmd, str) and "client" in first and "id" in first:
+            return (cmd, str(first["client"]), str(first["id"]))
+    return None
+
+
+def _is_duplicate_id(events: list[dict[str, Json]]) -> bool:
+    first = events[0]
+    return first.get("type") == "rejected" and first.get("reason") == "duplicate_id"
+
+
+def _same_decimal(a: Json, b: Json) -> bool:
+    try:
+        return Decimal(str(a)) == Decimal(str(b))
+    except ArithmeticError:
+        return False
+
+
+def _compatible(op: Op, events: list[dict[str, Json]]) -> bool:
+    """Could ``op`` have produced this entry (beyond the key)?"""
+    first = events[0]
+    if op.kind == "amend" and first.get("type") == "amended":
+        for f in ("qty", "price"):
+            if f in op.args and not _same_decimal(op.args[f], first.get(f)):
+                return False
+    return True
+
+
+def _replay(lines: bytes) -> tuple[dict[int, list[dict[str, Json]]], list[dict[str, Json]]]:
+    out = io.BytesIO()
+    replay_stream(Engine(), io.BytesIO(lines), out, book=True)
+    events: dict[int, list[dict[str, Json]]] = {}
+    books: list[dict[str, Json]] = []
+    for raw in out.getvalue().splitlines():
+        obj = json.loads(raw)
+        if obj.get("type") == "book":
+            books.append(obj)
+        else:
+            events.setdefault(int(obj["seq"]), []).append(obj)
+    return events, books
+
+
+def _quantity_model(events: Iterable[dict[str, Json]], errors: list[str]) -> None:
+    rem: dict[tuple[str, str], Decimal] = {}
+    gone: set[tuple[str, str]] = set()
+
+    def live(k: tuple[str, str], what: str, seq: Json) -> bool:
+        if k not in rem:
+            errors.append(f"seq {seq}: {what} for {k}, which was never accepted")
+            return False
+        if k in gone:
+            errors.append(f"seq {seq}: {what} for {k} after it left the book")
+            return False
+        return True
+
+    for ev in events:
+        t, seq = ev.get("type"), ev.get("seq")
+        if t == "accepted":
+            k = (str(ev["client"]), str(ev["id"]))
+            if k in rem:
+                errors.append(f"seq {seq}: order {k} accepted twice")
+            rem[k] = Decimal(ev["qty"])
+        elif t == "trade":
+            q = Decimal(ev["qty"])
+            for k in ((ev["maker_client"], ev["maker"]), (ev["taker_client"], ev["taker"])):
+                if live(k, "trade", seq):
+                    rem[k] -= q
+                    if rem[k] < 0:
+                        errors.append(f"seq {seq}: order {k} filled beyond its quantity")
+        elif t == "amended":
+            k = (str(ev["client"]), str(ev["id"]))
+            if live(k, "amended", seq):
+                rem[k] = Decimal(ev["qty"])
+        elif t == "filled":
+            k = (str(ev["client"]), str(ev["id"]))
+            if live(k, "filled", seq):
+                if rem[k] != 0:
+                    errors.append(f"seq {seq}: {k} filled with {rem[k]} remaining")
+                gone.add(k)
+        elif t in ("resting", "cancelled"):
+            k = (str(ev["client"]), str(ev["id"]))
+            if live(k, t, seq):
+                if rem[k] != Decimal(ev["remaining"]):
+                    errors.append(
+                        f"seq {seq}: {t} {k} says {ev['remaining']}, trades leave {rem[k]}"
+                    )
+                if t == "cancelled":
+                    gone.add(k)
+
+
+def _session_outcomes_max() -> int:
+    default = ReplicaConfig.__dataclass_fields__["session_outcomes_per_client_max"].default
+    assert isinstance(default, int)
+    return default
+
+
+SESSION_OUTCOMES_MAX: Final = _session_outcomes_max()
+
+
+def check(ops: Sequence[Op], stream: Sequence[dict[str, Json]]) -> CheckResult:
+    """Check ``ops`` (every command any client sent) against the event ``stream`` of one node
+    that was subscribed before the first command; see :meth:`CheckResult.assert_ok`.
+
+    Violation categories (``HistoryError.violations``): ``stream`` (malformed stream),
+    ``lost`` (an acknowledged command is not in the log), ``mismatch`` (a reply differs from
+    the log), ``shared`` (one entry answered to two commands), ``phantom`` (an entry no client
+    sent), ``reexecuted`` (a command executed a second time), ``evicted_retry`` (the same, or a
+    ``duplicate_id`` answer to a retried place, where at least ``SESSION_OUTCOMES_MAX`` of the
+    client's own commands were committed in between: the replica's per-client session table
+    forgot the first outcome), ``duplicate_id``, ``failed_in_log``, ``replay``, ``quantity``.
+    """
+    violations: list[tuple[str, str]] = []
+    errors: list[str] = []
+    groups = _group(stream, errors)
+    violations += [("stream", e) for e in errors]
+    keys = {seq: _entry_key(g) for seq, g in groups.items()}
+    by_key: dict[tuple[str, str, str], list[int]] = {}
+    by_client: dict[str, list[int]] = {}
+    for seq, key in keys.items():
+        if key is not None:
+            by_key.setdefault(key, []).append(seq)
+            by_client.setdefault(key[1], []).append(seq)
+
+    def between(client: str, a: int, b: int) -> int:
+        """How many entries of ``client`` lie strictly between log indexes a and b."""
+        seqs = by_client.get(client, [])
+        lo, hi = min(a, b), max(a, b)
+        return max(0, bisect.bisect_left(seqs, hi) - bisect.bisect_right(seqs, lo))
+
+    def again(seq: int, other: int, key: tuple[str, str, str], what: str) -> None:
+        n = between(key[1], other, seq)
+        cat = "evicted_retry" if n >= SESSION_OUTCOMES_MAX else "reexecuted"
+        lo, hi = sorted((seq, other))
+        violations.append(
+            (
+                cat,
+                f"{what} {key} at seq {lo} and again at {hi}; "
+                f"{n} commands of {key[1]} were committed in between",
+            )
+        )
+
+    claimed: dict[int, Op] = {}
+    # 1. acknowledged ops: their entry is in the log, with the events they were answered with
+    for op in ops:
+        if op.status != OK:
+            continue
+        assert op.seq is not None
+        g = groups.get(op.seq)
+        if g is None:
+            violations.append(("lost", f"acknowledged command lost: {op.key} seq {op.seq}"))
+            continue
+        if g != op.events:
+            violations.append(
+                (
+                    "mismatch",
+                    f"seq {op.seq}: reply to {op.key} differs from the log: {op.events} / {g}",
+                )
+            )
+        if op.seq in claimed and claimed[op.seq].command != op.command:
+            violations.append(
+                ("shared", f"seq {op.seq} answered to {claimed[op.seq].key} and {op.key}")
+            )
+        claimed[op.seq] = op
+    # 2. every other entry: the one execution of an unacknowledged (or failed) op
+    pending: dict[tuple[str, str, str], list[Op]] = {}
+    for op in ops:
+        if op.status != OK:
+            pending.setdefault(op.key, []).append(op)
+    matched: dict[int, Op] = dict(claimed)
+    executed_unknown = 0
+    for seq, g in groups.items():
+        if seq in claimed:
+            continue
+        key = keys[seq]
+        cands = [op for op in pending.get(key, []) if _compatible(op, g)] if key else []
+        if key is not None and not cands:
+            others = [s for s in by_key[key] if s != seq and s in matched]
+            if others:
+                if not any(_is_duplicate_id(groups[s]) for s in [seq, *others]):
+                    again(seq, others[0], key, "executed twice:")  # else reported below
+                matched[seq] = matched[others[0]]
+                continue
+        if not cands:
+            violations.append(("phantom", f"seq {seq}: a command no client sent: {g}"))
+            continue
+        op = cands[0]
+        pending[key].remove(op)  # type: ignore[index]
+        matched[seq] = op
+        executed_unknown += 1
+        if op.status == FAILED:
+            violations.append(
+                (
+                    "failed_in_log",
+                    f"seq {seq}: {op.key} was refused (BAD_REQUEST) yet is in the log",
+                )
+            )
+    # 3. our ids are never reused: duplicate_id means a retried place reached the engine
+    for seq, g in groups.items():
+        for ev in g:
+            if ev.get("type") == "rejected" and ev.get("reason") == "duplicate_id":
+                key = ("place", str(ev.get("client")), str(ev.get("id")))
+                firsts = [s for s in by_key.get(key, []) if s < seq]
+                if firsts:
+                    again(seq, firsts[0], key, "executed, then a retry answered duplicate_id:")
+                else:
+                    violations.append(("duplicate_id", f"seq {seq}: duplicate_id for {key}"))
+    # 4. replay the reconstructed log: the same events, exactly
+    top = max(groups, default=0)
+    lines = [b""] * top
+    for seq, op in matched.items():
+        lines[seq - 1] = json.dumps(op.command, separators=(",", ":")).encode()
+    log_lines = b"".join(line + b"\n" for line in lines)
+    replayed, books = _replay(log_lines)
+    for seq, g in groups.items():
+        if seq in matched and replayed.get(seq, []) != g:
+            violations.append(
+                ("replay", f"seq {seq}: replay gives {replayed.get(seq)}, the log has {g}")
+            )
+    # 5. an order-quantity model over the stream, independent of the engine
+    errors = []
+    _quantity_model(stream, errors)
+    violations += [("quantity", e) for e in errors]
+    return CheckResult(
+        entries=len(groups),
+        acked=sum(1 for op in ops if op.status == OK),
+        unknown=sum(1 for op in ops if op.status == UNKNOWN),
+        unknown_executed=executed_unknown,
+        failed=sum(1 for op in ops if op.status == FAILED),
+        trades=sum(1 for ev in stream if ev.get("type") == "trade"),
+        books=books,
+        log_lines=log_lines,
+        violations=violations,
+    )
