@@ -24,6 +24,10 @@ def _register() -> None:
     cli.add_command(up_command)
     cli.add_command(node_command)
     cli.add_command(grenache_group)
+    from grenex.client.commands import client_commands
+
+    for command in client_commands():
+        cli.add_command(command)
 
 
 def main() -> None:

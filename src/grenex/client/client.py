@@ -1,0 +1,870 @@
+"""``GrenexClient``: the async Python client of a grenex node (SPEC §6, §7).
+
+Theory of operation
+-------------------
+A client talks to one node (``node="n1"``: the name ``grenex:<cluster>:node:n1``) or to any
+node (the name ``grenex:<cluster>:nodes``), found through the Grapes, with Grenache HTTP peer
+RPC.  Every call has an overall deadline (``timeout``) and each attempt its own timeout.
+
+Retries never create a second order.  A ``place`` carries its ``(client, id)``; ``cancel``,
+``amend`` and ``add_market`` carry a ``req`` generated once per call.  When an attempt fails
+in a way that leaves the outcome unknown (``ERR_GRENEX_UNAVAILABLE``, a timeout, a broken
+connection, a garbled reply), the *same* command is sent again after a bounded, jittered
+backoff, and the node answers a repeat with the first outcome (SPEC §6 "exactly once").  A
+fresh id is never invented on retry.
+
+Errors that retrying cannot fix are raised at once: a request the node refuses
+(:class:`BadRequest`), and, on the first attempt (before anything can have been delivered),
+no node under the name (:class:`NotFound`) or no Grape answering
+(:class:`GrapeUnavailable`).  Once an attempt may have reached a node, every transient error
+is retried until the deadline, then the last one is raised as :class:`Unavailable` with the
+command attached (``exc.command``), so the caller can retry it with the same id later.
+
+Engine rejections are not errors: they are ``rejected`` events in a normal
+:class:`CommandResult` (``result.rejected``, ``result.reason``).
+
+All Grenache errors are translated into this module's tree at one place, :func:`_translate`::
+
+    GrenexClientError
+    ├── BadRequest          the node refused the request (ERR_GRENEX_BAD_REQUEST, HTTP 4xx)
+    ├── NotFound            no node is announced under the name (ERR_GRAPE_LOOKUP_EMPTY)
+    └── Unavailable         no outcome within the deadline (retried until then)
+        └── GrapeUnavailable  no Grape could be reached
+
+Decimals are given as ``str`` (passed through as text, the engine judges them), ``Decimal``
+(written in plain notation) or ``int``; a ``float`` is refused with ``TypeError``, because
+it cannot carry an exact price.  Output decimals stay canonical strings (SPEC §1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import msgspec
+
+from grenex.engine import (
+    Amended,
+    Cancelled,
+    Event,
+    Filled,
+    MarketAdded,
+    Rejected,
+    Resting,
+    Trade,
+)
+from grenex.grenache import (
+    DEFAULT_GRAPE,
+    GrapeError,
+    GrapeUnavailableError,
+    GrenacheError,
+    Link,
+    LookupEmptyError,
+    PeerRPCClient,
+    PeerSub,
+    RemoteError,
+    ReplyError,
+    TransportError,
+)
+
+__all__ = [
+    "DEFAULT_CLUSTER",
+    "BadRequest",
+    "Book",
+    "BookOrder",
+    "BookSnapshot",
+    "CommandResult",
+    "EventStream",
+    "GrapeUnavailable",
+    "GrenexClient",
+    "GrenexClientError",
+    "Level",
+    "NodeStatus",
+    "NotFound",
+    "StatusReply",
+    "Unavailable",
+    "new_order_id",
+]
+
+DEFAULT_CLUSTER: Final = "main"
+DecimalLike = str | Decimal | int
+
+# Remote error codes after which the same command may be sent again.
+_RETRY_CODES: Final = frozenset({"ERR_GRENEX_UNAVAILABLE", "ERR_SERVICE_BUSY", "ERR_TIMEOUT"})
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+class GrenexClientError(Exception):
+    """Base of everything :class:`GrenexClient` raises (besides TypeError/ValueError for bad
+    arguments).  ``code`` is the Grenache error code behind it; ``command`` the command args
+    that were sent (with their ``id``/``req``), when the call was a command."""
+
+    code: str = "ERR_GRENEX_CLIENT"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.command: dict[str, Any] | None = None
+        self.attempts = 0
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class BadRequest(GrenexClientError):  # noqa: N818 - named after ERR_GRENEX_BAD_REQUEST
+    """The node refused the request's shape; sending it again cannot help."""
+
+    code = "ERR_GRENEX_BAD_REQUEST"
+
+
+class NotFound(GrenexClientError):  # noqa: N818
+    """No node is announced under the name (wrong ``node``, ``cluster`` or Grape)."""
+
+    code = "ERR_GRAPE_LOOKUP_EMPTY"
+
+
+class Unavailable(GrenexClientError):  # noqa: N818
+    """No outcome could be had within the deadline; retrying with the same id is safe."""
+
+    code = "ERR_GRENEX_UNAVAILABLE"
+
+
+class GrapeUnavailable(Unavailable):
+    """None of the Grapes answered."""
+
+    code = "ERR_GRAPE_UNAVAILABLE"
+
+
+def _translate(exc: GrenacheError) -> tuple[GrenexClientError, bool]:
+    """The one boundary: a Grenache error → (our error, whether sending again may help)."""
+    msg = exc.message or exc.code
+    if isinstance(exc, RemoteError):
+        if exc.code == "ERR_GRENEX_BAD_REQUEST":
+            return BadRequest(msg), False
+        if exc.code in _RETRY_CODES:
+            return Unavailable(msg, code=exc.code), True
+        return GrenexClientError(msg, code=exc.code), False
+    if isinstance(exc, LookupEmptyError):
+        return NotFound(
+            f"no node is announced as {exc.name!r} (is it running, and the Grape "
+            "and --cluster right?)"
+        ), True
+    if isinstance(exc, GrapeUnavailableError | GrapeError):
+        return GrapeUnavailable(msg, code=exc.code), True
+    if isinstance(exc, TransportError):
+        if exc.status is not None and 400 <= exc.status < 500:
+            return BadRequest(msg, code=exc.code), False
+        return Unavailable(msg, code=exc.code), True
+    if isinstance(exc, ReplyError):
+        return Unavailable(msg, code=exc.code), True
+    return GrenexClientError(msg, code=exc.code), False
+
+
+# ---------------------------------------------------------------------------------- results
+
+
+def _decode_events(raw: Any) -> tuple[Event, ...]:
+    try:
+        return tuple(msgspec.convert(raw, list[Event]))
+    except msgspec.ValidationError as e:
+        raise GrenexClientError(f"the node sent events this client cannot read: {e}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """A command's outcome: its log position and events (SPEC §3), with helpers.
+
+    ``client``/``id`` name the order the command was about (None for ``add_market``).
+    """
+
+    seq: int
+    events: tuple[Event, ...]
+    client: str | None = None
+    id: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return any(type(e) is Rejected for e in self.events)
+
+    @property
+    def reason(self) -> str | None:
+        """The rejection reason, else the order's cancel reason, else None."""
+        for e in self.events:
+            if type(e) is Rejected:
+                return e.reason
+        for e in reversed(self.events):
+            if type(e) is Cancelled and self._mine(e):
+                return e.reason
+        return None
+
+    @property
+    def trades(self) -> list[Trade]:
+        return [e for e in self.events if type(e) is Trade]
+
+    @property
+    def status(self) -> str:
+        """What became of the order: ``rejected``, ``filled``, ``resting``, ``cancelled`` or
+        ``amended`` (in place); ``market_added`` for a market; else the last event's type."""
+        if self.rejected:
+            return "rejected"
+        for e in reversed(self.events):
+            if type(e) in (Filled, Resting, Cancelled, Amended) and self._mine(e):
+                return _type_of(e)
+            if type(e) is MarketAdded:
+                return "market_added"
+        return _type_of(self.events[-1]) if self.events else "unknown"
+
+    @property
+    def remaining(self) -> str | None:
+        """The order's quantity still resting (``"0"`` when filled or cancelled)."""
+        for e in reversed(self.events):
+            if not self._mine(e):
+                continue
+            if type(e) is Resting:
+                return e.remaining
+            if type(e) in (Filled, Cancelled):
+                return "0"
+            if type(e) is Amended:
+                return e.qty
+        return None
+
+    @property
+    def filled_qty(self) -> Decimal:
+        """How much of the order traded in this command (as maker or taker)."""
+        total = Decimal(0)
+        for t in self.trades:
+            if (t.taker_client, t.taker) == (self.client, self.id) or (
+                t.maker_client,
+                t.maker,
+            ) == (self.client, self.id):
+                total += Decimal(t.qty)
+        return total
+
+    def _mine(self, e: Event) -> bool:
+        if self.client is None:
+            return True
+        return getattr(e, "client", None) == self.client and getattr(e, "id", None) == self.id
+
+    def to_json(self) -> dict[str, Any]:
+        """The node's reply shape: ``{"seq": N, "events": [...]}``."""
+        return {"seq": self.seq, "events": [msgspec.to_builtins(e) for e in self.events]}
+
+
+def _type_of(e: Event) -> str:
+    return type(e).__struct_config__.tag  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class BookOrder:
+    client: str
+    id: str
+    price: str
+    qty: str
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One price level: total quantity and number of orders."""
+
+    price: Decimal
+    qty: Decimal
+    orders: int
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """One market's book (SPEC §4): each side in priority order."""
+
+    market: str
+    bids: tuple[BookOrder, ...]
+    asks: tuple[BookOrder, ...]
+
+    @property
+    def best_bid(self) -> Decimal | None:
+        return Decimal(self.bids[0].price) if self.bids else None
+
+    @property
+    def best_ask(self) -> Decimal | None:
+        return Decimal(self.asks[0].price) if self.asks else None
+
+    @property
+    def spread(self) -> Decimal | None:
+        bid, ask = self.best_bid, self.best_ask
+        return None if bid is None or ask is None else ask - bid
+
+    def levels(self, side: Literal["bids", "asks"], depth: int | None = None) -> list[Level]:
+        """Orders grouped by price, best first; at most ``depth`` levels."""
+        out: list[Level] = []
+        for o in self.bids if side == "bids" else self.asks:
+            price = Decimal(o.price)
+            if out and out[-1].price == price:
+                last = out[-1]
+                out[-1] = Level(price, last.qty + Decimal(o.qty), last.orders + 1)
+            elif depth is not None and len(out) >= depth:
+                break
+            else:
+                out.append(Level(price, Decimal(o.qty), 1))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        def side(orders: tuple[BookOrder, ...]) -> list[dict[str, str]]:
+            return [
+                {"client": o.client, "id": o.id, "price": o.price, "qty": o.qty} for o in orders
+            ]
+
+        return {
+            "type": "book",
+            "market": self.market,
+            "bids": side(self.bids),
+            "asks": side(self.asks),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    """The node's books at its ``applied`` log index, by market name."""
+
+    applied: int
+    books: dict[str, Book]
+
+    def __getitem__(self, market: str) -> Book:
+        return self.books[market]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"applied": self.applied, "books": [b.to_json() for b in self.books.values()]}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node: str
+    role: str
+    term: int
+    leader: str | None
+    commit: int
+    applied: int
+    voters: tuple[str, ...]
+    learners: tuple[str, ...]
+    state_hash: str
+    pid: int
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> NodeStatus:
+        try:
+            members = raw["members"]
+            return cls(
+                node=str(raw["node"]),
+                role=str(raw["role"]),
+                term=int(raw["term"]),
+                leader=None if raw["leader"] is None else str(raw["leader"]),
+                commit=int(raw["commit"]),
+                applied=int(raw["applied"]),
+                voters=tuple(members["voters"]),
+                learners=tuple(members["learners"]),
+                state_hash=str(raw["state_hash"]),
+                pid=int(raw["pid"]),
+                raw=dict(raw),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise GrenexClientError(
+                f"the node sent a status this client cannot read: {e}"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    """One entry of :meth:`GrenexClient.statuses`: a node's status, or why it did not answer."""
+
+    peer: str
+    status: NodeStatus | None
+    error: GrenexClientError | None = None
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def new_order_id() -> str:
+    """A fresh order id: a SPEC name, unique without coordination (ms time + 40 random bits)."""
+    ms = time.time_ns() // 1_000_000
+    return f"{_base36(ms)}-{secrets.token_hex(5)}"
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
+
+
+def _decimal(name: str, value: DecimalLike | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, float)):
+        raise TypeError(
+            f"{name} must be a str or Decimal, not {type(value).__name__} "
+            "(a float cannot hold an exact price or quantity)"
+        )
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int):
+        return str(value)
+    raise TypeError(f"{name} must be a str or Decimal, not {type(value).__name__}")
+
+
+def _env_grapes() -> str:
+    return os.environ.get("GRENEX_GRAPE") or DEFAULT_GRAPE
+
+
+# ---------------------------------------------------------------------------------- client
+
+
+class GrenexClient:
+    """An async client of a grenex cluster.  Use ``async with GrenexClient(...) as c``.
+
+    ``grapes``: Grape API URL(s) (list or comma-separated; default ``$GRENEX_GRAPE`` or
+    ``http://127.0.0.1:30001``).  ``cluster``: default ``$GRENEX_CLUSTER`` or ``main``.
+    ``node``: talk to this node; None: any node.  ``client_id``: the default ``client`` of
+    orders (default: the node id).  ``timeout``: each call's overall deadline in seconds;
+    ``attempt_timeout``: one attempt of a command (reads use ``read_timeout``);
+    ``grape_timeout``: one Grape request.
+    """
+
+    def __init__(
+        self,
+        grapes: str | Sequence[str] | None = None,
+        cluster: str | None = None,
+        node: str | None = None,
+        *,
+        client_id: str | None = None,
+        timeout: float = 20.0,
+        attempt_timeout: float = 12.0,
+        read_timeout: float = 5.0,
+        grape_timeout: float = 2.0,
+        backoff_min: float = 0.05,
+        backoff_max: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if min(timeout, attempt_timeout, read_timeout, grape_timeout, backoff_min) <= 0:
+            raise ValueError("timeouts and backoff must be positive")
+        self.cluster = cluster or os.environ.get("GRENEX_CLUSTER") or DEFAULT_CLUSTER
+        self.node = node
+        self.client_id = client_id or node
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self.read_timeout = read_timeout
+        self.backoff_min = backoff_min
+        self.backoff_max = max(backoff_max, backoff_min)
+        self._rng = rng or random.Random()
+        self.link = Link(
+            grapes if grapes is not None else _env_grapes(),
+            request_timeout_ms=max(1, int(grape_timeout * 1000)),
+        )
+        self._rpc = PeerRPCClient(self.link, request_timeout_ms=int(attempt_timeout * 1000))
+        self._streams: set[EventStream] = set()
+
+    @property
+    def service(self) -> str:
+        """The Grenache name requests go to."""
+        if self.node is not None:
+            return f"grenex:{self.cluster}:node:{self.node}"
+        return f"grenex:{self.cluster}:nodes"
+
+    @property
+    def events_topic(self) -> str:
+        return f"grenex:{self.cluster}:events"
+
+    async def __aenter__(self) -> Self:
+        await self.link.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop every event stream, close connections. Idempotent."""
+        for s in list(self._streams):
+            await s.close()
+        await self._rpc.close()
+        await self.link.stop()
+
+    # ------------------------------------------------------------------ the retry loop
+
+    async def _call(
+        self,
+        action: str,
+        args: dict[str, Any],
+        *,
+        attempt_timeout: float,
+        timeout: float | None,
+        command: bool,
+    ) -> Any:
+        """Send ``{"action", "args": [args]}`` until an answer, a final error or the deadline.
+
+        The payload is built once, so every attempt carries the same id/req.
+        """
+        payload = {"action": action, "args": [args]}
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        backoff = self.backoff_min
+        attempt = 0
+        while True:
+            attempt += 1
+            left = deadline - time.monotonic()
+            try:
+                async with asyncio.timeout(max(left, 0.001)):
+                    return await self._rpc.request(
+                        self.service,
+                        payload,
+                        timeout_ms=max(1, int(min(attempt_timeout, left) * 1000)),
+                    )
+            except GrenacheError as exc:
+                err, retry = _translate(exc)
+                # Before anything was delivered, a missing node or Grape is a setup error.
+                if attempt == 1 and isinstance(err, NotFound | GrapeUnavailable):
+                    retry = False
+            except TimeoutError:
+                msg = f"ERR_TIMEOUT: no answer from {self.service} within {left:.3g}s"
+                err, retry = Unavailable(msg, code="ERR_TIMEOUT"), True
+            err.attempts = attempt
+            if command:
+                err.command = args
+            left = deadline - time.monotonic()
+            if not retry or left <= 0:
+                if retry:
+                    plural = "s" if attempt != 1 else ""
+                    err.args = (f"{err.message} (gave up after {attempt} attempt{plural})",)
+                raise err from None
+            pause = min(backoff * (0.5 + self._rng.random() / 2), left)
+            backoff = min(backoff * 2, self.backoff_max)
+            await asyncio.sleep(pause)
+
+    async def _command(self, action: str, args: dict[str, Any], timeout: float | None) -> Any:
+        reply = await self._call(
+            action, args, attempt_timeout=self.attempt_timeout, timeout=timeout, command=True
+        )
+        if not isinstance(reply, dict) or "events" not in reply:
+            raise GrenexClientError(f"unexpected reply to {action}: {str(reply)[:200]}")
+        return reply
+
+    async def _read(self, action: str, args: dict[str, Any], timeout: float | None) -> Any:
+        reply = await self._call(
+            action, args, attempt_timeout=self.read_timeout, timeout=timeout, command=False
+        )
+        if not isinstance(reply, dict):
+            raise GrenexClientError(f"unexpected reply to {action}: {str(reply)[:200]}")
+        return reply
+
+    def _client(self, client: str | None) -> str:
+        c = client or self.client_id
+        if c is None:
+            raise ValueError("client is needed (or construct GrenexClient with node/client_id)")
+        return c
+
+    # ------------------------------------------------------------------ commands
+
+    async def place(
+        self,
+        market: str,
+        side: str,
+        qty: DecimalLike,
+        price: DecimalLike | None = None,
+        *,
+        client: str | None = None,
+        id: str | None = None,
+        tif: str | None = None,
+        post_only: bool | None = None,
+        stp: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Place an order (a market order without ``price``); retried with the same id."""
+        args: dict[str, Any] = {
+            "client": self._client(client),
+            "id": id if id is not None else new_order_id(),
+            "market": market,
+            "side": side,
+            "qty": _decimal("qty", qty),
+        }
+        p = _decimal("price", price)
+        if p is not None:
+            args["price"] = p
+        if tif is not None:
+            args["tif"] = tif
+        if post_only is not None:
+            args["post_only"] = post_only
+        if stp is not None:
+            args["stp"] = stp
+        reply = await self._command("place", args, timeout)
+        return CommandResult(
+            reply["seq"], _decode_events(reply["events"]), args["client"], args["id"]
+        )
+
+    async def cancel(
+        self,
+        client: str | None,
+        id: str,
+        *,
+        req: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Cancel a resting order; a retry is answered with the first outcome (``req``)."""
+        args = {"client": self._client(client), "id": id, "req": req or new_order_id()}
+        reply = await self._command("cancel", args, timeout)
+        return CommandResult(reply["seq"], _decode_events(reply["events"]), args["client"], id)
+
+    async def amend(
+        self,
+        client: str | None,
+        id: str,
+        qty: DecimalLike | None = None,
+        price: DecimalLike | None = None,
+        *,
+        req: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Amend a resting order: ``qty`` is the new remaining quantity."""
+        args: dict[str, Any] = {
+            "client": self._client(client),
+            "id": id,
+            "req": req or new_order_id(),
+        }
+        q, p = _decimal("qty", qty), _decimal("price", price)
+        if q is not None:
+            args["qty"] = q
+        if p is not None:
+            args["price"] = p
+        reply = await self._command("amend", args, timeout)
+        return CommandResult(reply["seq"], _decode_events(reply["events"]), args["client"], id)
+
+    async def add_market(
+        self,
+        market: str,
+        tick: DecimalLike,
+        lot: DecimalLike,
+        *,
+        req: str | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Open a market through the log.
+
+        The command also carries a ``client`` (this client's id, or ``admin``): the node
+        remembers outcomes per client, so only then is a retried ``req`` answered with the
+        first outcome instead of ``market_exists``.
+        """
+        args = {
+            "market": market,
+            "tick": _decimal("tick", tick),
+            "lot": _decimal("lot", lot),
+            "client": self.client_id or "admin",
+            "req": req or new_order_id(),
+        }
+        reply = await self._command("add_market", args, timeout)
+        return CommandResult(reply["seq"], _decode_events(reply["events"]))
+
+    # ------------------------------------------------------------------ reads
+
+    async def book(
+        self, market: str | None = None, *, timeout: float | None = None
+    ) -> BookSnapshot:
+        """The node's books (one market, or all), at its applied index."""
+        reply = await self._read("book", {} if market is None else {"market": market}, timeout)
+        try:
+            books = {
+                b["market"]: Book(
+                    b["market"],
+                    tuple(BookOrder(o["client"], o["id"], o["price"], o["qty"]) for o in b["bids"]),
+                    tuple(BookOrder(o["client"], o["id"], o["price"], o["qty"]) for o in b["asks"]),
+                )
+                for b in reply["books"]
+            }
+            return BookSnapshot(int(reply["applied"]), books)
+        except (KeyError, TypeError, ValueError) as e:
+            raise GrenexClientError(f"the node sent a book this client cannot read: {e}") from None
+
+    async def trades(
+        self,
+        market: str | None = None,
+        since: int | None = None,
+        limit: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Trade]:
+        """Recent trades (oldest first): after log position ``since``, at most ``limit``."""
+        args: dict[str, Any] = {}
+        if market is not None:
+            args["market"] = market
+        if since is not None:
+            args["since"] = since
+        if limit is not None:
+            args["limit"] = limit
+        reply = await self._read("trades", args, timeout)
+        try:
+            return msgspec.convert(reply["trades"], list[Trade])
+        except (KeyError, msgspec.ValidationError) as e:
+            raise GrenexClientError(f"the node sent trades this client cannot read: {e}") from None
+
+    async def status(self, *, timeout: float | None = None) -> NodeStatus:
+        """The node's role, term, leader, commit/applied indexes and state hash."""
+        return NodeStatus.from_json(await self._read("status", {}, timeout))
+
+    async def statuses(self, *, timeout: float | None = None) -> list[StatusReply]:
+        """Every node announced under ``grenex:<cluster>:nodes``, asked at once.
+
+        Entries the DHT still lists for a stopped node come back with an ``error``.
+        """
+        t = timeout if timeout is not None else self.read_timeout
+        try:
+            async with asyncio.timeout(t + 1):
+                replies = await self._rpc.map(
+                    f"grenex:{self.cluster}:nodes",
+                    {"action": "status", "args": [{}]},
+                    timeout_ms=max(1, int(t * 1000)),
+                )
+        except GrenacheError as exc:
+            raise _translate(exc)[0] from None
+        except TimeoutError:
+            raise Unavailable(f"no status within {t:.3g}s", code="ERR_TIMEOUT") from None
+        out: list[StatusReply] = []
+        for r in replies:
+            if r.error is not None:
+                out.append(StatusReply(r.peer, None, _translate(r.error)[0]))
+            else:
+                try:
+                    out.append(StatusReply(r.peer, NodeStatus.from_json(r.result)))
+                except GrenexClientError as e:
+                    out.append(StatusReply(r.peer, None, e))
+        return out
+
+    # ------------------------------------------------------------------ events
+
+    def events(self, market: str | None = None, *, queue_max: int = 8192) -> EventStream:
+        """The cluster's applied events, in log order, from one node's publisher.
+
+        ``async with client.events() as stream: async for event in stream: ...``; the stream
+        reconnects (to another node when its publisher goes away), and drops events it has
+        already delivered.  Events published while it reconnects are missed: read
+        :meth:`book` / :meth:`trades` after ``stream.reconnects`` changes if that matters.
+        """
+        s = EventStream(self, market, queue_max)
+        self._streams.add(s)
+        return s
+
+
+class EventStream:
+    """Typed events from ``grenex:<cluster>:events``; see :meth:`GrenexClient.events`."""
+
+    def __init__(self, owner: GrenexClient, market: str | None, queue_max: int) -> None:
+        self._owner = owner
+        self.market = market
+        self._sub = PeerSub(
+            owner.link, owner.events_topic, queue_max=queue_max, backoff_max_ms=2_000
+        )
+        self._started = False
+        self._closed = False
+        self._last_seq = 0
+        self._seen_connects = 0
+        self.skipped = 0  # frames that were not events this client knows
+
+    @property
+    def publisher(self) -> str | None:
+        """``ip:port`` of the publisher currently connected, if any."""
+        return self._sub.publisher
+
+    @property
+    def reconnects(self) -> int:
+        return max(self._sub.connects - 1, 0)
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    async def start(self) -> None:
+        if not self._started:
+            self._started = True
+            await self._sub.start()
+
+    async def wait_connected(self, timeout: float = 5.0) -> str:
+        """Wait until subscribed to a publisher; raise :class:`Unavailable` after ``timeout``."""
+        await self.start()
+        try:
+            return await self._sub.wait_connected(timeout_ms=max(1, int(timeout * 1000)))
+        except GrenacheError as exc:
+            raise _translate(exc)[0] from None
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._sub.stop()
+        self._owner._streams.discard(self)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            ev = await self.next()
+            if ev is None:
+                return
+            yield ev
+
+    async def next(self, timeout: float | None = None) -> Event | None:
+        """The next event (None once closed); :class:`Unavailable` after ``timeout`` seconds."""
+        await self.start()
+        decoder = _EVENT_DECODER
+        while True:
+            try:
+                frame = await self._sub.recv(
+                    timeout_ms=None if timeout is None else max(1, int(timeout * 1000))
+                )
+            except TransportError as exc:
+                if exc.code == "ERR_TIMEOUT":
+                    raise _translate(exc)[0] from None
+                return None  # stopped
+            try:
+                ev = decoder.decode(frame)
+            except msgspec.DecodeError:
+                self.skipped += 1
+                continue
+            connects = self._sub.connects
+            if connects != self._seen_connects:
+                # A new publisher: it starts at a command boundary, and may be behind the
+                # last one; anything up to what we delivered is a repeat.
+                if self._seen_connects and ev.seq <= self._last_seq:
+                    continue
+                self._seen_connects = connects
+            if ev.seq < self._last_seq:
+                continue
+            self._last_seq = ev.seq
+            if self.market is not None and getattr(ev, "market", None) != self.market:
+                continue
+            return ev
+
+
+_EVENT_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)

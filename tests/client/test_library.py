@@ -1,0 +1,305 @@
+"""GrenexClient against a real cluster (2 Grapes, 3 node processes on loopback).
+
+Proves:
+
+* place / cancel / amend / add_market return typed results with working helpers
+  (``status``, ``reason``, ``trades``, ``remaining``, ``filled_qty``), engine rejections are
+  results not exceptions, and the books, trades and statuses read back what was done, on the
+  node that acknowledged it (read your writes) and, once converged, on every node;
+* exactly once: the same order id / ``req`` sent twice is answered with the first outcome;
+  a reply lost after the node executed the command (``ERR_GRENEX_UNAVAILABLE`` or a timeout,
+  injected by a proxy announced in the real DHT) is retried by the client with the *same*
+  id/req and yields the original outcome, with one execution;
+* the event stream delivers typed events in log order, filtered by market;
+* floats are refused with TypeError before anything is sent; Decimals are written exactly;
+* failures are clean and bounded: no Grape (refused or silent), an unknown node, a node that
+  is announced but dead (retried until the deadline, the command attached to the error), a
+  request the node refuses (BadRequest, not retried).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from grenex.client import (
+    BadRequest,
+    GrapeUnavailable,
+    GrenexClient,
+    NotFound,
+    Unavailable,
+)
+from grenex.client.cluster import LocalCluster
+from grenex.engine import Accepted, Filled, Resting, Trade
+from grenex.grenache import Link, PeerRPCServer, RemoteError
+
+from .helpers import black_hole, closed_port
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
+
+
+def client(c: LocalCluster, node: str | None = None, **kw: Any) -> GrenexClient:
+    return GrenexClient(c.grape_urls, c.cluster, node, **kw)
+
+
+async def test_place_cross_and_read_back(cluster: LocalCluster) -> None:
+    async with client(cluster, "n2") as n2, client(cluster, "n3") as n3:
+        sell = await n2.place("BTC-USD", "sell", "1", Decimal("100.10"), id="lib-s1")
+        assert (sell.status, sell.remaining, sell.client, sell.id) == (
+            "resting",
+            "1",
+            "n2",
+            "lib-s1",
+        )
+        assert not sell.rejected and sell.reason is None and sell.trades == []
+        assert type(sell.events[0]) is Accepted and sell.events[0].price == "100.1"
+
+        buy = await n3.place("BTC-USD", "buy", "0.4", "101", client="lib-bob")
+        assert buy.status == "filled" and buy.client == "lib-bob"
+        assert buy.filled_qty == Decimal("0.4")
+        (trade,) = buy.trades
+        assert (trade.price, trade.qty, trade.maker, trade.maker_client, trade.taker_side) == (
+            "100.1",
+            "0.4",
+            "lib-s1",
+            "n2",
+            "buy",
+        )
+        assert buy.seq > sell.seq
+
+        # read your writes on the acknowledging node
+        book = (await n3.book("BTC-USD"))["BTC-USD"]
+        assert [(o.id, o.qty) for o in book.asks] == [("lib-s1", "0.6")]
+        assert book.best_ask == Decimal("100.1")
+        trades = await n3.trades("BTC-USD", since=buy.seq - 1)
+        assert trades == [trade]
+
+        # every node, once converged
+        await cluster.wait_converged()
+        for node in ("n1", "n2"):
+            async with client(cluster, node) as other:
+                snap = await other.book()
+                assert set(snap.books) >= {"BTC-USD", "ETH-USD"}
+                assert snap["BTC-USD"] == book
+
+
+async def test_amend_cancel_and_rejections(cluster: LocalCluster) -> None:
+    async with client(cluster, "n1", client_id="lib-amend") as c:
+        placed = await c.place("ETH-USD", "buy", "2", "1500", id="a1")
+        assert placed.status == "resting"
+
+        smaller = await c.amend(None, "a1", qty="1.5")
+        assert (smaller.status, smaller.remaining) == ("amended", "1.5")
+        moved = await c.amend(None, "a1", price=Decimal("1501.00"))
+        assert moved.status == "resting"
+        assert [type(e).__name__ for e in moved.events] == ["Amended", "Resting"]
+        bids = (await c.book("ETH-USD"))["ETH-USD"].bids
+        assert [(o.id, o.price, o.qty) for o in bids if o.client == "lib-amend"] == [
+            ("a1", "1501", "1.5")
+        ]
+
+        gone = await c.cancel(None, "a1")
+        assert (gone.status, gone.reason, gone.remaining) == ("cancelled", "user", "0")
+        again = await c.cancel(None, "a1")
+        assert again.rejected and again.reason == "unknown_order" and again.status == "rejected"
+
+        bad_qty = await c.place("ETH-USD", "buy", "1.5e3", "1500")
+        assert bad_qty.rejected and bad_qty.reason == "invalid_qty"
+        no_market = await c.place("NOPE-USD", "buy", "1", "1")
+        assert no_market.reason == "unknown_market"
+        ioc = await c.place("ETH-USD", "sell", "1", "999999", tif="IOC")
+        assert (ioc.status, ioc.reason) == ("cancelled", "unfilled")
+
+
+async def test_same_id_or_req_is_answered_with_the_first_outcome(cluster: LocalCluster) -> None:
+    async with client(cluster, "n3", client_id="lib-dup") as c:
+        first = await c.place("BTC-USD", "buy", "0.001", "50", id="dup1")
+        again = await c.place("BTC-USD", "buy", "0.001", "50", id="dup1")
+        assert again == first and again.status == "resting"
+
+        cancel1 = await c.cancel(None, "dup1", req="cancel-dup1")
+        cancel2 = await c.cancel(None, "dup1", req="cancel-dup1")
+        assert cancel2 == cancel1 and cancel2.status == "cancelled"
+
+        m1 = await c.add_market("DUP-USD", "0.5", "1", req="open-dup")
+        m2 = await c.add_market("DUP-USD", "0.5", "1", req="open-dup")
+        assert m1.status == "market_added" and m2 == m1
+        fresh = await c.add_market("DUP-USD", "0.5", "1")
+        assert fresh.reason == "market_exists"
+
+
+class Proxy:
+    """A fake node ``grenex:<cluster>:node:<name>`` in the real DHT that forwards to n1.
+
+    ``fail_first``: every odd request (the first attempt of each command) is executed by n1,
+    then its reply is lost (``ERR_GRENEX_UNAVAILABLE``), or held past the client's attempt
+    timeout (``"hang"``); the retry is forwarded and answered.
+    """
+
+    def __init__(self, c: LocalCluster, name: str, fail_first: str) -> None:
+        self.c = c
+        self.name = name
+        self.fail_first = fail_first
+        self.payloads: list[Any] = []
+        self.link = Link(c.grape_urls)
+        self.server = PeerRPCServer(self.handle)
+
+    async def handle(self, key: str, payload: Any) -> Any:
+        self.payloads.append(payload)
+        reply = await self.c.request("n1", payload["action"], payload["args"][0])
+        if len(self.payloads) % 2 == 1:
+            if self.fail_first == "hang":
+                await asyncio.sleep(1.5)
+            raise RemoteError("ERR_GRENEX_UNAVAILABLE: reply lost (test)")
+        return reply
+
+    async def __aenter__(self) -> Proxy:
+        await self.link.start()
+        await self.server.start()
+        await self.link.start_announcing(self.c.api_name(self.name), self.server.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop()
+        await self.link.stop()
+
+
+@pytest.mark.parametrize("fail_first", ["unavailable", "hang"])
+async def test_lost_reply_is_retried_with_the_same_id(
+    cluster: LocalCluster, fail_first: str
+) -> None:
+    name = f"proxy-{fail_first}"
+    async with (
+        Proxy(cluster, name, fail_first) as proxy,
+        client(cluster, name, client_id=f"lib-{name}", attempt_timeout=1.0, timeout=15) as c,
+    ):
+        placed = await c.place("BTC-USD", "sell", "0.0005", "777")
+        assert len(proxy.payloads) == 2
+        first, second = (p["args"][0] for p in proxy.payloads)
+        assert first == second and first["id"] == placed.id
+        # the original outcome: accepted + resting, not duplicate_id
+        assert placed.status == "resting" and not placed.rejected
+
+        cancelled = await c.cancel(None, placed.id or "")
+        assert cancelled.status == "cancelled"  # not unknown_order: the req matched
+        first, second = (p["args"][0] for p in proxy.payloads[2:])
+        assert first == second and "req" in first
+        assert len(proxy.payloads) == 4
+
+
+async def test_statuses_and_any_node(cluster: LocalCluster) -> None:
+    async with client(cluster) as anyone:
+        placed = await anyone.place("ETH-USD", "sell", "0.5", "99999", client="lib-any")
+        assert placed.status == "resting"
+        st = await anyone.status()
+        assert st.node in ("n1", "n2", "n3") and st.voters == ("n1", "n2", "n3")
+        await cluster.wait_converged()
+        replies = await anyone.statuses()
+        assert sorted(r.status.node for r in replies if r.status) == ["n1", "n2", "n3"]
+        assert len({(r.status.applied, r.status.state_hash) for r in replies if r.status}) == 1
+        leaders = {r.status.leader for r in replies if r.status}
+        assert len(leaders) == 1
+        roles = sorted(r.status.role for r in replies if r.status)
+        assert roles == ["follower", "follower", "leader"]
+
+
+async def test_event_stream(cluster: LocalCluster) -> None:
+    async with client(cluster, "n2", client_id="lib-ev") as c, c.events("BTC-USD") as stream:
+        await stream.wait_connected(timeout=5)
+        await c.place("ETH-USD", "buy", "1", "1", id="ev-other")  # filtered out
+        sell = await c.place("BTC-USD", "sell", "0.01", "123.45", id="ev-s")
+        buy = await c.place("BTC-USD", "buy", "0.01", "123.45", id="ev-b", client="lib-ev2")
+        seen: list[Any] = []
+        while not any(type(e) is Filled and e.id == "ev-b" for e in seen):
+            ev = await stream.next(timeout=5)
+            assert ev is not None
+            seen.append(ev)
+        assert all(getattr(e, "market", None) == "BTC-USD" for e in seen)
+        mine = [e for e in seen if e.seq in (sell.seq, buy.seq)]
+        assert tuple(mine) == sell.events + buy.events
+        assert [e.seq for e in seen] == sorted(e.seq for e in seen)
+        assert any(type(e) is Trade for e in mine) and any(type(e) is Resting for e in mine)
+        assert stream.publisher is not None and stream.last_seq >= buy.seq
+
+
+async def test_floats_are_refused_before_sending() -> None:
+    # no cluster needed: nothing is sent, so even an unreachable Grape does not matter
+    async with GrenexClient(f"http://127.0.0.1:{closed_port()}", node="x") as c:
+        with pytest.raises(TypeError, match="float"):
+            await c.place("BTC-USD", "buy", 1.5, "100")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="float"):
+            await c.place("BTC-USD", "buy", "1", 100.0)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="float"):
+            await c.amend("x", "1", qty=0.1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await c.add_market("M", 0.01, "1")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await c.place("BTC-USD", "buy", True, "1")  # bool is an int, but not a quantity
+
+
+async def test_decimals_are_written_exactly(cluster: LocalCluster) -> None:
+    async with client(cluster, "n1", client_id="lib-dec") as c:
+        r = await c.place("ETH-USD", "buy", Decimal("1E+1"), Decimal("0.0100"))
+        acc = r.events[0]
+        assert type(acc) is Accepted and (acc.qty, acc.price) == ("10", "0.01")
+        await c.cancel(None, r.id or "")
+
+
+async def test_no_grape_fails_fast() -> None:
+    t0 = time.monotonic()
+    async with GrenexClient(f"http://127.0.0.1:{closed_port()}", node="n1") as c:
+        with pytest.raises(GrapeUnavailable):
+            await c.status()
+        with pytest.raises(GrapeUnavailable) as info:
+            await c.place("BTC-USD", "buy", "1", "1", id="never")
+        assert info.value.command is not None and info.value.command["id"] == "never"
+    assert time.monotonic() - t0 < 2
+
+
+async def test_silent_grape_is_bounded() -> None:
+    async with black_hole() as url:
+        t0 = time.monotonic()
+        async with GrenexClient(url, node="n1", grape_timeout=0.5, timeout=2) as c:
+            with pytest.raises(GrapeUnavailable):
+                await c.book()
+        assert time.monotonic() - t0 < 2.5
+
+
+async def test_unknown_node_is_not_found(cluster: LocalCluster) -> None:
+    t0 = time.monotonic()
+    async with client(cluster, "n99") as c:
+        with pytest.raises(NotFound, match="n99"):
+            await c.place("BTC-USD", "buy", "1", "1")
+    async with GrenexClient(cluster.grape_urls, "no-such-cluster") as c:
+        with pytest.raises(NotFound):
+            await c.statuses()
+    assert time.monotonic() - t0 < 2
+
+
+async def test_dead_node_is_retried_until_the_deadline(cluster: LocalCluster) -> None:
+    """An announced node that refuses connections: retried with the same id, then Unavailable."""
+    async with Link(cluster.grape_urls) as link:
+        await link.announce(cluster.api_name("ghost"), closed_port())
+    async with client(cluster, "ghost", timeout=1.0) as c:
+        t0 = time.monotonic()
+        with pytest.raises(Unavailable) as info:
+            await c.place("BTC-USD", "buy", "1", "1", id="ghost-1")
+        elapsed = time.monotonic() - t0
+    assert 0.9 < elapsed < 2.0
+    assert info.value.attempts > 1 and info.value.command is not None
+    assert info.value.command["id"] == "ghost-1"
+    assert "gave up" in str(info.value)
+
+
+async def test_bad_request_is_not_retried(cluster: LocalCluster) -> None:
+    async with client(cluster, "n1", timeout=10) as c:
+        t0 = time.monotonic()
+        with pytest.raises(BadRequest, match="market must be a name"):
+            await c.book("not a name!")
+        with pytest.raises(BadRequest):
+            await c.trades(limit=0)
+        assert time.monotonic() - t0 < 1
