@@ -13,7 +13,7 @@ multiple of that step, so nothing is lost.
 
 from __future__ import annotations
 
-__all__ = ["JsonNumber", "format_units", "parse_decimal", "parse_decimal_units"]
+__all__ = ["DIGITS_MAX", "JsonNumber", "format_units", "parse_decimal"]
 
 
 class JsonNumber(str):
@@ -22,10 +22,12 @@ class JsonNumber(str):
     __slots__ = ()
 
 
-# Far beyond any valid price, quantity, tick or lot (all below 2**63 steps), and far below
-# CPython's int/str conversion limit, so hostile input is refused instead of raising.
-_TEXT_MAX = 400
-_BITS_MAX = 1200
+# CPython refuses int <-> str conversions beyond 4,300 digits (ValueError).  A decimal with
+# more *significant* digits than this (leading zeros of the whole part and trailing zeros of
+# the fraction do not count) is refused as not a usable decimal instead of raising; any valid
+# price or quantity (below 2**63 steps) has far fewer.
+DIGITS_MAX = 4_000
+_BITS_MAX = 13_000  # a JSON integer of about DIGITS_MAX digits
 
 
 def _split(value: object) -> tuple[str, str] | None:
@@ -39,7 +41,7 @@ def _split(value: object) -> tuple[str, str] | None:
     if t is not str and t is not JsonNumber:
         return None
     assert isinstance(value, str)
-    if not value.isascii() or len(value) > _TEXT_MAX:
+    if not value.isascii():
         return None
     whole, dot, frac = value.partition(".")
     if not whole.isdigit():  # also rejects "", "+1", " 1", "-5", "1e3"
@@ -48,6 +50,10 @@ def _split(value: object) -> tuple[str, str] | None:
         if not frac.isdigit():  # "1." and "1.e3" are not decimals
             return None
         frac = frac.rstrip("0")
+    if len(whole) + len(frac) > DIGITS_MAX:
+        whole = whole.lstrip("0") or "0"
+        if len(whole) + len(frac) > DIGITS_MAX:
+            return None
     return whole, frac
 
 
@@ -58,18 +64,6 @@ def parse_decimal(value: object) -> tuple[int, int] | None:
         return None
     whole, frac = parts
     return int(whole + frac), len(frac)
-
-
-def parse_decimal_units(value: object, scale: int) -> int | None:
-    """``value`` as an integer count of ``10**-scale`` units, or None if it is not a decimal
-    (SPEC §1) or has more than ``scale`` significant fractional digits."""
-    parts = _split(value)
-    if parts is None:
-        return None
-    whole, frac = parts
-    if len(frac) > scale:
-        return None
-    return int(whole + frac.ljust(scale, "0"))
 
 
 def format_units(units: int, scale: int) -> str:
