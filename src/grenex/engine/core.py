@@ -76,6 +76,8 @@ _TIFS: Final[dict[str, str]] = {"GTC": "GTC", "IOC": "IOC", "FOK": "FOK"}
 
 # Distinct decimal texts remembered per market; the cache is cleared when full.
 _PARSE_CACHE_MAX: Final = 4096
+# Distinct quantities whose canonical text is remembered per market; cleared when full.
+_TEXT_CACHE_MAX: Final = 4096
 # Ids no longer resting, per client, before they are folded into the compact archive.
 _RETIRED_IDS_BATCH: Final = 256
 
@@ -203,6 +205,7 @@ class Market:
         "qcache",
         "qfmt",
         "qscale",
+        "qtexts",
         "tick_text",
         "tick_units",
     )
@@ -220,6 +223,17 @@ class Market:
         self.qcache: dict[object, int] = {}
         self.pfmt = _formatter(self.tick_units, self.pscale)
         self.qfmt = _formatter(self.lot_units, self.qscale)
+        # lots -> canonical text; most quantities repeat, and formatting is the costly part
+        self.qtexts: dict[int, str] = {}
+
+    def qtext(self, lots: int) -> str:
+        text = self.qtexts.get(lots)
+        if text is None:
+            text = self.qfmt(lots)
+            if len(self.qtexts) >= _TEXT_CACHE_MAX:
+                self.qtexts.clear()
+            self.qtexts[lots] = text
+        return text
 
 
 def _formatter(step_units: int, scale: int) -> Callable[[int], str]:
@@ -357,29 +371,36 @@ class Engine:
                 return [Rejected(seq, "place", "invalid_price", name, oid)]
         else:
             price = 0
-        tval = cmd.get("tif")
-        if tval is None:
+        if len(cmd) == (7 if is_limit else 6):
+            # Only type, client, id, market, side, qty (and price) are present: tif, post_only
+            # and stp are absent, so skip three dict lookups on the hottest path.
             tif = "GTC" if is_limit else "IOC"
-        elif type(tval) is str and tval in _TIFS:
-            tif = _TIFS[tval]
-        else:
-            return [Rejected(seq, "place", "invalid_tif", name, oid)]
-        pov = cmd.get("post_only")
-        if pov is None or pov is False:
             post_only = False
-        elif pov is True and tif == "GTC":
-            post_only = True
-        else:  # not a JSON boolean, or post-only with IOC/FOK
-            return [Rejected(seq, "place", "invalid_tif", name, oid)]
-        if not is_limit and tif == "GTC":
-            return [Rejected(seq, "place", "invalid_tif", name, oid)]
-        sval = cmd.get("stp")
-        if sval is None:
             stp = STP_CANCEL_MAKER
-        elif type(sval) is str and sval in _STP_CODES:
-            stp = _STP_CODES[sval]
         else:
-            return [Rejected(seq, "place", "invalid_stp", name, oid)]
+            tval = cmd.get("tif")
+            if tval is None:
+                tif = "GTC" if is_limit else "IOC"
+            elif type(tval) is str and tval in _TIFS:
+                tif = _TIFS[tval]
+            else:
+                return [Rejected(seq, "place", "invalid_tif", name, oid)]
+            pov = cmd.get("post_only")
+            if pov is None or pov is False:
+                post_only = False
+            elif pov is True and tif == "GTC":
+                post_only = True
+            else:  # not a JSON boolean, or post-only with IOC/FOK
+                return [Rejected(seq, "place", "invalid_tif", name, oid)]
+            if not is_limit and tif == "GTC":
+                return [Rejected(seq, "place", "invalid_tif", name, oid)]
+            sval = cmd.get("stp")
+            if sval is None:
+                stp = STP_CANCEL_MAKER
+            elif type(sval) is str and sval in _STP_CODES:
+                stp = _STP_CODES[sval]
+            else:
+                return [Rejected(seq, "place", "invalid_stp", name, oid)]
 
         if is_buy:
             opp = market.asks
@@ -395,13 +416,14 @@ class Engine:
             return [Rejected(seq, "place", "fok_unfillable", name, oid)]
 
         mname = market.name
-        qfmt = market.qfmt
         pstr = market.pfmt(price) if is_limit else None
-        events: list[Event] = [Accepted(seq, name, oid, mname, side_name, pstr, qfmt(qty), tif)]
+        events: list[Event] = [
+            Accepted(seq, name, oid, mname, side_name, pstr, market.qtext(qty), tif)
+        ]
         if crosses:
             qty, stopped = self._match(events, seq, market, opp, limit_key, qty, cs, oid, stp)
             if stopped:
-                events.append(Cancelled(seq, name, oid, mname, "self_trade", qfmt(qty)))
+                events.append(Cancelled(seq, name, oid, mname, "self_trade", market.qtext(qty)))
                 return events
             if not qty:
                 events.append(Filled(seq, name, oid, mname))
@@ -412,9 +434,9 @@ class Engine:
             self._rest(order, market.bids if is_buy else market.asks, price, pstr)
             cs.ids[oid] = order
             cs.retired -= 1
-            events.append(Resting(seq, name, oid, mname, pstr, qfmt(qty)))
+            events.append(Resting(seq, name, oid, mname, pstr, market.qtext(qty)))
         else:
-            events.append(Cancelled(seq, name, oid, mname, "unfilled", qfmt(qty)))
+            events.append(Cancelled(seq, name, oid, mname, "unfilled", market.qtext(qty)))
         return events
 
     def _rest(self, order: Order, side: BookSide, price: int, pstr: str) -> None:
@@ -482,10 +504,8 @@ class Engine:
         keys = opp.keys
         levels = opp.levels
         mname = market.name
-        qfmt = market.qfmt
         taker_client = cs.name
         taker_side = "sell" if opp.sign == 1 else "buy"
-        append = events.append
         while keys and keys[-1] >= limit_key:
             level = levels[keys[-1]]
             maker = level.head
@@ -495,8 +515,15 @@ class Engine:
                 if mcs is cs:
                     if stp != STP_CANCEL_TAKER:  # cancel_maker / cancel_both drop the maker
                         nxt = maker.next
-                        append(
-                            Cancelled(seq, mcs.name, maker.id, mname, "self_trade", qfmt(maker.qty))
+                        events.append(
+                            Cancelled(
+                                seq,
+                                mcs.name,
+                                maker.id,
+                                mname,
+                                "self_trade",
+                                market.qtext(maker.qty),
+                            )
                         )
                         self._unlink(maker)
                         self._retire(maker)
@@ -508,12 +535,12 @@ class Engine:
                 mqty = maker.qty
                 if mqty > qty:
                     maker.qty = mqty - qty
-                    append(
+                    events.append(
                         Trade(
                             seq,
                             mname,
                             pstr,
-                            qfmt(qty),
+                            market.qtext(qty),
                             maker.id,
                             mcs.name,
                             oid,
@@ -523,12 +550,12 @@ class Engine:
                     )
                     return 0, False
                 # the maker is filled: it leaves the head of the queue
-                append(
+                events.append(
                     Trade(
                         seq,
                         mname,
                         pstr,
-                        qfmt(mqty),
+                        market.qtext(mqty),
                         maker.id,
                         mcs.name,
                         oid,
@@ -536,7 +563,7 @@ class Engine:
                         taker_side,
                     )
                 )
-                append(Filled(seq, mcs.name, maker.id, mname))
+                events.append(Filled(seq, mcs.name, maker.id, mname))
                 qty -= mqty
                 nxt = maker.next
                 mcs.ids[maker.id] = None
@@ -569,7 +596,7 @@ class Engine:
         if order is None:
             return [Rejected(seq, "cancel", "unknown_order", client, oid)]
         market = order.level.side.market
-        remaining = market.qfmt(order.qty)
+        remaining = market.qtext(order.qty)
         self._unlink(order)
         self._retire(order)
         return [Cancelled(seq, order.client.name, order.id, market.name, "user", remaining)]
@@ -603,11 +630,10 @@ class Engine:
                 return [Rejected(seq, "amend", "invalid_price", client, oid)]
         name = order.client.name
         mname = market.name
-        qfmt = market.qfmt
         if price == level.price and qty <= order.qty:
             # In place: priority kept.
             order.qty = qty
-            return [Amended(seq, name, oid, mname, level.pstr, qfmt(qty))]
+            return [Amended(seq, name, oid, mname, level.pstr, market.qtext(qty))]
 
         # Re-entry: leaves the book, then comes back as a taker with fresh time priority,
         # its own post_only and stp (SPEC §2 Amend).
@@ -623,14 +649,14 @@ class Engine:
             return [Rejected(seq, "amend", "post_only_would_cross", client, oid)]
         pstr = level.pstr if price == level.price else market.pfmt(price)
         self._unlink(order)
-        events: list[Event] = [Amended(seq, name, oid, mname, pstr, qfmt(qty))]
+        events: list[Event] = [Amended(seq, name, oid, mname, pstr, market.qtext(qty))]
         if crosses:
             qty, stopped = self._match(
                 events, seq, market, opp, limit_key, qty, order.client, oid, order.stp
             )
             if stopped:
                 self._retire(order)
-                events.append(Cancelled(seq, name, oid, mname, "self_trade", qfmt(qty)))
+                events.append(Cancelled(seq, name, oid, mname, "self_trade", market.qtext(qty)))
                 return events
             if not qty:
                 self._retire(order)
@@ -638,7 +664,7 @@ class Engine:
                 return events
         order.qty = qty
         self._rest(order, side, price, pstr)
-        events.append(Resting(seq, name, oid, mname, pstr, qfmt(qty)))
+        events.append(Resting(seq, name, oid, mname, pstr, market.qtext(qty)))
         return events
 
     # ------------------------------------------------------------------ reads
