@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from grenex import replay
 from grenex.engine import Engine
 from grenex.replay import replay_stream
 
@@ -129,3 +132,22 @@ def test_output_is_streamed_not_held(tmp_path: Path) -> None:
         assert json.loads(first)["type"] == "market_added"
     finally:
         proc.communicate(timeout=30)  # closes stdin, drains the rest, waits
+
+
+def test_an_oversized_line_is_one_rejected_line_and_not_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line beyond the length bound counts as one line, answered invalid_command; the lines
+    around it keep their numbers.  (Bounds shrunk so the test needs no 64 MiB input.)"""
+    monkeypatch.setattr(replay, "_LINE_MAX", 100)
+    monkeypatch.setattr(replay, "_CHUNK_BYTES", 16)
+    huge = b'{"type":"cancel","client":"c","id":"' + b"x" * 500 + b'"}'
+    data = b'{"type":"add_market","market":"M","tick":"1","lot":"1"}\n' + huge + b"\n\n"
+    data += b'{"type":"cancel","client":"c","id":"y"}'
+    out = io.BytesIO()
+    assert replay.replay_stream(Engine(), io.BytesIO(data), out) == 4
+    assert [(e["seq"], e["type"], e.get("reason")) for e in lines(out.getvalue())] == [
+        (1, "market_added", None),
+        (2, "rejected", "invalid_command"),
+        (4, "rejected", "unknown_order"),
+    ]

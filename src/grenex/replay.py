@@ -23,7 +23,8 @@ from grenex.engine import Engine, Event
 __all__ = ["open_input", "replay_command", "replay_lines", "replay_stream"]
 
 _BLANK = b" \t\r\n"
-_FLUSH_BYTES = 1 << 16
+_CHUNK_BYTES = 1 << 20
+_LINE_MAX = 64 << 20  # a longer line is answered invalid_command without being held
 
 
 def open_input(path: str) -> IO[bytes]:
@@ -50,9 +51,40 @@ def replay_lines(engine: Engine, lines: Iterable[bytes]) -> Iterator[tuple[int, 
         yield seq, apply(decode_command(line), seq)
 
 
+def _chunks(src: IO[bytes]) -> Iterator[list[bytes]]:
+    """The lines of ``src`` (split on ``\\n`` only), a chunk of lines at a time.
+
+    Reading ~1 MiB at a time and splitting in C is about twice as fast as iterating lines,
+    and ``read1`` returns what is available, so a pipe is processed as it arrives.  A line
+    longer than ``_LINE_MAX`` is not held: it becomes one ``b"\\x00"`` line (not JSON, so
+    ``invalid_command``) and the rest of it is skipped.
+    """
+    read = getattr(src, "read1", src.read)
+    rest = b""
+    skipping = False  # inside an oversized line that was already counted
+    while chunk := read(_CHUNK_BYTES):
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        if skipping:
+            if not parts:
+                rest = b""  # still inside the oversized line
+                continue
+            parts.pop(0)  # its tail
+            skipping = False
+        if len(rest) > _LINE_MAX:
+            parts.append(b"\x00")  # the oversized line, counted now: invalid_command
+            rest = b""
+            skipping = True
+        if parts:
+            yield parts
+    if rest:
+        yield [rest]
+
+
 def replay_stream(engine: Engine, src: IO[bytes], out: IO[bytes], book: bool = False) -> int:
     """Run every line of ``src`` through ``engine``, writing events as JSON lines to ``out``.
 
+    Output is flushed after every chunk of input, so piped input is answered as it arrives.
     Returns the number of lines read.
     """
     from msgspec.json import Encoder
@@ -62,16 +94,18 @@ def replay_stream(engine: Engine, src: IO[bytes], out: IO[bytes], book: bool = F
     write = out.write
     apply = engine.apply
     seq = 0
-    for line in src:
-        seq += 1
-        if not line.strip(_BLANK):
-            continue
-        for ev in apply(decode_command(line), seq):
-            encode_into(ev, buf, -1)
-            buf += b"\n"
-        if len(buf) >= _FLUSH_BYTES:
+    for lines in _chunks(src):
+        for line in lines:
+            seq += 1
+            if not line.strip(_BLANK):
+                continue
+            for ev in apply(decode_command(line), seq):
+                encode_into(ev, buf, -1)
+                buf += b"\n"
+        if buf:
             write(buf)
             buf.clear()
+            out.flush()
     if book:
         for snap in engine.books():
             buf += encode_json(snap)
