@@ -83,6 +83,8 @@ async def run_point(
             str(args.duration),
             "--transport",
             args.transport,
+            "--batch",
+            str(args.batch),
             "--out",
             str(out),
         ]
@@ -176,6 +178,7 @@ def main() -> None:
     p.add_argument("--rates", default="1000,2000,5000,flat")
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--transport", choices=["http", "ws"], default="http")
+    p.add_argument("--batch", type=int, default=1, help="commands per request (batch action)")
     p.add_argument("--disk", action="store_true", help="durable storage (fsync) instead of memory")
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--json", type=Path, default=None)

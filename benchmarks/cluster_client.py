@@ -82,21 +82,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     end = start + args.duration
 
+    def request() -> dict[str, Any]:
+        if args.batch <= 1:
+            return load.next()
+        cmds = []
+        for _ in range(args.batch):
+            r = load.next()
+            cmds.append({"type": r["action"], **r["args"][0]})
+        return {"action": "batch", "args": [{"commands": cmds}]}
+
     async def one(scheduled: float) -> None:
         nonlocal last_seq
         try:
-            reply = await client.request(name, load.next(), timeout_ms=30_000)
+            reply = await client.request(name, request(), timeout_ms=30_000)
         except GrenacheError as e:
             key = str(e).split(":")[0][:60]
-            errors[key] = errors.get(key, 0) + 1
+            errors[key] = errors.get(key, 0) + args.batch
             return
-        lat_us.append(int((time.perf_counter() - scheduled) * 1e6))
-        if isinstance(reply, dict) and isinstance(reply.get("seq"), int):
-            last_seq = max(last_seq, reply["seq"])
+        done_us = int((time.perf_counter() - scheduled) * 1e6)
+        results = reply.get("results", [reply]) if isinstance(reply, dict) else []
+        for res in results:
+            if isinstance(res, dict) and isinstance(res.get("seq"), int):
+                lat_us.append(done_us)
+                last_seq = max(last_seq, res["seq"])
+            else:
+                key = str(res.get("error", "bad reply") if isinstance(res, dict) else res)
+                key = key.split(":")[0][:60]
+                errors[key] = errors.get(key, 0) + 1
 
     if args.rate > 0:
         tasks: set[asyncio.Task[None]] = set()
-        interval = 1.0 / args.rate
+        interval = args.batch / args.rate
         i = 0
         while True:
             at = start + i * interval
@@ -144,6 +160,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--rate", type=float, default=0.0, help="open loop: orders/s (0: closed)")
     p.add_argument("--transport", choices=["http", "ws"], default="http")
+    p.add_argument("--batch", type=int, default=1, help="commands per request (batch action)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     result = asyncio.run(run(args))

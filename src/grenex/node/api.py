@@ -13,19 +13,23 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from grenex.codec import encode_json
-from grenex.engine import JsonNumber
 
 __all__ = [
+    "BATCH_ACTION",
     "COMMAND_ACTIONS",
     "READ_ACTIONS",
     "BadRequest",
     "Unavailable",
+    "batch_requests",
     "command_bytes",
     "parse_request",
 ]
 
 COMMAND_ACTIONS: Final = ("place", "cancel", "amend", "add_market")
 READ_ACTIONS: Final = ("book", "trades", "status")
+# An extension of SPEC §7 (like an exchange's multi-order endpoint): several commands in one
+# request, each its own log entry with its own outcome; not atomic.
+BATCH_ACTION: Final = "batch"
 _NAME: Final = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
 # Deeper JSON than this in a command is refused before it is encoded into the log.
 _DEPTH_MAX: Final = 8
@@ -57,19 +61,34 @@ def parse_request(payload: Any) -> Request:
     action = payload.get("action")
     if type(action) is not str:
         raise BadRequest("action must be a string")
-    if action not in COMMAND_ACTIONS and action not in READ_ACTIONS:
+    if action not in COMMAND_ACTIONS and action not in READ_ACTIONS and action != BATCH_ACTION:
         shown = action[:40]
-        raise BadRequest(
-            f"unknown action {shown!r} (one of {', '.join(COMMAND_ACTIONS + READ_ACTIONS)})"
-        )
+        known = ", ".join((*COMMAND_ACTIONS, *READ_ACTIONS, BATCH_ACTION))
+        raise BadRequest(f"unknown action {shown!r} (one of {known})")
     args = payload.get("args")
     if args is None or args == []:
-        if action in COMMAND_ACTIONS:
+        if action in COMMAND_ACTIONS or action == BATCH_ACTION:
             raise BadRequest(f"{action} needs args: [OBJECT]")
         return Request(action, {})
     if type(args) is not list or len(args) != 1 or type(args[0]) is not dict:
         raise BadRequest("args must be a list holding one object")
     return Request(action, args[0])
+
+
+def batch_requests(req: Request, commands_max: int) -> list[Request]:
+    """The commands of a ``batch``: ``{"commands": [{"type": ACTION, ...}, ...]}``."""
+    cmds = req.args.get("commands")
+    if type(cmds) is not list or not cmds:
+        raise BadRequest('batch needs {"commands": [COMMAND, ...]}')
+    if len(cmds) > commands_max:
+        raise BadRequest(f"at most {commands_max} commands in one batch")
+    out = []
+    for i, c in enumerate(cmds):
+        if type(c) is not dict or c.get("type") not in COMMAND_ACTIONS:
+            kinds = "/".join(COMMAND_ACTIONS)
+            raise BadRequest(f"commands[{i}] must be an object with type {kinds}")
+        out.append(Request(c["type"], c))
+    return out
 
 
 def _depth_ok(value: Any, depth: int) -> bool:
@@ -130,7 +149,3 @@ def int_or_default(args: dict[str, Any], key: str, default: int, low: int, high:
 def client_of(args: dict[str, Any]) -> str | None:
     c = args.get("client")
     return c if type(c) is str and _NAME.match(c) is not None else None
-
-
-def is_json_number(v: object) -> bool:
-    return type(v) is JsonNumber

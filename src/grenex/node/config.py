@@ -31,8 +31,9 @@ class NodeConfig:
     compaction_retain_entries: int = 5_000
 
     # Client API bounds.
-    api_body_max_bytes: int = 64 * 1024
+    api_body_max_bytes: int = 1024 * 1024  # a batch of commands fits
     command_bytes_max: int = 4 * 1024
+    batch_commands_max: int = 256
     command_timeout_ms: int = 10_000  # a command not applied by then: ERR_GRENEX_UNAVAILABLE
     leader_wait_ms: int = 3_000  # how long a command waits for a leader to be known
     commands_pending_max: int = 20_000  # queued or awaiting their outcome, node-wide
@@ -47,7 +48,7 @@ class NodeConfig:
     peer_body_max_bytes: int = 512 * 1024 * 1024  # snapshots travel in one message
     peer_queue_bytes_max: int = 64 * 1024 * 1024  # per destination, before dropping
     peer_batch_bytes_max: int = 4 * 1024 * 1024  # per request
-    peer_requests_inflight_max: int = 2  # per destination
+    peer_requests_inflight_max: int = 1  # per destination
     peer_request_timeout_ms: int = 5_000
     peer_snapshot_timeout_ms: int = 60_000
     inbox_messages_max: int = 100_000

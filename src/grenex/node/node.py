@@ -122,7 +122,7 @@ class Node:
         self._recent: OrderedDict[int, Applied] = OrderedDict()
         self._pending = 0
         self._buckets: OrderedDict[str, _TokenBucket] = OrderedDict()
-        self._trades: deque[dict[str, Any]] = deque(maxlen=config.trades_kept_max)
+        self._trades: deque[Trade] = deque(maxlen=config.trades_kept_max)
         self._hash_cache: tuple[int, str] = (-1, "")
         self._role = Role.FOLLOWER
         self._leader: str | None = None
@@ -434,17 +434,19 @@ class Node:
 
     def _applied(self, replica: Replica, rd: Ready, applied: list[Applied]) -> None:
         pub = self.pub
+        subscribed = pub is not None and pub.subscribers > 0
         recent = self._recent
+        trades = self._trades
         for a in applied:
             recent[a.index] = a
             if a.kind != EntryKind.NORMAL or a.duplicate:
                 continue
             for ev in a.events:
-                text = encode_event(ev)
-                if pub is not None:
-                    pub.pub(text.decode())
+                if subscribed:
+                    assert pub is not None
+                    pub.pub(encode_event(ev).decode())
                 if type(ev) is Trade:
-                    self._trades.append(msgspec.json.decode(text))
+                    trades.append(ev)
         while len(recent) > self.cfg.recent_outcomes_max:
             recent.popitem(last=False)
         for waiter, outcome in self._proposals.resolve(applied, replica.applied_index):
@@ -642,6 +644,8 @@ class Node:
         action = req.action
         if action in api.COMMAND_ACTIONS:
             return await self._command(req)
+        if action == api.BATCH_ACTION:
+            return await self._batch(req)
         if action == "book":
             return self._book(req.args)
         if action == "trades":
@@ -665,7 +669,8 @@ class Node:
         b.tokens -= 1
         return True
 
-    async def _command(self, req: api.Request) -> Any:
+    def _submit(self, req: api.Request) -> asyncio.Future[Applied]:
+        """Queue one command for the log; its future resolves when it is applied here."""
         cfg = self.cfg
         data = api.command_bytes(req, cfg.command_bytes_max)
         client = api.client_of(req.args)
@@ -675,24 +680,51 @@ class Node:
             raise Unavailable("node overloaded; retry later")
         fut: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
         self._pending += 1
+        fut.add_done_callback(self._one_less)
+        if self._role == Role.LEADER:
+            self._to_propose.append((data, fut))
+            self._wake.set()
+        else:
+            self._to_forward.append((data, fut))
+            self._forward_wake.set()
+        return fut
+
+    def _one_less(self, _fut: asyncio.Future[Applied]) -> None:
+        self._pending -= 1
+
+    async def _outcome(self, fut: asyncio.Future[Applied]) -> Any:
+        ms = self.cfg.command_timeout_ms
         try:
-            if self._role == Role.LEADER:
-                self._to_propose.append((data, fut))
-                self._wake.set()
-            else:
-                self._to_forward.append((data, fut))
-                self._forward_wake.set()
-            try:
-                applied = await asyncio.wait_for(fut, cfg.command_timeout_ms / 1000)
-            except TimeoutError:
-                raise Unavailable(
-                    f"not applied within {cfg.command_timeout_ms} ms; retry with the same id"
-                ) from None
-        finally:
-            self._pending -= 1
+            applied = await asyncio.wait_for(fut, ms / 1000)
+        except TimeoutError:
+            raise Unavailable(f"not applied within {ms} ms; retry with the same id") from None
         events = applied.events
         seq = events[0].seq if events else applied.index
         return {"seq": seq, "events": [msgspec.to_builtins(e) for e in events]}
+
+    async def _command(self, req: api.Request) -> Any:
+        return await self._outcome(self._submit(req))
+
+    async def _batch(self, req: api.Request) -> Any:
+        """Each command of a batch is its own log entry with its own outcome (not atomic):
+        ``{"results": [{"seq", "events"} | {"error": "ERR_GRENEX_…"}, ...]}`` in order."""
+        reqs = api.batch_requests(req, self.cfg.batch_commands_max)
+        futs: list[asyncio.Future[Applied] | Exception] = []
+        for r in reqs:
+            try:
+                futs.append(self._submit(r))
+            except (BadRequest, Unavailable) as e:
+                futs.append(e)
+
+        async def one(f: asyncio.Future[Applied] | Exception) -> Any:
+            if isinstance(f, Exception):
+                return {"error": str(f)}
+            try:
+                return await self._outcome(f)
+            except (Unavailable, BadRequest) as e:
+                return {"error": str(e)}
+
+        return {"results": await asyncio.gather(*(one(f) for f in futs))}
 
     def _book(self, args: dict[str, Any]) -> Any:
         replica = self.replica
@@ -705,16 +737,16 @@ class Node:
         market = api.name_or_none(args, "market")
         since = api.int_or_default(args, "since", 0, 0, 1 << 62)
         limit = api.int_or_default(args, "limit", 100, 1, self.cfg.trades_reply_max)
-        out: list[dict[str, Any]] = []
+        out: list[Trade] = []
         for t in reversed(self._trades):
-            if t["seq"] <= since:
+            if t.seq <= since:
                 break
-            if market is None or t["market"] == market:
+            if market is None or t.market == market:
                 out.append(t)
                 if len(out) >= limit:
                     break
         out.reverse()
-        return {"trades": out}
+        return {"trades": [msgspec.to_builtins(t) for t in out]}
 
     def status(self) -> dict[str, Any]:
         replica = self.replica
