@@ -107,12 +107,12 @@ def test_keys() -> None:
 
 
 def test_per_client_bound_evicts_oldest_then_engine_says_duplicate_id() -> None:
-    state = ReplicaState(sessions=Sessions(outcomes_per_client_max=3, clients_max=10))
+    state = ReplicaState(sessions=Sessions(outcomes_per_client_max=3, outcomes_max=100))
     log = Log(state)
     log.apply(ADD_MARKET)
     for i in range(5):
         log.apply(place(f"o{i}", price=str(90 + i)))
-    assert state.sessions.evictions == 2
+    assert state.sessions.evictions == 2 and len(state.sessions) == 3
     # o0's outcome is gone: the retry reaches the engine, which refuses it (used id)
     ev, dup = log.apply(place("o0", price="90"))
     assert not dup and ev[0]["type"] == "rejected" and ev[0]["reason"] == "duplicate_id"
@@ -121,35 +121,55 @@ def test_per_client_bound_evicts_oldest_then_engine_says_duplicate_id() -> None:
     assert dup
 
 
-def test_client_bound_evicts_least_recently_used_client() -> None:
-    state = ReplicaState(sessions=Sessions(outcomes_per_client_max=8, clients_max=2))
+def test_global_bound_evicts_the_oldest_outcome_in_log_order() -> None:
+    state = ReplicaState(sessions=Sessions(outcomes_per_client_max=8, outcomes_max=3))
     log = Log(state)
     log.apply(ADD_MARKET)
-    log.apply(place("x", client="a"))
+    log.apply(place("x", client="a"))  # oldest
     log.apply(place("x", client="b"))
-    log.apply(place("y", client="a"))  # a is now more recent than b
-    log.apply(place("x", client="c"))  # evicts b
-    assert log.apply(place("x", client="a"))[1]
-    assert not log.apply(place("x", client="b"))[1]
+    log.apply(place("y", client="a"))
+    log.apply(place("x", client="c"))  # a:x goes
+    assert len(state.sessions) == 3 and state.sessions.evictions == 1
+    assert log.apply(place("x", client="b"))[1]
+    assert log.apply(place("y", client="a"))[1]
+    ev, dup = log.apply(place("x", client="a"))  # forgotten: the engine answers
+    assert not dup and ev[0]["reason"] == "duplicate_id"
+
+
+def test_a_busy_client_keeps_outcomes_for_thousands_of_later_commands() -> None:
+    """The default bounds: a retry after 4,000 later commands of the same client still gets
+    its first outcome (a client trading fast while it retries a lost command)."""
+    log = Log()
+    log.apply(ADD_MARKET)
+    first, _ = log.apply(place("first", price="50"))
+    cancel, _ = log.apply(cmd(type="cancel", client="c", id="first", req="cx"))
+    for i in range(4000):
+        log.apply(place(f"o{i}", side="sell", price=str(200 + i % 7)))
+    assert log.apply(place("first", price="50")) == (first, True)
+    assert log.apply(cmd(type="cancel", client="c", id="first", req="cx")) == (cancel, True)
 
 
 def test_snapshot_is_canonical_and_restores_an_equal_state() -> None:
-    log = Log(ReplicaState(sessions=Sessions(outcomes_per_client_max=4, clients_max=3)))
+    log = Log(ReplicaState(sessions=Sessions(outcomes_per_client_max=4, outcomes_max=7)))
     log.apply(ADD_MARKET)
     for i in range(12):
         log.apply(place(f"o{i}", side="buy" if i % 2 else "sell", price=str(99 + i % 3)))
-        log.apply(cmd(type="cancel", client="c", id=f"o{i - 2}", req=f"r{i}"))
+        log.apply(cmd(type="cancel", client="d" if i % 3 else "c", id=f"o{i - 2}", req=f"r{i}"))
     blob = log.state.snapshot()
-    copy = ReplicaState.restore(blob, 4, 3)
+    copy = ReplicaState.restore(blob, 4, 7)
     assert copy.snapshot() == blob
     assert copy.state_hash() == log.state.state_hash()
     assert (copy.index, copy.sessions.evictions) == (log.state.index, log.state.sessions.evictions)
     # and both continue identically, eviction order included
     other = Log(copy)
-    for i in range(12, 20):
-        data = place(f"o{i % 14}", price="100")
+    for i in range(12, 30):
+        data = (
+            place(f"o{i % 14}", price="100")
+            if i % 2
+            else cmd(type="cancel", client="d", id="o1", req=f"r{i % 15}")
+        )
         assert log.apply(data) == other.apply(data)
-    assert copy.state_hash() == log.state.state_hash()
+        assert copy.state_hash() == log.state.state_hash()
 
 
 def test_bad_snapshot_bytes_are_refused() -> None:

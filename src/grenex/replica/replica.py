@@ -56,8 +56,8 @@ class ReplicaConfig:
     # Entries kept below a snapshot, so a slightly lagging member gets entries, not a snapshot.
     compaction_retain_entries: int = 1024
     # Session bounds: part of the state machine, must be equal on every replica (sessions.py).
-    session_outcomes_per_client_max: int = 64
-    session_clients_max: int = 1024
+    session_outcomes_per_client_max: int = 4096
+    session_outcomes_max: int = 131_072
 
     def __post_init__(self) -> None:
         assert self.snapshot_interval_entries >= 1 and self.compaction_retain_entries >= 0
@@ -97,7 +97,7 @@ class Replica:
 
     def _restore(self, data: bytes) -> ReplicaState:
         c = self.config
-        return ReplicaState.restore(data, c.session_outcomes_per_client_max, c.session_clients_max)
+        return ReplicaState.restore(data, c.session_outcomes_per_client_max, c.session_outcomes_max)
 
     # -- inputs --------------------------------------------------------------------------------
 

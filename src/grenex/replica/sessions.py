@@ -9,33 +9,35 @@ order and keeps the same table, so every replica decides the same way which copy
 
 Keys, per client (a SPEC name):
 
-* ``place`` with a name ``id``: key ``("i", id)`` — a retried place returns the original
+* ``place`` with a name ``id``: key ``"i:" + id`` — a retried place returns the original
   ``accepted``/``trade``/... events, never ``duplicate_id``;
-* any command with a name ``req`` (SPEC §6): key ``("r", req)``.
+* any command with a name ``req`` (SPEC §6): key ``"r:" + req``.
 
 A command with both keys is recorded under both and matches on either.  Commands without a key
 (a ``cancel``/``amend`` without ``req``, ``add_market``, garbage) always execute: SPEC says a
 repeated cancel or amend carries absolute values.
 
-Bounds (deterministic, so every replica evicts the same entries at the same index):
+An outcome is stored compactly, as its events' canonical JSON (a few hundred bytes), and
+decoded again only when a duplicate needs it.
 
-* at most ``outcomes_per_client_max`` keys per client; the oldest is evicted first;
-* at most ``clients_max`` clients; the client least recently used (by log order) goes first.
+Bounds, both in *log order* (so every replica evicts the same outcomes at the same index):
 
-After eviction a retry is no longer recognised here: a retried ``place`` then reaches the
-engine, which rejects it as ``duplicate_id`` (ids are used up forever, the last line of
-defence), and a retried ``cancel``/``amend`` executes again (for ``cancel`` harmless; for
-``amend`` it re-applies the same absolute values).  Clients retry within seconds, long before
-hundreds of their later commands could push an outcome out.
+* ``outcomes_per_client_max`` (default 4,096): a client's oldest outcome goes first;
+* ``outcomes_max`` (default 131,072, about 40 MB): the cluster-wide oldest goes first.
+
+So a retry is recognised as long as fewer than 4,096 later keyed commands of the same client
+and 131,072 keyed commands in all were committed after the original: at 1,000 commands/s from
+one client that is 4 s, at 10,000/s cluster-wide 13 s — clients retry well within that.  After
+eviction a retried ``place`` reaches the engine, which rejects it as ``duplicate_id`` (ids are
+used up forever: the last line of defence, never a second execution), and a retried ``req``
+executes again (a cancel then says ``unknown_order``; an amend re-applies its absolute values).
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Final, NamedTuple
-
-from grenex.engine.events import Event
 
 __all__ = ["Outcome", "Sessions", "session_keys"]
 
@@ -47,10 +49,10 @@ def _name(v: object) -> str | None:
 
 
 class Outcome(NamedTuple):
-    """The first execution of a command: its log index and the events it produced."""
+    """The first execution of a command: its log index and its events as canonical JSON."""
 
     index: int  # type: ignore[assignment]  # shadows tuple.index, on purpose
-    events: list[Event]
+    events_json: bytes
 
 
 def session_keys(cmd: Any) -> tuple[str, tuple[str, ...]] | None:
@@ -76,18 +78,29 @@ def session_keys(cmd: Any) -> tuple[str, tuple[str, ...]] | None:
 class Sessions:
     """Per-client outcome tables; see the module docstring for keys and bounds."""
 
-    __slots__ = ("_clients", "clients_max", "evictions", "outcomes_per_client_max")
+    __slots__ = (
+        "_clients",
+        "_count",
+        "_fifo",
+        "evictions",
+        "outcomes_max",
+        "outcomes_per_client_max",
+    )
 
-    def __init__(self, outcomes_per_client_max: int = 64, clients_max: int = 1024) -> None:
-        assert outcomes_per_client_max >= 1 and clients_max >= 1
+    def __init__(self, outcomes_per_client_max: int = 4096, outcomes_max: int = 131_072) -> None:
+        assert outcomes_per_client_max >= 1 and outcomes_max >= 1
         self.outcomes_per_client_max = outcomes_per_client_max
-        self.clients_max = clients_max
-        # client -> (key -> outcome), both in least-recently-used-first order
-        self._clients: OrderedDict[str, OrderedDict[str, Outcome]] = OrderedDict()
+        self.outcomes_max = outcomes_max
+        # client -> (key -> outcome), keys oldest first (log order)
+        self._clients: dict[str, OrderedDict[str, Outcome]] = {}
+        # every recorded (index, client, key), oldest first; entries whose outcome is already
+        # gone are skipped when met, and the deque is rebuilt when they pile up
+        self._fifo: deque[tuple[int, str, str]] = deque()
+        self._count = 0
         self.evictions = 0  # outcomes forgotten so far (observability; in snapshots too)
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self._clients.values())
+        return self._count
 
     def lookup(self, client: str, keys: tuple[str, ...]) -> Outcome | None:
         table = self._clients.get(client)
@@ -100,56 +113,66 @@ class Sessions:
         return None
 
     def record(self, client: str, keys: tuple[str, ...], outcome: Outcome) -> None:
-        clients = self._clients
-        table = clients.get(client)
+        table = self._clients.get(client)
         if table is None:
-            table = OrderedDict()
-            clients[client] = table
-            if len(clients) > self.clients_max:
-                _, gone = clients.popitem(last=False)
-                self.evictions += len(gone)
-        else:
-            clients.move_to_end(client)
+            table = self._clients[client] = OrderedDict()
         for k in keys:
+            assert k not in table, (client, k)  # recorded only when first executed
             table[k] = outcome
-            table.move_to_end(k)
+            self._fifo.append((outcome.index, client, k))
+            self._count += 1
         while len(table) > self.outcomes_per_client_max:
             table.popitem(last=False)
+            self._count -= 1
             self.evictions += 1
+        fifo = self._fifo
+        while self._count > self.outcomes_max:
+            index, c, k = fifo.popleft()
+            t = self._clients.get(c)
+            if t is not None and k in t and t[k].index == index:
+                del t[k]
+                if not t:
+                    del self._clients[c]
+                self._count -= 1
+                self.evictions += 1
+        if len(fifo) > 2 * self._count + 64:
+            self._rebuild_fifo()
+
+    def _rebuild_fifo(self) -> None:
+        items = [
+            (o.index, pos, c, k)
+            for c, t in self._clients.items()
+            for pos, (k, o) in enumerate(t.items())
+        ]
+        items.sort()
+        self._fifo = deque((i, c, k) for i, _, c, k in items)
 
     # -- canonical form (for snapshots) -------------------------------------------------------
 
-    def to_state(self) -> list[Any]:
-        """Plain values in eviction order: [evictions, [[client, [[key, index, events]...]]...]].
-
-        The order *is* state: it decides what is evicted next, so it is kept, not sorted.
-        """
-        return [
-            self.evictions,
-            [
-                [c, [[k, o.index, o.events] for k, o in table.items()]]
-                for c, table in self._clients.items()
-            ],
+    def to_state(self) -> tuple[int, list[tuple[str, list[tuple[str, int, bytes]]]]]:
+        """(evictions, [(client, [(key, index, events_json), ...]), ...]): clients by name,
+        keys oldest first.  Eviction order follows from the indexes, so this is canonical."""
+        return self.evictions, [
+            (c, [(k, o.index, o.events_json) for k, o in self._clients[c].items()])
+            for c in sorted(self._clients)
         ]
 
     @classmethod
     def from_state(
         cls,
         evictions: int,
-        clients: list[tuple[str, list[tuple[str, int, list[Event]]]]],
+        clients: list[tuple[str, list[tuple[str, int, bytes]]]],
         outcomes_per_client_max: int,
-        clients_max: int,
+        outcomes_max: int,
     ) -> Sessions:
-        s = cls(outcomes_per_client_max, clients_max)
+        s = cls(outcomes_per_client_max, outcomes_max)
         s.evictions = evictions
         for c, items in clients:
             table: OrderedDict[str, Outcome] = OrderedDict()
-            shared: dict[int, Outcome] = {}
-            for k, index, events in items:
-                # keys of one command share one Outcome object (as when recorded)
-                out = shared.get(index)
-                if out is None:
-                    out = shared[index] = Outcome(index, events)
-                table[k] = out
-            s._clients[c] = table
+            for k, index, events_json in items:
+                table[k] = Outcome(index, events_json)
+            if table:
+                s._clients[c] = table
+                s._count += len(table)
+        s._rebuild_fifo()
         return s

@@ -7,7 +7,7 @@ way commands reach the engine, so every replica runs the same exactly-once decis
 The snapshot is canonical MessagePack::
 
     [version, index, term, engine_snapshot_bytes, sessions_evictions,
-     [[client, [[key, index, events_json_bytes], ...]], ...]]
+     [[client, [[key, index, events_json_bytes], ...]], ...]]   (clients by name)
 
 Equal states give equal bytes, so :meth:`ReplicaState.state_hash` (sha256 of them) lets two
 replicas at the same index prove they are equal.  The session bounds are part of the state
@@ -17,7 +17,7 @@ machine's definition: every replica of a cluster must use the same values.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -92,10 +92,10 @@ class ReplicaState:
         if sk is not None:
             out = self.sessions.lookup(sk[0], sk[1])
             if out is not None:
-                return out.events, True
+                return _events_dec.decode(out.events_json), True
         events = self.engine.apply(cmd, index)
         if sk is not None:
-            self.sessions.record(sk[0], sk[1], Outcome(index, events))
+            self.sessions.record(sk[0], sk[1], Outcome(index, _json_enc.encode(events)))
         return events, False
 
     def skip(self, index: int, term: int) -> None:
@@ -109,7 +109,7 @@ class ReplicaState:
     def snapshot(self) -> bytes:
         state = self.sessions.to_state()
         sessions = [
-            _ClientItems(c, [_SessionItem(k, i, _json_enc.encode(evs)) for k, i, evs in items])
+            _ClientItems(c, [_SessionItem(k, i, evs) for k, i, evs in items])
             for c, items in state[1]
         ]
         return _enc.encode(
@@ -123,21 +123,23 @@ class ReplicaState:
 
     @classmethod
     def restore(
-        cls, blob: bytes, outcomes_per_client_max: int = 64, clients_max: int = 1024
+        cls, blob: bytes, outcomes_per_client_max: int = 4096, outcomes_max: int = 131_072
     ) -> ReplicaState:
         """The state a :meth:`snapshot` wrote (``b""``: the empty state at index 0)."""
         if not blob:
-            return cls(Engine(), Sessions(outcomes_per_client_max, clients_max))
+            return cls(Engine(), Sessions(outcomes_per_client_max, outcomes_max))
         try:
             s = _dec.decode(blob)
             if s.v != SNAPSHOT_VERSION:
                 raise ReplicaSnapshotError(f"unsupported replica snapshot version {s.v}")
             engine = Engine.restore(s.engine)
-            clients: list[Any] = [
-                (ci.client, [(it.key, it.index, _events_dec.decode(it.events)) for it in ci.items])
-                for ci in s.sessions
-            ]
+            for ci in s.sessions:
+                for it in ci.items:
+                    _events_dec.decode(it.events)  # validated now, decoded again when needed
         except (msgspec.DecodeError, ValueError) as e:
             raise ReplicaSnapshotError(f"bad replica snapshot: {e}") from None
-        sessions = Sessions.from_state(s.evictions, clients, outcomes_per_client_max, clients_max)
+        clients = [
+            (ci.client, [(it.key, it.index, it.events) for it in ci.items]) for ci in s.sessions
+        ]
+        sessions = Sessions.from_state(s.evictions, clients, outcomes_per_client_max, outcomes_max)
         return cls(engine, sessions, s.index, s.term)

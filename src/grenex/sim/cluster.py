@@ -264,6 +264,7 @@ class Simulation:
             snapshot_interval_entries=k.snapshot_interval_entries,
             compaction_retain_entries=k.compaction_retain_entries,
             session_outcomes_per_client_max=SESSION_OUTCOMES_PER_CLIENT_MAX,
+            session_outcomes_max=SESSION_OUTCOMES_PER_CLIENT_MAX,
         )
         node.replica = Replica(cfg, node.disk, random.Random(self.rng.getrandbits(64)))
         node.proposals = Proposals()
