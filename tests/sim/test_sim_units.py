@@ -14,7 +14,7 @@ import random
 import pytest
 
 from grenex.consensus import Entry, HardState
-from grenex.replica import sessions as sessions_mod
+from grenex.replica import state as state_mod
 from grenex.sim import __main__ as sim_main
 from grenex.sim.cluster import Simulation
 from grenex.sim.disk import DiskCrash, SimDisk
@@ -79,7 +79,7 @@ def test_a_seed_replays_exactly() -> None:
 
 
 def test_checker_catches_broken_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sessions_mod.Sessions, "lookup", lambda self, c, k: None)
+    monkeypatch.setattr(state_mod, "session_keys", lambda cmd: None)
     failures = [r for r in (Simulation(s, ticks=300).run() for s in range(5)) if not r.ok]
     assert failures
     assert "the model says" in failures[0].failure
@@ -103,7 +103,7 @@ def test_checker_catches_forgotten_votes(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_cli_prints_replay_command_on_failure(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(sessions_mod.Sessions, "lookup", lambda self, c, k: None)
+    monkeypatch.setattr(state_mod, "session_keys", lambda cmd: None)
     code = sim_main.main(["--seed", "1", "--ticks", "300"])
     out = capsys.readouterr().out
     assert code == 1
