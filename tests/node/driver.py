@@ -17,7 +17,7 @@ from pathlib import Path
 
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 
-from .history import OpGen, api_name, run_load
+from .history import Client, OpGen, api_name, run_load
 
 
 async def main(argv: list[str]) -> int:
@@ -33,15 +33,14 @@ async def main(argv: list[str]) -> int:
     p.add_argument("--deadline", type=float, default=60.0, help="seconds of retries per command")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
-    link = Link(a.grape.split(","), request_timeout_ms=3_000, lookup_cache_ttl_ms=1_000)
+    link = Link(a.grape.split(","), request_timeout_ms=3_000, lookup_cache_ttl_ms=5_000)
     await link.start()
     rpc = PeerRPCClient(link, request_timeout_ms=12_000)
+    client = Client(rpc)
     try:
         for _ in range(100):
             try:
-                await rpc.request(
-                    api_name(a.cluster, a.node), {"action": "status"}, timeout_ms=3_000
-                )
+                await client.request(api_name(a.cluster, a.node), {"action": "status"}, 3_000)
                 break
             except GrenacheError:
                 await asyncio.sleep(0.2)
@@ -49,7 +48,7 @@ async def main(argv: list[str]) -> int:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         gen = OpGen(a.client, random.Random(a.seed))
         ops = await run_load(
-            rpc,
+            client,
             a.cluster,
             a.node,
             gen,

@@ -21,13 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from grenex.client.cluster import DEFAULT_MARKETS, LocalCluster
-from grenex.grenache import Link, PeerRPCClient
+from grenex.grenache import GrenacheError, Link, PeerRPCClient
 
-from .history import OK, CheckResult, EventStream, HistoryError, Op, call, check, node_ports
+from .history import OK, CheckResult, Client, EventStream, HistoryError, Op, call, check, node_ports
 
-__all__ = ["SESSION_BUG", "TESTS_DIR", "ClientProcs", "Harness"]
+__all__ = ["GRAPE_BUG", "SESSION_BUG", "TESTS_DIR", "ClientProcs", "Harness"]
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
+
+GRAPE_BUG = (
+    "BUG (node discovery): with one of two Grapes dead, the survivor answers most lookups "
+    "with [] after a 2-2.5 s stall (measured with -b, contrary to grenache.md 9.7), and the "
+    "node trusts every lookup: PeerChannel._send, _send_forward and _find_leader go through "
+    "PeerRPCClient.request -> Link.lookup (non-empty answers cached 5 s, nothing kept after "
+    "that), so once the cache expires consensus messages to peers it was talking to a moment "
+    "ago fail with ERR_GRAPE_LOOKUP_EMPTY, leaders are lost ('no leader is known') and "
+    "trading stops for seconds at a time; an idle cluster observed for 10 minutes never "
+    "recovered. Fix: keep each peer's last working address and use it when a lookup fails "
+    "or is empty"
+)
 
 SESSION_BUG = (
     "BUG (replica sessions): the session table keeps only the last 64 outcomes per client "
@@ -48,6 +60,7 @@ class Harness:
         self.stream: EventStream | None = None
         self._link: Link | None = None
         self.rpc: PeerRPCClient | None = None
+        self.client: Client | None = None
         self._sentinels = 0
 
     @property
@@ -58,9 +71,10 @@ class Harness:
         c = self.cluster
         await c.start(timeout_s=timeout_s, open_markets=False)
         try:
-            self._link = Link(c.grape_urls, request_timeout_ms=3_000, lookup_cache_ttl_ms=1_000)
+            self._link = Link(c.grape_urls, request_timeout_ms=3_000, lookup_cache_ttl_ms=5_000)
             await self._link.start()
             self.rpc = PeerRPCClient(self._link, request_timeout_ms=12_000)
+            self.client = Client(self.rpc)
             self.stream = EventStream(self.events_url(self.stream_node))
             await self.stream.start()
             for market, tick, lot in DEFAULT_MARKETS:
@@ -89,10 +103,10 @@ class Harness:
         self, node: str, kind: str, args: dict[str, Any], *, deadline_s: float = 60.0
     ) -> Op:
         """One recorded command through ``node``, retried until answered."""
-        assert self.rpc is not None
+        assert self.client is not None
         op = Op(str(args.get("client", "harness")), kind, args, node)
         self.ops.append(op)
-        return await call(self.rpc, self.name, op, deadline_s=deadline_s)
+        return await call(self.client, self.name, op, deadline_s=deadline_s)
 
     async def sentinel(self, node: str | None = None) -> int:
         """Commit one harmless command and wait until the stream has it: every earlier log
@@ -107,6 +121,24 @@ class Harness:
             raise HistoryError(f"sentinel not acknowledged: {op}")
         await self.stream.wait_seq(op.seq)
         return op.seq
+
+    async def status_direct(self, timeout_ms: int = 3_000) -> dict[str, Any]:
+        """Every running node's status, asked at its API port directly (no Grape lookup)."""
+        assert self.rpc is not None
+        out: dict[str, Any] = {}
+        for node, np in self.cluster.procs.items():
+            if not np.alive:
+                continue
+            try:
+                out[node] = await self.rpc.request_peer(
+                    f"127.0.0.1:{np.api_port}",
+                    self.cluster.api_name(node),
+                    {"action": "status", "args": [{}]},
+                    timeout_ms=timeout_ms,
+                )
+            except GrenacheError as e:
+                out[node] = f"{type(e).__name__}: {e}"
+        return out
 
     async def books(self, node: str) -> dict[str, Any]:
         reply = await self.cluster.request(node, "book", {})
