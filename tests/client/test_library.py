@@ -10,7 +10,8 @@ Proves:
   a reply lost after the node executed the command (``ERR_GRENEX_UNAVAILABLE`` or a timeout,
   injected by a proxy announced in the real DHT) is retried by the client with the *same*
   id/req and yields the original outcome, with one execution;
-* the event stream delivers typed events in log order, filtered by market;
+* the event stream delivers typed events in log order, filtered by market; when its
+  publisher goes away it moves to another one and drops what it already delivered;
 * floats are refused with TypeError before anything is sent; Decimals are written exactly;
 * failures are clean and bounded: no Grape (refused or silent), an unknown node, a node that
   is announced but dead (retried until the deadline, the command attached to the error), a
@@ -20,6 +21,7 @@ Proves:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from decimal import Decimal
 from typing import Any
@@ -35,9 +37,9 @@ from grenex.client import (
 )
 from grenex.client.cluster import LocalCluster
 from grenex.engine import Accepted, Filled, Resting, Trade
-from grenex.grenache import Link, PeerRPCServer, RemoteError
+from grenex.grenache import Link, PeerPub, PeerRPCServer, RemoteError
 
-from .helpers import black_hole, closed_port
+from .helpers import black_hole, closed_port, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -135,25 +137,27 @@ async def test_same_id_or_req_is_answered_with_the_first_outcome(cluster: LocalC
 class Proxy:
     """A fake node ``grenex:<cluster>:node:<name>`` in the real DHT that forwards to n1.
 
-    ``fail_first``: every odd request (the first attempt of each command) is executed by n1,
-    then its reply is lost (``ERR_GRENEX_UNAVAILABLE``), or held past the client's attempt
-    timeout (``"hang"``); the retry is forwarded and answered.
+    The first attempt of each command (by its ``id``/``req``) is executed by n1, then its
+    reply is lost: answered ``ERR_GRENEX_UNAVAILABLE`` (``"unavailable"``), or held past the
+    client's attempt timeout (``"hang"``).  Later attempts are forwarded and answered.
     """
 
-    def __init__(self, c: LocalCluster, name: str, fail_first: str) -> None:
+    def __init__(self, c: LocalCluster, name: str, mode: str) -> None:
         self.c = c
         self.name = name
-        self.fail_first = fail_first
-        self.payloads: list[Any] = []
+        self.mode = mode
+        self.attempts: dict[str, list[Any]] = {}  # id or req -> the args of each attempt
         self.link = Link(c.grape_urls)
         self.server = PeerRPCServer(self.handle)
 
     async def handle(self, key: str, payload: Any) -> Any:
-        self.payloads.append(payload)
-        reply = await self.c.request("n1", payload["action"], payload["args"][0])
-        if len(self.payloads) % 2 == 1:
-            if self.fail_first == "hang":
-                await asyncio.sleep(1.5)
+        args = payload["args"][0]
+        tries = self.attempts.setdefault(args.get("req") or args["id"], [])
+        tries.append(args)
+        reply = await self.c.request("n1", payload["action"], args)
+        if len(tries) == 1:
+            if self.mode == "hang":
+                await asyncio.sleep(2 * HANG_ATTEMPT_S)
             raise RemoteError("ERR_GRENEX_UNAVAILABLE: reply lost (test)")
         return reply
 
@@ -168,27 +172,28 @@ class Proxy:
         await self.link.stop()
 
 
-@pytest.mark.parametrize("fail_first", ["unavailable", "hang"])
-async def test_lost_reply_is_retried_with_the_same_id(
-    cluster: LocalCluster, fail_first: str
-) -> None:
-    name = f"proxy-{fail_first}"
+HANG_ATTEMPT_S = 1.0
+
+
+@pytest.mark.parametrize("mode", ["unavailable", "hang"])
+async def test_lost_reply_is_retried_with_the_same_id(cluster: LocalCluster, mode: str) -> None:
+    name = f"proxy-{mode}"
     async with (
-        Proxy(cluster, name, fail_first) as proxy,
-        client(cluster, name, client_id=f"lib-{name}", attempt_timeout=1.0, timeout=15) as c,
+        Proxy(cluster, name, mode) as proxy,
+        client(cluster, name, client_id=f"lib-{name}", attempt_timeout=HANG_ATTEMPT_S) as c,
     ):
         placed = await c.place("BTC-USD", "sell", "0.0005", "777")
-        assert len(proxy.payloads) == 2
-        first, second = (p["args"][0] for p in proxy.payloads)
-        assert first == second and first["id"] == placed.id
+        assert placed.id is not None
+        tries = proxy.attempts[placed.id]
+        assert len(tries) >= 2 and all(t == tries[0] for t in tries)
         # the original outcome: accepted + resting, not duplicate_id
         assert placed.status == "resting" and not placed.rejected
 
-        cancelled = await c.cancel(None, placed.id or "")
+        cancelled = await c.cancel(None, placed.id)
         assert cancelled.status == "cancelled"  # not unknown_order: the req matched
-        first, second = (p["args"][0] for p in proxy.payloads[2:])
-        assert first == second and "req" in first
-        assert len(proxy.payloads) == 4
+        (req,) = (k for k in proxy.attempts if k != placed.id)
+        tries = proxy.attempts[req]
+        assert len(tries) >= 2 and all(t == tries[0] for t in tries)
 
 
 async def test_statuses_and_any_node(cluster: LocalCluster) -> None:
@@ -257,7 +262,7 @@ async def test_no_grape_fails_fast() -> None:
         with pytest.raises(GrapeUnavailable) as info:
             await c.place("BTC-USD", "buy", "1", "1", id="never")
         assert info.value.command is not None and info.value.command["id"] == "never"
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 5
 
 
 async def test_silent_grape_is_bounded() -> None:
@@ -266,7 +271,7 @@ async def test_silent_grape_is_bounded() -> None:
         async with GrenexClient(url, node="n1", grape_timeout=0.5, timeout=2) as c:
             with pytest.raises(GrapeUnavailable):
                 await c.book()
-        assert time.monotonic() - t0 < 2.5
+        assert time.monotonic() - t0 < 4
 
 
 async def test_unknown_node_is_not_found(cluster: LocalCluster) -> None:
@@ -277,7 +282,7 @@ async def test_unknown_node_is_not_found(cluster: LocalCluster) -> None:
     async with GrenexClient(cluster.grape_urls, "no-such-cluster") as c:
         with pytest.raises(NotFound):
             await c.statuses()
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 5
 
 
 async def test_dead_node_is_retried_until_the_deadline(cluster: LocalCluster) -> None:
@@ -289,7 +294,7 @@ async def test_dead_node_is_retried_until_the_deadline(cluster: LocalCluster) ->
         with pytest.raises(Unavailable) as info:
             await c.place("BTC-USD", "buy", "1", "1", id="ghost-1")
         elapsed = time.monotonic() - t0
-    assert 0.9 < elapsed < 2.0
+    assert 0.9 < elapsed < 4
     assert info.value.attempts > 1 and info.value.command is not None
     assert info.value.command["id"] == "ghost-1"
     assert "gave up" in str(info.value)
@@ -302,4 +307,49 @@ async def test_bad_request_is_not_retried(cluster: LocalCluster) -> None:
             await c.book("not a name!")
         with pytest.raises(BadRequest):
             await c.trades(limit=0)
-        assert time.monotonic() - t0 < 1
+        assert time.monotonic() - t0 < 3  # not retried until the 10 s deadline
+
+
+def _filled(seq: int, oid: str) -> str:
+    return json.dumps({"type": "filled", "seq": seq, "client": "c", "id": oid, "market": "EV-USD"})
+
+
+async def test_event_stream_reconnects_without_repeats(cluster: LocalCluster) -> None:
+    """Publisher A goes away; the stream moves to B, which is behind: repeats are dropped."""
+    topic = "grenex:evtest:events"
+    async with GrenexClient(cluster.grape_urls, "evtest") as c, c.events() as stream:
+        async with Link(cluster.grape_urls) as link_a:
+            pub_a = PeerPub(link_a, topic)
+            await pub_a.start()
+            await stream.wait_connected(timeout=10)
+            await until(lambda: _true_if(pub_a.subscribers == 1), what="subscriber on A")
+            for seq, oid in ((1, "a"), (2, "b"), (3, "c"), (3, "d")):
+                pub_a.pub(_filled(seq, oid))
+            got = [await stream.next(timeout=5) for _ in range(4)]
+            assert [(e.seq, getattr(e, "id", None)) for e in got if e] == [
+                (1, "a"),
+                (2, "b"),
+                (3, "c"),
+                (3, "d"),
+            ]
+            await pub_a.stop()
+        async with Link(cluster.grape_urls) as link_b:
+            pub_b = PeerPub(link_b, topic)
+            await pub_b.start()
+            await until(lambda: _true_if(pub_b.subscribers == 1), 15, "subscriber on B")
+            for seq, oid in ((2, "b"), (3, "c"), (3, "d"), (4, "e"), (4, "f")):
+                pub_b.pub(_filled(seq, oid))
+            pub_b.pub("not an event")
+            pub_b.pub(_filled(5, "g"))
+            got = [await stream.next(timeout=5) for _ in range(3)]
+            assert [(e.seq, getattr(e, "id", None)) for e in got if e] == [
+                (4, "e"),
+                (4, "f"),
+                (5, "g"),
+            ]
+            assert stream.reconnects == 1 and stream.skipped == 1
+            await pub_b.stop()
+
+
+async def _true_if(cond: bool) -> bool | None:
+    return True if cond else None

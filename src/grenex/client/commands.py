@@ -109,7 +109,7 @@ def run_client(fn: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(_call(fn))
     except GrenexClientError as e:
         fail(e.message or e.code)
-    except (TypeError, ValueError) as e:
+    except ValueError as e:  # e.g. a --grape that is not a URL list
         fail(str(e), 2)
     except KeyboardInterrupt:
         fail("interrupted", 130)
