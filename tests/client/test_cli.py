@@ -9,8 +9,8 @@ Proves:
 * a rejected command prints its reason as one line on stderr and exits 1 (``--json`` still
   prints the reply on stdout); a float-looking bad quantity is passed through as text and
   rejected by the engine;
-* bad usage, an unknown node, no Grape at the URL, a Grape that never answers: one line on
-  stderr, no traceback, a non-zero exit, within a bounded time;
+* bad usage, an unknown node, a node announced but dead, no Grape at the URL, a Grape that
+  never answers: one line on stderr, no traceback, a non-zero exit, within a bounded time;
 * ``watch`` in a pseudo-terminal renders the ladder of the market, redraws when an order
   arrives through another node (the event stream), and exits 0 on SIGINT without a traceback.
 """
@@ -39,6 +39,7 @@ import pytest
 
 from grenex.client import GrenexClient
 from grenex.client.cluster import LocalCluster
+from grenex.grenache import Link
 
 from .helpers import black_hole, closed_port
 
@@ -377,8 +378,11 @@ async def test_usage_errors_are_one_line(cluster: LocalCluster) -> None:
 
 
 async def test_unreachable_things_fail_fast(cluster: LocalCluster) -> None:
+    async with Link(cluster.grape_urls) as link:  # a node that is announced but dead
+        await link.announce(cluster.api_name("cli-ghost"), closed_port())
     async with black_hole() as silent_url:
-        unknown, refused, silent, wrong_cluster = await asyncio.gather(
+        dead, unknown, refused, silent, wrong_cluster = await asyncio.gather(
+            g(cluster, "cancel", "--node", "cli-ghost", "--id", "x", "--timeout", "1"),
             g(
                 cluster,
                 "place",
@@ -397,11 +401,12 @@ async def test_unreachable_things_fail_fast(cluster: LocalCluster) -> None:
             grenex("book", "--node", "n1", "--timeout", "1", grape=silent_url),
             g(cluster, "status", "--cluster", "nowhere"),
         )
+    assert dead.code == 1 and "gave up" in dead.one_line_error()
     assert unknown.code == 1 and "n42" in unknown.one_line_error()
     assert refused.code == 1 and "ERR_GRAPE_UNAVAILABLE" in refused.one_line_error()
     assert silent.code == 1 and "ERR_GRAPE_UNAVAILABLE" in silent.one_line_error()
     assert wrong_cluster.code == 1 and "grenex:nowhere:nodes" in wrong_cluster.one_line_error()
-    for r in (unknown, refused, silent, wrong_cluster):
+    for r in (dead, unknown, refused, silent, wrong_cluster):
         assert r.seconds < 10, r
 
 

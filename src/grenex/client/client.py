@@ -97,6 +97,8 @@ __all__ = [
 DEFAULT_CLUSTER: Final = "main"
 DecimalLike = str | Decimal | int
 
+# An attempt is not started with less time than this left before the deadline.
+_ATTEMPT_MIN_S: Final = 0.01
 # Remote error codes after which the same command may be sent again.
 _RETRY_CODES: Final = frozenset({"ERR_GRENEX_UNAVAILABLE", "ERR_SERVICE_BUSY", "ERR_TIMEOUT"})
 
@@ -478,6 +480,9 @@ class GrenexClient:
         )
         self._rpc = PeerRPCClient(self.link, request_timeout_ms=int(attempt_timeout * 1000))
         self._streams: set[EventStream] = set()
+        # How long Grape lookups may take in one attempt (a lookup, and a fresh one when every
+        # listed peer is dead), each Grape of the list tried once.
+        self._lookup_budget = 2 * grape_timeout * len(self.link.grapes) + 0.5
 
     @property
     def service(self) -> str:
@@ -525,14 +530,19 @@ class GrenexClient:
         The payload is built once, so every attempt carries the same id/req.
         """
         payload = {"action": action, "args": [args]}
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        total = timeout if timeout is not None else self.timeout
+        deadline = time.monotonic() + total
         backoff = self.backoff_min
         attempt = 0
+        earlier: GrenexClientError | None = None
         while True:
             attempt += 1
             left = deadline - time.monotonic()
             try:
-                async with asyncio.timeout(max(left, 0.001)):
+                # Each exchange is bounded by ``left``; the Grape lookups before it by the
+                # Link's own timeout.  The outer timeout is only a safety net: cancelling a
+                # lookup half-way would leave the Link's shared lookup task running.
+                async with asyncio.timeout(left + self._lookup_budget):
                     return await self._rpc.request(
                         self.service,
                         payload,
@@ -544,18 +554,23 @@ class GrenexClient:
                 if attempt == 1 and isinstance(err, NotFound | GrapeUnavailable):
                     retry = False
             except TimeoutError:
-                msg = f"ERR_TIMEOUT: no answer from {self.service} within {left:.3g}s"
+                msg = f"ERR_TIMEOUT: no answer from {self.service} within {total:g}s"
                 err, retry = Unavailable(msg, code="ERR_TIMEOUT"), True
+            if isinstance(err, NotFound) and earlier is not None:
+                err = earlier  # it was announced a moment ago: the earlier error says more
+            earlier = err
             err.attempts = attempt
             if command:
                 err.command = args
             left = deadline - time.monotonic()
-            if not retry or left <= 0:
+            if not retry or left < _ATTEMPT_MIN_S:
                 if retry:
                     plural = "s" if attempt != 1 else ""
-                    err.args = (f"{err.message} (gave up after {attempt} attempt{plural})",)
+                    err.args = (
+                        f"{err.message} (gave up after {attempt} attempt{plural} in {total:g}s)",
+                    )
                 raise err from None
-            pause = min(backoff * (0.5 + self._rng.random() / 2), left)
+            pause = min(backoff * (0.5 + self._rng.random() / 2), left - _ATTEMPT_MIN_S)
             backoff = min(backoff * 2, self.backoff_max)
             await asyncio.sleep(pause)
 
@@ -734,7 +749,7 @@ class GrenexClient:
         """
         t = timeout if timeout is not None else self.read_timeout
         try:
-            async with asyncio.timeout(t + 1):
+            async with asyncio.timeout(t + self._lookup_budget):
                 replies = await self._rpc.map(
                     f"grenex:{self.cluster}:nodes",
                     {"action": "status", "args": [{}]},

@@ -572,6 +572,21 @@ def trades_table(trades: Sequence[Trade], title: str | None = None) -> Table:
     return t
 
 
+def _short_error(e: GrenexClientError | None) -> str:
+    """A few words for a table cell (the JSON output has the whole message)."""
+    if e is None:
+        return "?"
+    text = e.message
+    for needle, words in (
+        ("refused", "connection refused"),
+        ("Connect call failed", "connection refused"),
+        ("ERR_TIMEOUT", "timeout"),
+    ):
+        if needle in text:
+            return words
+    return e.code
+
+
 def _status_rows(replies: list[StatusReply]) -> tuple[list[NodeStatus], list[StatusReply]]:
     ok = sorted((r.status for r in replies if r.status is not None), key=lambda s: s.node)
     bad = [r for r in replies if r.status is None]
@@ -632,7 +647,7 @@ def status_table(statuses: Sequence[NodeStatus], failed: Sequence[StatusReply] =
             str(s.pid),
         )
     for r in failed:
-        err = r.error.message if r.error is not None else "?"
+        err = _short_error(r.error)
         t.add_row(
             Text(r.peer, style="red"),
             Text("unreachable", style="red"),
@@ -641,7 +656,7 @@ def status_table(statuses: Sequence[NodeStatus], failed: Sequence[StatusReply] =
             "",
             "",
             "",
-            Text(err[:40], style="dim"),
+            Text(err, style="dim"),
             "",
         )
     return t
