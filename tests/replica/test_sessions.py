@@ -102,6 +102,10 @@ def test_keys() -> None:
         ("r:r",),
     )
     assert session_keys({"type": "place", "client": "bad name", "id": "o"}) is None
+    # add_market has no client: its req is kept for the cluster, under "" (never a client)
+    assert session_keys({"type": "add_market", "market": "M", "req": "r"}) == ("", ("r:r",))
+    assert session_keys({"type": "add_market", "market": "M"}) is None
+    assert session_keys({"type": "cancel", "id": "o", "req": "r"}) is None
     assert session_keys({"type": "place", "client": "c", "id": 5}) is None
     assert session_keys([1, 2]) is None
 
@@ -181,3 +185,14 @@ def test_bad_snapshot_bytes_are_refused() -> None:
         ReplicaState.restore(b"\x93\x01\x02")
     with pytest.raises(ReplicaSnapshotError):
         ReplicaState.restore(b"not msgpack at all \xff")
+
+
+def test_a_retried_add_market_with_req_gets_its_first_outcome() -> None:
+    state = ReplicaState()
+    cmd = b'{"type":"add_market","market":"M","tick":"1","lot":"1","req":"open-m"}'
+    first, dup = state.apply_command(1, 1, cmd)
+    assert not dup and first[0].__struct_config__.tag == "market_added"
+    again, dup = state.apply_command(2, 1, cmd)
+    assert dup and again == first  # not market_exists
+    other, dup = state.apply_command(3, 1, cmd.replace(b"open-m", b"open-m2"))
+    assert not dup and other[0].__struct_config__.tag == "rejected"  # market_exists

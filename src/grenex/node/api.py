@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 COMMAND_ACTIONS: Final = ("place", "cancel", "amend", "add_market")
-READ_ACTIONS: Final = ("book", "trades", "status")
+READ_ACTIONS: Final = ("book", "trades", "status", "events")
 # An extension of SPEC §7 (like an exchange's multi-order endpoint): several commands in one
 # request, each its own log entry with its own outcome; not atomic.
 BATCH_ACTION: Final = "batch"

@@ -70,4 +70,6 @@ def service_names(cluster: str, node_id: str) -> dict[str, str]:
         "nodes": f"grenex:{cluster}:nodes",
         "peer": f"grenex:{cluster}:peer:{node_id}",
         "events": f"grenex:{cluster}:events",
+        # the same stream, from this node only (a subscriber that wants one node's view)
+        "node_events": f"grenex:{cluster}:events:{node_id}",
     }

@@ -246,6 +246,7 @@ class Node:
         await link.start_announcing(names["node"], self.api_server.port)
         await link.start_announcing(names["nodes"], self.api_server.port)
         await link.start_announcing(names["events"], self.pub.port)
+        await link.start_announcing(names["node_events"], self.pub.port)
 
     async def stop(self, graceful: bool = True) -> None:
         """Stop serving; a leader first hands leadership to another voter."""
@@ -650,6 +651,8 @@ class Node:
             return self._book(req.args)
         if action == "trades":
             return self._trades_reply(req.args)
+        if action == "events":
+            return self._events_reply(req.args)
         return self.status()
 
     def _rate_ok(self, client: str) -> bool:
@@ -700,7 +703,10 @@ class Node:
             raise Unavailable(f"not applied within {ms} ms; retry with the same id") from None
         events = applied.events
         seq = events[0].seq if events else applied.index
-        return {"seq": seq, "events": [msgspec.to_builtins(e) for e in events]}
+        reply = {"seq": seq, "events": [msgspec.to_builtins(e) for e in events]}
+        if applied.duplicate:
+            reply["duplicate"] = True  # answered from the session table: the first outcome
+        return reply
 
     async def _command(self, req: api.Request) -> Any:
         return await self._outcome(self._submit(req))
@@ -730,23 +736,54 @@ class Node:
         replica = self.replica
         assert replica is not None
         market = api.name_or_none(args, "market")
-        engine = replica.state.engine
-        return {"applied": replica.applied_index, "books": engine.books(market)}
+        depth = api.int_or_default(args, "depth", 0, 0, 1 << 30)  # orders per side; 0: all
+        books = replica.state.engine.books(market)
+        if depth:
+            for b in books:
+                b["bids"] = b["bids"][:depth]
+                b["asks"] = b["asks"][:depth]
+        return {"applied": replica.applied_index, "books": books}
 
     def _trades_reply(self, args: dict[str, Any]) -> Any:
+        """Without ``since``: the newest ``limit`` trades.  With ``since``: the oldest
+        ``limit`` trades after that seq, and ``more`` when others follow (to page forward)."""
         market = api.name_or_none(args, "market")
-        since = api.int_or_default(args, "since", 0, 0, 1 << 62)
+        since = api.int_or_default(args, "since", -1, 0, 1 << 62)
         limit = api.int_or_default(args, "limit", 100, 1, self.cfg.trades_reply_max)
-        out: list[Trade] = []
-        for t in reversed(self._trades):
-            if t.seq <= since:
-                break
-            if market is None or t.market == market:
-                out.append(t)
+        trades = [
+            t for t in self._trades if t.seq > since and (market is None or t.market == market)
+        ]
+        more = len(trades) > limit
+        out = trades[:limit] if since >= 0 else trades[-limit:]
+        reply: dict[str, Any] = {"trades": [msgspec.to_builtins(t) for t in out]}
+        if since >= 0:
+            reply["more"] = more
+        return reply
+
+    def _events_reply(self, args: dict[str, Any]) -> Any:
+        """Events of the commands applied after log index ``since``, oldest first (from a
+        bounded window: ``first`` is the oldest index still kept), to fill gaps in the stream."""
+        since = api.int_or_default(args, "since", 0, 0, 1 << 62)
+        limit = api.int_or_default(args, "limit", 1_000, 1, 10_000)
+        recent = self._recent
+        out: list[Any] = []
+        last = since
+        indices = [i for i in recent if i > since]
+        for index in indices:
+            a = recent[index]
+            last = index
+            if a.kind == EntryKind.NORMAL and not a.duplicate:
+                out.extend(msgspec.to_builtins(e) for e in a.events)
                 if len(out) >= limit:
                     break
-        out.reverse()
-        return {"trades": [msgspec.to_builtins(t) for t in out]}
+        first = next(iter(recent), 0)
+        assert self.replica is not None
+        return {
+            "events": out,
+            "through": last,
+            "first": first,
+            "applied": self.replica.applied_index,
+        }
 
     def status(self) -> dict[str, Any]:
         replica = self.replica

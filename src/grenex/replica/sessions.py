@@ -11,11 +11,12 @@ Keys, per client (a SPEC name):
 
 * ``place`` with a name ``id``: key ``"i:" + id`` — a retried place returns the original
   ``accepted``/``trade``/... events, never ``duplicate_id``;
-* any command with a name ``req`` (SPEC §6): key ``"r:" + req``.
+* any command with a name ``req`` (SPEC §6): key ``"r:" + req``; ``add_market`` has no
+  client, so its ``req`` is kept under the pseudo-client ``""`` (no client can be named so).
 
 A command with both keys is recorded under both and matches on either.  Commands without a key
-(a ``cancel``/``amend`` without ``req``, ``add_market``, garbage) always execute: SPEC says a
-repeated cancel or amend carries absolute values.
+(a ``cancel``/``amend``/``add_market`` without ``req``, garbage) always execute: SPEC says a
+repeated cancel or amend carries absolute values (a repeated add_market is ``market_exists``).
 
 An outcome is stored compactly, as its events' canonical JSON (a few hundred bytes), and
 decoded again only when a duplicate needs it.
@@ -61,7 +62,12 @@ def session_keys(cmd: Any) -> tuple[str, tuple[str, ...]] | None:
         return None
     client = _name(cmd.get("client"))
     if client is None:
-        return None
+        # add_market has no client: its req is remembered for the cluster as a whole, under
+        # "", which no client can be (a client is a name of at least one character)
+        if cmd.get("type") != "add_market":
+            return None
+        req = _name(cmd.get("req"))
+        return ("", ("r:" + req,)) if req is not None else None
     keys: list[str] = []
     if cmd.get("type") == "place":
         oid = _name(cmd.get("id"))
