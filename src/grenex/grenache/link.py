@@ -168,6 +168,12 @@ class Link:
                 await task
         self._announcing.clear()
         self._cache.clear()
+        # shared lookups still running would otherwise reopen the transport after close
+        lookups = list(self._inflight_lookups.values())
+        self._inflight_lookups.clear()
+        for lookup in lookups:
+            lookup.cancel()
+        await asyncio.gather(*lookups, return_exceptions=True)
         await self._transport.close()
 
     async def __aenter__(self) -> Self:
