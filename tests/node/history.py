@@ -132,6 +132,7 @@ class Op:
     started: float = 0.0  # wall clock (time.time()): comparable across processes
     ended: float = 0.0
     error: str = ""
+    raw: str | None = None  # the command's exact JSON text, when ``command`` cannot say it
 
     @property
     def command(self) -> dict[str, Json]:
@@ -685,7 +686,8 @@ def check(ops: Sequence[Op], stream: Sequence[dict[str, Json]]) -> CheckResult:
     top = max(groups, default=0)
     lines = [b""] * top
     for seq, op in matched.items():
-        lines[seq - 1] = json.dumps(op.command, separators=(",", ":")).encode()
+        text = op.raw if op.raw is not None else json.dumps(op.command, separators=(",", ":"))
+        lines[seq - 1] = text.encode()
     log_lines = b"".join(line + b"\n" for line in lines)
     replayed, books = _replay(log_lines)
     for seq, g in groups.items():

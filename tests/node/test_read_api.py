@@ -1,0 +1,111 @@
+"""The read side of the client API on real processes: ``trades`` paging, ``events``, ``book``.
+
+How: three voters on one Grape, the event stream of n3 recorded from the first command.  One
+taker sweeps three resting asks, so one log entry holds three trades; then a few more orders.
+
+Proves:
+
+* ``events`` (the node's bounded window of applied entries, paged with ``since``) gives, on
+  every node, exactly the events the stream published (``Harness.verify`` checks this too);
+* ``book`` with ``depth`` cuts each side to that many orders, in priority order;
+* ``trades`` without ``since`` gives the newest ``limit`` trades;
+* ``trades`` paged forward (``since`` = the last seq seen, while ``more``) gives every trade
+  once — a strict xfail today: a page that ends inside a log entry with several trades loses
+  the rest of that entry, because the next page starts *after* that seq.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from .conftest import started_harness
+from .harness import Harness
+from .history import OK
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
+
+PAGING_BUG = (
+    "BUG (node trades API): _trades_reply pages with since = a log index, but one index can "
+    "hold several trades; a page that ends inside such an entry ('more': true) makes the "
+    "client's next request (since = that seq) skip the entry's remaining trades. Fix: never "
+    "split an entry across pages (or page with a (seq, n) cursor)"
+)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+    async with started_harness(
+        tmp_path_factory, "reads", stream_node="n3", nodes=3, voters=3, grapes=1
+    ) as h:
+        for i, price in enumerate(("100", "100.01", "100.02", "100.03")):
+            await place(h, "mk", f"a{i}", "sell", "1", price)
+        sweep = await place(h, "tk", "t1", "buy", "3", "101")
+        assert [e["type"] for e in sweep].count("trade") == 3
+        await place(h, "mk", "a9", "sell", "1", "100.5")
+        await place(h, "tk", "t2", "buy", "2", "101")  # two trades: 100.03 and 100.5
+        for i in range(3):
+            await place(h, "bd", f"b{i}", "buy", "1", f"9{i}")
+        yield h
+
+
+async def place(
+    h: Harness, client: str, oid: str, side: str, qty: str, price: str
+) -> list[dict[str, Any]]:
+    op = await h.command(
+        "n1",
+        "place",
+        {
+            "client": client,
+            "id": oid,
+            "market": "ETH-USD",
+            "side": side,
+            "qty": qty,
+            "price": price,
+        },
+    )
+    assert op.status == OK and op.events is not None, op
+    return op.events
+
+
+def stream_trades(h: Harness) -> list[dict[str, Any]]:
+    assert h.stream is not None
+    return [e for e in h.stream.events if e["type"] == "trade"]
+
+
+async def test_events_and_books_on_every_node(harness: Harness) -> None:
+    _res, statuses = await harness.verify()
+    for node in statuses:
+        first, events = await harness.node_events(node)
+        assert first <= 1 and events == harness.stream.events  # type: ignore[union-attr]
+        book = (await harness.cluster.request(node, "book", {"market": "ETH-USD", "depth": 2}))[
+            "books"
+        ][0]
+        assert [o["id"] for o in book["bids"]] == ["b2", "b1"]
+        assert book["asks"] == []
+
+
+async def test_newest_trades(harness: Harness) -> None:
+    want = stream_trades(harness)
+    assert len(want) == 5
+    for node in ("n1", "n2", "n3"):
+        got = (await harness.cluster.request(node, "trades", {"limit": 2}))["trades"]
+        assert got == want[-2:], node
+
+
+@pytest.mark.xfail(strict=True, reason=PAGING_BUG)
+async def test_trades_paged_forward(harness: Harness) -> None:
+    want = stream_trades(harness)
+    got: list[dict[str, Any]] = []
+    since = 0
+    for _ in range(20):
+        r = await harness.cluster.request("n2", "trades", {"since": since, "limit": 2})
+        got += r["trades"]
+        if not r["more"]:
+            break
+        since = r["trades"][-1]["seq"]
+    # observed: the third trade of the sweep (and of any entry split by a page) is missing
+    assert got == want
