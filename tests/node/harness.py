@@ -64,7 +64,7 @@ class Harness:
             self._link = Link(c.grape_urls, request_timeout_ms=3_000, lookup_cache_ttl_ms=5_000)
             await self._link.start()
             self.rpc = PeerRPCClient(self._link, request_timeout_ms=12_000)
-            self.client = Client(self.rpc)
+            self.client = Client(self.rpc, fallback=self._ready_address)
             self.stream = EventStream(self.events_url(self.stream_node))
             await self.stream.start()
             for market, tick, lot in DEFAULT_MARKETS:
@@ -75,6 +75,40 @@ class Harness:
         except BaseException:
             await self.stop()
             raise
+
+    def _ready_address(self, name: str) -> list[str]:
+        """A node's API address from its ready file, for when the Grapes do not say."""
+        for node, np in self.cluster.procs.items():
+            if self.cluster.api_name(node) == name and np.api_port:
+                return [f"127.0.0.1:{np.api_port}"]
+        return []
+
+    async def ask(self, node: str, action: str, args: dict[str, Any] | None = None) -> Any:
+        """A read request to ``node``'s API port directly (no Grape involved)."""
+        assert self.rpc is not None
+        return await self.rpc.request_peer(
+            f"127.0.0.1:{self.cluster.procs[node].api_port}",
+            self.cluster.api_name(node),
+            {"action": action, "args": [args or {}]},
+            timeout_ms=10_000,
+        )
+
+    async def converged(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Until every running node reports the same applied index and state hash, with
+        everything committed applied; their statuses."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = await self.status_direct()
+            good = [s for s in st.values() if isinstance(s, dict)]
+            if (
+                len(good) == len(st)
+                and len({(s["applied"], s["state_hash"]) for s in good}) == 1
+                and all(s["commit"] == s["applied"] for s in good)
+            ):
+                return st
+            if time.monotonic() > deadline:
+                raise HistoryError(f"replicas did not converge in {timeout_s} s: {st}")
+            await asyncio.sleep(0.1)
 
     def events_url(self, node_id: str) -> str:
         np = self.cluster.procs[node_id]
@@ -112,26 +146,20 @@ class Harness:
         await self.stream.wait_seq(op.seq)
         return op.seq
 
-    async def status_direct(self, timeout_ms: int = 3_000) -> dict[str, Any]:
-        """Every running node's status, asked at its API port directly (no Grape lookup)."""
-        assert self.rpc is not None
+    async def status_direct(self) -> dict[str, Any]:
+        """Every running node's status (or the error its request raised)."""
         out: dict[str, Any] = {}
         for node, np in self.cluster.procs.items():
             if not np.alive:
                 continue
             try:
-                out[node] = await self.rpc.request_peer(
-                    f"127.0.0.1:{np.api_port}",
-                    self.cluster.api_name(node),
-                    {"action": "status", "args": [{}]},
-                    timeout_ms=timeout_ms,
-                )
+                out[node] = await self.ask(node, "status")
             except GrenacheError as e:
                 out[node] = f"{type(e).__name__}: {e}"
         return out
 
     async def books(self, node: str) -> dict[str, Any]:
-        reply = await self.cluster.request(node, "book", {})
+        reply = await self.ask(node, "book")
         assert isinstance(reply, dict)
         return reply
 
@@ -140,7 +168,7 @@ class Harness:
         action (a bounded window of recent log entries, paged)."""
         since, first, out = 0, -1, []
         while True:
-            r = await self.cluster.request(node, "events", {"since": since, "limit": 10_000})
+            r = await self.ask(node, "events", {"since": since, "limit": 10_000})
             if first < 0:
                 first = int(r["first"])
             out += r["events"]
@@ -160,7 +188,7 @@ class Harness:
         Violations of the ``allow``ed categories are left in the result for the caller."""
         assert self.stream is not None
         await self.sentinel()
-        st = await self.cluster.wait_converged(timeout_s)
+        st = await self.converged(timeout_s)
         if self.stream.closed_early:
             raise HistoryError(f"the event stream ended early: {self.stream.closed_early}")
         applied = {s["applied"] for s in st.values()}

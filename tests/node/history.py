@@ -19,12 +19,14 @@ the same code in a separate process.
 
 The log, as seen from outside
 -----------------------------
-There is no log API.  :class:`EventStream` subscribes to **one** node's WebSocket event
+There is no log-dump API.  :class:`EventStream` subscribes to **one** node's WebSocket event
 publisher directly (its port is read from the node's ready line; no reconnect to another
 publisher, so a gap cannot hide), from before the first command of the cluster.  Every event
 carries ``seq``, the log index of its command, so the stream groups into log entries; indexes
 that never appear are no-op or membership entries, or retries answered from the session table
-(the engine never ran them, so nothing is published).
+(the engine never ran them, so nothing is published).  ``Harness.verify`` also compares the
+stream with every node's ``events`` action (its bounded window of applied entries), so every
+replica is shown to have applied the same entries with the same events.
 
 The checker
 -----------
@@ -56,7 +58,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -133,6 +135,7 @@ class Op:
     ended: float = 0.0
     error: str = ""
     raw: str | None = None  # the command's exact JSON text, when ``command`` cannot say it
+    duplicate: bool = False  # the reply said it came from the session table (a retry)
 
     @property
     def command(self) -> dict[str, Json]:
@@ -235,9 +238,12 @@ class Client:
     lookup fails or comes back empty, so the tests measure the nodes, not the client.
     """
 
-    def __init__(self, rpc: PeerRPCClient) -> None:
+    def __init__(
+        self, rpc: PeerRPCClient, fallback: Callable[[str], list[str]] | None = None
+    ) -> None:
         self.rpc = rpc
         self.known: dict[str, list[str]] = {}
+        self.fallback = fallback  # name -> addresses, when no lookup ever answered
 
     async def request(self, name: str, payload: Json, timeout_ms: int) -> Json:
         rpc = self.rpc
@@ -250,7 +256,7 @@ class Client:
         if peers:
             self.known[name] = peers
         else:
-            peers = self.known.get(name, [])
+            peers = self.known.get(name) or (self.fallback(name) if self.fallback else [])
             if not peers:
                 raise LookupEmptyError(name)
         dest = random.choice([p for p in peers if not rpc.is_dead(p)] or peers)
@@ -292,6 +298,7 @@ async def call(
                 op.status = OK
                 op.seq = reply["seq"]
                 op.events = reply["events"]
+                op.duplicate = reply.get("duplicate") is True
             else:
                 op.status = UNKNOWN
                 op.error = f"malformed reply {str(reply)[:300]}"

@@ -15,7 +15,8 @@ Proves:
 * raw HTTP garbage (aiohttp) — empty, not JSON, ``NaN``, bad UTF-8, not a ``[rid,key,payload]``
   frame, over the node's body limit (with a length, chunked, and as a gzip bomb; the limit is
   1 MiB since the ``batch`` action, where issue 5 had 64 KiB), gzip garbage, 100,000
-  nested brackets, a stalled half-sent body, WebSocket garbage — is answered with a 4xx status
+  nested brackets, a 5,000-digit integer literal (beyond the JSON decoder: the frame is
+  refused with 400), a stalled half-sent body, WebSocket garbage — is answered with a 4xx status
   or an error frame (never a hang) and changes nothing; a valid gzip request still works;
 * field-level problems reach the log as exactly one engine ``rejected`` event each, with the
   reason SPEC §2 prescribes (including ``1e400``, ``-1``, a 3,000-digit integer price, 2^63
@@ -82,7 +83,7 @@ async def fingerprint(h: Harness) -> dict[str, Any]:
 
 async def settled(h: Harness) -> dict[str, Any]:
     """The fingerprint once every node has applied everything (the cluster is idle)."""
-    await h.cluster.wait_converged(30)
+    await h.converged(30)
     return await fingerprint(h)
 
 
@@ -237,6 +238,12 @@ async def test_raw_http_garbage(harness: Harness) -> None:
         ("bad UTF-8", b'["r\xff\xfe","k",{"action":"status"}]', {}, {400}),
         ("trailing garbage", status_req + b"]]]", {}, {400}),
         ("100,000 brackets", b"[" * 100_000, {}, {400}),
+        (
+            "a 5,000-digit integer price",
+            request_body(h, '{"action":"place","args":[{"price":' + "9" * 5000 + "}]}"),
+            {},
+            {400},  # beyond what the JSON decoder reads as an integer: the frame is refused
+        ),
         ("over the body limit", big, {}, {413}),
         ("gzip header, garbage body", b"\x1f\x8b\x08garbage", {"grc-compress": "gzip"}, {400}),
         ("gzip header, empty body", b"", {"grc-compress": "gzip"}, {400}),

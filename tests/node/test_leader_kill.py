@@ -79,9 +79,13 @@ async def test_leader_sigkill_mid_load(harness: Harness) -> None:
     after = [op for op in ops if op.status == "ok" and op.started > elected_at]
     assert len(after) > 100, f"commands should be acknowledged under the new leader: {counts}"
     assert counts.get("failed", 0) == 0, counts
+    retried = [op for op in ops if op.attempts > 1]
+    assert retried, "the kill should catch commands in flight"
     res, statuses = await harness.verify(timeout_s=90)
     assert len(statuses) == 5
     print(
         f"killed {old_leader}; {new_leader} led after {elected_at - killed_at:.2f} s; "
-        f"ops {counts}; unacknowledged but executed {res.unknown_executed}"
+        f"ops {counts}; retried {len(retried)}, of which answered from the session table "
+        f"{sum(op.duplicate for op in retried)}; unacknowledged but executed "
+        f"{res.unknown_executed}"
     )
