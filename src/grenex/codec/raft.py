@@ -25,6 +25,9 @@ from grenex.consensus.types import Entry, EntryKind, Message, MessageType, Snaps
 __all__ = ["WIRE_VERSION", "WireError", "decode_message", "encode_message"]
 
 WIRE_VERSION: Final = 1
+# Terms and indexes at or above this are refused: no honest cluster gets near it, and a forged
+# term of 2**64 - 1 would otherwise be adopted and overflow the next election's encoding.
+POSITION_MAX: Final = 1 << 62
 _KINDS: Final = frozenset(int(k) for k in EntryKind)
 _TYPES: Final = tuple(MessageType)
 
@@ -84,12 +87,18 @@ def decode_message(data: bytes) -> Message:
         raise WireError(f"unsupported consensus wire version {w.v}")
     if not 0 <= w.type < len(_TYPES):
         raise WireError(f"unknown message type {w.type}")
-    if min(w.term, w.log_term, w.index, w.commit, w.reject_hint) < 0:
-        raise WireError("negative position")
+    positions = (w.term, w.log_term, w.index, w.commit, w.reject_hint)
+    if min(positions) < 0 or max(positions) >= POSITION_MAX:
+        raise WireError("position out of range")
     for ent in w.entries:
-        if ent.kind not in _KINDS or ent.index < 1 or ent.term < 0:
+        if (
+            ent.kind not in _KINDS
+            or not 1 <= ent.index < POSITION_MAX
+            or not 0 <= ent.term < POSITION_MAX
+        ):
             raise WireError(f"bad entry {ent.index}/{ent.term} kind {ent.kind}")
-    if w.snapshot is not None and (w.snapshot.index < 0 or w.snapshot.term < 0):
+    snap = w.snapshot
+    if snap is not None and not (0 <= snap.index < POSITION_MAX and 0 <= snap.term < POSITION_MAX):
         raise WireError("bad snapshot position")
     return Message(
         _TYPES[w.type],

@@ -701,6 +701,8 @@ class Raft:
                     pr.next = max(min(m.index, next_probe + 1), pr.match + 1)
                 self._send_append(m.src)
             return
+        if m.index > self.log.last_index():
+            return  # acknowledges entries we never sent: not an honest member; ignore it
         was_paused = pr.is_paused()
         if pr.maybe_update(m.index) or (pr.match == m.index and pr.state == ProgressState.PROBE):
             if pr.state == ProgressState.PROBE:

@@ -753,8 +753,16 @@ class Node:
         trades = [
             t for t in self._trades if t.seq > since and (market is None or t.market == market)
         ]
-        more = len(trades) > limit
-        out = trades[:limit] if since >= 0 else trades[-limit:]
+        more = False
+        if since < 0:
+            out = trades[-limit:]
+        else:
+            # a page never ends inside a log entry: its trades share one seq, and the next page
+            # starts after that seq
+            end = min(limit, len(trades))
+            while 0 < end < len(trades) and trades[end].seq == trades[end - 1].seq:
+                end += 1
+            out, more = trades[:end], end < len(trades)
         reply: dict[str, Any] = {"trades": [msgspec.to_builtins(t) for t in out]}
         if since >= 0:
             reply["more"] = more

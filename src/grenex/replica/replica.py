@@ -43,7 +43,7 @@ from grenex.consensus import (
     Storage,
 )
 from grenex.engine.events import Event
-from grenex.replica.state import ReplicaState
+from grenex.replica.state import ReplicaSnapshotError, ReplicaState
 
 __all__ = ["Applied", "Proposals", "Replica", "ReplicaConfig"]
 
@@ -104,8 +104,17 @@ class Replica:
     def tick(self) -> None:
         self.raft.tick()
 
-    def step(self, msg: Message) -> None:
+    def step(self, msg: Message) -> bool:
+        """Feed one message to the core.  A snapshot whose data is not a valid replica
+        snapshot is dropped here (returns False): it must never be persisted or applied."""
+        snap = msg.snapshot
+        if snap is not None and snap.data:
+            try:
+                ReplicaState.restore(snap.data)
+            except (ReplicaSnapshotError, ValueError, TypeError, KeyError):
+                return False
         self.raft.step(msg)
+        return True
 
     def propose(self, command: bytes) -> tuple[int, int]:
         """Propose one command (SPEC §2 JSON bytes); returns (index, term).
