@@ -78,7 +78,7 @@ async def test_link_announce_lookup_put_get() -> None:
 
 
 async def test_link_fails_over_to_the_next_grape_and_sticks_to_it() -> None:
-    _grape, link = make(("http://g1", "http://g2", "http://g3"))
+    _grape, link = make(("http://g1", "http://g2", "http://g3"), lookup_stale_ms=0)
     transport = fake_transport(link)
     assert hasattr(transport, "down")
     transport.down("http://g1")
@@ -92,6 +92,32 @@ async def test_link_fails_over_to_the_next_grape_and_sticks_to_it() -> None:
         transport.down(url)
     with pytest.raises(GrapeUnavailableError):
         await link.lookup("svc", use_cache=False)
+    await link.stop()
+
+
+async def test_link_serves_the_last_known_answer_while_grapes_fail_or_forget() -> None:
+    """A Grape whose DHT neighbour died stalls and answers [] or fails: the last non-empty
+    answer (younger than lookup_stale_ms) keeps services reachable, refreshed in the
+    background; with lookup_stale_ms=0 the Link reports what the Grapes say."""
+    now = [0.0]
+    grape = FakeGrape()
+    link = Link(
+        ["http://g1"],
+        transport=grape.transport(),
+        lookup_cache_ttl_ms=1000,
+        lookup_stale_ms=10_000,
+        clock=lambda: now[0],
+    )
+    transport = fake_transport(link)
+    await link.announce("svc", 5000)
+    assert await link.lookup("svc") == ["127.0.0.1:5000"]
+    transport.down("http://g1")
+    now[0] = 5.0  # cache expired, answer still recent: served at once, refreshed behind
+    assert await link.lookup("svc") == ["127.0.0.1:5000"]
+    assert await link.lookup("svc", use_cache=False) == ["127.0.0.1:5000"]  # failing Grape
+    now[0] = 11.0  # too old now: the failure shows
+    with pytest.raises(GrapeUnavailableError):
+        await link.lookup("svc")
     await link.stop()
 
 
@@ -137,7 +163,12 @@ async def test_empty_lookups_are_never_cached_but_results_are_for_their_ttl() ->
     assert await link.lookup("svc") == ["127.0.0.1:5000"]  # cached
     assert transport.calls == calls + 1  # only the announce
     clock.now += 5.001
-    assert sorted(await link.lookup("svc")) == ["127.0.0.1:5000", "127.0.0.1:5001"]
+    # expired: the last known answer at once, refreshed in the background (stale-while-
+    # revalidate; lookup_stale_ms), so a stalling Grape never stalls the caller
+    assert await link.lookup("svc") == ["127.0.0.1:5000"]
+    both = ["127.0.0.1:5000", "127.0.0.1:5001"]
+    assert sorted(await link.lookup("svc", use_cache=False)) == both  # joins that refresh
+    assert sorted(await link.lookup("svc")) == both
     await link.stop()
 
 

@@ -129,6 +129,7 @@ class Link:
         request_timeout_ms: int = 4000,
         announce_interval_ms: int = 1000,
         lookup_cache_ttl_ms: int = 5000,
+        lookup_stale_ms: int = 60_000,
         lookup_cache_entries_max: int = 1000,
         announcements_max: int = 1000,
         transport: GrapeTransport | None = None,
@@ -140,12 +141,16 @@ class Link:
         self.request_timeout_ms = request_timeout_ms
         self.announce_interval_ms = announce_interval_ms
         self.lookup_cache_ttl_ms = lookup_cache_ttl_ms
+        self.lookup_stale_ms = lookup_stale_ms
         self.lookup_cache_entries_max = lookup_cache_entries_max
         self.announcements_max = announcements_max
         self._transport: GrapeTransport = transport or HttpGrapeTransport()
         self._clock = clock
         self._current = 0  # index of the Grape that answered last
         self._cache: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        # the last non-empty answer per name and when it came: served while a Grape fails or
+        # answers [] (a Grape whose DHT neighbour died does both for a while)
+        self._known: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
         self._inflight_lookups: dict[str, asyncio.Task[list[str]]] = {}
         self._announcing: dict[tuple[str, int], None] = {}  # insertion-ordered set
         self._announce_task: asyncio.Task[None] | None = None
@@ -168,6 +173,7 @@ class Link:
                 await task
         self._announcing.clear()
         self._cache.clear()
+        self._known.clear()
         # shared lookups still running would otherwise reopen the transport after close
         lookups = list(self._inflight_lookups.values())
         self._inflight_lookups.clear()
@@ -238,7 +244,11 @@ class Link:
         """The ``"ip:port"`` entries announced for ``name`` (possibly empty), in random order.
 
         Non-empty results are cached for ``lookup_cache_ttl_ms``; ``use_cache=False`` forces a
-        fresh request (and refreshes the cache).
+        fresh request (and refreshes the cache).  When the cache has expired but a non-empty
+        answer younger than ``lookup_stale_ms`` is known, that answer is returned at once and
+        refreshed in the background; and when a fresh lookup fails or comes back empty, that
+        answer is returned instead (0 disables both).  A Grape that lost its DHT neighbour
+        stalls seconds per lookup and often answers ``[]``: services stay reachable through it.
         """
         if not isinstance(name, str) or not name:
             raise ValueError("name must be a non-empty string")
@@ -249,6 +259,13 @@ class Link:
                     self._cache.move_to_end(name)
                     return list(hit[1])
                 del self._cache[name]
+            known = self._recently_known(name)
+            if known is not None:
+                self._shared_lookup(name)  # refresh in the background
+                return known
+        return list(await asyncio.shield(self._shared_lookup(name)))
+
+    def _shared_lookup(self, name: str) -> asyncio.Task[list[str]]:
         # Concurrent lookups of one name share one request, run as its own task so that a
         # caller being cancelled does not cancel the others' answer.
         task = self._inflight_lookups.get(name)
@@ -256,25 +273,47 @@ class Link:
             task = asyncio.get_running_loop().create_task(self._fresh_lookup(name))
             self._inflight_lookups[name] = task
             task.add_done_callback(_retrieve)
-        return list(await asyncio.shield(task))
+        return task
+
+    def _recently_known(self, name: str) -> list[str] | None:
+        known = self._known.get(name)
+        if known is None or self.lookup_stale_ms <= 0:
+            return None
+        if self._clock() - known[0] > self.lookup_stale_ms / 1000:
+            del self._known[name]
+            return None
+        return list(known[1])
 
     async def _fresh_lookup(self, name: str) -> list[str]:
         try:
             peers = await self._call("lookup", name, parse_lookup)
+        except GrenacheError:
+            known = self._recently_known(name)
+            if known is None:
+                raise
+            return known
         finally:
             self._inflight_lookups.pop(name, None)
-        if peers and self.lookup_cache_ttl_ms > 0:
-            self._cache[name] = (self._clock() + self.lookup_cache_ttl_ms / 1000, peers)
-            self._cache.move_to_end(name)
-            while len(self._cache) > self.lookup_cache_entries_max:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.pop(name, None)
-        return peers
+        if peers:
+            now = self._clock()
+            if self.lookup_cache_ttl_ms > 0:
+                self._cache[name] = (now + self.lookup_cache_ttl_ms / 1000, peers)
+                self._cache.move_to_end(name)
+                while len(self._cache) > self.lookup_cache_entries_max:
+                    self._cache.popitem(last=False)
+            self._known[name] = (now, peers)
+            self._known.move_to_end(name)
+            while len(self._known) > self.lookup_cache_entries_max:
+                self._known.popitem(last=False)
+            return peers
+        self._cache.pop(name, None)
+        known = self._recently_known(name)
+        return known if known is not None else peers
 
     def invalidate(self, name: str) -> None:
-        """Forget the cached lookup of ``name``."""
+        """Forget the cached lookup of ``name`` (and the last known answer)."""
         self._cache.pop(name, None)
+        self._known.pop(name, None)
 
     async def put(self, value: str) -> str:
         """Store an immutable value in the DHT; return its 40-hex hash (sha1 of its bencoding).
