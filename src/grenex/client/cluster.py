@@ -68,6 +68,8 @@ class LocalCluster:
     markets: tuple[tuple[str, str, str], ...] = DEFAULT_MARKETS
     node_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    # GRENEX_CLUSTER_SECRET for every node: peer traffic signed and checked (None: open)
+    secret: str | None = None
     procs: dict[str, NodeProc] = field(default_factory=dict)
     grape_cluster: GrapeCluster | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -164,11 +166,18 @@ class LocalCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env=self._node_env(),
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, not the nodes
             )
         finally:
             log.close()
+
+    def _node_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        env.pop("GRENEX_CLUSTER_SECRET", None)
+        if self.secret:
+            env["GRENEX_CLUSTER_SECRET"] = self.secret
+        return env
 
     async def wait_ready(self, node_ids: list[str], timeout_s: float) -> None:
         deadline = time.monotonic() + max(timeout_s, 0.1)

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import random
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -259,7 +260,7 @@ async def _demo(
     orders: int, nodes: int, voters: int, traders: int, grapes: int, duration: float
 ) -> bool:
     console = Console()
-    cluster = LocalCluster(nodes=nodes, voters=voters, grapes=grapes)
+    cluster = LocalCluster(nodes=nodes, voters=voters, grapes=grapes, secret=secrets.token_hex(16))
     console.print(
         f"[bold]grenex demo[/]: {grapes} Grapes, {nodes} nodes ({voters} voters, "
         f"{nodes - voters} learners), {traders} traders, {orders} commands"
@@ -356,6 +357,21 @@ def demo_command(
     raise SystemExit(0 if same else 1)
 
 
+def _secret_for(data_dir: Path | None) -> str:
+    """The cluster secret: random for an in-memory network; kept in the data directory for
+    a durable one, so that a restarted `up` can talk to its own nodes again."""
+    if data_dir is None:
+        return secrets.token_hex(16)
+    path = data_dir / "cluster.secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(16)
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
 async def _up(nodes: int, voters: int, grapes: int, data_dir: Path | None) -> None:
     console = Console()
     cluster = LocalCluster(
@@ -364,6 +380,7 @@ async def _up(nodes: int, voters: int, grapes: int, data_dir: Path | None) -> No
         grapes=grapes,
         memory=data_dir is None,
         base_dir=data_dir,
+        secret=_secret_for(data_dir),
     )
     with console.status("starting Grapes and nodes on 127.0.0.1 …"):
         await cluster.start()
@@ -384,6 +401,9 @@ async def _up(nodes: int, voters: int, grapes: int, data_dir: Path | None) -> No
             "  grenex status\n"
             "  grenex place --node n2 --market BTC-USD --side buy --qty 0.5 --price 64000\n"
             "  grenex watch --node n4 --market BTC-USD\n"
+            "A node started by hand joins with the cluster secret (peer traffic is signed):\n"
+            f"  GRENEX_CLUSTER_SECRET={cluster.secret} grenex node --id n{nodes + 1} --join "
+            f"--memory --grape {grape}\n"
             "Ctrl-C stops everything."
         )
         while True:

@@ -22,6 +22,9 @@ class NodeConfig:
     data_dir: Path | None = None  # None: in-memory storage (lost on exit)
     voters: tuple[str, ...] = ()  # bootstrap a new cluster with these voters
     join: bool = False  # join a running cluster as a learner
+    # Shared by every node of the cluster: peer payloads are HMAC-signed with it and unsigned
+    # ones refused.  None: the peer endpoint is open (keep it on a private network).
+    secret: bytes | None = None
 
     # Consensus timing: a tick is the unit of the core's clock.
     tick_ms: int = 50

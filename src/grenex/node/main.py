@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -83,7 +84,11 @@ def node_command(
     ready_file: Path | None,
     verbose: int,
 ) -> None:
-    """Run one grenex node: a full replica of every order book."""
+    """Run one grenex node: a full replica of every order book.
+
+    Set GRENEX_CLUSTER_SECRET (the same on every node) to sign and check all traffic between
+    nodes; without it the consensus endpoint accepts messages from anyone who can reach it.
+    """
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2),
         format=f"%(asctime)s {node_id} %(name)s %(levelname)s %(message)s",
@@ -111,5 +116,6 @@ def node_command(
         voters=voter_ids,
         join=join,
         tick_ms=tick_ms,
+        secret=os.environb.get(b"GRENEX_CLUSTER_SECRET") or None,
     )
     sys.exit(asyncio.run(run_node(cfg, ready_file)))

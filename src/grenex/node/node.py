@@ -59,7 +59,7 @@ from grenex.grenache.errors import RemoteError, TransportError
 from grenex.node import api
 from grenex.node.api import BadRequest, Unavailable
 from grenex.node.config import NodeConfig, service_names
-from grenex.node.transport import PeerTransport, decode_batch
+from grenex.node.transport import PeerTransport, decode_batch, sign, verify
 from grenex.replica import Applied, Proposals, Replica, ReplicaConfig
 
 __all__ = ["Node", "NodeError"]
@@ -184,6 +184,7 @@ class Node:
             inflight_max=cfg.peer_requests_inflight_max,
             request_timeout_ms=cfg.peer_request_timeout_ms,
             snapshot_timeout_ms=cfg.peer_snapshot_timeout_ms,
+            secret=cfg.secret,
         )
         self.api_server = PeerRPCServer(
             self._api,
@@ -502,7 +503,9 @@ class Node:
     ) -> None:
         assert self.peers is not None and self.replica is not None
         cfg = self.cfg
-        payload = {"t": "fwd", "from": cfg.node_id, "cmds": [d.decode() for d, _ in batch]}
+        payload = sign(
+            {"t": "fwd", "from": cfg.node_id, "cmds": [d.decode() for d, _ in batch]}, cfg.secret
+        )
         try:
             reply = await self.peers.request(
                 service_names(cfg.cluster, leader)["peer"],
@@ -548,7 +551,7 @@ class Node:
                 if leader is not None:
                     await self.peers.request(
                         service_names(cfg.cluster, leader)["peer"],
-                        {"t": "join", "from": cfg.node_id},
+                        sign({"t": "join", "from": cfg.node_id}, cfg.secret),
                         timeout_ms=cfg.peer_request_timeout_ms,
                     )
             except GrenacheError as e:
@@ -578,6 +581,8 @@ class Node:
     async def _peer(self, key: str, payload: Any) -> Any:
         if type(payload) is not dict:
             raise BadRequest("peer payload must be an object")
+        if not verify(payload, self.cfg.secret):
+            raise BadRequest("peer payload not signed with this cluster's secret")
         kind = payload.get("t")
         if kind == "raft":
             try:

@@ -8,13 +8,18 @@ reordering, so a failed request is simply dropped and reported to the core (whic
 peer again); nothing here retries.
 
 Wire: ``{"t": "raft", "from": ID, "m": base64(msgpack([message, ...]))}`` where each message
-is :func:`grenex.codec.raft.encode_message` bytes.
+is :func:`grenex.codec.raft.encode_message` bytes.  With a cluster secret
+(``GRENEX_CLUSTER_SECRET``) every peer payload also carries ``"mac"``, an HMAC-SHA256 of its
+kind, sender and body, and a payload without a valid one is refused: the peer endpoint is then
+closed to anyone who does not hold the secret (forged votes, appends, snapshots, joins).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -26,7 +31,7 @@ from grenex.codec.raft import decode_message, encode_message
 from grenex.consensus import Message, MessageType
 from grenex.grenache import GrenacheError, PeerRPCClient
 
-__all__ = ["PeerChannel", "PeerTransport", "decode_batch"]
+__all__ = ["PeerChannel", "PeerTransport", "decode_batch", "encode_batch", "sign", "verify"]
 
 log = logging.getLogger("grenex.node.transport")
 
@@ -40,6 +45,42 @@ def encode_batch(sender: str, msgs: list[bytes]) -> dict[str, Any]:
         "from": sender,
         "m": base64.b64encode(_batch_encoder.encode(msgs)).decode(),
     }
+
+
+def _mac_input(payload: dict[str, Any]) -> bytes | None:
+    """What the cluster secret signs in a peer payload: its kind, sender and body."""
+    kind, sender = payload.get("t"), payload.get("from")
+    if type(kind) is not str or type(sender) is not str:
+        return None
+    if kind == "raft":
+        body = payload.get("m")
+    elif kind == "fwd":
+        cmds = payload.get("cmds")
+        body = "\n".join(cmds) if type(cmds) is list and all(type(c) is str for c in cmds) else None
+    else:
+        body = ""
+    if type(body) is not str:
+        return None
+    return f"{kind}\n{sender}\n{body}".encode()
+
+
+def sign(payload: dict[str, Any], secret: bytes | None) -> dict[str, Any]:
+    """Add the HMAC-SHA256 of a peer payload under the cluster secret (if there is one)."""
+    if secret:
+        data = _mac_input(payload)
+        assert data is not None
+        payload["mac"] = hmac.new(secret, data, hashlib.sha256).hexdigest()
+    return payload
+
+
+def verify(payload: dict[str, Any], secret: bytes | None) -> bool:
+    """True when there is no cluster secret, or the payload carries its valid HMAC."""
+    if not secret:
+        return True
+    mac, data = payload.get("mac"), _mac_input(payload)
+    if type(mac) is not str or data is None:
+        return False
+    return hmac.compare_digest(mac, hmac.new(secret, data, hashlib.sha256).hexdigest())
 
 
 def decode_batch(payload: dict[str, Any], messages_max: int) -> list[Message]:
@@ -110,7 +151,9 @@ class PeerChannel:
         timeout = t.snapshot_timeout_ms if snap else t.request_timeout_ms
         try:
             await t.client.request(
-                t.peer_key(self.dst), encode_batch(t.node_id, batch), timeout_ms=timeout
+                t.peer_key(self.dst),
+                sign(encode_batch(t.node_id, batch), t.secret),
+                timeout_ms=timeout,
             )
         except (TimeoutError, GrenacheError, OSError) as e:
             log.debug("to %s: %s", self.dst, e)
@@ -136,8 +179,10 @@ class PeerTransport:
         inflight_max: int,
         request_timeout_ms: int,
         snapshot_timeout_ms: int,
+        secret: bytes | None = None,
     ) -> None:
         self.node_id = node_id
+        self.secret = secret
         self.client = client
         self.peer_key = peer_key
         self.on_failure = on_failure
