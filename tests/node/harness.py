@@ -25,21 +25,9 @@ from grenex.grenache import GrenacheError, Link, PeerRPCClient
 
 from .history import OK, CheckResult, Client, EventStream, HistoryError, Op, call, check, node_ports
 
-__all__ = ["GRAPE_BUG", "TESTS_DIR", "ClientProcs", "Harness"]
+__all__ = ["TESTS_DIR", "ClientProcs", "Harness"]
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
-
-GRAPE_BUG = (
-    "BUG (node discovery): with one of two Grapes dead, the survivor answers most lookups "
-    "with [] after a 2-2.5 s stall (measured with -b, contrary to grenache.md 9.7), and the "
-    "node trusts every lookup: PeerChannel._send, _send_forward and _find_leader go through "
-    "PeerRPCClient.request -> Link.lookup (non-empty answers cached 5 s, nothing kept after "
-    "that), so once the cache expires consensus messages to peers it was talking to a moment "
-    "ago fail with ERR_GRAPE_LOOKUP_EMPTY, leaders are lost ('no leader is known') and "
-    "trading stops for seconds at a time; an idle cluster observed for 10 minutes never "
-    "recovered. Fix: keep each peer's last working address and use it when a lookup fails "
-    "or is empty"
-)
 
 
 class Harness:

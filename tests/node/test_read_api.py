@@ -9,9 +9,9 @@ Proves:
   every node, exactly the events the stream published (``Harness.verify`` checks this too);
 * ``book`` with ``depth`` cuts each side to that many orders, in priority order;
 * ``trades`` without ``since`` gives the newest ``limit`` trades;
-* ``trades`` paged forward (``since`` = the last seq seen, while ``more``) gives every trade
-  once — a strict xfail today: a page that ends inside a log entry with several trades loses
-  the rest of that entry, because the next page starts *after* that seq.
+* ``trades`` paged forward (``since`` = the last seq seen, while ``more``), two at a time,
+  gives every trade once: a page never ends inside a log entry with several trades (it used
+  to, and the next page, starting after that seq, lost the rest of the entry).
 """
 
 from __future__ import annotations
@@ -27,13 +27,6 @@ from .harness import Harness
 from .history import OK
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
-
-PAGING_BUG = (
-    "BUG (node trades API): _trades_reply pages with since = a log index, but one index can "
-    "hold several trades; a page that ends inside such an entry ('more': true) makes the "
-    "client's next request (since = that seq) skip the entry's remaining trades. Fix: never "
-    "split an entry across pages (or page with a (seq, n) cursor)"
-)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -96,7 +89,6 @@ async def test_newest_trades(harness: Harness) -> None:
         assert got == want[-2:], node
 
 
-@pytest.mark.xfail(strict=True, reason=PAGING_BUG)
 async def test_trades_paged_forward(harness: Harness) -> None:
     want = stream_trades(harness)
     got: list[dict[str, Any]] = []
@@ -107,5 +99,4 @@ async def test_trades_paged_forward(harness: Harness) -> None:
         if not r["more"]:
             break
         since = r["trades"][-1]["seq"]
-    # observed: the third trade of the sweep (and of any entry split by a page) is missing
     assert got == want
