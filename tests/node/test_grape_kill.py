@@ -102,6 +102,7 @@ async def test_one_grape_killed_mid_load(harness: Harness) -> None:
     finally:
         await procs.aclose()
     counts = summary(ops)
+    print("after the Grape kill:\n  " + timeline(ops, killed_at))
     late = [op for op in ops if op.started > killed_at]
     bad = [op for op in ops if op.status != OK]
     worst = max(op.ended - op.started for op in late)
