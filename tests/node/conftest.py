@@ -41,8 +41,10 @@ async def started_harness(
     nodes: int = 5,
     voters: int = 3,
     grapes: int = 2,
+    secret: str | None = None,
 ) -> AsyncIterator[Harness]:
-    """A started :class:`Harness` on cluster ``name`` (its own Grenache names)."""
+    """A started :class:`Harness` on cluster ``name`` (its own Grenache names); with
+    ``secret``, peer traffic is signed (``GRENEX_CLUSTER_SECRET``)."""
     if shutil.which("node") is None:
         pytest.skip("Node.js is not installed (the Grapes are npm grenache-grape)")
     cluster = LocalCluster(
@@ -52,6 +54,7 @@ async def started_harness(
         cluster=name,
         memory=memory,
         base_dir=tmp_path_factory.mktemp(name),
+        secret=secret,
     )
     h = Harness(cluster, stream_node)
     await h.start()

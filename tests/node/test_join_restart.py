@@ -1,11 +1,12 @@
 """Issue 5, test 4: a node joins mid-run as a learner; voters restarted from their data dirs.
 
-How: 3 voters + 2 learners with **disk** storage, the event stream of learner n5 recorded from
-the first command.  Four client processes send 250 random commands each through n1–n4, paced
-over about five seconds.  While they run: a sixth node ``n6`` starts with ``--join`` (it finds
-the leader through the Grapes and asks to be added as a learner); a little later a follower
-voter gets SIGKILL and is restarted from its data directory one second after.  After the load,
-all three voters get SIGKILL at once and are restarted from their data directories.
+How: 3 voters + 2 learners with **disk** storage and signed peer traffic (a cluster secret), the
+event stream of learner n5 recorded from the first command. Four client processes send 250
+random commands each through n1–n4, paced over about five seconds. While they run: a sixth node
+``n6`` starts with ``--join`` (it finds the leader through the Grapes and asks to be added as a
+learner); a little later a follower voter gets SIGKILL and is restarted from its data directory
+one second after. After the load, all three voters get SIGKILL at once and are restarted from
+their data directories.
 
 Proves:
 
@@ -45,7 +46,9 @@ pytestmark = [
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
-    async with started_harness(tmp_path_factory, "join", stream_node="n5", memory=False) as h:
+    async with started_harness(
+        tmp_path_factory, "join", stream_node="n5", memory=False, secret="s3cret-join"
+    ) as h:
         yield h
 
 

@@ -1,11 +1,12 @@
 """Issue 5, test 2: the leader is killed with SIGKILL in the middle of the load.
 
-How: 3 voters + 2 learners with **disk** storage (``--data-dir``), the event stream of learner
-n5 recorded from the first command.  Four client processes p1–p4 send 500 random commands each
-through n1–n4, paced (so the load spans the fault).  When a third of the commands are in the
-log, the leader's process gets ``kill -9``; its client keeps retrying (same id / same req)
-against its dead node.  Once another leader is elected, the killed node is restarted from its
-data directory and its client's retries go through it again.
+How: 3 voters + 2 learners with **disk** storage (``--data-dir``) and signed peer traffic (a
+cluster secret), the event stream of learner n5 recorded from the first command. Four client
+processes p1–p4 send 500 random commands each through n1–n4, paced (so the load spans the
+fault). When a third of the commands are in the log, the leader's process gets ``kill -9``; its
+client keeps retrying (same id / same req) against its dead node. Once another leader is
+elected, the killed node is restarted from its data directory and its client's retries go
+through it again.
 
 Proves:
 
@@ -39,7 +40,9 @@ pytestmark = [
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def harness(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
-    async with started_harness(tmp_path_factory, "lkill", stream_node="n5", memory=False) as h:
+    async with started_harness(
+        tmp_path_factory, "lkill", stream_node="n5", memory=False, secret="s3cret-lkill"
+    ) as h:
         yield h
 
 
