@@ -66,3 +66,17 @@ def test_a_replica_drops_a_garbage_snapshot() -> None:
     rd = rep.ready()
     assert rd is None or rd.snapshot is None
     assert st.snapshot().index == 0 and rep.raft.term < 5
+
+
+def test_a_member_ignores_strangers() -> None:
+    st = MemoryStorage()
+    bootstrap(st, ["n1", "n2", "n3"])
+    rep = Replica(ReplicaConfig(raft=Config(id="n2")), st, random.Random(1))
+    while (rd := rep.ready()) is not None:  # apply the bootstrap entries: n2 knows its peers
+        rep.persist(rd)
+        rep.apply(rd)
+    forged = Message(MessageType.HEARTBEAT_RESP, "ghost", "n2", POSITION_MAX - 1)
+    assert rep.step(forged) is False
+    assert rep.raft.term < 2
+    assert rep.step(Message(MessageType.HEARTBEAT, "n1", "n2", 2)) is True  # a member
+    assert rep.raft.term == 2

@@ -12,9 +12,9 @@ commit (then ``Harness.verify``).
 * a snapshot message naming the leader and its term (both public in ``status``) with garbage
   data: now dropped before the core; before, it stopped the follower (ReplicaSnapshotError)
   and its acknowledgement of index 1000 stopped the leader (an assertion in _send_append);
-* a stranger's message with term 2^62 - 1, the largest the wire still accepts: a strict xfail
-  (``TERM_CEILING_BUG``) — the term is adopted, every election then needs term 2^62, which
-  the wire refuses, and the cluster stays leaderless for good.
+* a stranger's message with term 2^62 - 1, the largest the wire still accepts: it used to be
+  adopted (every election then needed term 2^62, which the wire refuses, and the cluster
+  stayed leaderless for good); now a member ignores messages from outside its configuration.
 """
 
 from __future__ import annotations
@@ -39,15 +39,6 @@ from .harness import Harness
 from .history import OK, node_ports
 
 pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.timeout(120)]
-
-TERM_CEILING_BUG = (
-    "BUG (consensus): a message from a node that is not a member, with term 2**62 - 1 (just "
-    "under codec.raft.POSITION_MAX), is accepted and its term adopted; every member then "
-    "campaigns for term 2**62, which decode_message refuses, so all stay pre_candidate and "
-    "the cluster never elects a leader again (one packet, permanent). Fix: ignore messages "
-    "from non-members, and/or refuse incoming terms well below the ceiling (e.g. above "
-    "POSITION_MAX - 2**32) so that adopted terms always leave room for elections"
-)
 
 
 class NodeCrashedError(AssertionError):
@@ -137,7 +128,6 @@ async def test_stranger_with_the_largest_term(harness: Harness) -> None:
     await still_serving(harness)
 
 
-@pytest.mark.xfail(strict=True, raises=NodeCrashedError, reason=TERM_CEILING_BUG)
 async def test_stranger_with_the_largest_accepted_term(harness: Harness) -> None:
     reply = await send_to_follower(
         harness,

@@ -105,8 +105,18 @@ class Replica:
         self.raft.tick()
 
     def step(self, msg: Message) -> bool:
-        """Feed one message to the core.  A snapshot whose data is not a valid replica
-        snapshot is dropped here (returns False): it must never be persisted or applied."""
+        """Feed one message to the core, or drop it (returns False):
+
+        * a member ignores messages from nodes outside its configuration: nobody it does not
+          know may raise its term (a stranger's term of 2**62 - 1 once left every election
+          unencodable) or claim to lead.  Every legitimate sender is a member: leaders and
+          candidates are voters, a learner only answers the leader, and a node that is not
+          a member yet (joining) accepts the leader that is adding it;
+        * a snapshot whose data is not a valid replica snapshot must never be persisted.
+        """
+        members = self.raft.conf_state().members()
+        if self.id in members and msg.src not in members:
+            return False
         snap = msg.snapshot
         if snap is not None and snap.data:
             try:
