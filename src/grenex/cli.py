@@ -1,35 +1,54 @@
-"""The ``grenex`` command line: one click group; each command lives beside what it drives."""
+"""The ``grenex`` command line: one click group; each command lives beside what it drives.
+
+Commands are imported only when used: ``grenex replay`` should not pay for aiohttp, the node
+and the client (about a third of a second) just to read a file.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from grenex import __version__
 
+# command name -> "module:attribute" of its click command, in the order `--help` lists them
+_COMMANDS: dict[str, str] = {
+    "demo": "grenex.client.demo:demo_command",
+    "up": "grenex.client.demo:up_command",
+    "node": "grenex.node.main:node_command",
+    "place": "grenex.client.commands:place_command",
+    "cancel": "grenex.client.commands:cancel_command",
+    "amend": "grenex.client.commands:amend_command",
+    "add-market": "grenex.client.commands:add_market_command",
+    "book": "grenex.client.commands:book_command",
+    "trades": "grenex.client.commands:trades_command",
+    "status": "grenex.client.commands:status_command",
+    "watch": "grenex.client.watch:watch_command",
+    "replay": "grenex.replay:replay_command",
+    "grenache": "grenex.client.grenache_cli:grenache_group",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="grenex")
 def cli() -> None:
     """grenex: a distributed exchange whose replicas agree on one order of commands."""
 
 
-def _register() -> None:
-    from grenex.client.demo import demo_command, up_command
-    from grenex.client.grenache_cli import grenache_group
-    from grenex.node.main import node_command
-    from grenex.replay import replay_command
-
-    cli.add_command(replay_command)
-    cli.add_command(demo_command)
-    cli.add_command(up_command)
-    cli.add_command(node_command)
-    cli.add_command(grenache_group)
-    from grenex.client.commands import client_commands
-
-    for command in client_commands():
-        cli.add_command(command)
-
-
 def main() -> None:
-    _register()
     cli(prog_name="grenex")

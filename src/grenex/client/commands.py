@@ -54,7 +54,6 @@ __all__ = [
     "amend_command",
     "book_command",
     "cancel_command",
-    "client_commands",
     "network_options",
     "place_command",
     "run_client",
@@ -713,19 +712,3 @@ def status_command(
         if as_json:
             click.echo(f"error: {sentence}", err=True)
         sys.exit(1)
-
-
-def client_commands() -> list[click.Command]:
-    """Every client command, for ``grenex.cli._register``."""
-    from grenex.client.watch import watch_command
-
-    return [
-        place_command,
-        cancel_command,
-        amend_command,
-        add_market_command,
-        book_command,
-        trades_command,
-        status_command,
-        watch_command,
-    ]
