@@ -191,7 +191,8 @@ class LocalCluster:
                         f"node {node_id} not ready in time: {self.log_tail(node_id)}"
                     )
                 await asyncio.sleep(0.05)
-            np.api_port = int(np.ready_file.read_text().strip() or 0)
+            first_line = np.ready_file.read_text().splitlines()[:1]
+            np.api_port = int(first_line[0]) if first_line else 0
 
     def log_tail(self, node_id: str, lines: int = 8) -> str:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -36,8 +37,15 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
     )
     click.echo(line, err=True)
     if ready_file is not None:
+        # line 1: the API port (what LocalCluster reads); line 2: every port, as JSON
+        ports = {
+            "api": node.api_server.port,
+            "peer": node.peer_server.port,
+            "events": node.pub.port,
+            "pid": os.getpid(),
+        }
         tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(f"{node.api_server.port}\n")
+        tmp.write_text(f"{node.api_server.port}\n{json.dumps(ports)}\n")
         tmp.replace(ready_file)
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(node.wait_stopped())]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -62,6 +70,20 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
 @click.option("--cluster", envvar="GRENEX_CLUSTER", default="main", show_default=True)
 @click.option("--tick-ms", type=int, default=50, show_default=True)
 @click.option(
+    "--snapshot-interval",
+    type=int,
+    default=20_000,
+    show_default=True,
+    help="Snapshot the state machine after this many applied entries.",
+)
+@click.option(
+    "--compaction-retain",
+    type=int,
+    default=5_000,
+    show_default=True,
+    help="Log entries kept below a snapshot for slightly lagging members.",
+)
+@click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -81,6 +103,8 @@ def node_command(
     grape: str,
     cluster: str,
     tick_ms: int,
+    snapshot_interval: int,
+    compaction_retain: int,
     ready_file: Path | None,
     verbose: int,
 ) -> None:
@@ -98,6 +122,8 @@ def node_command(
     if not memory and data_dir is None:
         data_dir = Path(".grenex") / cluster / node_id
     voter_ids = tuple(v for v in voters.split(",") if v)
+    if snapshot_interval < 1 or compaction_retain < 0:
+        raise click.UsageError("--snapshot-interval >= 1 and --compaction-retain >= 0")
     if voter_ids and join:
         raise click.UsageError("--voters bootstraps a new cluster; --join joins one: not both")
     try:
@@ -116,6 +142,8 @@ def node_command(
         voters=voter_ids,
         join=join,
         tick_ms=tick_ms,
+        snapshot_interval_entries=snapshot_interval,
+        compaction_retain_entries=compaction_retain,
         secret=os.environb.get(b"GRENEX_CLUSTER_SECRET") or None,
     )
     sys.exit(asyncio.run(run_node(cfg, ready_file)))

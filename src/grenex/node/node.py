@@ -815,4 +815,9 @@ class Node:
             "members": {"voters": list(st.conf.voters), "learners": list(st.conf.learners)},
             "state_hash": self._hash_cache[1],
             "pid": os.getpid(),
+            # where this replica's log starts and ends (a log that starts after 1 was compacted
+            # below a snapshot, taken here or installed from the leader)
+            "snapshot_index": replica.storage.snapshot().index,
+            "first_index": st.first_index,
+            "last_index": st.last_index,
         }
