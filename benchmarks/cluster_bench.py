@@ -163,7 +163,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "EXB-1R",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "points": points,
         "peak_rss_kib": mem,
     }

@@ -76,7 +76,7 @@ _TIFS: Final[dict[str, str]] = {"GTC": "GTC", "IOC": "IOC", "FOK": "FOK"}
 
 # Distinct decimal texts remembered per market; the cache is cleared when full.
 _PARSE_CACHE_MAX: Final = 4096
-# Distinct quantities whose canonical text is remembered per market; cleared when full.
+# Distinct prices/quantities whose canonical text is remembered per market; cleared when full.
 _TEXT_CACHE_MAX: Final = 4096
 # Ids no longer resting, per client, before they are folded into the compact archive.
 _RETIRED_IDS_BATCH: Final = 256
@@ -202,6 +202,7 @@ class Market:
         "pcache",
         "pfmt",
         "pscale",
+        "ptexts",
         "qcache",
         "qfmt",
         "qscale",
@@ -225,6 +226,16 @@ class Market:
         self.qfmt = _formatter(self.lot_units, self.qscale)
         # lots -> canonical text; most quantities repeat, and formatting is the costly part
         self.qtexts: dict[int, str] = {}
+        self.ptexts: dict[int, str] = {}
+
+    def ptext(self, ticks: int) -> str:
+        text = self.ptexts.get(ticks)
+        if text is None:
+            text = self.pfmt(ticks)
+            if len(self.ptexts) >= _TEXT_CACHE_MAX:
+                self.ptexts.clear()
+            self.ptexts[ticks] = text
+        return text
 
     def qtext(self, lots: int) -> str:
         text = self.qtexts.get(lots)
@@ -416,7 +427,7 @@ class Engine:
             return [Rejected(seq, "place", "fok_unfillable", name, oid)]
 
         mname = market.name
-        pstr = market.pfmt(price) if is_limit else None
+        pstr = market.ptext(price) if is_limit else None
         events: list[Event] = [
             Accepted(seq, name, oid, mname, side_name, pstr, market.qtext(qty), tif)
         ]
@@ -647,7 +658,7 @@ class Engine:
         crosses = len(okeys) > 0 and okeys[-1] >= limit_key
         if crosses and order.post_only:
             return [Rejected(seq, "amend", "post_only_would_cross", client, oid)]
-        pstr = level.pstr if price == level.price else market.pfmt(price)
+        pstr = level.pstr if price == level.price else market.ptext(price)
         self._unlink(order)
         events: list[Event] = [Amended(seq, name, oid, mname, pstr, market.qtext(qty))]
         if crosses:
