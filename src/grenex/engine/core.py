@@ -34,7 +34,6 @@ state that continues exactly like the original.
 from __future__ import annotations
 
 import hashlib
-import re
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from itertools import pairwise
@@ -58,8 +57,7 @@ from grenex.engine.usedids import UsedIdArchive
 
 __all__ = ["Engine", "SnapshotError"]
 
-_NAME: Final = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
-_is_name_match: Final = _NAME.match
+_NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 
 # Steps (price/tick, qty/lot) must be below 2**63 (SPEC §1).
 _STEPS_LIMIT: Final = 1 << 63
@@ -95,7 +93,8 @@ def _is_name(value: object) -> TypeGuard[str]:
     # fast path for the common all-alphanumeric name; the pattern decides the rest
     if value.isalnum() and value.isascii():
         return len(value) <= 64
-    return _is_name_match(value) is not None
+    # names with . _ : - : a set check is about twice as fast as the pattern
+    return 0 < len(value) <= 64 and _NAME_CHARS.issuperset(value)
 
 
 class ClientState:

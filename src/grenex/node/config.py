@@ -30,8 +30,8 @@ class NodeConfig:
     tick_ms: int = 50
     election_timeout_ticks: int = 16  # randomised in [t, 2t): 0.8–1.6 s
     heartbeat_interval_ticks: int = 2
-    snapshot_interval_entries: int = 20_000
-    compaction_retain_entries: int = 5_000
+    snapshot_interval_entries: int = 100_000
+    compaction_retain_entries: int = 10_000
 
     # Client API bounds.
     api_body_max_bytes: int = 1024 * 1024  # a batch of commands fits

@@ -72,14 +72,14 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
 @click.option(
     "--snapshot-interval",
     type=int,
-    default=20_000,
+    default=100_000,
     show_default=True,
     help="Snapshot the state machine after this many applied entries.",
 )
 @click.option(
     "--compaction-retain",
     type=int,
-    default=5_000,
+    default=10_000,
     show_default=True,
     help="Log entries kept below a snapshot for slightly lagging members.",
 )
