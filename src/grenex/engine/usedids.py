@@ -4,7 +4,8 @@ Order ids are used up forever (SPEC §2), so a long stream leaves millions of id
 rest but must still be recognised as duplicates.  As Python strings in a dict they would cost
 about 100 bytes each.  Almost all real ids are a fixed prefix and a counter (``o123``,
 ``cli-2026-000017``), so the archive stores an id ``prefix + digits`` as an integer in a sorted
-run of 8-byte machine integers per prefix, and only the odd remainder as strings.
+run per prefix, stored as offsets from the run's first number in 2-, 4- or (rarely) 8-byte
+machine integers, and only the odd remainder as strings.
 
 Runs are merged like a binary counter (a new run absorbs every older run not more than twice
 its size), so adding ``n`` ids costs ``O(n log n)`` in total and a membership test looks at
@@ -27,30 +28,45 @@ __all__ = ["UsedIdArchive"]
 _TAIL: Final = re.compile(r"(?:[1-9][0-9]{0,17}|0)\Z")
 
 
+def _run(numbers: list[int]) -> tuple[int, array[int]]:
+    """A sorted run as (base, offsets from base) in the narrowest machine integers that hold
+    its span: 2 bytes per id for a dense counter, 4 for ids up to 4 billion apart."""
+    base = numbers[0]
+    span = numbers[-1] - base
+    code = "H" if span < 1 << 16 else "I" if span < 1 << 32 else "q"
+    if code == "q":
+        return 0, array("q", numbers)
+    return base, array(code, [n - base for n in numbers])
+
+
 class _Prefix:
     __slots__ = ("high", "runs")
 
     def __init__(self) -> None:
-        self.runs: list[array[int]] = []  # each sorted ascending, disjoint from the others
+        # each (base, offsets) sorted ascending, disjoint from the others
+        self.runs: list[tuple[int, array[int]]] = []
         self.high = -1  # the largest number in any run
 
     def __contains__(self, n: int) -> bool:
         if n > self.high:
             return False
-        for run in self.runs:
-            if run[0] <= n <= run[-1]:
-                i = bisect_left(run, n)
-                if run[i] == n:
+        for base, offs in self.runs:
+            rel = n - base
+            if offs[0] <= rel <= offs[-1]:
+                i = bisect_left(offs, rel)
+                if offs[i] == rel:
                     return True
         return False
 
+    def numbers(self) -> list[int]:
+        return [base + x for base, offs in self.runs for x in offs]
+
     def add_sorted(self, numbers: list[int]) -> None:
-        run = array("q", numbers)
         runs = self.runs
-        while runs and len(runs[-1]) <= 2 * len(run):
-            merged = sorted(runs.pop() + run)
-            run = array("q", merged)
-        runs.append(run)
+        while runs and len(runs[-1][1]) <= 2 * len(numbers):
+            base, offs = runs.pop()
+            numbers = sorted([base + x for x in offs] + numbers)
+        runs.append(_run(numbers))
         self.high = max(self.high, numbers[-1])
 
 
@@ -100,6 +116,5 @@ class UsedIdArchive:
         """Every id, in no particular order."""
         yield from self._other
         for prefix, p in self._prefixes.items():
-            for run in p.runs:
-                for n in run:
-                    yield f"{prefix}{n}"
+            for n in p.numbers():
+                yield f"{prefix}{n}"
