@@ -493,6 +493,10 @@ class GrenexClient:
 
     @property
     def events_topic(self) -> str:
+        """This client's node's own stream when a node is chosen (what it applied, in its
+        order), else the cluster's shared topic (any node's publisher)."""
+        if self.node is not None:
+            return f"grenex:{self.cluster}:events:{self.node}"
         return f"grenex:{self.cluster}:events"
 
     async def __aenter__(self) -> Self:
@@ -773,12 +777,14 @@ class GrenexClient:
     # ------------------------------------------------------------------ events
 
     def events(self, market: str | None = None, *, queue_max: int = 8192) -> EventStream:
-        """The cluster's applied events, in log order, from one node's publisher.
+        """The cluster's applied events, in log order, from one node's publisher (the chosen
+        node's, when the client has one).
 
         ``async with client.events() as stream: async for event in stream: ...``; the stream
-        reconnects (to another node when its publisher goes away), and drops events it has
-        already delivered.  Events published while it reconnects are missed: read
-        :meth:`book` / :meth:`trades` after ``stream.reconnects`` changes if that matters.
+        reconnects (without a chosen node, to another node when its publisher goes away), and
+        drops events it has already delivered.  Events published while it reconnects are
+        missed: read :meth:`book` / :meth:`trades` after ``stream.reconnects`` changes if that
+        matters.
         """
         s = EventStream(self, market, queue_max)
         self._streams.add(s)
