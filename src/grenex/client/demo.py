@@ -151,7 +151,7 @@ async def _trade(cluster: LocalCluster, trader: Trader, stats: Stats, count: int
 def _top(book: dict[str, Any]) -> str:
     bid = book["bids"][0]["price"] if book["bids"] else "-"
     ask = book["asks"][0]["price"] if book["asks"] else "-"
-    return f"{bid} / {ask}"
+    return f"{bid}/{ask}"
 
 
 async def _snapshot(cluster: LocalCluster) -> dict[str, Any]:
@@ -171,7 +171,7 @@ async def _snapshot(cluster: LocalCluster) -> dict[str, Any]:
 
 def _node_table(snap: dict[str, Any], voters: list[str]) -> Table:
     t = Table(title="replicas", header_style="bold", expand=False)
-    for col in ("node", "kind", "role", "term", "applied", "lag", "BTC-USD bid / ask", "state"):
+    for col in ("node", "kind", "role", "term", "applied", "lag", "BTC-USD bid/ask", "state"):
         t.add_column(col, justify="right" if col in ("term", "applied", "lag") else "left")
     commit = max((s["commit"] for s, _ in snap.values() if isinstance(s, dict)), default=0)
     for node, (s, top) in snap.items():
@@ -210,17 +210,9 @@ async def _verify(cluster: LocalCluster, console: Console) -> bool:
             books[node] = await cluster.request(node, "book", {}, timeout_ms=5_000)
         except GrenacheError as e:
             books[node] = e
-    t = Table(title="every replica, side by side", header_style="bold")
-    for col in (
-        "node",
-        "applied",
-        "state hash",
-        "books digest",
-        "BTC-USD bid / ask",
-        "ETH-USD bid / ask",
-        "resting",
-    ):
-        t.add_column(col)
+    t = Table(title="every replica, side by side (best bid/ask per market)", header_style="bold")
+    for col in ("node", "applied", "state", "books", "BTC-USD", "ETH-USD", "orders"):
+        t.add_column(col, no_wrap=True)
     for node, s in st.items():
         b = books[node]
         if not isinstance(s, dict) or not isinstance(b, dict):
@@ -231,8 +223,8 @@ async def _verify(cluster: LocalCluster, console: Console) -> bool:
         t.add_row(
             node,
             str(s["applied"]),
-            s["state_hash"][:12],
-            _book_digest(b)[:12],
+            s["state_hash"][:8],
+            _book_digest(b)[:8],
             _top(by_market["BTC-USD"]) if "BTC-USD" in by_market else "-",
             _top(by_market["ETH-USD"]) if "ETH-USD" in by_market else "-",
             str(resting),
