@@ -4,8 +4,7 @@ from grenex.codec.commands import (
     NOT_JSON,
     decode_command,
     encode_event,
-    encode_events_lines,
     encode_json,
 )
 
-__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_events_lines", "encode_json"]
+__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_json"]

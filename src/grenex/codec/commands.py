@@ -8,7 +8,6 @@ UTF-8 decodes to :data:`NOT_JSON`, which the engine rejects as ``invalid_command
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
@@ -16,7 +15,7 @@ import msgspec
 from grenex.engine.decimal import JsonNumber
 from grenex.engine.events import Event
 
-__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_events_lines", "encode_json"]
+__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_json"]
 
 
 class _NotJson:
@@ -59,13 +58,3 @@ def encode_event(event: Event) -> bytes:
 def encode_json(value: Any) -> bytes:
     """Any JSON-able value (dicts, lists, events) as compact JSON."""
     return _encoder.encode(value)
-
-
-def encode_events_lines(events: Iterable[Event]) -> bytes:
-    """Events as JSON lines, each followed by ``\\n``."""
-    buf = bytearray()
-    enc = _encoder.encode_into
-    for ev in events:
-        enc(ev, buf, -1)
-        buf += b"\n"
-    return bytes(buf)

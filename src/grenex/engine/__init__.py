@@ -15,7 +15,7 @@ from grenex.engine import native as _native
 
 _native.load_core()  # the compiled build of .core, when a fresh one exists (see .native)
 
-from grenex.engine.core import Engine, SnapshotError  # noqa: E402
+from grenex.engine.core import Engine, SnapshotError, is_name  # noqa: E402
 from grenex.engine.decimal import JsonNumber  # noqa: E402
 from grenex.engine.events import (  # noqa: E402
     Accepted,
@@ -42,4 +42,5 @@ __all__ = [
     "Resting",
     "SnapshotError",
     "Trade",
+    "is_name",
 ]

@@ -55,7 +55,7 @@ from grenex.engine.events import (
 )
 from grenex.engine.usedids import UsedIdArchive
 
-__all__ = ["Engine", "SnapshotError"]
+__all__ = ["Engine", "SnapshotError", "is_name"]
 
 _NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 
@@ -69,7 +69,6 @@ STP_CANCEL_MAKER: Final = 0
 STP_CANCEL_TAKER: Final = 1
 STP_CANCEL_BOTH: Final = 2
 _STP_CODES: Final[dict[str, int]] = {"cancel_maker": 0, "cancel_taker": 1, "cancel_both": 2}
-_STP_NAMES: Final = ("cancel_maker", "cancel_taker", "cancel_both")
 _TIFS: Final[dict[str, str]] = {"GTC": "GTC", "IOC": "IOC", "FOK": "FOK"}
 
 # Distinct decimal texts remembered per market; the cache is cleared when full.
@@ -86,7 +85,7 @@ class SnapshotError(ValueError):
     """A snapshot that is not one this engine wrote."""
 
 
-def _is_name(value: object) -> TypeGuard[str]:
+def is_name(value: object) -> TypeGuard[str]:
     """SPEC §1 name: an exact ``str`` of 1–64 of ``A-Z a-z 0-9 . _ : -``."""
     if type(value) is not str:
         return False
@@ -314,7 +313,7 @@ class Engine:
 
     def _add_market(self, cmd: dict[str, object], seq: int) -> list[Event]:
         name = cmd.get("market")
-        if not _is_name(name):
+        if not is_name(name):
             return [Rejected(seq, "add_market", "invalid_market")]
         assert isinstance(name, str)
         if name in self._markets:
@@ -336,13 +335,13 @@ class Engine:
     def _place(self, cmd: dict[str, object], seq: int) -> list[Event]:
         client = cmd.get("client")
         oid = cmd.get("id")
-        if not _is_name(oid):
+        if not is_name(oid):
             return [Rejected(seq, "place", "invalid_command")]
         # Only names ever become clients, so a known client is a valid name; the exact type
         # check keeps a JsonNumber that equals a client's name from passing as that name.
         cs = self._clients.get(client) if type(client) is str else None
         if cs is None:
-            if not _is_name(client):
+            if not is_name(client):
                 return [Rejected(seq, "place", "invalid_command")]
             cs = self._clients[client] = ClientState(client)
         else:
@@ -600,7 +599,7 @@ class Engine:
     def _cancel(self, cmd: dict[str, object], seq: int) -> list[Event]:
         client = cmd.get("client")
         oid = cmd.get("id")
-        if not _is_name(client) or not _is_name(oid):
+        if not is_name(client) or not is_name(oid):
             return [Rejected(seq, "cancel", "invalid_command")]
         order = self._resting_order(client, oid)
         if order is None:
@@ -614,7 +613,7 @@ class Engine:
     def _amend(self, cmd: dict[str, object], seq: int) -> list[Event]:
         client = cmd.get("client")
         oid = cmd.get("id")
-        if not _is_name(client) or not _is_name(oid):
+        if not is_name(client) or not is_name(oid):
             return [Rejected(seq, "amend", "invalid_command")]
         order = self._resting_order(client, oid)
         if order is None:
@@ -683,11 +682,6 @@ class Engine:
         """Open markets, by name (code point order)."""
         return sorted(self._markets)
 
-    def market_steps(self, market: str) -> tuple[str, str] | None:
-        """``(tick, lot)`` of an open market as canonical decimals."""
-        m = self._markets.get(market)
-        return None if m is None else (m.tick_text, m.lot_text)
-
     @property
     def resting_orders(self) -> int:
         return self._resting
@@ -709,23 +703,6 @@ class Engine:
                 }
             )
         return out
-
-    def order(self, client: str, order_id: str) -> dict[str, Any] | None:
-        """A resting order as ``{client, id, market, side, price, qty}``, or None."""
-        cs = self._clients.get(client)
-        o = cs.ids.get(order_id) if cs is not None else None
-        if o is None:
-            return None
-        level = o.level
-        m = level.side.market
-        return {
-            "client": client,
-            "id": order_id,
-            "market": m.name,
-            "side": level.side.name,
-            "price": level.pstr,
-            "qty": m.qfmt(o.qty),
-        }
 
     # ------------------------------------------------------------------ invariants
 
@@ -806,11 +783,11 @@ class Engine:
         eng = cls()
         _, markets, clients = state
         for name, ids in clients:
-            if not _is_name(name) or not isinstance(ids, list):
+            if not is_name(name) or not isinstance(ids, list):
                 raise SnapshotError("bad client")
             cs = eng._client(name)
             for oid in ids:
-                if not _is_name(oid) or oid in cs.ids:
+                if not is_name(oid) or oid in cs.ids:
                     raise SnapshotError("bad used id")
                 cs.ids[oid] = None
                 cs.retired += 1
@@ -896,6 +873,3 @@ def _side_state(side: BookSide) -> list[list[Any]]:
             out.append([o.client.name, o.id, level.price, o.qty, o.post_only, o.stp])
             o = o.next
     return out
-
-
-STP_NAMES = _STP_NAMES

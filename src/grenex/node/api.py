@@ -8,11 +8,11 @@ literal text (the server decodes them with :class:`~grenex.engine.JsonNumber`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 from grenex.codec import encode_json
+from grenex.engine import is_name
 
 __all__ = [
     "BATCH_ACTION",
@@ -30,7 +30,6 @@ READ_ACTIONS: Final = ("book", "trades", "status", "events")
 # An extension of SPEC §7 (like an exchange's multi-order endpoint): several commands in one
 # request, each its own log entry with its own outcome; not atomic.
 BATCH_ACTION: Final = "batch"
-_NAME: Final = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
 # Deeper JSON than this in a command is refused before it is encoded into the log.
 _DEPTH_MAX: Final = 8
 
@@ -132,7 +131,7 @@ def name_or_none(args: dict[str, Any], key: str) -> str | None:
     v = args.get(key)
     if v is None:
         return None
-    if type(v) is not str or _NAME.match(v) is None:
+    if not is_name(v):
         raise BadRequest(f"{key} must be a name")
     return v
 
@@ -148,4 +147,4 @@ def int_or_default(args: dict[str, Any], key: str, default: int, low: int, high:
 
 def client_of(args: dict[str, Any]) -> str | None:
     c = args.get("client")
-    return c if type(c) is str and _NAME.match(c) is not None else None
+    return c if is_name(c) else None

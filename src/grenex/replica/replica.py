@@ -114,8 +114,11 @@ class Replica:
           a member yet (joining) accepts the leader that is adding it;
         * a snapshot whose data is not a valid replica snapshot must never be persisted.
         """
-        members = self.raft.conf_state().members()
-        if self.id in members and msg.src not in members:
+        raft = self.raft
+        voters, learners = raft.voters, raft.learners
+        if (self.id in voters or self.id in learners) and not (
+            msg.src in voters or msg.src in learners
+        ):
             return False
         snap = msg.snapshot
         if snap is not None and snap.data:

@@ -36,17 +36,16 @@ executes again (a cancel then says ``unknown_order``; an amend re-applies its ab
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict, deque
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
+
+from grenex.engine import is_name
 
 __all__ = ["Outcome", "Sessions", "session_keys"]
 
-_NAME: Final = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
-
 
 def _name(v: object) -> str | None:
-    return v if type(v) is str and _NAME.match(v) is not None else None
+    return v if is_name(v) else None
 
 
 class Outcome(NamedTuple):

@@ -20,17 +20,14 @@ What is checked, and where:
 
 from __future__ import annotations
 
-import re
-from typing import Any, Final
+from typing import Any
 
 from grenex.codec import decode_command
 from grenex.consensus import EntryKind
-from grenex.engine import Engine
+from grenex.engine import Engine, is_name
 from grenex.engine.events import Event
 
 __all__ = ["Model", "SimFailure", "Watch"]
-
-_NAME: Final = re.compile(r"[A-Za-z0-9._:\-]{1,64}\Z")
 
 
 class SimFailure(AssertionError):  # noqa: N818 (a verdict, raised like an assertion)
@@ -41,14 +38,14 @@ def _keys(cmd: Any) -> list[tuple[str, str, str]]:
     if not isinstance(cmd, dict):
         return []
     client = cmd.get("client")
-    if type(client) is not str or not _NAME.match(client):
+    if not is_name(client):
         return []
     out = []
     oid = cmd.get("id")
-    if cmd.get("type") == "place" and type(oid) is str and _NAME.match(oid):
+    if cmd.get("type") == "place" and is_name(oid):
         out.append(("id", client, oid))
     req = cmd.get("req")
-    if type(req) is str and _NAME.match(req):
+    if is_name(req):
         out.append(("req", client, req))
     return out
 
