@@ -4,7 +4,8 @@ from grenex.codec.commands import (
     NOT_JSON,
     decode_command,
     encode_event,
+    encode_events,
     encode_json,
 )
 
-__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_json"]
+__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_events", "encode_json"]

@@ -15,7 +15,7 @@ import msgspec
 from grenex.engine.decimal import JsonNumber
 from grenex.engine.events import Event
 
-__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_json"]
+__all__ = ["NOT_JSON", "decode_command", "encode_event", "encode_events", "encode_json"]
 
 
 class _NotJson:
@@ -53,6 +53,11 @@ def decode_command(data: bytes | str) -> Any:
 def encode_event(event: Event) -> bytes:
     """One event as compact JSON (``type`` first, SPEC field order)."""
     return _encoder.encode(event)
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """A list of events as one compact JSON array (each as :func:`encode_event` writes it)."""
+    return _encoder.encode(events)
 
 
 def encode_json(value: Any) -> bytes:

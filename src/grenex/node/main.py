@@ -14,6 +14,7 @@ import click
 
 from grenex.grenache.link import parse_grapes
 from grenex.node.config import NodeConfig
+from grenex.node.gcpolicy import GcPolicy
 from grenex.node.node import Node, NodeError
 
 __all__ = ["node_command", "run_node"]
@@ -47,9 +48,12 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(f"{node.api_server.port}\n{json.dumps(ports)}\n")
         tmp.replace(ready_file)
+    policy = GcPolicy()
+    policy.install()
+    gc_task = asyncio.create_task(policy.run(), name="gc")
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(node.wait_stopped())]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for w in waiters:
+    for w in [*waiters, gc_task]:
         w.cancel()
     failed = node._stopped.is_set() and not stop.is_set()  # the driver stopped by itself
     await node.stop(graceful=not failed)

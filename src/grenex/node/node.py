@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from grenex.codec import encode_event
+from grenex.codec import encode_event, encode_events
 from grenex.consensus import (
     Config,
     EntryKind,
@@ -72,6 +72,17 @@ _ROLE_NAMES = {
     Role.CANDIDATE: "candidate",
     Role.LEADER: "leader",
 }
+
+
+def _reply(applied: Applied) -> dict[str, Any]:
+    """The answer to one applied command: its seq and its events (already JSON: the reply
+    frame embeds the bytes instead of building and re-encoding a dict per event)."""
+    events = applied.events
+    seq = events[0].seq if events else applied.index
+    reply: dict[str, Any] = {"seq": seq, "events": msgspec.Raw(encode_events(events))}
+    if applied.duplicate:
+        reply["duplicate"] = True  # answered from the session table: the first outcome
+    return reply
 
 
 class NodeError(Exception):
@@ -706,19 +717,16 @@ class Node:
             applied = await asyncio.wait_for(fut, ms / 1000)
         except TimeoutError:
             raise Unavailable(f"not applied within {ms} ms; retry with the same id") from None
-        events = applied.events
-        seq = events[0].seq if events else applied.index
-        reply = {"seq": seq, "events": [msgspec.to_builtins(e) for e in events]}
-        if applied.duplicate:
-            reply["duplicate"] = True  # answered from the session table: the first outcome
-        return reply
+        return _reply(applied)
 
     async def _command(self, req: api.Request) -> Any:
         return await self._outcome(self._submit(req))
 
     async def _batch(self, req: api.Request) -> Any:
         """Each command of a batch is its own log entry with its own outcome (not atomic):
-        ``{"results": [{"seq", "events"} | {"error": "ERR_GRENEX_…"}, ...]}`` in order."""
+        ``{"results": [{"seq", "events"} | {"error": "ERR_GRENEX_…"}, ...]}`` in order.
+
+        One wait (and one timer) for the whole batch, not a task per command."""
         reqs = api.batch_requests(req, self.cfg.batch_commands_max)
         futs: list[asyncio.Future[Applied] | Exception] = []
         for r in reqs:
@@ -726,16 +734,29 @@ class Node:
                 futs.append(self._submit(r))
             except (BadRequest, Unavailable) as e:
                 futs.append(e)
-
-        async def one(f: asyncio.Future[Applied] | Exception) -> Any:
+        live = [f for f in futs if isinstance(f, asyncio.Future)]
+        ms = self.cfg.command_timeout_ms
+        try:
+            if live:
+                await asyncio.wait(live, timeout=ms / 1000)
+        finally:
+            for fut in live:
+                if not fut.done():
+                    fut.cancel()  # as wait_for would: the outcome is no longer awaited here
+        late = f"not applied within {ms} ms; retry with the same id"
+        results: list[Any] = []
+        for f in futs:
             if isinstance(f, Exception):
-                return {"error": str(f)}
-            try:
-                return await self._outcome(f)
-            except (Unavailable, BadRequest) as e:
-                return {"error": str(e)}
-
-        return {"results": await asyncio.gather(*(one(f) for f in futs))}
+                results.append({"error": str(f)})
+            elif f.cancelled():
+                results.append({"error": str(Unavailable(late))})
+            elif (exc := f.exception()) is not None:
+                if not isinstance(exc, (Unavailable, BadRequest)):
+                    raise exc
+                results.append({"error": str(exc)})
+            else:
+                results.append(_reply(f.result()))
+        return {"results": results}
 
     def _book(self, args: dict[str, Any]) -> Any:
         replica = self.replica

@@ -27,6 +27,7 @@ this bookkeeping.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -237,6 +238,9 @@ class Proposals(Generic[T]):
 
     pending_max: int = 65_536
     _pending: dict[int, tuple[int, T]] = field(default_factory=dict)
+    # every index added, smallest first; an index no longer pending is dropped when it comes
+    # to the top (so finding the lowest pending index is not a scan of all of them)
+    _heap: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -248,6 +252,8 @@ class Proposals(Generic[T]):
         if old is None and len(self._pending) >= self.pending_max:
             raise OverflowError("too many proposals pending")
         self._pending[index] = (term, token)
+        if old is None:
+            heapq.heappush(self._heap, index)
         return old[1] if old is not None else None
 
     def resolve(
@@ -257,12 +263,16 @@ class Proposals(Generic[T]):
         index afterwards (proposals at or below it that did not come out are unknown)."""
         pending = self._pending
         if not pending:
+            self._heap.clear()
             return
         for a in applied:
             p = pending.pop(a.index, None)
             if p is not None:
                 yield p[1], (a if p[0] == a.term else None)
-        if pending and min(pending) <= applied_index:
-            # skipped by a snapshot install: never seen here, so unknown
-            for idx in sorted(i for i in pending if i <= applied_index):
-                yield pending.pop(idx)[1], None
+        heap = self._heap
+        while heap and (heap[0] not in pending or heap[0] <= applied_index):
+            idx = heapq.heappop(heap)
+            p = pending.pop(idx, None)
+            if p is not None:
+                # skipped by a snapshot install: never seen here, so unknown
+                yield p[1], None
