@@ -10,12 +10,13 @@ leading zeros and huge numbers) whichever order ids are added in.
 from __future__ import annotations
 
 import random
+import re
 from decimal import Decimal
 
 import pytest
 
 from grenex.engine.decimal import DIGITS_MAX, JsonNumber, format_units, parse_decimal
-from grenex.engine.usedids import UsedIdArchive
+from grenex.engine.usedids import UsedIdArchive, split_id
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,26 @@ def test_archive_refuses_an_id_twice() -> None:
     archive.add_many(["o1"])
     with pytest.raises(AssertionError):
         archive.add_many(["o1"])
+
+
+# The split's definition as a regular expression (what the archive used before): the longest
+# tail of at most 18 ASCII digits without leading zeros, or a lone "0".
+_TAIL = re.compile(r"(?:[1-9][0-9]{0,17}|0)\Z")
+
+
+def _split_by_regex(item: str) -> tuple[str, int] | None:
+    m = _TAIL.search(item)
+    return None if m is None else (item[: m.start()], int(item[m.start() :]))
+
+
+def test_split_id_matches_its_regular_expression_definition() -> None:
+    rng = random.Random(11)
+    alphabet = "0123456789-a:٣"  # "٣" is a non-ASCII digit: never part of a counter
+    cases = ["", "0", "00", "o0", "o00", "o007", "x", "a-b", "9" * 40, "1" + "0" * 30, "٣", "a٣7"]
+    for _ in range(20_000):
+        cases.append("".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 30))))
+    for k in range(1, 22):  # counters around the 18-digit limit, with and without leading zeros
+        for _ in range(200):
+            cases.append(f"c{'0' * rng.randrange(3)}{rng.randrange(10**k)}")
+    for item in cases:
+        assert split_id(item) == _split_by_regex(item), item
