@@ -136,6 +136,21 @@ def test_proposals_report_a_displaced_older_proposal() -> None:
     assert len(p) == 1
 
 
+def test_proposals_skipped_below_the_applied_index_are_unknown_lowest_first() -> None:
+    p: Proposals[str] = Proposals()
+    for index in (9, 4, 7, 12):
+        p.add(index, 1, f"p{index}")
+    p.add(7, 2, "p7b")  # displaces p7: one proposal at 7, in the heap once more
+    applied = [Applied(4, 1, 0, b"", [], False)]
+    # 4 came out; a snapshot install then moved the replica to 9: 7 and 9 were never seen here
+    got = list(p.resolve(applied, 9))
+    assert got == [("p4", applied[0]), ("p7b", None), ("p9", None)]
+    assert len(p) == 1  # 12 still waits
+    assert list(p.resolve([], 11)) == []
+    assert list(p.resolve([], 12)) == [("p12", None)]
+    assert len(p) == 0
+
+
 def test_lagging_replica_installs_a_snapshot_through_the_driver() -> None:
     t = Trio(snapshot_interval_entries=5, compaction_retain_entries=0)
     t.reps["a"].raft.campaign()

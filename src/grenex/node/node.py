@@ -716,8 +716,12 @@ class Node:
         try:
             applied = await asyncio.wait_for(fut, ms / 1000)
         except TimeoutError:
-            raise Unavailable(f"not applied within {ms} ms; retry with the same id") from None
+            raise self._late() from None
         return _reply(applied)
+
+    def _late(self) -> Unavailable:
+        ms = self.cfg.command_timeout_ms
+        return Unavailable(f"not applied within {ms} ms; retry with the same id")
 
     async def _command(self, req: api.Request) -> Any:
         return await self._outcome(self._submit(req))
@@ -743,13 +747,12 @@ class Node:
             for fut in live:
                 if not fut.done():
                     fut.cancel()  # as wait_for would: the outcome is no longer awaited here
-        late = f"not applied within {ms} ms; retry with the same id"
         results: list[Any] = []
         for f in futs:
             if isinstance(f, Exception):
                 results.append({"error": str(f)})
             elif f.cancelled():
-                results.append({"error": str(Unavailable(late))})
+                results.append({"error": str(self._late())})
             elif (exc := f.exception()) is not None:
                 if not isinstance(exc, (Unavailable, BadRequest)):
                     raise exc
