@@ -11,12 +11,14 @@ follows the log, so it is the same on every replica.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import msgspec
 
 from grenex.codec import encode_json
 from grenex.replica import ReplicaState, Sessions, session_keys
+from grenex.replica.sessions import Outcome
 
 
 def cmd(**fields: Any) -> bytes:
@@ -196,3 +198,40 @@ def test_a_retried_add_market_with_req_gets_its_first_outcome() -> None:
     assert dup and again == first  # not market_exists
     other, dup = state.apply_command(3, 1, cmd.replace(b"open-m", b"open-m2"))
     assert not dup and other[0].__struct_config__.tag == "rejected"  # market_exists
+
+
+def test_both_bounds_evict_like_a_model_over_many_records() -> None:
+    """Random records from a few clients with both bounds active, against a model: a list of
+    every live (index, client, key) in log order, where the per-client bound drops the client's
+    oldest and the global bound drops the oldest overall. Long enough that the fifo's stale
+    entries (left by per-client evictions and re-recorded keys) are filtered many times."""
+    rng = random.Random(5)
+    per_client, total = 5, 12
+    s = Sessions(outcomes_per_client_max=per_client, outcomes_max=total)
+    model: list[tuple[int, str, str]] = []
+    evictions = 0
+    for index in range(1, 5_000):
+        client = rng.choice("abcd")
+        live = {(c, k) for _, c, k in model}
+        keys = tuple(
+            k
+            for k in {f"k{rng.randrange(40)}" for _ in range(rng.randrange(1, 3))}
+            if (client, k) not in live
+        )
+        keys = tuple(sorted(keys))
+        if not keys:
+            continue
+        s.record(client, keys, Outcome(index, b"[]"))
+        model.extend((index, client, k) for k in keys)
+        mine = [e for e in model if e[1] == client]
+        for e in mine[: max(0, len(mine) - per_client)]:
+            model.remove(e)
+            evictions += 1
+        while len(model) > total:
+            model.pop(0)
+            evictions += 1
+        assert len(s) == len(model) and s.evictions == evictions
+        for i, c, k in model:
+            out = s.lookup(c, (k,))
+            assert out is not None and out.index == i
+    assert len(s._fifo) <= 2 * len(s) + 64 + 2

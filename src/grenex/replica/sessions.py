@@ -141,7 +141,20 @@ class Sessions:
                 self._count -= 1
                 self.evictions += 1
         if len(fifo) > 2 * self._count + 64:
-            self._rebuild_fifo()
+            self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        """Forget fifo entries whose outcome is gone (evicted per client, or recorded again
+        later).  The fifo is in log order already, so this is a filter, not a sort."""
+        clients = self._clients
+        live = []
+        for entry in self._fifo:
+            t = clients.get(entry[1])
+            if t is not None:
+                o = t.get(entry[2])
+                if o is not None and o.index == entry[0]:
+                    live.append(entry)
+        self._fifo = deque(live)
 
     def _rebuild_fifo(self) -> None:
         items = [
