@@ -32,6 +32,7 @@ class NodeConfig:
     heartbeat_interval_ticks: int = 2
     snapshot_interval_entries: int = 100_000
     compaction_retain_entries: int = 10_000
+    snapshot_in_background: bool = True  # serialise in a forked child (snapshotter.py)
 
     # Client API bounds.
     api_body_max_bytes: int = 1024 * 1024  # a batch of commands fits

@@ -59,6 +59,7 @@ from grenex.grenache.errors import RemoteError, TransportError
 from grenex.node import api
 from grenex.node.api import BadRequest, Unavailable
 from grenex.node.config import NodeConfig, service_names
+from grenex.node.snapshotter import BackgroundSnapshots
 from grenex.node.transport import PeerTransport, decode_batch, sign, verify
 from grenex.replica import Applied, Proposals, Replica, ReplicaConfig
 
@@ -105,6 +106,7 @@ class Node:
         self.names = service_names(config.cluster, config.node_id)
         self.storage: Storage | None = None
         self.replica: Replica | None = None
+        self.snapshots: BackgroundSnapshots | None = None
         self.link: Link | None = None
         self.peers: PeerRPCClient | None = None
         self.api_server: PeerRPCServer | None = None
@@ -177,9 +179,13 @@ class Node:
                 raft=raft_cfg,
                 snapshot_interval_entries=cfg.snapshot_interval_entries,
                 compaction_retain_entries=cfg.compaction_retain_entries,
+                auto_snapshot=False,  # self.snapshots takes them, between driver steps
             ),
             storage,
             random.Random(os.urandom(16)),  # the shell may use real randomness
+        )
+        self.snapshots = BackgroundSnapshots(
+            self.replica, self._wake, fork=cfg.snapshot_in_background
         )
         self.link = Link(list(cfg.grapes), request_timeout_ms=cfg.grape_request_timeout_ms)
         await self.link.start()
@@ -271,6 +277,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.snapshots is not None:
+            await self.snapshots.close()
         await self._close_io()
         for _, fut in list(self._to_forward) + self._to_propose:
             if not fut.done():
@@ -346,6 +354,8 @@ class Node:
                         self.transport.send(m)
                     applied = replica.apply(rd)
                     self._applied(replica, rd, applied)
+                assert self.snapshots is not None
+                self.snapshots.step()
             except asyncio.CancelledError:
                 raise
             except Exception:

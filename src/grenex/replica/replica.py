@@ -14,6 +14,10 @@ carried out, shared by the asyncio node and the simulator:
 4. ``applied = replica.apply(rd)`` — restores a received snapshot, applies committed entries
    to the engine (exactly-once), advances the core, and takes a snapshot + compacts the log
    every ``snapshot_interval_entries``.  Returns one :class:`Applied` per committed entry.
+   (With ``auto_snapshot=False`` the shell takes snapshots itself, in two halves:
+   ``snapshot_point()`` names the index and membership to serialise, and
+   ``store_snapshot(point, data)`` stores and compacts later, between driver steps — so the
+   serialising can happen elsewhere, e.g. in a forked child of the node.)
 
 :meth:`Replica.handle_ready` does 1–4 in a loop until the core is idle.
 
@@ -37,6 +41,7 @@ from grenex.consensus import (
     ConfChange,
     ConfChangeOp,
     Config,
+    ConfState,
     EntryKind,
     Message,
     Raft,
@@ -59,6 +64,8 @@ class ReplicaConfig:
     # Session bounds: part of the state machine, must be equal on every replica (sessions.py).
     session_outcomes_per_client_max: int = 4096
     session_outcomes_max: int = 131_072
+    # False: apply() never snapshots; the shell calls snapshot_point/store_snapshot itself.
+    auto_snapshot: bool = True
 
     def __post_init__(self) -> None:
         assert self.snapshot_interval_entries >= 1 and self.compaction_retain_entries >= 0
@@ -185,7 +192,7 @@ class Replica:
                 state.skip(e.index, e.term)
                 out.append(Applied(e.index, e.term, e.kind, e.data, [], False))
         self.raft.advance(rd)
-        if state.index - self.last_snapshot_index >= self.config.snapshot_interval_entries:
+        if self.config.auto_snapshot and self.snapshot_due():
             self.take_snapshot()
         return out
 
@@ -201,17 +208,39 @@ class Replica:
                 send(m)
             applied.extend(self.apply(rd))
 
+    def snapshot_due(self) -> bool:
+        """``snapshot_interval_entries`` applied since the last snapshot."""
+        return self.state.index - self.last_snapshot_index >= self.config.snapshot_interval_entries
+
     def take_snapshot(self) -> None:
         """Snapshot the state machine at the applied index and compact the log below it,
         keeping ``compaction_retain_entries``.  Call only between driver steps."""
-        st = self.storage
+        point = self.snapshot_point()
+        if point is not None:
+            self.store_snapshot(point, self.state.snapshot())
+
+    def snapshot_point(self) -> tuple[int, ConfState] | None:
+        """What a snapshot taken now covers: the applied index and the membership (None when
+        storage already holds a snapshot that recent).  Serialise ``self.state`` as it is now
+        (``ReplicaState.snapshot``) and hand the bytes to :meth:`store_snapshot`."""
         index = self.state.index
-        if index <= st.snapshot().index:
-            return
-        st.create_snapshot(index, self.raft.conf_state(), self.state.snapshot())
-        self.last_snapshot_index = index
+        if index <= self.storage.snapshot().index:
+            return None
+        return index, self.raft.conf_state()
+
+    def store_snapshot(self, point: tuple[int, ConfState], data: bytes) -> bool:
+        """Store a snapshot serialised at ``point`` and compact the log below it; between
+        driver steps only.  False (nothing done) when storage meanwhile got a snapshot at least
+        as recent, e.g. one installed from the leader."""
+        st = self.storage
+        index, conf = point
+        if index <= st.snapshot().index or index > self.state.index:
+            return False
+        st.create_snapshot(index, conf, data)
+        self.last_snapshot_index = max(self.last_snapshot_index, index)
         self.snapshots_taken += 1
         st.compact(max(index - self.config.compaction_retain_entries, st.first_index() - 1))
+        return True
 
     # -- observing -----------------------------------------------------------------------------
 
