@@ -30,6 +30,7 @@ import pytest
 
 from grenex.client import (
     BadRequest,
+    CommandResult,
     GrapeUnavailable,
     GrenexClient,
     NotFound,
@@ -353,3 +354,50 @@ async def test_event_stream_reconnects_without_repeats(cluster: LocalCluster) ->
 
 async def _true_if(cond: bool) -> bool | None:
     return True if cond else None
+
+
+async def test_place_many_gives_each_order_its_outcome_exactly_once(cluster: LocalCluster) -> None:
+    async with client(cluster, "n1") as n1, client(cluster, "n2") as n2:
+        await n1.add_market("PM-USD", "0.01", "0.1", req="pm-market")
+        orders: list[dict[str, Any]] = [
+            {
+                "market": "PM-USD",
+                "side": "sell",
+                "qty": "1",
+                "price": "10",
+                "id": "pm-s",
+                "client": "mk",
+            },
+            {"market": "PM-USD", "side": "buy", "qty": "1", "price": "10", "id": "pm-b"},
+            {"market": "PM-USD", "side": "buy", "qty": "1", "price": "9.999", "id": "pm-x"},
+            {"market": "PM-USD", "side": "buy", "qty": "0.5", "price": "9", "client": "other"},
+        ]
+        first = await n1.place_many(orders)
+        assert all(isinstance(r, CommandResult) for r in first)
+        results = [r for r in first if isinstance(r, CommandResult)]
+        assert [r.status for r in results] == ["resting", "filled", "rejected", "resting"]
+        assert [(r.client, r.id) for r in results][:3] == [
+            ("mk", "pm-s"),
+            ("n1", "pm-b"),
+            ("n1", "pm-x"),
+        ]
+        assert results[3].client == "other" and results[3].id is not None
+        assert len({r.seq for r in results}) == 4  # each its own log entry, in order
+        assert [r.seq for r in results] == sorted(r.seq for r in results)
+        # the same ids again (as a retry would send them): the first outcomes, nothing twice
+        again = await n1.place_many(orders[:3])
+        assert [(r.seq, r.events) for r in again if isinstance(r, CommandResult)] == [
+            (r.seq, r.events) for r in results[:3]
+        ]
+
+        async def one_trade_on_n2() -> list[Trade] | None:
+            trades = await n2.trades("PM-USD")
+            return trades if trades else None
+
+        trades = await until(one_trade_on_n2, what="the trade on another node")
+        assert [(t.maker, t.taker, t.qty) for t in trades] == [("pm-s", "pm-b", "1")]
+        assert await n1.place_many([]) == []
+        with pytest.raises(TypeError):
+            await n1.place_many([{"market": "PM-USD", "side": "buy", "qty": 1.5}])
+        with pytest.raises(TypeError):
+            await n1.place_many([{"market": "PM-USD", "side": "buy", "qty": "1", "size": "2"}])

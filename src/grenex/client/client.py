@@ -43,7 +43,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
@@ -172,6 +172,16 @@ def _translate(exc: GrenacheError) -> tuple[GrenexClientError, bool]:
     if isinstance(exc, ReplyError):
         return Unavailable(msg, code=exc.code), True
     return GrenexClientError(msg, code=exc.code), False
+
+
+def _item_error(message: str) -> GrenexClientError:
+    """The error for one command of a batch, from the node's ``ERR_…: why`` text."""
+    code = message.partition(":")[0].strip()
+    if code == "ERR_GRENEX_BAD_REQUEST":
+        return BadRequest(message, code=code)
+    if code in _RETRY_CODES:
+        return Unavailable(message, code=code)
+    return GrenexClientError(message, code=code or None)
 
 
 # ---------------------------------------------------------------------------------- results
@@ -617,6 +627,24 @@ class GrenexClient:
         timeout: float | None = None,
     ) -> CommandResult:
         """Place an order (a market order without ``price``); retried with the same id."""
+        args = self._place_args(market, side, qty, price, client, id, tif, post_only, stp)
+        reply = await self._command("place", args, timeout)
+        return CommandResult(
+            reply["seq"], _decode_events(reply["events"]), args["client"], args["id"]
+        )
+
+    def _place_args(
+        self,
+        market: str,
+        side: str,
+        qty: DecimalLike,
+        price: DecimalLike | None = None,
+        client: str | None = None,
+        id: str | None = None,
+        tif: str | None = None,
+        post_only: bool | None = None,
+        stp: str | None = None,
+    ) -> dict[str, Any]:
         args: dict[str, Any] = {
             "client": self._client(client),
             "id": id if id is not None else new_order_id(),
@@ -633,10 +661,49 @@ class GrenexClient:
             args["post_only"] = post_only
         if stp is not None:
             args["stp"] = stp
-        reply = await self._command("place", args, timeout)
-        return CommandResult(
-            reply["seq"], _decode_events(reply["events"]), args["client"], args["id"]
+        return args
+
+    async def place_many(
+        self,
+        orders: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+    ) -> list[CommandResult | GrenexClientError]:
+        """Place many orders in one request (the node's ``batch`` action, at most 256).
+
+        Each order is a mapping of :meth:`place`'s arguments (``market``, ``side``, ``qty``,
+        and optionally ``price``, ``client``, ``id``, ``tif``, ``post_only``, ``stp``); every
+        order gets its id here, so retrying the whole request (as this method does on a lost
+        reply) never places one twice. Each order is its own log entry with its own outcome —
+        not atomic: the result list holds, in order, a :class:`CommandResult` or the error for
+        that order (:class:`Unavailable`: retry it with the same id; :class:`BadRequest`).
+        """
+        placed = [self._place_args(**order) for order in orders]
+        if not placed:
+            return []
+        commands = [{"type": "place", **args} for args in placed]
+        reply = await self._call(
+            "batch",
+            {"commands": commands},
+            attempt_timeout=self.attempt_timeout,
+            timeout=timeout,
+            command=True,
         )
+        results = reply.get("results") if isinstance(reply, dict) else None
+        if not isinstance(results, list) or len(results) != len(placed):
+            raise GrenexClientError(f"unexpected reply to batch: {str(reply)[:200]}")
+        out: list[CommandResult | GrenexClientError] = []
+        for args, r in zip(placed, results, strict=True):
+            if isinstance(r, dict) and "events" in r and isinstance(r.get("seq"), int):
+                out.append(
+                    CommandResult(r["seq"], _decode_events(r["events"]), args["client"], args["id"])
+                )
+            else:
+                err = r.get("error") if isinstance(r, dict) else None
+                e = _item_error(err if isinstance(err, str) else f"unexpected result {r!r}")
+                e.command = args
+                out.append(e)
+        return out
 
     async def cancel(
         self,
