@@ -31,6 +31,7 @@ import gc
 import logging
 import os
 import signal
+import warnings
 from typing import Final
 
 from grenex.consensus import ConfState
@@ -125,7 +126,11 @@ class BackgroundSnapshots:
             return
         parent = os.getpid()
         try:
-            pid = os.fork()
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about fork in a process with threads: the child here only
+                # serialises and writes to its pipe, it takes no lock another thread may hold
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
         except OSError as e:
             os.close(r)
             os.close(w)
