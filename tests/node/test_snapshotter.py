@@ -4,8 +4,8 @@ Proves, on a single-voter replica driven in this process: a due snapshot is seri
 child and stored between steps at the point it was taken, byte for byte what the state was
 then, even though more entries were applied while the child ran (the child's copy-on-write
 image); the log is compacted below it; nothing is started while one runs or when none is due;
-without fork the snapshot is taken in the foreground; ``close`` kills a running child and
-reaps it.
+without fork, or after a child failed, the snapshot is taken in the foreground; ``close``
+kills a running child and reaps it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from grenex.codec import encode_json
 from grenex.consensus import Config, MemoryStorage, Message, bootstrap
 from grenex.node.snapshotter import BackgroundSnapshots
-from grenex.replica import Replica, ReplicaConfig
+from grenex.replica import Replica, ReplicaConfig, ReplicaState
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
@@ -126,3 +126,26 @@ async def test_close_kills_a_running_child() -> None:
     assert not busy(snaps) and snaps.failures == 0
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # already reaped
+
+
+async def test_a_failed_child_falls_back_to_the_foreground(monkeypatch: pytest.MonkeyPatch) -> None:
+    r = single_voter(interval=20)
+    apply_places(r, 0, 30)
+    node_pid = os.getpid()
+    real = ReplicaState.snapshot
+
+    def fails_in_a_child(self: ReplicaState) -> bytes:
+        if os.getpid() != node_pid:
+            raise RuntimeError("the child cannot serialise")
+        return real(self)
+
+    monkeypatch.setattr(ReplicaState, "snapshot", fails_in_a_child)
+    snaps = BackgroundSnapshots(r, asyncio.Event())
+    snaps.step()
+    assert busy(snaps)
+    await wait_for(lambda: not busy(snaps))
+    assert snaps.failures == 1 and not snaps.fork
+    assert r.storage.snapshot().index == 0  # nothing stored from the failed child
+    snaps.step()  # still due: taken in the foreground now
+    assert r.storage.snapshot().index == r.applied_index
+    assert r.storage.snapshot().data == real(r.state)
