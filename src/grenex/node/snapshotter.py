@@ -116,13 +116,12 @@ class BackgroundSnapshots:
         if point is None:
             return
         if not self.fork:
-            replica.store_snapshot(point, replica.state.snapshot())
+            self._foreground(point)
             return
         try:
             r, w = os.pipe()
         except OSError as e:
-            log.warning("snapshot in the foreground (no pipe: %s)", e)
-            replica.store_snapshot(point, replica.state.snapshot())
+            self._foreground(point, f"no pipe: {e}")
             return
         parent = os.getpid()
         try:
@@ -134,14 +133,18 @@ class BackgroundSnapshots:
         except OSError as e:
             os.close(r)
             os.close(w)
-            log.warning("snapshot in the foreground (fork failed: %s)", e)
-            replica.store_snapshot(point, replica.state.snapshot())
+            self._foreground(point, f"fork failed: {e}")
             return
         if pid == 0:
             _child(replica.state, w, parent)
         os.close(w)
         self._pid = pid
         self._task = asyncio.create_task(self._collect(pid, r, point), name="snapshot")
+
+    def _foreground(self, point: tuple[int, ConfState], why: str = "") -> None:
+        if why:
+            log.warning("snapshot in the foreground (%s)", why)
+        self.replica.store_snapshot(point, self.replica.state.snapshot())
 
     async def _collect(self, pid: int, r: int, point: tuple[int, ConfState]) -> None:
         try:
