@@ -4,8 +4,8 @@ Proves, on a single-voter replica driven in this process: a due snapshot is seri
 child and stored between steps at the point it was taken, byte for byte what the state was
 then, even though more entries were applied while the child ran (the child's copy-on-write
 image); the log is compacted below it; nothing is started while one runs or when none is due;
-without fork, or after a child failed, the snapshot is taken in the foreground; ``close``
-kills a running child and reaps it.
+without fork, after a child failed, or after one ran over its time (killed), the snapshot is
+taken in the foreground; ``close`` kills a running child and reaps it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 
 import pytest
 
@@ -149,3 +150,29 @@ async def test_a_failed_child_falls_back_to_the_foreground(monkeypatch: pytest.M
     snaps.step()  # still due: taken in the foreground now
     assert r.storage.snapshot().index == r.applied_index
     assert r.storage.snapshot().data == real(r.state)
+
+
+async def test_a_child_over_its_time_is_killed_and_the_foreground_takes_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = single_voter(interval=20)
+    apply_places(r, 0, 30)
+    node_pid = os.getpid()
+    real = ReplicaState.snapshot
+
+    def hangs_in_a_child(self: ReplicaState) -> bytes:
+        if os.getpid() != node_pid:
+            signal.pause()  # a child that never finishes (until killed)
+        return real(self)
+
+    monkeypatch.setattr(ReplicaState, "snapshot", hangs_in_a_child)
+    snaps = BackgroundSnapshots(r, asyncio.Event(), child_timeout_s=0.3)
+    snaps.step()
+    pid = snaps._pid
+    assert pid is not None and busy(snaps)
+    await wait_for(lambda: not busy(snaps))
+    assert snaps.failures == 1 and not snaps.fork
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # killed and reaped
+    snaps.step()
+    assert r.storage.snapshot().index == r.applied_index

@@ -17,8 +17,9 @@ pipe and exits. The node reads the pipe in a thread and reaps the child; the dri
 the snapshot and compacts (``Replica.store_snapshot``), again between steps. Entries applied
 meanwhile stay in the log above the snapshot, as after any snapshot.
 
-At most one child runs at a time. If forking or the child fails, the node logs it and takes
-that snapshot synchronously instead, so the log stays bounded either way. Memory: the child
+At most one child runs at a time. If forking or the child fails, or the child is still at it
+after ``child_timeout_s`` (it is then killed), the node logs it and takes snapshots
+synchronously from then on, so the log stays bounded either way. Memory: the child
 shares the node's pages and copies those it touches (reference counts), at most the size of
 the state, for the time of one serialisation.
 """
@@ -89,10 +90,20 @@ def _read_all(r: int) -> bytes:
 class BackgroundSnapshots:
     """One node's snapshot taking; call :meth:`step` from the driver between steps."""
 
-    def __init__(self, replica: Replica, wake: asyncio.Event, *, fork: bool = True) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        wake: asyncio.Event,
+        *,
+        fork: bool = True,
+        child_timeout_s: float = 300.0,
+    ) -> None:
         self.replica = replica
         self.wake = wake
         self.fork = fork and hasattr(os, "fork")
+        # a child still serialising after this is killed (and the foreground used from then
+        # on): a stuck child must not stop snapshots, and so compaction, for good
+        self.child_timeout_s = child_timeout_s
         self._task: asyncio.Task[None] | None = None
         self._pid: int | None = None
         self._done: tuple[tuple[int, ConfState], bytes] | None = None
@@ -147,10 +158,19 @@ class BackgroundSnapshots:
         self.replica.store_snapshot(point, self.replica.state.snapshot())
 
     async def _collect(self, pid: int, r: int, point: tuple[int, ConfState]) -> None:
+        reader = asyncio.ensure_future(asyncio.to_thread(_read_all, r))
         try:
-            data = await asyncio.to_thread(_read_all, r)
+            late = False
+            try:
+                data = await asyncio.wait_for(asyncio.shield(reader), self.child_timeout_s)
+            except TimeoutError:
+                late = True
+                self._kill()
+                data = await reader  # the pipe ends with the child
             _, status = await asyncio.to_thread(os.waitpid, pid, 0)
             self._pid = None
+            if late:
+                raise OSError(f"snapshot child ran over {self.child_timeout_s:g} s; killed")
             if os.waitstatus_to_exitcode(status) != 0 or not data:
                 raise OSError(f"snapshot child exited with status {status}")
             self._done = (point, data)
@@ -163,12 +183,15 @@ class BackgroundSnapshots:
             self._task = None
             self.wake.set()
 
-    async def close(self) -> None:
-        """Stop a running child and wait for its reader."""
-        self._closing = True
+    def _kill(self) -> None:
         if self._pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Stop a running child and wait for its reader."""
+        self._closing = True
+        self._kill()
         task = self._task
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError, OSError):
