@@ -1,7 +1,7 @@
 """EXB-1R: orders through a real grenex cluster on loopback (BENCHMARKS.md).
 
 What it does: starts Grapes and a cluster (3 voters + 2 learners by default) with
-:class:`grenex.client.cluster.LocalCluster`, then for each load point runs ``--clients``
+:class:`grenex.devnet.LocalCluster`, then for each load point runs ``--clients``
 client processes (``benchmarks/cluster_client.py``), each sending to its own node, closed loop
 (``flat``: ``--concurrency`` in flight per client) or open loop at a fixed total rate (orders/s
 split evenly over the clients; latency from the scheduled send time).
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grenex.client.cluster import LocalCluster
+from grenex.devnet import LocalCluster
 
 HERE = Path(__file__).resolve().parent
 

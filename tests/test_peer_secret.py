@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from grenex.client.cluster import LocalCluster
 from grenex.codec.raft import encode_message
 from grenex.consensus import Message, MessageType
+from grenex.devnet import LocalCluster
 from grenex.grenache import RemoteError
 from grenex.node.transport import encode_batch, sign
 

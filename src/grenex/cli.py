@@ -14,8 +14,8 @@ from grenex import __version__
 
 # command name -> "module:attribute" of its click command, in the order `--help` lists them
 _COMMANDS: dict[str, str] = {
-    "demo": "grenex.client.demo:demo_command",
-    "up": "grenex.client.demo:up_command",
+    "demo": "grenex.devnet.demo:demo_command",
+    "up": "grenex.devnet.demo:up_command",
     "node": "grenex.node.main:node_command",
     "place": "grenex.client.commands:place_command",
     "cancel": "grenex.client.commands:cancel_command",

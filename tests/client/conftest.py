@@ -1,7 +1,7 @@
 """Fixtures of the client tests: one real local cluster per test module.
 
 ``cluster`` starts two real Grapes (npm grenache-grape) and three voting ``grenex node``
-processes on loopback (:class:`~grenex.client.cluster.LocalCluster`, markets BTC-USD and
+processes on loopback (:class:`~grenex.devnet.LocalCluster`, markets BTC-USD and
 ETH-USD open) once per module, and stops every process by PID when the module ends.  Tests
 in a module share it, so each test uses its own client ids and prices where it matters.
 """
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from grenex.client.cluster import LocalCluster
+from grenex.devnet import LocalCluster
 from grenex.grenache.testing import GrapeNotInstalledError, find_grape_bin
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from grenex.client import GrenexClient
-from grenex.client.cluster import LocalCluster
+from grenex.devnet import LocalCluster
 from grenex.grenache import Link
 
 from .helpers import black_hole, closed_port

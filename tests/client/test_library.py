@@ -36,7 +36,7 @@ from grenex.client import (
     NotFound,
     Unavailable,
 )
-from grenex.client.cluster import LocalCluster
+from grenex.devnet import LocalCluster
 from grenex.engine import Accepted, Filled, Resting, Trade
 from grenex.grenache import Link, PeerPub, PeerRPCServer, RemoteError
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from grenex.client.cluster import LocalCluster
+from grenex.devnet import LocalCluster
 
 from .harness import Harness
 

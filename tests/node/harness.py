@@ -1,6 +1,6 @@
 """A LocalCluster with a recorded history: the shared fixture code of the node tests.
 
-:class:`Harness` starts a :class:`~grenex.client.cluster.LocalCluster` **without** markets,
+:class:`Harness` starts a :class:`~grenex.devnet.LocalCluster` **without** markets,
 subscribes :class:`~node.history.EventStream` to one node's publisher (a node the test never
 kills), and only then opens the markets, through recorded commands: so the stream holds every
 command of the cluster's log.  Every command sent through the harness (in-process with
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grenex.client.cluster import DEFAULT_MARKETS, LocalCluster
+from grenex.devnet import DEFAULT_MARKETS, LocalCluster
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 
 from .history import OK, CheckResult, Client, EventStream, HistoryError, Op, call, check, node_ports

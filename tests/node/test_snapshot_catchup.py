@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from grenex.client.cluster import LocalCluster
+from grenex.devnet import LocalCluster
 
 pytestmark = [pytest.mark.timeout(180)]
 

@@ -9,7 +9,7 @@
         print(r.status, r.reason, r.trades)
 
 See :mod:`grenex.client.client` for retries and errors, docs/client.md for a tour.
-:mod:`grenex.client.cluster` starts a local network of Grapes and nodes.
+A local network of Grapes and nodes to talk to is :mod:`grenex.devnet`'s ``LocalCluster``.
 """
 
 from grenex.client.client import (

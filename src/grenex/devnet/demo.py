@@ -30,7 +30,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from grenex.client.cluster import ClusterError, LocalCluster
+from grenex.devnet.cluster import ClusterError, LocalCluster
 from grenex.grenache import GrenacheError
 from grenex.grenache.testing import GrapeNotInstalledError, find_grape_bin
 
