@@ -15,7 +15,7 @@ from grenex import __version__
 # command name -> "module:attribute" of its click command, in the order `--help` lists them
 _COMMANDS: dict[str, str] = {
     "demo": "grenex.devnet.demo:demo_command",
-    "up": "grenex.devnet.demo:up_command",
+    "up": "grenex.devnet.up:up_command",
     "node": "grenex.node.main:node_command",
     "place": "grenex.client.commands:place_command",
     "cancel": "grenex.client.commands:cancel_command",

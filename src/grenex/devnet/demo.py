@@ -1,11 +1,16 @@
-"""``grenex demo`` and ``grenex up``: a whole network on this machine, in one command.
+"""``grenex demo``: a whole network on this machine, traded on, proven to agree.
 
 ``demo`` starts Grapes and a cluster (3 voters + 2 learners by default), runs simulated traders
 that place, cancel and amend orders through their OWN nodes at the same time, shows a live view
 (per node: role, applied index, lag, top of book; trades per second; progress), and then proves
 the point: every replica's state hash and books, side by side, must be identical (exit 0) or
-the demo fails (exit 1).  ``up`` starts the same network and keeps it running until Ctrl-C.
-Everything either command started is stopped, also on Ctrl-C or SIGTERM.
+the demo fails (exit 1).  Everything it started is stopped, also on Ctrl-C or SIGTERM.
+
+Each trader trades through its own :class:`~grenex.client.GrenexClient`, pinned to its node:
+a command whose answer is lost is sent again by the client with the same id (or ``req``), and
+the node answers the repeat with the first outcome (SPEC §6), so the demo keeps no retry loop
+of its own.  A command the client gives up on (its deadline passed) is counted as failed.
+``grenex up`` (:mod:`grenex.devnet.up`) starts the same network and keeps it running.
 """
 
 from __future__ import annotations
@@ -16,11 +21,9 @@ import hashlib
 import json
 import random
 import secrets
-import signal
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import click
@@ -30,30 +33,18 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from grenex.client import CommandResult, GrenexClient, GrenexClientError
+from grenex.devnet._cli import check_grape, run_until_signal
 from grenex.devnet.cluster import ClusterError, LocalCluster
 from grenex.grenache import GrenacheError
-from grenex.grenache.testing import GrapeNotInstalledError, find_grape_bin
 
-__all__ = ["demo_command", "up_command"]
-
-GRAPE_MISSING = (
-    "the pinned Grape (npm package grenache-grape@1.0.0) is not installed.\n"
-    "Run ./run setup in the grenex checkout (it runs `npm ci`), or set GRENEX_GRAPE_BIN to a "
-    "grape executable."
-)
+__all__ = ["demo_command"]
 
 MIDS = {"BTC-USD": Decimal("64000"), "ETH-USD": Decimal("3200")}
 LOTS = {
     "BTC-USD": (Decimal("0.0001"), [1, 5, 10, 25, 50, 100, 250]),
     "ETH-USD": (Decimal("0.001"), [10, 50, 100, 500, 1000, 2000]),
 }
-
-
-def _check_grape() -> None:
-    try:
-        find_grape_bin()
-    except GrapeNotInstalledError:
-        raise click.ClickException(GRAPE_MISSING) from None
 
 
 @dataclass
@@ -114,7 +105,7 @@ class Stats:
     sent: int = 0
     acked: int = 0
     rejected: int = 0
-    retries: int = 0
+    failed: int = 0  # commands the client gave up on (no outcome within its deadline)
     trades: int = 0
     trade_times: list[float] = field(default_factory=list)
 
@@ -124,28 +115,60 @@ class Stats:
         return len(recent) / window_s
 
 
-async def _trade(cluster: LocalCluster, trader: Trader, stats: Stats, count: int) -> None:
-    """Send ``count`` commands; a command that gets ERR_GRENEX_UNAVAILABLE or no answer is
-    retried with the same id (SPEC §6: the retry gets the original outcome)."""
+# one command: at most this long per attempt, and this long overall with the client's retries
+ATTEMPT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 30.0
+
+
+def _client_for(cluster: LocalCluster, trader: Trader) -> GrenexClient:
+    return GrenexClient(
+        cluster.grape_urls,
+        cluster.cluster,
+        trader.node,
+        client_id=trader.name,
+        timeout=COMMAND_TIMEOUT_S,
+        attempt_timeout=ATTEMPT_TIMEOUT_S,
+    )
+
+
+async def _send(client: GrenexClient, action: str, args: dict[str, Any]) -> CommandResult:
+    """One of the trader's commands through the client (which retries it with the same id)."""
+    if action == "place":
+        return await client.place(
+            args["market"],
+            args["side"],
+            args["qty"],
+            args.get("price"),
+            client=args["client"],
+            id=args["id"],
+            tif=args.get("tif"),
+        )
+    if action == "cancel":
+        return await client.cancel(args["client"], args["id"])
+    assert action == "amend", action
+    return await client.amend(
+        args["client"], args["id"], qty=args.get("qty"), price=args.get("price")
+    )
+
+
+async def _trade(client: GrenexClient, trader: Trader, stats: Stats, count: int) -> None:
+    """Send ``count`` commands, one at a time, through the trader's own client."""
     for _ in range(count):
         action, args = trader.next_command()
         stats.sent += 1
-        for attempt in range(20):
-            try:
-                reply = await cluster.request(trader.node, action, args, timeout_ms=10_000)
-                break
-            except GrenacheError:
-                stats.retries += 1
-                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
-        else:
+        try:
+            result = await _send(client, action, args)
+        except GrenexClientError:
+            stats.failed += 1
             continue
         stats.acked += 1
-        for ev in reply.get("events", []):
-            if ev.get("type") == "trade":
-                stats.trades += 1
-                stats.trade_times.append(time.monotonic())
-            elif ev.get("type") == "rejected":
-                stats.rejected += 1
+        if result.rejected:
+            stats.rejected += 1
+        if result.trades:
+            now = time.monotonic()
+            stats.trades += len(result.trades)
+            stats.trade_times.extend(now for _ in result.trades)
+            del stats.trade_times[:-5000]
 
 
 def _top(book: dict[str, Any]) -> str:
@@ -259,52 +282,31 @@ async def _demo(
     )
     with console.status("starting Grapes and nodes on 127.0.0.1 …"):
         await cluster.start()
-    leader = await cluster.wait_leader()
-    console.print(f"cluster up; leader {leader}; markets BTC-USD and ETH-USD open")
     try:
-        stats = Stats()
-        voter_ids = cluster.voter_ids
+        leader = await cluster.wait_leader()
+        console.print(f"cluster up; leader {leader}; markets BTC-USD and ETH-USD open")
         node_ids = cluster.node_ids
         crowd = [
             Trader(f"trader{i + 1}", node_ids[i % len(node_ids)], random.Random(1000 + i))
             for i in range(traders)
         ]
         shares = [orders // traders + (1 if i < orders % traders else 0) for i in range(traders)]
-        tasks = [
-            asyncio.create_task(_trade(cluster, t, stats, n))
-            for t, n in zip(crowd, shares, strict=True)
-        ]
-        progress = Progress(
-            TextColumn("commands"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        bar = progress.add_task("commands", total=orders)
-        deadline = time.monotonic() + duration
-        snap = await _snapshot(cluster)
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            while not all(t.done() for t in tasks) and time.monotonic() < deadline:
-                progress.update(bar, completed=stats.acked)
-                info = (
-                    f"trades {stats.trades}  ({stats.trades_per_s():.0f}/s)   "
-                    f"rejected {stats.rejected}   retries {stats.retries}   "
-                    f"traders: " + ", ".join(f"{t.name}→{t.node}" for t in crowd)
-                )
-                live.update(
-                    Panel(Group(_node_table(snap, voter_ids), info, progress), title="grenex")
-                )
-                await asyncio.sleep(0.5)
-                snap = await _snapshot(cluster)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            progress.update(bar, completed=stats.acked)
-            snap = await _snapshot(cluster)
-            live.update(Panel(Group(_node_table(snap, voter_ids), progress), title="grenex"))
+        stats = Stats()
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(_client_for(cluster, t)) for t in crowd]
+            tasks = [
+                asyncio.create_task(_trade(c, t, stats, n))
+                for c, t, n in zip(clients, crowd, shares, strict=True)
+            ]
+            try:
+                await _show(cluster, console, crowd, tasks, stats, orders, duration)
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         console.print(
             f"{stats.acked} commands acknowledged, {stats.trades} trades, "
-            f"{stats.rejected} rejected by the engine, {stats.retries} retries"
+            f"{stats.rejected} rejected by the engine, {stats.failed} failed"
         )
         return await _verify(cluster, console)
     finally:
@@ -312,17 +314,43 @@ async def _demo(
             await cluster.stop()
 
 
-def _run_until_signal(coro: Any) -> Any:
-    """Run ``coro``; SIGINT/SIGTERM cancel it (its ``finally`` blocks then stop everything)."""
-
-    async def main() -> Any:
-        task = asyncio.ensure_future(coro)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        return await task
-
-    return asyncio.run(main())
+async def _show(
+    cluster: LocalCluster,
+    console: Console,
+    crowd: list[Trader],
+    tasks: list[asyncio.Task[None]],
+    stats: Stats,
+    orders: int,
+    duration: float,
+) -> None:
+    """The live view, until every trader is done or ``duration`` has passed."""
+    voter_ids = cluster.voter_ids
+    progress = Progress(
+        TextColumn("commands"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    bar = progress.add_task("commands", total=orders)
+    deadline = time.monotonic() + duration
+    snap = await _snapshot(cluster)
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while not all(t.done() for t in tasks) and time.monotonic() < deadline:
+            progress.update(bar, completed=stats.acked)
+            info = (
+                f"trades {stats.trades}  ({stats.trades_per_s():.0f}/s)   "
+                f"rejected {stats.rejected}   failed {stats.failed}   "
+                f"traders: " + ", ".join(f"{t.name}→{t.node}" for t in crowd)
+            )
+            live.update(Panel(Group(_node_table(snap, voter_ids), info, progress), title="grenex"))
+            await asyncio.sleep(0.5)
+            snap = await _snapshot(cluster)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        progress.update(bar, completed=stats.acked)
+        snap = await _snapshot(cluster)
+        live.update(Panel(Group(_node_table(snap, voter_ids), progress), title="grenex"))
 
 
 @click.command("demo")
@@ -336,97 +364,14 @@ def demo_command(
     orders: int, nodes: int, voters: int, traders: int, grapes: int, duration: float
 ) -> None:
     """Start a local network, trade on it from several nodes at once, prove the replicas agree."""
-    _check_grape()
+    check_grape()
     if not (1 <= voters <= nodes and traders >= 1 and orders >= 0 and grapes >= 1):
         raise click.UsageError("need 1 <= voters <= nodes, traders >= 1, grapes >= 1")
     try:
-        same = _run_until_signal(_demo(orders, nodes, voters, traders, grapes, duration))
+        same = run_until_signal(_demo(orders, nodes, voters, traders, grapes, duration))
     except asyncio.CancelledError:
         click.echo("interrupted; everything the demo started is stopped", err=True)
         raise SystemExit(130) from None
     except ClusterError as e:
         raise click.ClickException(f"the network did not come up: {e}") from None
     raise SystemExit(0 if same else 1)
-
-
-def _secret_for(data_dir: Path | None) -> str:
-    """The cluster secret: random for an in-memory network; kept in the data directory for
-    a durable one, so that a restarted `up` can talk to its own nodes again."""
-    if data_dir is None:
-        return secrets.token_hex(16)
-    path = data_dir / "cluster.secret"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_hex(16)
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return secret
-
-
-async def _up(nodes: int, voters: int, grapes: int, data_dir: Path | None) -> None:
-    console = Console()
-    cluster = LocalCluster(
-        nodes=nodes,
-        voters=voters,
-        grapes=grapes,
-        memory=data_dir is None,
-        base_dir=data_dir,
-        secret=_secret_for(data_dir),
-    )
-    with console.status("starting Grapes and nodes on 127.0.0.1 …"):
-        await cluster.start()
-    try:
-        leader = await cluster.wait_leader()
-        grape = ",".join(cluster.grape_urls)
-        t = Table(title="grenex is up", header_style="bold")
-        for col in ("node", "kind", "client API", "pid", "log"):
-            t.add_column(col)
-        for node_id, np in cluster.procs.items():
-            kind = "voter" if np.voter else "learner"
-            t.add_row(node_id, kind, f"127.0.0.1:{np.api_port}", str(np.pid), str(np.log_path))
-        console.print(t)
-        console.print(f"Grapes: {grape}   leader: {leader}   markets: BTC-USD, ETH-USD")
-        console.print(
-            "Try, in another terminal:\n"
-            f"  export GRENEX_GRAPE={grape}\n"
-            "  grenex status\n"
-            "  grenex place --node n2 --market BTC-USD --side buy --qty 0.5 --price 64000\n"
-            "  grenex watch --node n4 --market BTC-USD\n"
-            "A node started by hand joins with the cluster secret (peer traffic is signed):\n"
-            f"  GRENEX_CLUSTER_SECRET={cluster.secret} grenex node --id n{nodes + 1} --join "
-            f"--memory --grape {grape}\n"
-            "Ctrl-C stops everything."
-        )
-        while True:
-            await asyncio.sleep(3600)
-    finally:
-        with contextlib.suppress(Exception):
-            console.print("stopping …")
-        await cluster.stop()
-
-
-@click.command("up")
-@click.option("--nodes", type=int, default=5, show_default=True)
-@click.option("--voters", type=int, default=3, show_default=True)
-@click.option("--grapes", type=int, default=2, show_default=True)
-@click.option("--memory", is_flag=True, help="In-memory logs (the default).")
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Durable logs (and node logs) under this directory.",
-)
-def up_command(nodes: int, voters: int, grapes: int, memory: bool, data_dir: Path | None) -> None:
-    """Start G Grapes and N nodes (n1…nN, the first V voting) on loopback until Ctrl-C."""
-    _check_grape()
-    if memory and data_dir is not None:
-        raise click.UsageError("--memory and --data-dir exclude each other")
-    if not 1 <= voters <= nodes:
-        raise click.UsageError("need 1 <= voters <= nodes")
-    try:
-        _run_until_signal(_up(nodes, voters, grapes, data_dir))
-    except asyncio.CancelledError:
-        click.echo("stopped", err=True)
-    except ClusterError as e:
-        raise click.ClickException(f"the network did not come up: {e}") from None
