@@ -10,11 +10,17 @@ Deviation, written down here and in ARCHITECTURE.md's spirit: the engine imports
 modules are loaders rather than engine logic (``native`` reads its own source files to find a
 compiled build; ``build_native`` runs the compiler), so they are exempt from the no-I/O rule
 but not from the no-other-grenex-package rule.
+
+The devnet starts nodes as processes: of the node package it may import only
+``grenex.node.config`` (names and settings), never the node's internals.  The client holds the
+client library and its command line only; :func:`test_client_holds_no_devnet` keeps
+``LocalCluster``, ``up`` and ``demo`` out of it.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +36,8 @@ class Rule:
     may: frozenset[str]  # grenex packages it may import (itself always may)
     never: frozenset[str] = field(default_factory=frozenset)  # top-level modules it must not
     no_global_random: bool = False
+    # single modules of packages not in ``may`` that it may still import (``grenex.x.y``)
+    may_modules: frozenset[str] = field(default_factory=frozenset)
 
 
 RULES: dict[str, Rule] = {
@@ -45,6 +53,10 @@ RULES: dict[str, Rule] = {
     "grenache": Rule(frozenset()),
     "node": Rule(frozenset({"engine", "consensus", "codec", "replica", "storage", "grenache"})),
     "client": Rule(frozenset({"grenache", "codec", "engine"})),
+    "devnet": Rule(
+        frozenset({"client", "grenache", "codec", "engine"}),
+        may_modules=frozenset({"grenex.node.config"}),
+    ),
     "sim": Rule(
         frozenset({"engine", "consensus", "replica", "codec"}),
         frozenset({"asyncio", "time", "aiohttp", "socket"}),
@@ -104,7 +116,8 @@ def _violations(path: Path, package: str | None, rule: Rule, rel: str = "") -> l
                 found.append(f"{rel}:{line} imports the grenex top level package")
                 continue
             target = parts[1]
-            if target != package and target not in rule.may and (SRC / target).is_dir():
+            allowed = target == package or target in rule.may or name in rule.may_modules
+            if not allowed and (SRC / target).is_dir():
                 found.append(f"{rel}:{line} imports grenex.{target}")
             if (SRC / f"{target}.py").is_file() and package is not None:
                 found.append(f"{rel}:{line} imports the top-level module grenex.{target}")
@@ -148,3 +161,78 @@ def test_the_checker_catches_a_violation(tmp_path: Path) -> None:
     assert any("imports asyncio" in p for p in problems)
     assert any("imports grenex.node" in p for p in problems)
     assert any("global random" in p for p in problems)
+
+
+def test_devnet_may_use_the_node_config_but_not_its_internals(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text("from grenex.node.config import NodeConfig\nimport grenex.client\n")
+    assert _violations(probe, "devnet", RULES["devnet"], rel="devnet/probe.py") == []
+    for bad in ("from grenex.node.node import Node", "import grenex.node", "import grenex.replica"):
+        probe.write_text(bad + "\n")
+        assert _violations(probe, "devnet", RULES["devnet"], rel="devnet/probe.py") != [], bad
+    probe.write_text("from grenex.devnet import LocalCluster\n")
+    assert _violations(probe, "client", RULES["client"], rel="client/probe.py") != []
+
+
+# what belongs in grenex.devnet, never in grenex.client
+DEVNET_MODULES = {"cluster.py", "demo.py", "up.py"}
+DEVNET_NAMES = {"LocalCluster", "NodeProc", "ClusterError", "demo_command", "up_command"}
+DEVNET_COMMANDS = {"demo", "up"}
+
+
+def _click_command_names(tree: ast.AST) -> list[str]:
+    """The names given to ``@click.command("name")`` / ``@x.command("name")`` decorators."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for d in node.decorator_list:
+                if (
+                    isinstance(d, ast.Call)
+                    and isinstance(d.func, ast.Attribute)
+                    and d.func.attr == "command"
+                    and d.args
+                    and isinstance(d.args[0], ast.Constant)
+                    and isinstance(d.args[0].value, str)
+                ):
+                    names.append(d.args[0].value)
+    return names
+
+
+def test_client_holds_no_devnet() -> None:
+    """client/ is the client library and its command line; the local network lives in devnet/."""
+    client = SRC / "client"
+    assert sorted(p.name for p in client.rglob("*.py") if p.name in DEVNET_MODULES) == []
+    problems = []
+    for path in sorted(client.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        defined = {
+            n.name
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        rel = path.relative_to(SRC).as_posix()
+        problems += [f"{rel} defines {name}" for name in sorted(defined & DEVNET_NAMES)]
+        problems += [
+            f"{rel} defines the {name!r} command"
+            for name in _click_command_names(tree)
+            if name in DEVNET_COMMANDS
+        ]
+    assert problems == []
+    import grenex.client
+
+    assert not DEVNET_NAMES & set(grenex.client.__all__)
+    assert not DEVNET_NAMES & set(dir(grenex.client))
+    for name in ("cluster", "demo", "up"):
+        assert importlib.util.find_spec(f"grenex.client.{name}") is None, name
+    assert (SRC / "devnet" / "cluster.py").is_file()
+    assert (SRC / "devnet" / "demo.py").is_file()
+    assert (SRC / "devnet" / "up.py").is_file()
+
+
+def test_the_cli_runs_up_and_demo_from_devnet() -> None:
+    from grenex.cli import _COMMANDS
+
+    assert {n: _COMMANDS[n] for n in sorted(DEVNET_COMMANDS)} == {
+        "demo": "grenex.devnet.demo:demo_command",
+        "up": "grenex.devnet.up:up_command",
+    }
