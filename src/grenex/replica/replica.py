@@ -165,14 +165,35 @@ class Replica:
 
     def persist(self, rd: Ready) -> None:
         """Step 1 of the Ready contract: snapshot, entries, hard state, one sync."""
-        st = self.storage
+        self.stage(rd)
+        self.flush(rd)
+
+    def stage(self, rd: Ready) -> bool:
+        """The first half of persisting, cheap and in memory: hand the Ready's entries and
+        hard state to storage.  Returns True when :meth:`flush` has disk work to do.
+
+        A Ready that installs a snapshot is staged entirely by :meth:`flush` (writing the
+        snapshot file is disk work, and the entries after it must follow the install)."""
         if rd.snapshot is not None:
-            st.apply_snapshot(rd.snapshot)
+            return True
+        st = self.storage
         if rd.entries:
             st.append(rd.entries)
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
-        if rd.must_sync:  # False only when nothing but the commit index moved
+        return rd.must_sync  # False only when nothing but the commit index moved
+
+    def flush(self, rd: Ready) -> None:
+        """The second half: write and fsync (blocking disk I/O: an asyncio shell may run it in
+        a thread, and nothing else may touch the replica meanwhile)."""
+        st = self.storage
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+            if rd.entries:
+                st.append(rd.entries)
+            if rd.hard_state is not None:
+                st.set_hard_state(rd.hard_state)
+        if rd.must_sync or rd.snapshot is not None:
             st.sync()
 
     def apply(self, rd: Ready) -> list[Applied]:
@@ -284,6 +305,12 @@ class Proposals(Generic[T]):
         if old is None:
             heapq.heappush(self._heap, index)
         return old[1] if old is not None else None
+
+    def discard(self, index: int, token: T) -> None:
+        """Stop waiting for ``index`` if ``token`` waits there (its proposer gave up)."""
+        p = self._pending.get(index)
+        if p is not None and p[1] == token:
+            del self._pending[index]
 
     def resolve(
         self, applied: list[Applied], applied_index: int

@@ -1,0 +1,217 @@
+"""The client API (SPEC §7): service names, actions, request shapes and error codes — defined
+once, here, for the node, the client, devnet, tests and benchmarks.
+
+Pure functions: a request is ``{"action": NAME, "args": [OBJECT]}``; anything else is refused
+with ``ERR_GRENEX_BAD_REQUEST: <why>`` and changes nothing.  Commands are re-encoded as the
+canonical SPEC §2 JSON object (``type`` first) that goes into the log; numbers keep their
+literal text (the server decodes them with :class:`~grenex.engine.JsonNumber`).
+
+Errors (:class:`ApiError` and its subclasses) carry their wire code; ``str()`` of one is the
+Grenache error text ``CODE: why`` that a node answers with.  The codes:
+
+* ``ERR_GRENEX_BAD_REQUEST`` — not of the request shape, or failed a check before the log:
+  sending it again cannot help;
+* ``ERR_GRENEX_BUSY`` — a per-node bound (rate, pending commands, connections): nothing was
+  done; retry later;
+* ``ERR_GRENEX_UNAVAILABLE`` — no leader reachable, or no outcome in time: the command may or
+  may not have executed; sending the same command again is safe;
+* ``ERR_GRENEX_COMPACTED`` — the events asked for are no longer kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from grenex.codec.commands import encode_json
+from grenex.engine import is_name
+
+__all__ = [
+    "BATCH_ACTION",
+    "COMMAND_ACTIONS",
+    "ERR_BAD_REQUEST",
+    "ERR_BUSY",
+    "ERR_COMPACTED",
+    "ERR_UNAVAILABLE",
+    "READ_ACTIONS",
+    "RETRYABLE_CODES",
+    "ApiError",
+    "BadRequest",
+    "Busy",
+    "Compacted",
+    "Request",
+    "Unavailable",
+    "batch_requests",
+    "client_of",
+    "command_bytes",
+    "error_code",
+    "int_or_default",
+    "name_or_none",
+    "parse_request",
+    "service_names",
+]
+
+ERR_BAD_REQUEST: Final = "ERR_GRENEX_BAD_REQUEST"
+ERR_BUSY: Final = "ERR_GRENEX_BUSY"
+ERR_UNAVAILABLE: Final = "ERR_GRENEX_UNAVAILABLE"
+ERR_COMPACTED: Final = "ERR_GRENEX_COMPACTED"
+# after these (and Grenache's own busy/timeout codes) the same command may be sent again
+RETRYABLE_CODES: Final = frozenset(
+    {ERR_UNAVAILABLE, ERR_BUSY, "ERR_SERVICE_BUSY", "ERR_TIMEOUT", "ERR_HANDLER_TIMEOUT"}
+)
+
+COMMAND_ACTIONS: Final = ("place", "cancel", "amend", "add_market")
+READ_ACTIONS: Final = ("book", "trades", "status", "events", "markets", "orders", "order")
+# An extension of SPEC §7 (like an exchange's multi-order endpoint): several commands in one
+# request, each its own log entry with its own outcome; not atomic.
+BATCH_ACTION: Final = "batch"
+# Deeper JSON than this in a command is refused before it is encoded into the log.
+_DEPTH_MAX: Final = 8
+
+
+def service_names(cluster: str, node_id: str) -> dict[str, str]:
+    """The Grenache names a node announces (SPEC §7)."""
+    return {
+        "node": f"grenex:{cluster}:node:{node_id}",
+        "nodes": f"grenex:{cluster}:nodes",
+        "peer": f"grenex:{cluster}:peer:{node_id}",
+        "events": f"grenex:{cluster}:events",
+        # the same stream, from this node only (a subscriber that wants one node's view)
+        "node_events": f"grenex:{cluster}:events:{node_id}",
+    }
+
+
+def error_code(text: str) -> str:
+    """The code of a Grenache error text ``CODE: why`` (the text itself when it has none)."""
+    return text.partition(":")[0].strip()
+
+
+class ApiError(Exception):
+    """An answer that is an error; ``str()`` is its wire text ``CODE: why``."""
+
+    code: ClassVar[str] = ERR_BAD_REQUEST
+
+    @property
+    def why(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.why}"
+
+
+class BadRequest(ApiError):  # noqa: N818 - the Grenache error name is what matters
+    code = ERR_BAD_REQUEST
+
+
+class Busy(ApiError):  # noqa: N818
+    code = ERR_BUSY
+
+
+class Unavailable(ApiError):  # noqa: N818
+    code = ERR_UNAVAILABLE
+
+
+class Compacted(ApiError):  # noqa: N818
+    code = ERR_COMPACTED
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    action: str
+    args: dict[str, Any]
+
+
+def parse_request(payload: Any) -> Request:
+    if type(payload) is not dict:
+        raise BadRequest('a request is {"action": NAME, "args": [OBJECT]}')
+    action = payload.get("action")
+    if type(action) is not str:
+        raise BadRequest("action must be a string")
+    if action not in COMMAND_ACTIONS and action not in READ_ACTIONS and action != BATCH_ACTION:
+        shown = action[:40]
+        known = ", ".join((*COMMAND_ACTIONS, *READ_ACTIONS, BATCH_ACTION))
+        raise BadRequest(f"unknown action {shown!r} (one of {known})")
+    args = payload.get("args")
+    if args is None or args == []:
+        if action in COMMAND_ACTIONS or action == BATCH_ACTION:
+            raise BadRequest(f"{action} needs args: [OBJECT]")
+        return Request(action, {})
+    if type(args) is not list or len(args) != 1 or type(args[0]) is not dict:
+        raise BadRequest("args must be a list holding one object")
+    return Request(action, args[0])
+
+
+def batch_requests(req: Request, commands_max: int) -> list[Request]:
+    """The commands of a ``batch``: ``{"commands": [{"type": ACTION, ...}, ...]}``."""
+    cmds = req.args.get("commands")
+    if type(cmds) is not list or not cmds:
+        raise BadRequest('batch needs {"commands": [COMMAND, ...]}')
+    if len(cmds) > commands_max:
+        raise BadRequest(f"at most {commands_max} commands in one batch")
+    out = []
+    for i, c in enumerate(cmds):
+        if type(c) is not dict or c.get("type") not in COMMAND_ACTIONS:
+            kinds = "/".join(COMMAND_ACTIONS)
+            raise BadRequest(f"commands[{i}] must be an object with type {kinds}")
+        out.append(Request(c["type"], c))
+    return out
+
+
+def _depth_ok(value: Any, depth: int) -> bool:
+    if depth > _DEPTH_MAX:
+        return False
+    if type(value) is dict:
+        return all(_depth_ok(v, depth + 1) for v in value.values())
+    if type(value) is list:
+        return all(_depth_ok(v, depth + 1) for v in value)
+    return True
+
+
+def command_bytes(req: Request, size_max: int) -> bytes:
+    """The log entry for a command request: SPEC §2 JSON with ``type`` first.
+
+    Shapes only: the engine decides validity (a bad field is a ``rejected`` event, not an
+    error).  Refused here: a ``type`` field that contradicts the action, nesting deeper than
+    any command needs, and commands larger than ``size_max`` bytes.
+    """
+    args = req.args
+    t = args.get("type")
+    if t is not None and t != req.action:
+        raise BadRequest(f"args.type {str(t)[:20]!r} contradicts action {req.action!r}")
+    if not _depth_ok(args, 1):
+        raise BadRequest("command nests too deeply")
+    cmd: dict[str, Any] = {"type": req.action}
+    for k, v in args.items():
+        if k != "type":
+            cmd[k] = v
+    try:
+        data = encode_json(cmd)
+    except (TypeError, ValueError, OverflowError) as e:  # pragma: no cover - JSON in, JSON out
+        raise BadRequest(f"cannot encode the command: {e}") from None
+    if len(data) > size_max:
+        raise BadRequest(f"command is {len(data)} bytes (at most {size_max})")
+    return data
+
+
+def name_or_none(args: dict[str, Any], key: str) -> str | None:
+    """An optional SPEC name field of a read request."""
+    v = args.get(key)
+    if v is None:
+        return None
+    if not is_name(v):
+        raise BadRequest(f"{key} must be a name")
+    return v
+
+
+def int_or_default(args: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    v = args.get(key)
+    if v is None:
+        return default
+    if type(v) is not int or not low <= v <= high:
+        raise BadRequest(f"{key} must be an integer in [{low}, {high}]")
+    return v
+
+
+def client_of(args: dict[str, Any]) -> str | None:
+    c = args.get("client")
+    return c if is_name(c) else None

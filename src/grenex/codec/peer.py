@@ -1,0 +1,202 @@
+"""Messages between nodes on the peer service (``grenex:<cluster>:peer:<id>``), typed and
+versioned.
+
+A peer request is a Grenache RPC payload (JSON, as every Grenache peer speaks)::
+
+    {"v": 1, "b": BASE64(msgpack(MESSAGE)), "mac": HEX | null}
+
+where MESSAGE is one of the tagged structs below (field ``t``), encoded once in MessagePack:
+commands and consensus messages inside it are raw bytes, never a JSON string inside JSON.
+``mac`` is the HMAC-SHA256 of the MessagePack bytes under the cluster secret, when the cluster
+has one.  Replies are encoded the same way (``{"v": 1, "b": ...}``, no mac).  Anything that
+does not decode to a known message of this version is :class:`PeerWireError` — the receiver
+answers ``ERR_GRENEX_BAD_REQUEST`` and changes nothing; a reply that does not decode is a
+failed request.  No substring of an error text carries meaning: "not the leader" is the
+:class:`FwdNotLeader` reply.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from typing import Any, Final
+
+import msgspec
+
+__all__ = [
+    "PEER_WIRE_VERSION",
+    "Forward",
+    "FwdAt",
+    "FwdDeclined",
+    "FwdNotLeader",
+    "FwdReply",
+    "Join",
+    "JoinReply",
+    "PeerMessage",
+    "PeerReply",
+    "PeerWireError",
+    "Probe",
+    "ProbeReply",
+    "RaftAck",
+    "RaftBatch",
+    "Rejoin",
+    "RejoinReply",
+    "decode_peer_reply",
+    "decode_peer_request",
+    "encode_peer_reply",
+    "encode_peer_request",
+]
+
+PEER_WIRE_VERSION: Final = 1
+
+
+class PeerWireError(ValueError):
+    """A peer payload that is not a valid message of this version."""
+
+
+class RaftBatch(msgspec.Struct, tag="raft", frozen=True):
+    """Consensus messages (each ``grenex.codec.raft.encode_message`` bytes)."""
+
+    src: str
+    msgs: list[bytes]
+
+
+class Forward(msgspec.Struct, tag="fwd", frozen=True):
+    """Commands a follower forwards to the leader, as batch ``batch`` of ``src``."""
+
+    src: str
+    batch: int
+    cmds: list[bytes]
+
+
+class Join(msgspec.Struct, tag="join", frozen=True):
+    """``src`` asks the leader to add it as a learner."""
+
+    src: str
+
+
+class Probe(msgspec.Struct, tag="probe", frozen=True):
+    """A founding voter that starts empty asks another whether the cluster committed more
+    than its founding entries (SPEC §6)."""
+
+    src: str
+
+
+class Rejoin(msgspec.Struct, tag="rejoin", frozen=True):
+    """A voter that lost its state asks the leader to take it back as a learner and promote
+    it once it caught up; ``lost_state`` is False once it holds the log again."""
+
+    src: str
+    lost_state: bool
+
+
+PeerMessage = RaftBatch | Forward | Join | Probe | Rejoin
+
+
+class RaftAck(msgspec.Struct, tag="raft_ack", frozen=True):
+    taken: int
+    dropped: int
+
+
+class FwdAt(msgspec.Struct, tag="at", frozen=True):
+    """The forwarded commands were appended at ``first``, ``first + 1``, … in ``term``."""
+
+    first: int
+    term: int
+
+
+class FwdNotLeader(msgspec.Struct, tag="not_leader", frozen=True):
+    """Nothing was proposed: this node does not lead; ``leader`` is its hint."""
+
+    leader: str | None
+
+
+class FwdDeclined(msgspec.Struct, tag="declined", frozen=True):
+    """Nothing was proposed (the leader is busy, or refused the proposal for now)."""
+
+    why: str
+    busy: bool
+
+
+FwdReply = FwdAt | FwdNotLeader | FwdDeclined
+
+
+class JoinReply(msgspec.Struct, tag="join_ack", frozen=True):
+    ok: bool
+    already: bool
+    why: str = ""
+
+
+class ProbeReply(msgspec.Struct, tag="probe_ack", frozen=True):
+    """``founded`` False: this node itself still waits to found (empty storage)."""
+
+    founded: bool
+    commit: int
+    last_index: int
+
+
+class RejoinReply(msgspec.Struct, tag="rejoin_ack", frozen=True):
+    ok: bool
+    why: str = ""
+
+
+PeerReply = RaftAck | FwdAt | FwdNotLeader | FwdDeclined | JoinReply | ProbeReply | RejoinReply
+
+_enc: Final = msgspec.msgpack.Encoder()
+_req_dec: Final[msgspec.msgpack.Decoder[PeerMessage]] = msgspec.msgpack.Decoder(PeerMessage)
+_rep_dec: Final[msgspec.msgpack.Decoder[PeerReply]] = msgspec.msgpack.Decoder(PeerReply)
+
+
+def _mac(secret: bytes, body: bytes) -> str:
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def encode_peer_request(msg: PeerMessage, secret: bytes | None = None) -> dict[str, Any]:
+    body = _enc.encode(msg)
+    return {
+        "v": PEER_WIRE_VERSION,
+        "b": base64.b64encode(body).decode(),
+        "mac": _mac(secret, body) if secret else None,
+    }
+
+
+def _body(payload: Any) -> bytes:
+    if type(payload) is not dict:
+        raise PeerWireError("a peer payload is an object")
+    if payload.get("v") != PEER_WIRE_VERSION:
+        raise PeerWireError(f"unsupported peer wire version {str(payload.get('v'))[:20]}")
+    b = payload.get("b")
+    if type(b) is not str:
+        raise PeerWireError("b must be a base64 string")
+    try:
+        return base64.b64decode(b, validate=True)
+    except (binascii.Error, ValueError):
+        raise PeerWireError("b is not base64") from None
+
+
+def decode_peer_request(payload: Any, secret: bytes | None = None) -> PeerMessage:
+    """The message in a peer request; :class:`PeerWireError` for anything else, including a
+    missing or wrong ``mac`` when the cluster has a secret."""
+    body = _body(payload)
+    if secret:
+        mac = payload.get("mac")
+        if type(mac) is not str or not hmac.compare_digest(mac, _mac(secret, body)):
+            raise PeerWireError("peer payload not signed with this cluster's secret")
+    try:
+        return _req_dec.decode(body)
+    except (msgspec.DecodeError, ValueError) as e:
+        raise PeerWireError(f"malformed peer message: {str(e)[:200]}") from None
+
+
+def encode_peer_reply(reply: PeerReply) -> dict[str, Any]:
+    return {"v": PEER_WIRE_VERSION, "b": base64.b64encode(_enc.encode(reply)).decode()}
+
+
+def decode_peer_reply(payload: Any) -> PeerReply:
+    body = _body(payload)
+    try:
+        return _rep_dec.decode(body)
+    except (msgspec.DecodeError, ValueError) as e:
+        raise PeerWireError(f"malformed peer reply: {str(e)[:200]}") from None

@@ -1,0 +1,408 @@
+"""The gateway: what happens to a client's command between the API and the log (pure, sans-IO).
+
+Theory of operation
+-------------------
+Every node runs one :class:`Gateway` beside its :class:`~grenex.replica.Replica`.  It owns
+every routing decision of the order path, in one place, and does no I/O: inputs are method
+calls, outputs are values taken with :meth:`Gateway.take`.  The asyncio node and the simulator
+drive the same code (h11 and etcd's proposal forwarding are the models).
+
+Inputs
+
+* :meth:`submit` — a client handed this node a command (its log bytes) under a token;
+* :meth:`forwarded` — another node forwarded a batch of commands (we may be the leader);
+* :meth:`forward_replied` / :meth:`forward_failed` — what became of a batch we forwarded;
+* :meth:`applied` — entries the replica applied (each an :class:`Applied`);
+* :meth:`tick` — one tick of the node's clock (every deadline is in ticks);
+* :meth:`pump` — after the inputs of a driver turn: propose what waits (if this node leads),
+  or ship it to the leader, and answer forwarders.  The replica's role is read here and only
+  here; nothing else mirrors it.
+
+Outputs (:meth:`take`)
+
+* :class:`Forward` — send these commands to ``to`` as batch ``batch``;
+* :class:`ForwardAnswer` — answer batch ``batch`` of forwarder ``to``: :class:`At` (the
+  entries' first index and term), :class:`NotLeaderHere` (not proposed; the hint), or
+  :class:`Declined` (not proposed: busy or refused);
+* :class:`Outcome` — a token's fate: ``APPLIED`` (committed, applied *here*, with its
+  :class:`Applied`: read your writes), ``REFUSED`` (never proposed: safe to send again,
+  nothing happened) or ``UNKNOWN`` (it may or may not have executed: send the *same* command
+  again, exactly-once makes that safe).  ``BUSY`` is a refusal because a bound was reached.
+
+Matching an outcome: a proposal's entry is identified by ``(index, term)``; it was committed
+exactly when an applied entry has that index *and* term (see :class:`Proposals`).  A forwarder
+learns ``(index, term)`` from the leader's answer; if that index was applied here before the
+answer arrived, the gateway's window of recent entries decides.
+
+Bounds: every token has a deadline (``command_timeout_ticks``); a command that waits for a
+leader longer than ``leader_wait_ticks`` is refused; at most ``forwards_inflight_max`` batches
+are in flight, each with a deadline; the leader holds at most ``forwarded_batches_max``
+forwarded batches per turn; ``submitted_max`` tokens live at once.  Every queue is checked on
+insertion; nothing from the network is asserted on.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Generic, NamedTuple, TypeVar
+
+from grenex.consensus import NotLeader, ProposalDroppedError, Role
+from grenex.replica.replica import Applied, Proposals, Replica
+
+__all__ = [
+    "At",
+    "Declined",
+    "Fate",
+    "Forward",
+    "ForwardAnswer",
+    "ForwardReply",
+    "Gateway",
+    "GatewayLimits",
+    "NotLeaderHere",
+    "Outcome",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayLimits:
+    """Every bound of the gateway, units last."""
+
+    submitted_max: int = 20_000  # client commands alive at once (queued, forwarded, proposed)
+    command_timeout_ticks: int = 200  # a command without an outcome by then: UNKNOWN
+    leader_wait_ticks: int = 60  # commands waiting this long for a leader: REFUSED
+    forward_batch_commands_max: int = 1_024
+    forwards_inflight_max: int = 4
+    forward_timeout_ticks: int = 100  # a forwarded batch unanswered by then: UNKNOWN
+    forwarded_batches_max: int = 64  # batches other nodes forwarded to us, waiting to propose
+    recent_entries_max: int = 65_536  # applied entries kept to answer late forward replies
+
+    def __post_init__(self) -> None:
+        assert self.submitted_max >= 1 and self.command_timeout_ticks >= 1
+        assert self.leader_wait_ticks >= 1 and self.forward_batch_commands_max >= 1
+        assert self.forwards_inflight_max >= 1 and self.forward_timeout_ticks >= 1
+        assert self.forwarded_batches_max >= 1 and self.recent_entries_max >= 1
+
+
+class Fate(IntEnum):
+    APPLIED = 1
+    REFUSED = 2  # never proposed: nothing happened
+    BUSY = 3  # never proposed: a bound was reached; retry later
+    UNKNOWN = 4  # may have executed: retry with the same command
+
+
+class Outcome(NamedTuple, Generic[T]):
+    token: T
+    fate: Fate
+    applied: Applied | None  # with APPLIED
+    why: str  # with the others
+
+
+class At(NamedTuple):
+    first: int
+    term: int
+
+
+class NotLeaderHere(NamedTuple):
+    leader: str | None
+
+
+class Declined(NamedTuple):
+    why: str
+    busy: bool
+
+
+ForwardReply = At | NotLeaderHere | Declined
+
+
+class Forward(NamedTuple):
+    to: str
+    batch: int
+    datas: list[bytes]
+
+
+class ForwardAnswer(NamedTuple):
+    to: str
+    batch: int
+    reply: ForwardReply
+
+
+# where a live token is
+_QUEUED = 0
+_FORWARDING = 1
+_PROPOSED = 2
+
+
+@dataclass
+class _Live(Generic[T]):
+    token: T
+    data: bytes
+    where: int = _QUEUED
+    index: int = 0  # with _PROPOSED
+
+
+@dataclass
+class _Inflight:
+    to: str
+    tids: list[int]
+    deadline: int
+
+
+@dataclass
+class Gateway(Generic[T]):
+    """One node's order path; see the module docstring."""
+
+    node_id: str
+    limits: GatewayLimits = field(default_factory=GatewayLimits)
+    now: int = 0  # ticks
+    _next_tid: int = 0
+    _next_batch: int = 0
+    _live: dict[int, _Live[T]] = field(default_factory=dict)
+    _queue: deque[int] = field(default_factory=deque)  # tids not sent anywhere yet, in order
+    _deadlines: deque[tuple[int, int]] = field(default_factory=deque)  # (tick, tid), in order
+    _inflight: dict[int, _Inflight] = field(default_factory=dict)
+    _forwarded: deque[tuple[str, int, list[bytes]]] = field(default_factory=deque)
+    _proposals: Proposals[int] = field(default_factory=lambda: Proposals(1 << 62))
+    _recent: OrderedDict[int, Applied] = field(default_factory=OrderedDict)
+    _applied_index: int = 0
+    _leaderless_since: int | None = None
+    _out: list[Outcome[T] | Forward | ForwardAnswer] = field(default_factory=list)
+    counters: dict[str, int] = field(
+        default_factory=lambda: {
+            "submitted": 0,
+            "forwards_sent": 0,
+            "forwards_taken": 0,
+            "forward_replies_ignored": 0,
+            "applied": 0,
+            "refused": 0,
+            "busy": 0,
+            "unknown": 0,
+        }
+    )
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def submit(self, token: T, data: bytes) -> bool:
+        """Take a client's command; False (and a BUSY outcome) when ``submitted_max`` are
+        alive.  The outcome comes out of :meth:`take` later, exactly once per token."""
+        self.counters["submitted"] += 1
+        if len(self._live) >= self.limits.submitted_max:
+            self._emit(token, Fate.BUSY, None, "too many commands pending at this node")
+            return False
+        tid = self._next_tid
+        self._next_tid += 1
+        self._live[tid] = _Live(token, data)
+        self._queue.append(tid)
+        self._deadlines.append((self.now + self.limits.command_timeout_ticks, tid))
+        return True
+
+    def forwarded(self, src: str, batch: int, datas: list[bytes]) -> None:
+        """A batch another node forwarded to us; answered by the next :meth:`pump`."""
+        self.counters["forwards_taken"] += 1
+        if len(self._forwarded) >= self.limits.forwarded_batches_max:
+            self._out.append(ForwardAnswer(src, batch, Declined("leader busy", True)))
+            return
+        self._forwarded.append((src, batch, datas))
+
+    def forward_replied(self, batch: int, reply: ForwardReply) -> None:
+        """The answer to a batch we forwarded (a late or repeated answer is ignored)."""
+        fl = self._inflight.pop(batch, None)
+        if fl is None:
+            self.counters["forward_replies_ignored"] += 1
+            return
+        if isinstance(reply, At):
+            first, term = reply.first, reply.term
+            if first < 1 or term < 1:  # nonsense from the network: we cannot tell
+                self._settle(fl.tids, Fate.UNKNOWN, "the leader answered nonsense")
+                return
+            for i, tid in enumerate(fl.tids):
+                self._wait_for(tid, first + i, term)
+        elif isinstance(reply, NotLeaderHere):
+            self._requeue(fl.tids)  # nothing was proposed: send to whoever leads next
+        else:
+            self._settle(fl.tids, Fate.BUSY if reply.busy else Fate.REFUSED, reply.why)
+
+    def forward_failed(self, batch: int, delivered: bool, why: str) -> None:
+        """A batch we forwarded got no answer: ``delivered`` False when it surely never
+        arrived (connection refused), so it was not proposed and goes again."""
+        fl = self._inflight.pop(batch, None)
+        if fl is None:
+            return
+        if delivered:
+            self._settle(fl.tids, Fate.UNKNOWN, f"forward to {fl.to} failed: {why}")
+        else:
+            self._requeue(fl.tids)
+
+    def applied(self, entries: list[Applied], applied_index: int) -> None:
+        """Entries the replica applied (in order); ``applied_index`` after them."""
+        recent = self._recent
+        for a in entries:
+            recent[a.index] = a
+        while len(recent) > self.limits.recent_entries_max:
+            recent.popitem(last=False)
+        self._applied_index = applied_index
+        for tid, outcome in self._proposals.resolve(entries, applied_index):
+            if outcome is None:
+                self._settle([tid], Fate.UNKNOWN, "its log position went to another entry")
+            else:
+                live = self._live.pop(tid, None)
+                if live is not None:
+                    self._emit(live.token, Fate.APPLIED, outcome, "")
+
+    def tick(self) -> None:
+        self.now += 1
+        now = self.now
+        dl = self._deadlines
+        while dl and dl[0][0] <= now:
+            _, tid = dl.popleft()
+            live = self._live.get(tid)
+            if live is None:
+                continue
+            if live.where == _QUEUED:
+                self._settle([tid], Fate.REFUSED, "no leader took it in time")
+            else:
+                self._settle([tid], Fate.UNKNOWN, "not applied in time")
+        if self._inflight:
+            late = [b for b, fl in self._inflight.items() if fl.deadline <= now]
+            for b in late:
+                fl = self._inflight.pop(b)
+                self._settle(fl.tids, Fate.UNKNOWN, f"no answer from the leader {fl.to}")
+        if (
+            self._leaderless_since is not None
+            and now - self._leaderless_since >= self.limits.leader_wait_ticks
+        ):
+            self._settle(list(self._queue), Fate.REFUSED, "no leader is known")
+            self._queue.clear()
+
+    # -- the turn ----------------------------------------------------------------------------
+
+    def pump(self, replica: Replica) -> None:
+        """Propose or forward what waits; answer forwarders.  Once per driver turn, after the
+        turn's inputs and before its Ready is taken."""
+        raft = replica.raft
+        leads = raft.role == Role.LEADER
+        leader = raft.lead
+        if leader is None:
+            if self._leaderless_since is None:
+                self._leaderless_since = self.now
+        else:
+            self._leaderless_since = None
+        while self._forwarded:
+            src, batch, datas = self._forwarded.popleft()
+            if not leads:
+                self._out.append(ForwardAnswer(src, batch, NotLeaderHere(leader)))
+                continue
+            try:
+                first, term = raft.propose_many(datas)
+            except NotLeader as e:
+                self._out.append(ForwardAnswer(src, batch, NotLeaderHere(e.leader)))
+                leads = False
+            except ProposalDroppedError as e:
+                self._out.append(ForwardAnswer(src, batch, Declined(str(e), True)))
+            else:
+                self._out.append(ForwardAnswer(src, batch, At(first, term)))
+        if not self._queue:
+            return
+        if leads:
+            self._propose_queue(replica)
+        elif leader is not None and leader != self.node_id:
+            self._forward_queue(leader)
+
+    def take(self) -> list[Outcome[T] | Forward | ForwardAnswer]:
+        """Everything decided since the last call, in the order decided."""
+        out, self._out = self._out, []
+        return out
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Client commands alive here (queued, forwarded or proposed)."""
+        return len(self._live)
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _live_queue(self) -> list[int]:
+        live = self._live
+        tids = [t for t in self._queue if t in live]
+        self._queue.clear()
+        return tids
+
+    def _propose_queue(self, replica: Replica) -> None:
+        tids = self._live_queue()
+        if not tids:
+            return
+        live = self._live
+        try:
+            first, term = replica.raft.propose_many([live[t].data for t in tids])
+        except NotLeader:
+            self._queue.extend(tids)
+            return
+        except ProposalDroppedError as e:
+            self._settle(tids, Fate.BUSY, f"proposal refused ({e})")
+            return
+        for i, tid in enumerate(tids):
+            self._wait_for(tid, first + i, term)
+
+    def _forward_queue(self, leader: str) -> None:
+        lim = self.limits
+        while self._queue and len(self._inflight) < lim.forwards_inflight_max:
+            tids: list[int] = []
+            while self._queue and len(tids) < lim.forward_batch_commands_max:
+                tid = self._queue.popleft()
+                live = self._live.get(tid)
+                if live is not None:
+                    live.where = _FORWARDING
+                    tids.append(tid)
+            if not tids:
+                return
+            batch = self._next_batch
+            self._next_batch += 1
+            self._inflight[batch] = _Inflight(leader, tids, self.now + lim.forward_timeout_ticks)
+            self.counters["forwards_sent"] += 1
+            self._out.append(Forward(leader, batch, [self._live[t].data for t in tids]))
+
+    def _wait_for(self, tid: int, index: int, term: int) -> None:
+        live = self._live.get(tid)
+        if live is None:
+            return
+        if index <= self._applied_index:
+            done = self._recent.get(index)
+            if done is not None and done.term == term:
+                del self._live[tid]
+                self._emit(live.token, Fate.APPLIED, done, "")
+            else:
+                self._settle([tid], Fate.UNKNOWN, "its log position went to another entry")
+            return
+        live.where = _PROPOSED
+        live.index = index
+        older = self._proposals.add(index, term, tid)
+        if older is not None and older != tid:
+            self._settle([older], Fate.UNKNOWN, "its log position went to another entry")
+
+    def _requeue(self, tids: list[int]) -> None:
+        back = [t for t in tids if t in self._live]
+        for t in back:
+            self._live[t].where = _QUEUED
+        self._queue.extendleft(reversed(back))
+
+    def _settle(self, tids: list[int], fate: Fate, why: str) -> None:
+        for tid in tids:
+            live = self._live.pop(tid, None)
+            if live is None:
+                continue
+            if live.where == _PROPOSED:
+                self._proposals.discard(live.index, tid)
+            self._emit(live.token, fate, None, why)
+
+    def _emit(self, token: T, fate: Fate, applied: Applied | None, why: str) -> None:
+        self.counters[fate.name.lower()] += 1
+        self._out.append(Outcome(token, fate, applied, why))
