@@ -704,6 +704,28 @@ class Engine:
             )
         return out
 
+    def market_steps(self) -> list[tuple[str, str, str]]:
+        """``(market, tick, lot)`` of every open market, by name; tick and lot canonical."""
+        return [(n, self._markets[n].tick_text, self._markets[n].lot_text) for n in self.markets()]
+
+    def client_orders(self, client: str) -> list[dict[str, str]]:
+        """The resting orders of ``client`` (id, market, side, price, remaining), in no
+        particular order; costs about the client's resting orders plus recently used ids."""
+        cs = self._clients.get(client)
+        if cs is None:
+            return []
+        return [_order_view(o) for o in cs.ids.values() if o is not None]
+
+    def resting_order(self, client: str, order_id: str) -> dict[str, str] | None:
+        """One resting order as :meth:`client_orders` shows it, or None when not resting."""
+        o = self._resting_order(client, order_id)
+        return None if o is None else _order_view(o)
+
+    def id_used(self, client: str, order_id: str) -> bool:
+        """Whether a ``place`` of ``client`` used ``order_id`` (ids are used up forever)."""
+        cs = self._clients.get(client)
+        return cs is not None and cs.is_used(order_id)
+
     # ------------------------------------------------------------------ invariants
 
     def check_invariants(self) -> None:
@@ -861,6 +883,18 @@ def _side_view(side: BookSide) -> list[dict[str, str]]:
             )
             o = o.next
     return out
+
+
+def _order_view(o: Order) -> dict[str, str]:
+    level = o.level
+    market = level.side.market
+    return {
+        "id": o.id,
+        "market": market.name,
+        "side": level.side.name,
+        "price": level.pstr,
+        "remaining": market.qfmt(o.qty),
+    }
 
 
 def _side_state(side: BookSide) -> list[list[Any]]:
