@@ -169,6 +169,7 @@ class FakeNetwork:
         body_max_bytes: int = 1024 * 1024,
         concurrency_max: int = 256,
         handler_timeout_ms: int = 30_000,
+        float_hook: Callable[[str], Any] | None = None,
     ) -> str:
         """Start a fake service; return its ``"ip:port"``."""
         if port is None:
@@ -176,7 +177,10 @@ class FakeNetwork:
             self._next_port += 1
         dest = f"{self.host}:{port}"
         core = ServiceCore(
-            handler, concurrency_max=concurrency_max, handler_timeout_ms=handler_timeout_ms
+            handler,
+            concurrency_max=concurrency_max,
+            handler_timeout_ms=handler_timeout_ms,
+            float_hook=float_hook,
         )
         self.services[dest] = _FakeService(core, body_max_bytes)
         return dest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["NodeConfig", "service_names"]
+__all__ = ["NodeConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,7 @@ class NodeConfig:
     command_bytes_max: int = 4 * 1024
     batch_commands_max: int = 256
     command_timeout_ms: int = 10_000  # a command not applied by then: ERR_GRENEX_UNAVAILABLE
+    handler_slack_ms: int = 5_000  # a request handler's time beyond command_timeout_ms
     leader_wait_ms: int = 3_000  # how long a command waits for a leader to be known
     commands_pending_max: int = 20_000  # queued or awaiting their outcome, node-wide
     client_rate_per_s: float = 5_000.0  # per client id (token bucket)
@@ -58,6 +59,9 @@ class NodeConfig:
     inbox_messages_max: int = 100_000
     forward_batch_max: int = 1_024
     forwards_inflight_max: int = 4
+    forwarded_batches_max: int = 64  # batches forwarded to us (as leader) waiting to propose
+    peer_concurrency_max: int = 256  # peer requests handled at once
+    join_retry_ms: int = 1_000
     recent_outcomes_max: int = 65_536  # applied outcomes kept for late forwarded answers
 
     # Events stream bounds.
@@ -67,13 +71,7 @@ class NodeConfig:
     shutdown_transfer_ms: int = 3_000
 
 
-def service_names(cluster: str, node_id: str) -> dict[str, str]:
-    """The Grenache names a node announces (SPEC §7)."""
-    return {
-        "node": f"grenex:{cluster}:node:{node_id}",
-        "nodes": f"grenex:{cluster}:nodes",
-        "peer": f"grenex:{cluster}:peer:{node_id}",
-        "events": f"grenex:{cluster}:events",
-        # the same stream, from this node only (a subscriber that wants one node's view)
-        "node_events": f"grenex:{cluster}:events:{node_id}",
-    }
+# defined once in grenex.codec.api; kept importable here while the old node module remains
+from grenex.codec.api import service_names  # noqa: E402
+
+__all__ += ["service_names"]

@@ -37,6 +37,7 @@ from typing import Final
 
 from grenex.consensus import ConfState
 from grenex.replica import Replica, ReplicaState
+from grenex.replica.driver import Snapshots
 
 __all__ = ["BackgroundSnapshots"]
 
@@ -87,8 +88,9 @@ def _read_all(r: int) -> bytes:
     return b"".join(chunks)
 
 
-class BackgroundSnapshots:
-    """One node's snapshot taking; call :meth:`step` from the driver between steps."""
+class BackgroundSnapshots(Snapshots):
+    """One node's snapshot taking (the forked implementation of the snapshot protocol of
+    ``grenex.replica.driver``); the driver calls :meth:`step` between turns."""
 
     def __init__(
         self,
@@ -98,7 +100,7 @@ class BackgroundSnapshots:
         fork: bool = True,
         child_timeout_s: float = 300.0,
     ) -> None:
-        self.replica = replica
+        super().__init__(replica)
         self.wake = wake
         self.fork = fork and hasattr(os, "fork")
         # a child still serialising after this is killed (and the foreground used from then
@@ -115,17 +117,17 @@ class BackgroundSnapshots:
     def running(self) -> bool:
         return self._task is not None
 
-    def step(self) -> None:
-        """Store a finished snapshot; start the next one when due and none is running."""
-        replica = self.replica
+    def _running(self) -> bool:
+        return self._task is not None
+
+    def _finished(self) -> tuple[tuple[int, ConfState], bytes] | None:
         done, self._done = self._done, None
-        if done is not None and replica.store_snapshot(*done):
+        if done is not None:
             self.taken_in_background += 1
-        if self._task is not None or not replica.snapshot_due():
-            return
-        point = replica.snapshot_point()
-        if point is None:
-            return
+        return done
+
+    def _start(self, point: tuple[int, ConfState]) -> None:
+        replica = self.replica
         if not self.fork:
             self._foreground(point)
             return
@@ -155,7 +157,10 @@ class BackgroundSnapshots:
     def _foreground(self, point: tuple[int, ConfState], why: str = "") -> None:
         if why:
             log.warning("snapshot in the foreground (%s)", why)
-        self.replica.store_snapshot(point, self.replica.state.snapshot())
+        data = self.replica.state.snapshot()
+        self._record(point[0], data)
+        if self.replica.store_snapshot(point, data):
+            self.stored += 1
 
     async def _collect(self, pid: int, r: int, point: tuple[int, ConfState]) -> None:
         reader = asyncio.ensure_future(asyncio.to_thread(_read_all, r))

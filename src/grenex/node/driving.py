@@ -1,0 +1,373 @@
+"""The driver service: the one task that touches the replica, and the ticker that feeds it.
+
+Theory of operation
+-------------------
+Everything else (client API, peer API, forwarding replies, the ticker) only *queues* inputs
+here and sets one wake-up event; the driver task takes them all, in a fixed order, and runs
+one :meth:`grenex.replica.driver.Driver.turn` — the same turn the simulator runs.  The turn
+yields a Ready whose disk work must be flushed: with a data directory the flush (write +
+fsync) runs in a worker thread, the only part that leaves the loop; in memory it runs inline.
+
+The gateway (pure) decides every routing question; this service only carries its outputs:
+
+* ``Outcome`` → the client's future (``Applied``, or an :class:`~grenex.codec.api.ApiError`);
+* ``Forward`` → a request to the leader's peer service, whose typed reply (or failure) is
+  queued back as a gateway input;
+* ``ForwardAnswer`` → the future of the forwarder's pending request.
+
+Bounds: the consensus inbox (``inbox_messages_max``), the gateway's own bounds, the pending
+forwarded requests (the gateway's ``forwarded_batches_max``), conf-change requests.
+A broken invariant in the pure core stops the node rather than let it diverge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from grenex.codec.api import ApiError, Busy, Unavailable
+from grenex.codec.peer import Forward as PeerForward
+from grenex.codec.peer import FwdAt, FwdDeclined, FwdNotLeader, FwdReply
+from grenex.consensus import (
+    InvalidConfChangeError,
+    Message,
+    NotLeader,
+    ProposalDroppedError,
+)
+from grenex.node.io import NodeIO
+from grenex.node.peers import AskError, Peers
+from grenex.replica import Applied, Replica
+from grenex.replica.driver import Driver, Snapshots
+from grenex.replica.gateway import (
+    At,
+    Declined,
+    Fate,
+    Forward,
+    ForwardAnswer,
+    ForwardReply,
+    Gateway,
+    NotLeaderHere,
+    Outcome,
+)
+
+__all__ = ["ConfRequest", "DriverService", "DriverStoppedError"]
+
+log = logging.getLogger("grenex.node.driver")
+
+
+class DriverStoppedError(Exception):
+    """The driver is not running (stopping, or stopped after a broken invariant)."""
+
+
+@dataclass
+class ConfRequest:
+    op: str  # "add_learner" | "promote" | "remove" | "transfer"
+    node: str
+    done: asyncio.Future[None]
+
+
+def _to_gateway(reply: FwdReply) -> ForwardReply:
+    if isinstance(reply, FwdAt):
+        return At(reply.first, reply.term)
+    if isinstance(reply, FwdNotLeader):
+        return NotLeaderHere(reply.leader)
+    return Declined(reply.why, reply.busy)
+
+
+def _to_wire(reply: ForwardReply) -> FwdReply:
+    if isinstance(reply, At):
+        return FwdAt(reply.first, reply.term)
+    if isinstance(reply, NotLeaderHere):
+        return FwdNotLeader(reply.leader)
+    return FwdDeclined(reply.why, reply.busy)
+
+
+class DriverService:
+    """Owns the replica, its gateway and its driver; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        io: NodeIO,
+        replica: Replica,
+        gateway: Gateway[int],
+        snapshots: Snapshots,
+        peers: Peers,
+        tick_ms: int,
+        durable: bool,
+        inbox_messages_max: int,
+        forward_timeout_ms: int,
+        on_applied: Callable[[list[Applied]], None],
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.io = io
+        self.replica = replica
+        self.gateway = gateway
+        self.snapshots = snapshots
+        self.peers = peers
+        self.tick_ms = tick_ms
+        self.durable = durable
+        self.inbox_messages_max = inbox_messages_max
+        self.forward_timeout_ms = forward_timeout_ms
+        self.driver: Driver[int] = Driver(replica, gateway, snapshots, peers.send, on_applied)
+        self.wake = wake if wake is not None else asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.failed = False
+        self._ticks_due = 0
+        self._inbox: deque[Message] = deque()
+        self._reports: deque[tuple[str, bool | None]] = deque()
+        self._submits: deque[tuple[int, bytes]] = deque()
+        self._forwarded: deque[tuple[str, int, list[bytes]]] = deque()
+        self._replies: deque[tuple[int, ForwardReply | None, bool, str]] = deque()
+        self._conf: deque[ConfRequest] = deque()
+        self._hooks: list[Callable[[Replica], None]] = []
+        self._waiters: dict[int, asyncio.Future[Applied]] = {}
+        self._fwd_waiters: dict[tuple[str, int], asyncio.Future[FwdReply]] = {}
+        self._next_token = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.counters = {"inbox_dropped": 0, "forwards_failed": 0}
+
+    # -- running -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._drive(), name="driver"),
+            asyncio.create_task(self._tick(), name="ticker"),
+        ]
+
+    def add_turn_hook(self, hook: Callable[[Replica], None]) -> None:
+        """``hook(replica)`` runs at the start of every turn, on the driver (e.g. the founding
+        and rejoin logic of the leader)."""
+        self._hooks.append(hook)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.stopped.set()
+        why = Unavailable("the node is stopping; sending the same command again is safe")
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(why)
+        self._waiters.clear()
+        for f in self._fwd_waiters.values():
+            if not f.done():
+                f.set_result(FwdDeclined("the leader is stopping", False))
+        self._fwd_waiters.clear()
+        for req in self._conf:
+            if not req.done.done():
+                req.done.set_exception(DriverStoppedError("stopping"))
+
+    async def _tick(self) -> None:
+        period = self.tick_ms / 1000
+        io = self.io
+        next_at = io.clock()
+        while True:
+            next_at += period
+            await io.sleep(max(0.0, next_at - io.clock()))
+            self._ticks_due += 1
+            self.wake.set()
+
+    async def _drive(self) -> None:
+        replica = self.replica
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            try:
+                await self._turn(replica)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A broken invariant in the pure core: stop rather than diverge.
+                log.exception("driver failed; stopping the node")
+                self.failed = True
+                self.stopped.set()
+                raise
+
+    async def _turn(self, replica: Replica) -> None:
+        gw = self.gateway
+        for hook in self._hooks:
+            hook(replica)
+        while self._submits:
+            token, data = self._submits.popleft()
+            gw.submit(token, data)
+        while self._forwarded:
+            src, batch, datas = self._forwarded.popleft()
+            gw.forwarded(src, batch, datas)
+        while self._replies:
+            batch, reply, delivered, why = self._replies.popleft()
+            if reply is None:
+                gw.forward_failed(batch, delivered, why)
+            else:
+                gw.forward_replied(batch, reply)
+        self._conf_changes(replica)
+        ticks, self._ticks_due = self._ticks_due, 0
+        msgs = list(self._inbox)
+        self._inbox.clear()
+        reports = list(self._reports)
+        self._reports.clear()
+        for rd in self.driver.turn(ticks, msgs, reports):
+            if self.durable:
+                await asyncio.to_thread(replica.flush, rd)
+            else:
+                replica.flush(rd)
+        self._dispatch(gw.take())
+
+    def _dispatch(self, outputs: list[Outcome[int] | Forward | ForwardAnswer]) -> None:
+        for out in outputs:
+            if isinstance(out, Outcome):
+                fut = self._waiters.pop(out.token, None)
+                if fut is None or fut.done():
+                    continue
+                if out.fate == Fate.APPLIED:
+                    assert out.applied is not None
+                    fut.set_result(out.applied)
+                elif out.fate == Fate.BUSY:
+                    fut.set_exception(Busy(out.why))
+                elif out.fate == Fate.REFUSED:
+                    fut.set_exception(
+                        Unavailable(f"{out.why}; nothing was done: send the command again")
+                    )
+                else:
+                    fut.set_exception(
+                        Unavailable(
+                            f"{out.why}: the outcome is unknown; sending the same command "
+                            "again is safe"
+                        )
+                    )
+            elif isinstance(out, Forward):
+                self.peers.spawn(self._forward(out))
+            else:
+                f = self._fwd_waiters.pop((out.to, out.batch), None)
+                if f is not None and not f.done():
+                    f.set_result(_to_wire(out.reply))
+
+    async def _forward(self, fwd: Forward) -> None:
+        try:
+            reply = await self.peers.ask(
+                fwd.to, PeerForward(self.node_id, fwd.batch, fwd.datas), self.forward_timeout_ms
+            )
+        except AskError as e:
+            self.counters["forwards_failed"] += 1
+            self._replies.append((fwd.batch, None, e.delivered, str(e)))
+        else:
+            if isinstance(reply, FwdAt | FwdNotLeader | FwdDeclined):
+                self._replies.append((fwd.batch, _to_gateway(reply), True, ""))
+            else:
+                self._replies.append((fwd.batch, None, True, "the leader answered off-topic"))
+        self.wake.set()
+
+    def _conf_changes(self, replica: Replica) -> None:
+        while self._conf:
+            req = self._conf.popleft()
+            if req.done.done():
+                continue
+            try:
+                if req.op == "add_learner":
+                    replica.add_learner(req.node)
+                elif req.op == "promote":
+                    replica.promote(req.node)
+                elif req.op == "remove":
+                    replica.remove(req.node)
+                else:
+                    replica.transfer_leadership(req.node)
+                req.done.set_result(None)
+            except (NotLeader, ProposalDroppedError, InvalidConfChangeError) as e:
+                req.done.set_exception(e)
+
+    # -- inputs (from other services) --------------------------------------------------------
+
+    def _running(self) -> None:
+        if self.stopped.is_set():
+            raise Unavailable("the node is stopping; sending the same command again is safe")
+
+    def submit(self, data: bytes) -> asyncio.Future[Applied]:
+        """Queue a client's command; the future resolves with its outcome (``Applied``) or an
+        :class:`ApiError`.  Raises :class:`Busy` at once when the node holds too many."""
+        self._running()
+        if len(self._waiters) >= self.gateway.limits.submitted_max:
+            raise Busy("too many commands pending at this node; retry later")
+        token = self._next_token
+        self._next_token += 1
+        fut: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+        self._waiters[token] = fut
+        self._submits.append((token, data))
+        self.wake.set()
+        return fut
+
+    def forget(self, fut: asyncio.Future[Applied]) -> None:
+        """The client stopped waiting (its request timed out): nothing to do — the gateway's
+        own deadline settles the token, and the settled future is dropped then."""
+
+    def forwarded(self, src: str, batch: int, datas: list[bytes]) -> asyncio.Future[FwdReply]:
+        """A forward from ``src``; the future resolves with the answer to send back."""
+        self._running()
+        fut: asyncio.Future[FwdReply] = asyncio.get_running_loop().create_future()
+        key = (src, batch)
+        if key in self._fwd_waiters or len(self._fwd_waiters) >= (
+            self.gateway.limits.forwarded_batches_max
+        ):
+            fut.set_result(FwdDeclined("leader busy", True))
+            return fut
+        self._fwd_waiters[key] = fut
+        self._forwarded.append((src, batch, datas))
+        self.wake.set()
+        return fut
+
+    def drop_forward_waiter(self, src: str, batch: int) -> None:
+        self._fwd_waiters.pop((src, batch), None)
+
+    def deliver(self, msgs: list[Message]) -> tuple[int, int]:
+        """Consensus messages for the next turn: (taken, dropped for a full inbox)."""
+        room = self.inbox_messages_max - len(self._inbox)
+        if room <= 0:
+            self.counters["inbox_dropped"] += len(msgs)
+            return 0, len(msgs)
+        taken = msgs[:room]
+        me = self.node_id
+        self._inbox.extend(m for m in taken if m.dst == me)
+        self.wake.set()
+        dropped = len(msgs) - len(taken)
+        self.counters["inbox_dropped"] += dropped
+        return len(taken), dropped
+
+    def report(self, peer: str, ok: bool | None) -> None:
+        self._reports.append((peer, ok))
+        self.wake.set()
+
+    def conf_change(self, op: str, node: str) -> asyncio.Future[None]:
+        self._running()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(self._conf) >= 64:
+            fut.set_exception(ProposalDroppedError("too many membership requests"))
+            return fut
+        self._conf.append(ConfRequest(op, node, fut))
+        self.wake.set()
+        return fut
+
+    def status_extra(self) -> dict[str, Any]:
+        gw = self.gateway
+        return {
+            "pending": gw.pending(),
+            "queued": gw.queued(),
+            "forwards_inflight": gw.inflight(),
+            "dropped_messages": self.driver.dropped_messages,
+        }
+
+
+def settle_exception(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as retrieved (nobody awaits it any more)."""
+    if fut.done() and not fut.cancelled():
+        with contextlib.suppress(Exception):
+            fut.exception()
+
+
+__all__ += ["ApiError", "settle_exception"]

@@ -1,0 +1,257 @@
+"""What a node is built from: its I/O, injected (``NodeIO``), so that the same node code runs on
+real sockets and Grapes, or in one process on ``grenex.grenache.fakes`` with a manual clock.
+
+:class:`RealIO` — real Grapes, HTTP peer RPC, WebSocket publisher, the monotonic clock.
+:class:`FakeIO` — one :class:`~grenex.grenache.fakes.FakeGrape` and
+:class:`~grenex.grenache.fakes.FakeNetwork` shared by every node of a test, an in-memory
+publisher, and a :class:`ManualClock` that the test advances (every tick of every node's
+consensus clock comes from ``io.sleep``).  Five nodes run in one process, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from grenex.grenache import Link, PeerPub, PeerRPCClient, PeerRPCServer
+from grenex.grenache._core import Handler
+from grenex.grenache.fakes import FakeGrape, FakeNetwork
+
+__all__ = [
+    "Endpoint",
+    "FakeIO",
+    "FakePublisher",
+    "ManualClock",
+    "NodeIO",
+    "Publisher",
+    "RealIO",
+    "ServeOptions",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    host: str
+    port: int
+    body_max_bytes: int
+    concurrency_max: int
+    handler_timeout_ms: int
+    float_hook: Callable[[str], Any] | None = None
+    websocket: bool = True
+
+
+class Endpoint(Protocol):
+    """A listening RPC service."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
+class Publisher(Protocol):
+    """The events stream: frames to every subscriber."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def subscribers(self) -> int: ...
+
+    def pub(self, msg: str) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
+class NodeIO(Protocol):
+    def link(self, grapes: list[str], request_timeout_ms: int) -> Link: ...
+
+    def rpc_client(self, link: Link, request_timeout_ms: int) -> PeerRPCClient: ...
+
+    async def serve(self, handler: Handler, opts: ServeOptions) -> Endpoint: ...
+
+    async def publisher(self, host: str, port: int, queue_max: int) -> Publisher: ...
+
+    def clock(self) -> float:
+        """Seconds, monotonic."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+# -- real ----------------------------------------------------------------------------------------
+
+
+class _RealEndpoint:
+    def __init__(self, server: PeerRPCServer) -> None:
+        self.server = server
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+class RealIO:
+    """Sockets, Grapes and the monotonic clock."""
+
+    def link(self, grapes: list[str], request_timeout_ms: int) -> Link:
+        return Link(grapes, request_timeout_ms=request_timeout_ms)
+
+    def rpc_client(self, link: Link, request_timeout_ms: int) -> PeerRPCClient:
+        return PeerRPCClient(link, request_timeout_ms=request_timeout_ms)
+
+    async def serve(self, handler: Handler, opts: ServeOptions) -> Endpoint:
+        server = PeerRPCServer(
+            handler,
+            host=opts.host,
+            port=opts.port,
+            body_max_bytes=opts.body_max_bytes,
+            concurrency_max=opts.concurrency_max,
+            handler_timeout_ms=opts.handler_timeout_ms,
+            float_hook=opts.float_hook,
+            websocket=opts.websocket,
+        )
+        await server.start()
+        return _RealEndpoint(server)
+
+    async def publisher(self, host: str, port: int, queue_max: int) -> Publisher:
+        pub = PeerPub(None, None, host=host, port=port, queue_max=queue_max)
+        await pub.start()
+        return pub
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# -- fake ----------------------------------------------------------------------------------------
+
+
+class ManualClock:
+    """A clock that moves only when told: ``await clock.advance(seconds)`` wakes every sleeper
+    due by then, in time order, letting the event loop run between wake-ups."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._seq), fut))
+        await fut
+
+    async def advance(self, seconds: float, settle_rounds: int = 30) -> None:
+        target = self.now + seconds
+        while True:
+            while self._sleepers and self._sleepers[0][2].done():
+                heapq.heappop(self._sleepers)  # cancelled sleepers
+            if not self._sleepers or self._sleepers[0][0] > target:
+                break
+            at, _, fut = heapq.heappop(self._sleepers)
+            self.now = max(self.now, at)
+            fut.set_result(None)
+            await settle(settle_rounds)
+        self.now = target
+        await settle(settle_rounds)
+
+
+async def settle(rounds: int = 30) -> None:
+    """Let every ready task run (a few passes of the event loop)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+class _FakeEndpoint:
+    def __init__(self, net: FakeNetwork, dest: str) -> None:
+        self.net = net
+        self.dest = dest
+
+    @property
+    def port(self) -> int:
+        return FakeNetwork.port_of(self.dest)
+
+    async def stop(self) -> None:
+        self.net.kill(self.dest)
+
+
+@dataclass
+class FakePublisher:
+    """An in-memory publisher: every frame is kept (bounded) for the test to read."""
+
+    port: int
+    frames_max: int = 100_000
+    frames: list[str] = field(default_factory=list)
+    subscribers: int = 1
+    stopped: bool = False
+
+    def pub(self, msg: str) -> int:
+        if not self.stopped and len(self.frames) < self.frames_max:
+            self.frames.append(msg)
+        return self.subscribers
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class FakeIO:
+    """One in-process world: a fake Grape (DHT), a fake network, a manual clock.  Give every
+    node of a test the same ``FakeIO``."""
+
+    def __init__(self, clock: ManualClock | None = None) -> None:
+        self.manual = clock or ManualClock()
+        self.grape = FakeGrape(clock=self.manual.time)
+        self.net = FakeNetwork()
+        self.publishers: list[FakePublisher] = []
+        self._next_pub_port = 50001
+
+    def link(self, grapes: list[str], request_timeout_ms: int) -> Link:
+        return Link(
+            grapes,
+            request_timeout_ms=request_timeout_ms,
+            transport=self.grape.transport(),
+            clock=self.manual.time,
+        )
+
+    def rpc_client(self, link: Link, request_timeout_ms: int) -> PeerRPCClient:
+        return PeerRPCClient(
+            link,
+            request_timeout_ms=request_timeout_ms,
+            transport=self.net.transport(),
+            clock=self.manual.time,
+        )
+
+    async def serve(self, handler: Handler, opts: ServeOptions) -> Endpoint:
+        dest = self.net.serve(
+            handler,
+            body_max_bytes=opts.body_max_bytes,
+            concurrency_max=opts.concurrency_max,
+            handler_timeout_ms=opts.handler_timeout_ms,
+            float_hook=opts.float_hook,
+        )
+        return _FakeEndpoint(self.net, dest)
+
+    async def publisher(self, host: str, port: int, queue_max: int) -> Publisher:
+        pub = FakePublisher(self._next_pub_port)
+        self._next_pub_port += 1
+        self.publishers.append(pub)
+        return pub
+
+    def clock(self) -> float:
+        return self.manual.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.manual.sleep(seconds)

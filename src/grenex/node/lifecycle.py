@@ -1,0 +1,401 @@
+"""The node: one replica of the books, served over Grenache — built from small services.
+
+Theory of operation
+-------------------
+:class:`Node` only assembles and runs the parts, over an injected :class:`NodeIO` (real
+sockets and Grapes, or ``grenache.fakes`` and a manual clock in tests):
+
+* the **driver service** (``driving.py``) — the one task that touches the replica; it runs the
+  turn shared with the simulator (``grenex.replica.driver``) and carries the pure gateway's
+  decisions (propose, forward, answer, unknown);
+* the **client API** (``client_api.py``) — requests in, commands to the driver, bounded reads;
+* the **peer API** (``peer_api.py``) and **peers** (``peers.py``) — typed messages between
+  nodes (``grenex.codec.peer``);
+* the **publisher** (``publisher.py``) — applied events to subscribers;
+* snapshots — serialised in a forked child (``snapshotter.py``) or inline.
+
+Lifecycle: open storage → found, join or resume (``founding.py`` decides for an empty founding
+voter) → listen → announce → run; stop: a leader hands leadership over first, then every
+service stops and storage closes.  Errors at this boundary are :class:`NodeError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+
+from grenex.codec.api import service_names
+from grenex.consensus import (
+    Config,
+    MemoryStorage,
+    Role,
+    Storage,
+    bootstrap,
+)
+from grenex.engine import JsonNumber
+from grenex.grenache import GrenacheError, Link, PeerRPCClient
+from grenex.node.client_api import ClientAPI, ClientLimits
+from grenex.node.config import NodeConfig
+from grenex.node.driving import DriverService
+from grenex.node.errors import NodeError
+from grenex.node.io import Endpoint, NodeIO, Publisher, RealIO, ServeOptions
+from grenex.node.peer_api import PeerAPI, PeerLimitsIn
+from grenex.node.peers import PeerLimits, Peers
+from grenex.node.publisher import EventsPublisher
+from grenex.node.snapshotter import BackgroundSnapshots
+from grenex.replica import Applied, Replica, ReplicaConfig
+from grenex.replica.driver import InlineSnapshots, Snapshots
+from grenex.replica.gateway import Gateway, GatewayLimits
+
+__all__ = ["Node"]
+
+log = logging.getLogger("grenex.node")
+
+
+def _ticks(ms: int, tick_ms: int) -> int:
+    return max(1, -(-ms // tick_ms))
+
+
+class Node:
+    """One grenex node.  ``await node.start()``, then ``await node.stop()``."""
+
+    def __init__(self, config: NodeConfig, io: NodeIO | None = None) -> None:
+        self.cfg = config
+        self.io: NodeIO = io if io is not None else RealIO()
+        self.names = service_names(config.cluster, config.node_id)
+        self.storage: Storage | None = None
+        self.replica: Replica | None = None
+        self.snapshots: Snapshots | None = None
+        self.link: Link | None = None
+        self.rpc: PeerRPCClient | None = None
+        self.peers: Peers | None = None
+        self.driver: DriverService | None = None
+        self.api: ClientAPI | None = None
+        self.peer_api: PeerAPI | None = None
+        self.api_server: Endpoint | None = None
+        self.peer_server: Endpoint | None = None
+        self.pub: Publisher | None = None
+        self.publisher: EventsPublisher | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    # -- parts ---------------------------------------------------------------------------------
+
+    def _open_storage(self) -> Storage:
+        cfg = self.cfg
+        if cfg.data_dir is None:
+            return MemoryStorage()
+        from grenex.storage import DiskStorage, StorageError
+
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            return DiskStorage(cfg.data_dir)
+        except (OSError, StorageError) as e:
+            raise NodeError(f"cannot open the data directory {cfg.data_dir}: {e}") from None
+
+    def _gateway_limits(self) -> GatewayLimits:
+        cfg = self.cfg
+        t = cfg.tick_ms
+        return GatewayLimits(
+            submitted_max=cfg.commands_pending_max,
+            command_timeout_ticks=_ticks(cfg.command_timeout_ms, t),
+            leader_wait_ticks=_ticks(cfg.leader_wait_ms, t),
+            forward_batch_commands_max=cfg.forward_batch_max,
+            forwards_inflight_max=cfg.forwards_inflight_max,
+            forward_timeout_ticks=_ticks(cfg.command_timeout_ms, t),
+            forwarded_batches_max=cfg.forwarded_batches_max,
+            recent_entries_max=cfg.recent_outcomes_max,
+        )
+
+    def _on_applied(self, applied: list[Applied]) -> None:
+        assert self.api is not None and self.publisher is not None
+        self.api.record(applied)
+        self.publisher.record(applied)
+
+    def _snapshot_index(self) -> int:
+        return self.storage.snapshot().index if self.storage is not None else 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg, io = self.cfg, self.io
+        storage = self._open_storage()
+        self.storage = storage
+        if storage.last_index() == 0 and storage.snapshot().index == 0:
+            if cfg.voters:
+                if cfg.node_id not in cfg.voters:
+                    raise NodeError(
+                        f"{cfg.node_id} is not among the voters {','.join(cfg.voters)}; "
+                        "a node that is not a founding voter starts with --join"
+                    )
+                bootstrap(storage, list(cfg.voters))
+            elif not cfg.join:
+                raise NodeError("empty storage: give --voters to start a cluster or --join")
+        raft_cfg = Config(
+            id=cfg.node_id,
+            election_timeout_ticks=cfg.election_timeout_ticks,
+            heartbeat_interval_ticks=cfg.heartbeat_interval_ticks,
+        )
+        replica = Replica(
+            ReplicaConfig(
+                raft=raft_cfg,
+                snapshot_interval_entries=cfg.snapshot_interval_entries,
+                compaction_retain_entries=cfg.compaction_retain_entries,
+                auto_snapshot=False,  # the snapshot service takes them, between turns
+            ),
+            storage,
+            random.Random(os.urandom(16)),  # the shell may use real randomness
+        )
+        self.replica = replica
+        self.link = io.link(list(cfg.grapes), cfg.grape_request_timeout_ms)
+        try:
+            await self.link.start()
+        except GrenacheError as e:
+            raise NodeError(f"cannot reach the Grapes: {e}") from None
+        self.rpc = io.rpc_client(self.link, cfg.peer_request_timeout_ms)
+        self.peers = Peers(
+            cfg.node_id,
+            cfg.cluster,
+            self.rpc,
+            PeerLimits(
+                queue_bytes_max=cfg.peer_queue_bytes_max,
+                batch_bytes_max=cfg.peer_batch_bytes_max,
+                inflight_max=cfg.peer_requests_inflight_max,
+                request_timeout_ms=cfg.peer_request_timeout_ms,
+                snapshot_timeout_ms=cfg.peer_snapshot_timeout_ms,
+            ),
+            self._on_send_failure,
+            lambda peer: self._report(peer, True),
+            secret=cfg.secret,
+        )
+        gateway: Gateway[int] = Gateway(cfg.node_id, self._gateway_limits())
+        wake = asyncio.Event()
+        snapshots: Snapshots
+        if cfg.snapshot_in_background:
+            snapshots = BackgroundSnapshots(replica, wake)
+        else:
+            snapshots = InlineSnapshots(replica)
+        self.snapshots = snapshots
+        self.driver = DriverService(
+            node_id=cfg.node_id,
+            io=io,
+            replica=replica,
+            gateway=gateway,
+            snapshots=snapshots,
+            peers=self.peers,
+            tick_ms=cfg.tick_ms,
+            durable=cfg.data_dir is not None,
+            inbox_messages_max=cfg.inbox_messages_max,
+            forward_timeout_ms=cfg.command_timeout_ms,
+            on_applied=self._on_applied,
+            wake=wake,  # the forked snapshots wake the driver when a child is done
+        )
+        self.api = ClientAPI(
+            cfg.node_id,
+            self.driver,
+            ClientLimits(
+                command_bytes_max=cfg.command_bytes_max,
+                batch_commands_max=cfg.batch_commands_max,
+                client_rate_per_s=cfg.client_rate_per_s,
+                client_burst=cfg.client_burst,
+                client_buckets_max=cfg.client_buckets_max,
+                trades_kept_max=cfg.trades_kept_max,
+                trades_reply_max=cfg.trades_reply_max,
+                events_window_entries_max=cfg.recent_outcomes_max,
+            ),
+            io.clock,
+            self._snapshot_index,
+        )
+        self.peer_api = PeerAPI(
+            cfg.node_id,
+            self.driver,
+            PeerLimitsIn(
+                messages_per_batch_max=cfg.inbox_messages_max,
+                forward_commands_max=cfg.forward_batch_max,
+                command_bytes_max=cfg.command_bytes_max,
+                forward_wait_ms=cfg.command_timeout_ms,
+            ),
+            cfg.secret,
+        )
+        handler_timeout_ms = cfg.command_timeout_ms + cfg.handler_slack_ms
+        try:
+            self.api_server = await io.serve(
+                self.api.handle,
+                ServeOptions(
+                    host=cfg.host,
+                    port=cfg.port,
+                    body_max_bytes=cfg.api_body_max_bytes,
+                    concurrency_max=cfg.api_concurrency_max,
+                    handler_timeout_ms=handler_timeout_ms,
+                    float_hook=JsonNumber,
+                ),
+            )
+            self.peer_server = await io.serve(
+                self.peer_api.handle,
+                ServeOptions(
+                    host=cfg.host,
+                    port=cfg.peer_port,
+                    body_max_bytes=cfg.peer_body_max_bytes,
+                    concurrency_max=cfg.peer_concurrency_max,
+                    handler_timeout_ms=handler_timeout_ms,
+                    websocket=False,
+                ),
+            )
+            self.pub = await io.publisher(cfg.host, cfg.events_port, cfg.events_queue_max)
+        except OSError as e:
+            await self._close_io()
+            raise NodeError(f"cannot listen on {cfg.host}: {e}") from None
+        self.publisher = EventsPublisher(self.pub)
+        self.driver.start()
+        try:
+            await self._announce()
+        except GrenacheError as e:
+            await self.stop(graceful=False)
+            raise NodeError(
+                f"cannot announce on the Grapes ({', '.join(cfg.grapes)}): {e}"
+            ) from None
+        if cfg.join:
+            self._tasks.append(asyncio.create_task(self._join(), name="joiner"))
+        self._tasks.append(asyncio.create_task(self._watch_driver(), name="watch"))
+        log.info(
+            "node %s up: api %s, peer %s, events %s",
+            cfg.node_id,
+            self.api_port,
+            self.peer_port,
+            self.events_port,
+        )
+
+    @property
+    def api_port(self) -> int:
+        return self.api_server.port if self.api_server else 0
+
+    @property
+    def peer_port(self) -> int:
+        return self.peer_server.port if self.peer_server else 0
+
+    @property
+    def events_port(self) -> int:
+        return self.pub.port if self.pub else 0
+
+    @property
+    def failed(self) -> bool:
+        """The driver stopped by itself (a broken invariant)."""
+        return self.driver is not None and self.driver.failed
+
+    async def _announce(self) -> None:
+        link, names = self.link, self.names
+        assert link is not None
+        # the peer endpoint first: others can reach us before clients do
+        await link.start_announcing(names["peer"], self.peer_port)
+        await link.start_announcing(names["node"], self.api_port)
+        await link.start_announcing(names["nodes"], self.api_port)
+        await link.start_announcing(names["events"], self.events_port)
+        await link.start_announcing(names["node_events"], self.events_port)
+
+    async def _watch_driver(self) -> None:
+        assert self.driver is not None
+        await self.driver.stopped.wait()
+        self._stopped.set()
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Stop serving; a leader first hands leadership to another voter."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        replica = self.replica
+        if graceful and replica is not None and replica.raft.role == Role.LEADER:
+            await self._hand_over()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.driver is not None:
+            await self.driver.stop()
+        if isinstance(self.snapshots, BackgroundSnapshots):
+            await self.snapshots.close()
+        await self._close_io()
+        close = getattr(self.storage, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+        self._stopped.set()
+
+    async def _close_io(self) -> None:
+        for closer in (
+            self.api_server.stop if self.api_server else None,
+            self.peer_server.stop if self.peer_server else None,
+            self.pub.stop if self.pub else None,
+            self.peers.close if self.peers else None,
+            self.rpc.close if self.rpc else None,
+            self.link.stop if self.link else None,
+        ):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _hand_over(self) -> None:
+        """Leadership transfer to the most up-to-date other voter (graceful shutdown)."""
+        replica, driver = self.replica, self.driver
+        assert replica is not None and driver is not None
+        voters = [v for v in replica.raft.conf_state().voters if v != self.cfg.node_id]
+        if not voters:
+            return
+        progress = replica.raft.progress()
+        best = max(voters, key=lambda v: (progress[v].match if v in progress else -1, v))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(driver.conf_change("transfer", best), 1.0)
+        io = self.io
+        deadline = io.clock() + self.cfg.shutdown_transfer_ms / 1000
+        while replica.raft.role == Role.LEADER and io.clock() < deadline:
+            await io.sleep(self.cfg.tick_ms / 1000)
+        log.info("handed leadership to %s: %s", best, replica.raft.role != Role.LEADER)
+
+    # -- peers ---------------------------------------------------------------------------------
+
+    def _report(self, peer: str, ok: bool | None) -> None:
+        if self.driver is not None:
+            self.driver.report(peer, ok)
+
+    def _on_send_failure(self, peer: str, snapshot: bool) -> None:
+        self._report(peer, False if snapshot else None)
+
+    async def _join(self) -> None:
+        """Until this node is a member: ask the leader to add it as a learner."""
+        from grenex.codec.peer import Join, JoinReply
+        from grenex.node.peers import AskError
+
+        assert self.peers is not None and self.replica is not None and self.rpc is not None
+        cfg, io = self.cfg, self.io
+        while cfg.node_id not in self.replica.raft.conf_state().members():
+            leader = await self._find_leader()
+            if leader is not None:
+                try:
+                    reply = await self.peers.ask(leader, Join(cfg.node_id), cfg.command_timeout_ms)
+                    if isinstance(reply, JoinReply) and not reply.ok:
+                        log.info("join: %s", reply.why)
+                except AskError as e:
+                    log.info("join: %s", e)
+            await io.sleep(cfg.join_retry_ms / 1000)
+        log.info("%s is a member", cfg.node_id)
+
+    async def _find_leader(self) -> str | None:
+        assert self.rpc is not None
+        try:
+            replies = await self.rpc.map(self.names["nodes"], {"action": "status", "args": [{}]})
+        except GrenacheError as e:
+            log.info("join: no status from the nodes: %s", e)
+            return None
+        for r in replies:
+            if r.ok and isinstance(r.result, dict) and isinstance(r.result.get("leader"), str):
+                leader: str = r.result["leader"]
+                if leader != self.cfg.node_id:
+                    return leader
+        return None

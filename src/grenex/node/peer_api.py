@@ -1,0 +1,139 @@
+"""The peer service (``grenex:<cluster>:peer:<id>``): what other nodes send us.
+
+Every request is a typed message of :mod:`grenex.codec.peer` (checked against the cluster
+secret when there is one); anything else is answered ``ERR_GRENEX_BAD_REQUEST`` and changes
+nothing.  Consensus batches go to the driver's bounded inbox (the replica drops what a member
+must not believe); forwarded commands go to the gateway, and the request is answered with the
+gateway's answer; joins, probes and rejoins are answered from this node's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from grenex.codec.api import BadRequest, Unavailable
+from grenex.codec.peer import (
+    Forward,
+    Join,
+    JoinReply,
+    PeerMessage,
+    PeerReply,
+    PeerWireError,
+    Probe,
+    RaftAck,
+    RaftBatch,
+    Rejoin,
+    decode_peer_request,
+    encode_peer_reply,
+)
+from grenex.codec.raft import decode_message
+from grenex.consensus import InvalidConfChangeError, NotLeader, ProposalDroppedError, Role
+from grenex.engine import is_name
+from grenex.node.driving import DriverService
+
+__all__ = ["PeerAPI", "PeerLimitsIn"]
+
+
+class PeerLimitsIn(msgspec.Struct, frozen=True):
+    messages_per_batch_max: int
+    forward_commands_max: int
+    command_bytes_max: int
+    forward_wait_ms: int
+
+
+class PeerAPI:
+    """One node's peer service; ``handle`` is the RPC handler."""
+
+    def __init__(
+        self,
+        node_id: str,
+        driver: DriverService,
+        limits: PeerLimitsIn,
+        secret: bytes | None,
+        on_probe: Callable[[Probe], PeerReply] | None = None,
+        on_rejoin: Callable[[Rejoin], Awaitable[PeerReply]] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.driver = driver
+        self.limits = limits
+        self.secret = secret
+        self.on_probe = on_probe
+        self.on_rejoin = on_rejoin
+        self.refused = 0
+
+    async def handle(self, key: str, payload: Any) -> Any:
+        try:
+            msg = decode_peer_request(payload, self.secret)
+        except PeerWireError as e:
+            self.refused += 1
+            raise BadRequest(str(e)) from None
+        if not is_name(msg.src):
+            self.refused += 1
+            raise BadRequest("src must be a node name")
+        return encode_peer_reply(await self._answer(msg))
+
+    async def _answer(self, msg: PeerMessage) -> PeerReply:
+        if isinstance(msg, RaftBatch):
+            return self._raft(msg)
+        if isinstance(msg, Forward):
+            return await self._forward(msg)
+        if isinstance(msg, Join):
+            return await self._join(msg)
+        if isinstance(msg, Probe):
+            if self.on_probe is None:
+                raise BadRequest("this node does not answer probes")
+            return self.on_probe(msg)
+        if self.on_rejoin is None:
+            raise BadRequest("this node does not take rejoins")
+        return await self.on_rejoin(msg)
+
+    def _raft(self, msg: RaftBatch) -> PeerReply:
+        if len(msg.msgs) > self.limits.messages_per_batch_max:
+            raise BadRequest("too many messages in one batch")
+        try:
+            decoded = [decode_message(b) for b in msg.msgs]
+        except (ValueError, TypeError, msgspec.DecodeError) as e:
+            self.refused += 1
+            raise BadRequest(f"malformed consensus message: {str(e)[:200]}") from None
+        # a message's sender must be the batch's sender (one node cannot speak for another
+        # through its batch; authenticating the batch's sender is the transport's job)
+        ok = [m for m in decoded if m.src == msg.src]
+        taken, dropped = self.driver.deliver(ok)
+        return RaftAck(taken, dropped + len(decoded) - len(ok))
+
+    async def _forward(self, msg: Forward) -> PeerReply:
+        lim = self.limits
+        if (
+            not msg.cmds
+            or len(msg.cmds) > lim.forward_commands_max
+            or any(len(c) > lim.command_bytes_max for c in msg.cmds)
+            or msg.batch < 0
+        ):
+            raise BadRequest("a forward holds 1..max commands of bounded size")
+        fut = self.driver.forwarded(msg.src, msg.batch, list(msg.cmds))
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), lim.forward_wait_ms / 1000)
+        except TimeoutError:
+            # it may still be proposed: the forwarder must treat its outcome as unknown
+            self.driver.drop_forward_waiter(msg.src, msg.batch)
+            raise Unavailable("the leader did not answer the forward in time") from None
+
+    async def _join(self, msg: Join) -> PeerReply:
+        replica = self.driver.replica
+        if msg.src in replica.raft.conf_state().members():
+            return JoinReply(True, True)
+        if replica.raft.role != Role.LEADER:
+            return JoinReply(False, False, f"not the leader (leader: {replica.raft.lead})")
+        try:
+            await asyncio.wait_for(
+                self.driver.conf_change("add_learner", msg.src), self.limits.forward_wait_ms / 1000
+            )
+        except (NotLeader, ProposalDroppedError, InvalidConfChangeError, TimeoutError) as e:
+            return JoinReply(False, False, str(e)[:200])
+        except Unavailable as e:
+            return JoinReply(False, False, e.why)
+        return JoinReply(True, False)

@@ -1,0 +1,188 @@
+"""Outbound traffic to other nodes' peer service (``grenex:<cluster>:peer:<id>``).
+
+Consensus messages: every destination has a :class:`_Channel`, a bounded queue of encoded
+messages and a sender task that ships *everything queued* as one :class:`RaftBatch` request,
+at most ``inflight_max`` requests in flight per destination.  Raft tolerates loss,
+duplication and reordering, so a failed request is dropped and reported to the core (which
+probes the peer again); nothing here retries.
+
+Other messages (forwarded commands, join, probe, rejoin) go through :meth:`Peers.ask`, one
+request and its typed reply (``grenex.codec.peer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from grenex.codec.api import service_names
+from grenex.codec.peer import (
+    PeerMessage,
+    PeerReply,
+    PeerWireError,
+    RaftBatch,
+    decode_peer_reply,
+    encode_peer_request,
+)
+from grenex.codec.raft import encode_message
+from grenex.consensus import Message, MessageType
+from grenex.grenache import GrenacheError, PeerRPCClient
+from grenex.grenache.errors import (
+    GrapeError,
+    GrapeUnavailableError,
+    LookupEmptyError,
+    TransportError,
+)
+
+__all__ = ["AskError", "PeerLimits", "Peers"]
+
+log = logging.getLogger("grenex.node.peers")
+
+
+class AskError(Exception):
+    """A peer request got no usable reply; ``delivered`` False when it surely never arrived."""
+
+    def __init__(self, why: str, delivered: bool) -> None:
+        super().__init__(why)
+        self.delivered = delivered
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLimits:
+    queue_bytes_max: int  # per destination, before dropping
+    batch_bytes_max: int  # per request
+    inflight_max: int  # requests per destination
+    request_timeout_ms: int
+    snapshot_timeout_ms: int
+
+
+class _Channel:
+    def __init__(self, peers: Peers, dst: str) -> None:
+        self.peers = peers
+        self.dst = dst
+        self.queue: deque[tuple[bytes, bool]] = deque()  # (encoded, is_snapshot)
+        self.queued_bytes = 0
+        self.dropped = 0
+        self.wake = asyncio.Event()
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, data: bytes, is_snapshot: bool) -> None:
+        lim = self.peers.limits
+        if self.queued_bytes + len(data) > lim.queue_bytes_max and self.queue:
+            self.dropped += 1  # the peer is not keeping up: Raft sends again what matters
+            return
+        self.queue.append((data, is_snapshot))
+        self.queued_bytes += len(data)
+        self.wake.set()
+
+    def _take(self) -> tuple[list[bytes], bool]:
+        batch: list[bytes] = []
+        size = 0
+        snap = False
+        cap = self.peers.limits.batch_bytes_max
+        while self.queue and (not batch or size + len(self.queue[0][0]) <= cap):
+            data, is_snapshot = self.queue.popleft()
+            self.queued_bytes -= len(data)
+            batch.append(data)
+            size += len(data)
+            snap = snap or is_snapshot
+        return batch, snap
+
+    async def run(self) -> None:
+        inflight = self.inflight
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                if len(inflight) >= self.peers.limits.inflight_max:
+                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                batch, snap = self._take()
+                task = asyncio.create_task(self._send(batch, snap))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+
+    async def _send(self, batch: list[bytes], snap: bool) -> None:
+        p = self.peers
+        lim = p.limits
+        try:
+            await p.ask(
+                self.dst,
+                RaftBatch(p.node_id, batch),
+                lim.snapshot_timeout_ms if snap else lim.request_timeout_ms,
+            )
+        except AskError as e:
+            log.debug("to %s: %s", self.dst, e)
+            p.on_failure(self.dst, snap)
+        else:
+            if snap:
+                p.on_snapshot_sent(self.dst)
+
+
+class Peers:
+    """All outbound traffic of one node to the others."""
+
+    def __init__(
+        self,
+        node_id: str,
+        cluster: str,
+        client: PeerRPCClient,
+        limits: PeerLimits,
+        on_failure: Callable[[str, bool], None],
+        on_snapshot_sent: Callable[[str], None],
+        secret: bytes | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.cluster = cluster
+        self.client = client
+        self.limits = limits
+        self.on_failure = on_failure
+        self.on_snapshot_sent = on_snapshot_sent
+        self.secret = secret
+        self.channels: dict[str, _Channel] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, m: Message) -> None:
+        """Queue one consensus message (after its Ready was flushed)."""
+        ch = self.channels.get(m.dst)
+        if ch is None:
+            ch = self.channels[m.dst] = _Channel(self, m.dst)
+            ch.task = asyncio.create_task(ch.run(), name=f"peer-{m.dst}")
+        ch.put(encode_message(m), m.type == MessageType.SNAP)
+
+    async def ask(self, dst: str, msg: PeerMessage, timeout_ms: int) -> PeerReply:
+        """One request to ``dst``'s peer service and its typed reply."""
+        name = service_names(self.cluster, dst)["peer"]
+        try:
+            raw = await self.client.request(
+                name, encode_peer_request(msg, self.secret), timeout_ms=timeout_ms
+            )
+        except TransportError as e:
+            raise AskError(str(e)[:200], e.delivered) from None
+        except (LookupEmptyError, GrapeError, GrapeUnavailableError) as e:
+            raise AskError(str(e)[:200], False) from None  # never reached the peer
+        except GrenacheError as e:  # remote error, timeout, unreadable reply: it may have
+            raise AskError(str(e)[:200], True) from None
+        try:
+            return decode_peer_reply(raw)
+        except PeerWireError as e:
+            raise AskError(str(e), True) from None
+
+    def spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
+        """Run a fire-and-forget request task, kept until it ends (closed with the node)."""
+        assert asyncio.iscoroutine(coro)
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        tasks = [ch.task for ch in self.channels.values() if ch.task is not None]
+        tasks += [t for ch in self.channels.values() for t in ch.inflight]
+        tasks += list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
