@@ -202,6 +202,9 @@ class Gateway(Generic[T]):
     def forwarded(self, src: str, batch: int, datas: list[bytes]) -> None:
         """A batch another node forwarded to us; answered by the next :meth:`pump`."""
         self.counters["forwards_taken"] += 1
+        if not datas:  # only a broken or hostile peer sends one; propose_many asserts on it
+            self._out.append(ForwardAnswer(src, batch, Declined("empty forward batch", False)))
+            return
         if len(self._forwarded) >= self.limits.forwarded_batches_max:
             self._out.append(ForwardAnswer(src, batch, Declined("leader busy", True)))
             return
