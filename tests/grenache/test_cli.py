@@ -108,7 +108,7 @@ def test_errors_are_one_line(grapes: GrapeCluster, echo_server: str) -> None:
 def test_put_get_and_grape_list_failover(grapes: GrapeCluster) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     grape_list = f"{dead},{grapes.api_urls[0]}"
-    digest = ok_json("put", "hello world", "--grape", grape_list)
+    digest = ok_json("put", "hello world", "--grape", grape_list, "--json")
     assert digest == "6d33adc2b6b2c14c3036feefb7fedbca1a880527"
     assert ok_json("get", digest, "--grape", grape_list)["v"] == "hello world"
 

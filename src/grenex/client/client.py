@@ -87,14 +87,19 @@ __all__ = [
     "GrenexClient",
     "GrenexClientError",
     "Level",
+    "MarketInfo",
     "NodeStatus",
     "NotFound",
+    "OpenOrder",
+    "OrderState",
     "StatusReply",
     "Unavailable",
     "new_order_id",
 ]
 
 DEFAULT_CLUSTER: Final = "main"
+# Commands in one ``batch`` request (the node's limit).
+BATCH_MAX: Final = 256
 DecimalLike = str | Decimal | int
 
 # An attempt is not started with less time than this left before the deadline.
@@ -205,6 +210,24 @@ class CommandResult:
     events: tuple[Event, ...]
     client: str | None = None
     id: str | None = None
+    # answered from the node's session table: the *first* outcome of this id (or req), not a
+    # new execution (a place whose id was used before placed nothing now)
+    duplicate: bool = False
+    # any other field of the reply (e.g. ``time``), kept for ``to_json``
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_reply(cls, reply: Mapping[str, Any], client: str | None, id: str | None) -> Self:
+        """From a node's ``{"seq", "events", "duplicate"?, ...}`` reply."""
+        extra = {k: v for k, v in reply.items() if k not in ("seq", "events", "duplicate")}
+        return cls(
+            reply["seq"],
+            _decode_events(reply["events"]),
+            client,
+            id,
+            reply.get("duplicate") is True,
+            extra,
+        )
 
     @property
     def rejected(self) -> bool:
@@ -269,9 +292,23 @@ class CommandResult:
             return True
         return getattr(e, "client", None) == self.client and getattr(e, "id", None) == self.id
 
+    @property
+    def partly_filled(self) -> bool:
+        """Some of the order traded in this command and the rest was cancelled (an IOC or
+        market order's unfilled remainder, or a self-trade stop)."""
+        return self.status == "cancelled" and self.filled_qty > 0
+
     def to_json(self) -> dict[str, Any]:
-        """The node's reply shape: ``{"seq": N, "events": [...]}``."""
-        return {"seq": self.seq, "events": [msgspec.to_builtins(e) for e in self.events]}
+        """The node's reply: ``{"seq": N, "events": [...]}``, with ``"duplicate": true`` when
+        the node answered from its session table, and any other field it sent."""
+        out: dict[str, Any] = {
+            "seq": self.seq,
+            "events": [msgspec.to_builtins(e) for e in self.events],
+        }
+        if self.duplicate:
+            out["duplicate"] = True
+        out.update(self.extra)
+        return out
 
 
 def _type_of(e: Event) -> str:
@@ -404,6 +441,49 @@ class StatusReply:
     error: GrenexClientError | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MarketInfo:
+    """An open market: its price step (``tick``) and quantity step (``lot``), canonical."""
+
+    market: str
+    tick: str
+    lot: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenOrder:
+    """One of an account's resting orders (``orders``).  ``qty`` is the quantity it was placed
+    with while the node still remembers its place (else None); ``remaining`` is exact."""
+
+    id: str
+    market: str
+    side: str
+    price: str
+    qty: str | None
+    remaining: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderState:
+    """One order's state (``order``), as far as the replicated state can tell.
+
+    ``state``: ``resting``, ``filled``, ``cancelled``, ``rejected`` (the last three while the
+    node remembers the order's place, for an order that never rested), ``used`` (the id is
+    used up and the order is not resting; whether it was filled or cancelled is no longer
+    known), or ``unknown`` (the id was never used).  See docs/api.md.
+    """
+
+    state: str
+    seq: int | None = None
+    market: str | None = None
+    side: str | None = None
+    price: str | None = None
+    qty: str | None = None
+    remaining: str | None = None
+    reason: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
 # ---------------------------------------------------------------------------------- helpers
 
 
@@ -438,6 +518,10 @@ def _decimal(name: str, value: DecimalLike | None) -> str | None:
     if isinstance(value, int):
         return str(value)
     raise TypeError(f"{name} must be a str or Decimal, not {type(value).__name__}")
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
 
 
 def _env_grapes() -> str:
@@ -629,9 +713,7 @@ class GrenexClient:
         """Place an order (a market order without ``price``); retried with the same id."""
         args = self._place_args(market, side, qty, price, client, id, tif, post_only, stp)
         reply = await self._command("place", args, timeout)
-        return CommandResult(
-            reply["seq"], _decode_events(reply["events"]), args["client"], args["id"]
-        )
+        return CommandResult.from_reply(reply, args["client"], args["id"])
 
     def _place_args(
         self,
@@ -681,7 +763,14 @@ class GrenexClient:
         placed = [self._place_args(**order) for order in orders]
         if not placed:
             return []
-        commands = [{"type": "place", **args} for args in placed]
+        return await self._batch([{"type": "place", **args} for args in placed], timeout)
+
+    async def _batch(
+        self, commands: list[dict[str, Any]], timeout: float | None
+    ) -> list[CommandResult | GrenexClientError]:
+        """One ``batch`` request (ids and reqs already in the commands, so it can be resent)."""
+        if not commands:
+            return []
         reply = await self._call(
             "batch",
             {"commands": commands},
@@ -690,14 +779,13 @@ class GrenexClient:
             command=True,
         )
         results = reply.get("results") if isinstance(reply, dict) else None
-        if not isinstance(results, list) or len(results) != len(placed):
+        if not isinstance(results, list) or len(results) != len(commands):
             raise GrenexClientError(f"unexpected reply to batch: {str(reply)[:200]}")
         out: list[CommandResult | GrenexClientError] = []
-        for args, r in zip(placed, results, strict=True):
+        for cmd, r in zip(commands, results, strict=True):
+            args = {k: v for k, v in cmd.items() if k != "type"}
             if isinstance(r, dict) and "events" in r and isinstance(r.get("seq"), int):
-                out.append(
-                    CommandResult(r["seq"], _decode_events(r["events"]), args["client"], args["id"])
-                )
+                out.append(CommandResult.from_reply(r, args["client"], args["id"]))
             else:
                 err = r.get("error") if isinstance(r, dict) else None
                 e = _item_error(err if isinstance(err, str) else f"unexpected result {r!r}")
@@ -716,7 +804,40 @@ class GrenexClient:
         """Cancel a resting order; a retry is answered with the first outcome (``req``)."""
         args = {"client": self._client(client), "id": id, "req": req or new_order_id()}
         reply = await self._command("cancel", args, timeout)
-        return CommandResult(reply["seq"], _decode_events(reply["events"]), args["client"], id)
+        return CommandResult.from_reply(reply, args["client"], id)
+
+    async def cancel_many(
+        self,
+        client: str | None,
+        ids: Sequence[str],
+        *,
+        timeout: float | None = None,
+    ) -> list[CommandResult | GrenexClientError]:
+        """Cancel several orders in one ``batch`` request per 256 ids (each cancel its own log
+        entry with its own outcome, not atomic; each carries its own ``req``, so retrying the
+        request never cancels twice).  Results in order, as :meth:`place_many`."""
+        c = self._client(client)
+        out: list[CommandResult | GrenexClientError] = []
+        for start in range(0, len(ids), BATCH_MAX):
+            chunk = [
+                {"type": "cancel", "client": c, "id": i, "req": new_order_id()}
+                for i in ids[start : start + BATCH_MAX]
+            ]
+            out.extend(await self._batch(chunk, timeout))
+        return out
+
+    async def cancel_all(
+        self,
+        client: str | None = None,
+        market: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[CommandResult | GrenexClientError]:
+        """Cancel every resting order of the account (in one market, or all): lists them with
+        :meth:`orders`, then :meth:`cancel_many`.  Orders placed after the listing are not
+        cancelled; an order that filled meanwhile comes back ``unknown_order``."""
+        listed = await self.orders(client, market, timeout=timeout)
+        return await self.cancel_many(client, [o.id for o in listed], timeout=timeout)
 
     async def amend(
         self,
@@ -740,7 +861,7 @@ class GrenexClient:
         if p is not None:
             args["price"] = p
         reply = await self._command("amend", args, timeout)
-        return CommandResult(reply["seq"], _decode_events(reply["events"]), args["client"], id)
+        return CommandResult.from_reply(reply, args["client"], id)
 
     async def add_market(
         self,
@@ -765,7 +886,7 @@ class GrenexClient:
             "req": req or new_order_id(),
         }
         reply = await self._command("add_market", args, timeout)
-        return CommandResult(reply["seq"], _decode_events(reply["events"]))
+        return CommandResult.from_reply(reply, None, None)
 
     # ------------------------------------------------------------------ reads
 
@@ -808,6 +929,51 @@ class GrenexClient:
             return msgspec.convert(reply["trades"], list[Trade])
         except (KeyError, msgspec.ValidationError) as e:
             raise GrenexClientError(f"the node sent trades this client cannot read: {e}") from None
+
+    async def markets(self, *, timeout: float | None = None) -> list[MarketInfo]:
+        """Every open market with its tick and lot, by name."""
+        reply = await self._read("markets", {}, timeout)
+        try:
+            return [MarketInfo(m["market"], m["tick"], m["lot"]) for m in reply["markets"]]
+        except (KeyError, TypeError) as e:
+            raise GrenexClientError(f"the node sent markets this client cannot read: {e}") from None
+
+    async def orders(
+        self, client: str | None = None, market: str | None = None, *, timeout: float | None = None
+    ) -> list[OpenOrder]:
+        """An account's resting orders (this client's by default), in one market or all."""
+        args: dict[str, Any] = {"client": self._client(client)}
+        if market is not None:
+            args["market"] = market
+        reply = await self._read("orders", args, timeout)
+        try:
+            return [
+                OpenOrder(o["id"], o["market"], o["side"], o["price"], o["qty"], o["remaining"])
+                for o in reply["orders"]
+            ]
+        except (KeyError, TypeError) as e:
+            raise GrenexClientError(f"the node sent orders this client cannot read: {e}") from None
+
+    async def order(
+        self, client: str | None, id: str, *, timeout: float | None = None
+    ) -> OrderState:
+        """One order's state (``client`` None: this client's)."""
+        reply = await self._read("order", {"client": self._client(client), "id": id}, timeout)
+        state = reply.get("state")
+        if not isinstance(state, str):
+            raise GrenexClientError(f"unexpected reply to order: {str(reply)[:200]}")
+        seq = reply.get("seq")
+        return OrderState(
+            state,
+            seq if isinstance(seq, int) else None,
+            market=_str_or_none(reply.get("market")),
+            side=_str_or_none(reply.get("side")),
+            price=_str_or_none(reply.get("price")),
+            qty=_str_or_none(reply.get("qty")),
+            remaining=_str_or_none(reply.get("remaining")),
+            reason=_str_or_none(reply.get("reason")),
+            raw=dict(reply),
+        )
 
     async def status(self, *, timeout: float | None = None) -> NodeStatus:
         """The node's role, term, leader, commit/applied indexes and state hash."""

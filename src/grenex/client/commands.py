@@ -1,19 +1,25 @@
-"""The client commands of the ``grenex`` CLI (SPEC §5): place, cancel, amend, add-market, book,
-trades, status (``watch`` lives in :mod:`grenex.client.watch`).
+"""The client commands of the ``grenex`` CLI (SPEC §5): place, cancel, cancel-all, amend,
+add-market, book, trades, markets, orders, order, status (``watch`` lives in
+:mod:`grenex.client.watch`).
 
 Each command talks to one node (``--node``) or any node, through the Grapes (``--grape``,
 ``--cluster``), with :class:`~grenex.client.GrenexClient` and its bounded retries
 (``--timeout``).  Output is a rich table by default and one JSON document with ``--json``.
 
-Exit status: 0 done; 1 the order was rejected (the reason on stderr) or the network failed
-(unreachable Grape or node, no answer in time); 2 bad usage; 130 interrupted.  Every error is
-one line on stderr, ``error: ...``, never a traceback.
+Exit status: 0 done; 1 the order was rejected (the reason and its remedy on stderr) or the
+network failed (unreachable Grape or node, no answer in time: then the outcome is unknown and
+the line says which id to retry with); 2 bad usage; 130 interrupted.  Every error is one line on
+stderr, ``error: ...``, never a traceback.
+
+An order is printed as ``CLIENT/ID``; every ``--id`` option accepts that form as well as the
+bare id (a ``/`` cannot occur in a name, so the two never clash).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
@@ -30,10 +36,15 @@ from grenex.client.client import (
     Book,
     BookSnapshot,
     CommandResult,
+    GrapeUnavailable,
     GrenexClient,
     GrenexClientError,
+    MarketInfo,
     NodeStatus,
+    OpenOrder,
+    OrderState,
     StatusReply,
+    Unavailable,
 )
 from grenex.engine import (
     Accepted,
@@ -49,12 +60,17 @@ from grenex.engine import (
 from grenex.grenache import DEFAULT_GRAPE
 
 __all__ = [
+    "REMEDIES",
     "ClientCommand",
     "add_market_command",
     "amend_command",
     "book_command",
+    "cancel_all_command",
     "cancel_command",
+    "markets_command",
     "network_options",
+    "order_command",
+    "orders_command",
     "place_command",
     "run_client",
     "status_command",
@@ -102,16 +118,46 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def run_client(fn: Callable[[], Awaitable[T]]) -> T:
-    """Run one command's coroutine; turn every expected failure into one stderr line."""
+def run_client(fn: Callable[[], Awaitable[T]], what: str | None = None) -> T:
+    """Run one command's coroutine; turn every expected failure into one stderr line.
+
+    ``what`` names a command that changes state (``place``, ``cancel``...): when its outcome
+    is unknown, the line says so and how to retry it safely."""
     try:
         return asyncio.run(_call(fn))
     except GrenexClientError as e:
-        fail(e.message or e.code)
+        fail(unknown_outcome(e, what) or e.message or e.code)
     except ValueError as e:  # e.g. a --grape that is not a URL list
         fail(str(e), 2)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+
+
+def unknown_outcome(e: GrenexClientError, what: str | None) -> str | None:
+    """The line for a command whose outcome is unknown (it may or may not have executed), or
+    None when ``e`` is not that (nothing was sent, or the node refused it)."""
+    cmd = e.command
+    if what is None or cmd is None or not isinstance(e, Unavailable):
+        return None
+    if isinstance(e, GrapeUnavailable) and e.attempts <= 1:
+        return None  # no Grape at all: nothing was sent
+    head = "no leader reachable or no answer in time: the outcome is unknown"
+    if "commands" in cmd:
+        n = len(cmd["commands"])
+        safe = f"retrying the same command is safe (each of its {n} commands carries its req)"
+        return f"{head} ({what}); {safe} [{e.message}]"
+    oid = cmd.get("id")
+    if what == "place" and oid is not None:
+        order = _order(cmd.get("client"), oid)
+        safe = (
+            f"retrying the same command with the same id (--id {oid}) is safe: it never "
+            f"executes twice; or ask: grenex order --client {cmd.get('client')} --id {oid}"
+        )
+        return f"{head} ({what} {order}); {safe} [{e.message}]"
+    if oid is not None:
+        safe = "retrying the same command is safe (cancel and amend carry absolute values)"
+        return f"{head} ({what} {_order(cmd.get('client'), oid)}); {safe} [{e.message}]"
+    return f"{head} ({what}); retrying the same command is safe [{e.message}]"
 
 
 async def _call(fn: Callable[[], Awaitable[T]]) -> T:
@@ -239,6 +285,10 @@ def _summary(what: str, r: CommandResult) -> Text:
     if r.client is not None:
         head.append(_order(r.client, r.id), style="bold")
         head.append(" → ")
+    if r.partly_filled:
+        # an IOC/market remainder (or a self-trade stop) after some trades: not just "cancelled"
+        head.append("partly filled", style="bold green")
+        head.append(", rest ")
     head.append(status, style=_STATUS_STYLE.get(status, "bold"))
     details = []
     if r.reason is not None:
@@ -253,11 +303,93 @@ def _summary(what: str, r: CommandResult) -> Text:
     if details:
         head.append(f" ({'; '.join(details)})")
     head.append(f" · seq {r.seq}", style="dim")
+    if r.duplicate:
+        head.append("\n")
+        head.append(
+            "duplicate: this id (or request) was used before; this is its FIRST outcome, "
+            "and nothing new was executed now",
+            style="bold yellow",
+        )
     return head
 
 
-def report(what: str, r: CommandResult, as_json: bool) -> None:
-    """Print a command's outcome; a rejection is one line on stderr and exit status 1."""
+# What to do about each rejection reason (SPEC §2); docs/api.md has the same table.
+# invalid_price / invalid_qty get the market's tick or lot added when it can be read.
+REMEDIES: dict[str, str] = {
+    "invalid_command": "client and id must be names: 1-64 of A-Z a-z 0-9 . _ : -",
+    "invalid_market": "market must be a name, tick and lot decimals above zero",
+    "market_exists": "that market is open already (see grenex markets)",
+    "duplicate_id": (
+        "this client used that id before (ids are used up forever, whatever the outcome): "
+        "choose another --id, or leave --id out for a fresh one"
+    ),
+    "unknown_market": "no such market is open (see grenex markets)",
+    "invalid_side": "side must be buy or sell",
+    "invalid_qty": "the quantity must be a plain decimal above zero and a multiple of the lot",
+    "invalid_price": "the price must be a plain decimal above zero and a multiple of the tick",
+    "invalid_tif": (
+        "tif must be GTC, IOC or FOK; a market order (no --price) cannot be GTC; "
+        "--post-only needs GTC"
+    ),
+    "invalid_stp": "stp must be cancel_maker, cancel_taker or cancel_both",
+    "post_only_would_cross": (
+        "a post-only order must not trade at once: choose a price that does not cross the "
+        "best opposite price (see grenex book)"
+    ),
+    "fok_unfillable": (
+        "the book cannot fill all of it at once at that price: change qty or price, or use IOC"
+    ),
+    "unknown_order": (
+        "this client has no resting order with that id (filled, cancelled or never placed): "
+        "see grenex orders / grenex order"
+    ),
+    "invalid_amend": "give --qty, --price or both",
+}
+
+
+def step_remedy(reason: str | None, info: MarketInfo | None) -> str | None:
+    """The remedy for ``invalid_price``/``invalid_qty`` naming the market's tick or lot."""
+    if info is None:
+        return None
+    if reason == "invalid_price":
+        return (
+            f"price must be a multiple of the tick {info.tick} of {info.market} "
+            f"(a plain decimal above zero)"
+        )
+    if reason == "invalid_qty":
+        return (
+            f"quantity must be a multiple of the lot {info.lot} of {info.market} "
+            f"(a plain decimal above zero)"
+        )
+    return None
+
+
+async def market_info(c: GrenexClient, market: str | None) -> MarketInfo | None:
+    """The market's tick and lot, or None when it cannot be read (then the generic remedy)."""
+    if market is None:
+        return None
+    try:
+        return next((m for m in await c.markets() if m.market == market), None)
+    except GrenexClientError:
+        return None
+
+
+async def remedy_for(c: GrenexClient, r: CommandResult, market: str | None = None) -> str | None:
+    """For a rejected price or quantity, the market's tick or lot; ``market`` None: the
+    market of the client's resting order ``r.id`` (an amend)."""
+    if not r.rejected or r.reason not in ("invalid_price", "invalid_qty"):
+        return None
+    if market is None and r.id is not None:
+        try:
+            market = (await c.order(r.client, r.id)).market
+        except GrenexClientError:
+            return None
+    return step_remedy(r.reason, await market_info(c, market))
+
+
+def report(what: str, r: CommandResult, as_json: bool, remedy: str | None = None) -> None:
+    """Print a command's outcome; a rejection is one line on stderr (the reason and what to
+    do about it) and exit status 1."""
     if as_json:
         print_json(r.to_json())
     else:
@@ -272,7 +404,36 @@ def report(what: str, r: CommandResult, as_json: bool) -> None:
             out.print(t)
     if r.rejected:
         order = f" {_order(r.client, r.id)}" if r.client is not None else ""
-        fail(f"rejected: {r.reason} ({what}{order})")
+        why = remedy or REMEDIES.get(r.reason or "")
+        fail(f"rejected: {r.reason} ({what}{order})" + (f": {why}" if why else ""))
+
+
+def order_ref(client_id: str | None, order_id: str) -> tuple[str | None, str]:
+    """``(client, id)`` from ``--client`` and ``--id``, where ``--id`` may be the ``CLIENT/ID``
+    that ``place`` prints; a usage error when it names another client than ``--client``."""
+    client, sep, oid = order_id.rpartition("/")
+    if not sep:
+        return client_id, order_id
+    if not client or not oid:
+        raise _OneLineUsageError(f"--id {order_id!r}: write ID or CLIENT/ID")
+    if client_id is not None and client_id != client:
+        raise _OneLineUsageError(
+            f"--id {order_id!r} is an order of client {client!r}, but --client is {client_id!r}"
+        )
+    return client, oid
+
+
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def check_decimal(option: str, value: str | None) -> None:
+    """Refuse ``.1`` and ``1.`` with the spelling to use; anything else goes to the engine."""
+    if value is None or _PLAIN_DECIMAL.fullmatch(value):
+        return
+    m = re.fullmatch(r"([0-9]*)\.([0-9]*)", value)
+    if m is not None and (m.group(1) or m.group(2)):
+        fixed = (m.group(1) or "0") + (f".{m.group(2)}" if m.group(2) else "")
+        raise _OneLineUsageError(f"{option} {value!r} is not a decimal here: write {fixed}")
 
 
 @click.command("place", cls=ClientCommand)
@@ -314,11 +475,17 @@ def place_command(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Place an order through a node; prints its events (trades, resting, ...)."""
+    """Place an order through a node; prints its events (trades, resting, ...).
 
-    async def go() -> CommandResult:
+    The order is printed as CLIENT/ID; cancel, amend and order accept that as --id.  If the
+    outcome is unknown (no leader, no answer in time), running it again with the same --id
+    is safe: an id executes at most once."""
+    check_decimal("--qty", qty)
+    check_decimal("--price", price)
+
+    async def go() -> tuple[CommandResult, str | None]:
         async with make_client(grape, cluster, node, timeout) as c:
-            return await c.place(
+            r = await c.place(
                 market,
                 side,
                 qty,
@@ -329,14 +496,16 @@ def place_command(
                 post_only=True if post_only else None,
                 stp=stp,
             )
+            return r, await remedy_for(c, r, market)
 
-    report("place", run_client(go), as_json)
+    r, remedy = run_client(go, "place")
+    report("place", r, as_json, remedy)
 
 
 @click.command("cancel", cls=ClientCommand)
 @click.option("--node", required=True, help="The node to send the cancel to.")
 @click.option("--client", "client_id", default=None, help="Client id [default: the node id].")
-@click.option("--id", "order_id", required=True, help="The order's id.")
+@click.option("--id", "order_id", required=True, help="The order's id (ID or CLIENT/ID).")
 @network_options
 @_json_option
 def cancel_command(
@@ -349,18 +518,19 @@ def cancel_command(
     as_json: bool,
 ) -> None:
     """Cancel a resting order."""
+    client_id, order_id = order_ref(client_id, order_id)
 
     async def go() -> CommandResult:
         async with make_client(grape, cluster, node, timeout) as c:
             return await c.cancel(client_id, order_id)
 
-    report("cancel", run_client(go), as_json)
+    report("cancel", run_client(go, "cancel"), as_json)
 
 
 @click.command("amend", cls=ClientCommand)
 @click.option("--node", required=True, help="The node to send the amend to.")
 @click.option("--client", "client_id", default=None, help="Client id [default: the node id].")
-@click.option("--id", "order_id", required=True, help="The order's id.")
+@click.option("--id", "order_id", required=True, help="The order's id (ID or CLIENT/ID).")
 @click.option("--qty", default=None, help="New remaining quantity.")
 @click.option("--price", default=None, help="New price.")
 @network_options
@@ -377,12 +547,17 @@ def amend_command(
     as_json: bool,
 ) -> None:
     """Amend a resting order: a smaller quantity keeps its priority, anything else re-enters."""
+    client_id, order_id = order_ref(client_id, order_id)
+    check_decimal("--qty", qty)
+    check_decimal("--price", price)
 
-    async def go() -> CommandResult:
+    async def go() -> tuple[CommandResult, str | None]:
         async with make_client(grape, cluster, node, timeout) as c:
-            return await c.amend(client_id, order_id, qty=qty, price=price)
+            r = await c.amend(client_id, order_id, qty=qty, price=price)
+            return r, await remedy_for(c, r)
 
-    report("amend", run_client(go), as_json)
+    r, remedy = run_client(go, "amend")
+    report("amend", r, as_json, remedy)
 
 
 @click.command("add-market", cls=ClientCommand)
@@ -408,7 +583,7 @@ def add_market_command(
         async with make_client(grape, cluster, node, timeout) as c:
             return await c.add_market(market, tick, lot)
 
-    report("add-market", run_client(go), as_json)
+    report("add-market", run_client(go, "add-market"), as_json)
 
 
 # ------------------------------------------------------------------------------- reads
@@ -494,7 +669,7 @@ def book_command(
 
     snap = run_client(go)
     if market is not None and market not in snap.books:
-        fail(f"unknown market {market!r}")
+        fail(f"unknown market {market!r} (see grenex markets)")
     if as_json:
         print_json(_book_json(snap, depth))
         return
@@ -530,11 +705,16 @@ def trades_command(
 ) -> None:
     """Print the most recent trades, oldest first."""
 
-    async def go() -> list[Trade]:
+    async def go() -> tuple[list[Trade], bool]:
         async with make_client(grape, cluster, node, timeout) as c:
-            return await c.trades(market, since=since, limit=limit)
+            trades = await c.trades(market, since=since, limit=limit)
+            # no trades: is the market open at all? (as `book`, an unknown market is an error)
+            known = bool(trades) or market is None or await market_info(c, market) is not None
+            return trades, known
 
-    trades = run_client(go)
+    trades, known = run_client(go)
+    if not known:
+        fail(f"unknown market {market!r} (see grenex markets)")
     if as_json:
         print_json({"trades": [msgspec.to_builtins(t) for t in trades]})
         return
@@ -712,3 +892,236 @@ def status_command(
         if as_json:
             click.echo(f"error: {sentence}", err=True)
         sys.exit(1)
+
+
+# ------------------------------------------------------------------------------- the account
+
+
+@click.command("markets", cls=ClientCommand)
+@click.option("--node", default=None, help="Ask this node [default: any node].")
+@network_options
+@_json_option
+def markets_command(
+    node: str | None, grape: str, cluster: str, timeout: float, as_json: bool
+) -> None:
+    """The open markets with their tick (price step) and lot (quantity step)."""
+
+    async def go() -> list[MarketInfo]:
+        async with make_client(grape, cluster, node, timeout) as c:
+            return await c.markets()
+
+    found = run_client(go)
+    if as_json:
+        print_json({"markets": [{"market": m.market, "tick": m.tick, "lot": m.lot} for m in found]})
+        return
+    if not found:
+        console().print("no markets open")
+        return
+    t = Table(header_style="bold")
+    t.add_column("market")
+    t.add_column("tick (price step)", justify="right")
+    t.add_column("lot (quantity step)", justify="right")
+    for m in found:
+        t.add_row(m.market, m.tick, m.lot)
+    console().print(t)
+
+
+def _open_order_json(o: OpenOrder) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "market": o.market,
+        "side": o.side,
+        "price": o.price,
+        "qty": o.qty,
+        "remaining": o.remaining,
+    }
+
+
+@click.command("orders", cls=ClientCommand)
+@click.option("--client", "client_id", required=True, help="The account whose orders to list.")
+@click.option("--market", default=None, help="One market [default: every market].")
+@click.option("--node", default=None, help="Ask this node [default: any node].")
+@network_options
+@_json_option
+def orders_command(
+    client_id: str,
+    market: str | None,
+    node: str | None,
+    grape: str,
+    cluster: str,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """An account's resting orders, by market, side and price (best first).
+
+    qty is what the order was placed with while the node still remembers its place
+    (else -); remaining is exact."""
+
+    async def go() -> list[OpenOrder]:
+        async with make_client(grape, cluster, node, timeout) as c:
+            return await c.orders(client_id, market)
+
+    found = run_client(go)
+    if as_json:
+        print_json({"orders": [_open_order_json(o) for o in found]})
+        return
+    out = console()
+    if not found:
+        out.print(f"no resting orders of {client_id}" + (f" in {market}" if market else ""))
+        return
+    t = Table(header_style="bold")
+    for col, just in (
+        ("order", "left"),
+        ("market", "left"),
+        ("side", "left"),
+        ("price", "right"),
+        ("qty", "right"),
+        ("remaining", "right"),
+    ):
+        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for o in found:
+        style = "green" if o.side == "buy" else "red"
+        t.add_row(
+            _order(client_id, o.id),
+            o.market,
+            Text(o.side, style=style),
+            Text(o.price, style=style),
+            o.qty or "-",
+            o.remaining,
+        )
+    out.print(t)
+
+
+_ORDER_STATE_NOTES = {
+    "resting": "rests on the book",
+    "filled": "filled when placed (it never rested)",
+    "cancelled": "its remainder was cancelled when placed (it never rested)",
+    "rejected": "rejected when placed",
+    "used": (
+        "not resting: it was filled, cancelled or rejected, but the node no longer remembers "
+        "which (it keeps no per-order history)"
+    ),
+    "unknown": "this client never used this id",
+}
+
+
+@click.command("order", cls=ClientCommand)
+@click.option("--client", "client_id", default=None, help="The order's account.")
+@click.option("--id", "order_id", required=True, help="The order's id (ID or CLIENT/ID).")
+@click.option("--node", default=None, help="Ask this node [default: any node].")
+@network_options
+@_json_option
+def order_command(
+    client_id: str | None,
+    order_id: str,
+    node: str | None,
+    grape: str,
+    cluster: str,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """One order's state: resting, filled, cancelled, rejected, used or unknown."""
+    client, oid = order_ref(client_id, order_id)
+    if client is None:
+        raise _OneLineUsageError("--client is needed (or give --id as CLIENT/ID)")
+
+    async def go() -> OrderState:
+        async with make_client(grape, cluster, node, timeout) as c:
+            return await c.order(client, oid)
+
+    st = run_client(go)
+    if as_json:
+        print_json(st.raw)
+        return
+    line = Text(f"order {_order(client, oid)} → ")
+    line.append(st.state, style=_STATUS_STYLE.get(st.state, "bold"))
+    facts = [
+        f"{k} {v}"
+        for k, v in (
+            ("market", st.market),
+            ("side", st.side),
+            ("price", st.price),
+            ("qty", st.qty),
+            ("remaining", st.remaining),
+            ("reason", st.reason),
+        )
+        if v is not None
+    ]
+    if facts:
+        line.append(f" ({', '.join(facts)})")
+    if st.seq is not None:
+        line.append(f" · placed at seq {st.seq}", style="dim")
+    note = _ORDER_STATE_NOTES.get(st.state)
+    if note:
+        line.append(f"\n{note}", style="dim")
+    console().print(line)
+
+
+@click.command("cancel-all", cls=ClientCommand)
+@click.option("--node", required=True, help="The node to send the cancels to.")
+@click.option("--client", "client_id", required=True, help="The account whose orders to cancel.")
+@click.option("--market", default=None, help="Only this market [default: every market].")
+@network_options
+@_json_option
+def cancel_all_command(
+    node: str,
+    client_id: str,
+    market: str | None,
+    grape: str,
+    cluster: str,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Cancel an account's resting orders (in one market, or all).
+
+    It lists the orders (as `grenex orders` does), then sends one cancel per order in one
+    `batch` request (one per 256 orders). Each cancel is its own log entry with its own
+    outcome; the batch is not atomic. Orders placed after the listing are NOT cancelled; an
+    order that filled meanwhile is reported unknown_order. Exit 1 if any cancel failed."""
+
+    async def go() -> tuple[list[OpenOrder], list[CommandResult | GrenexClientError]]:
+        async with make_client(grape, cluster, node, timeout) as c:
+            listed = await c.orders(client_id, market)
+            return listed, await c.cancel_many(client_id, [o.id for o in listed])
+
+    listed, results = run_client(go, "cancel-all")
+    cancelled = [r for r in results if isinstance(r, CommandResult) and r.status == "cancelled"]
+    failed = [r for r in results if not (isinstance(r, CommandResult) and r.status == "cancelled")]
+    if as_json:
+        print_json(
+            {
+                "listed": [_open_order_json(o) for o in listed],
+                "results": [
+                    r.to_json() if isinstance(r, CommandResult) else {"error": r.message}
+                    for r in results
+                ],
+                "cancelled": len(cancelled),
+                "failed": len(failed),
+            }
+        )
+    else:
+        out = console()
+        where = f" in {market}" if market else ""
+        out.print(
+            f"cancel-all {client_id}{where}: {len(listed)} resting order"
+            f"{'' if len(listed) == 1 else 's'} listed, {len(cancelled)} cancelled"
+            + (f", {len(failed)} not cancelled" if failed else "")
+            + " (one batch request; orders placed after the listing are not cancelled)"
+        )
+        for o, r in zip(listed, results, strict=True):
+            if isinstance(r, CommandResult):
+                note = r.status + (f" ({r.reason})" if r.reason else "")
+                if r.status == "cancelled":
+                    note += f", {_cancelled_qty(r)} was resting"
+            else:
+                note = f"error: {r.message}"
+            out.print(f"  {_order(client_id, o.id)} {o.market} {o.side} {o.price}: {note}")
+    if failed:
+        sys.exit(1)
+
+
+def _cancelled_qty(r: CommandResult) -> str:
+    for e in r.events:
+        if type(e) is Cancelled:
+            return e.remaining
+    return "?"

@@ -210,14 +210,20 @@ def map_command(
 @click.argument("value")
 @_grape_option
 @_timeout_option
-def put_command(value: str, grape: str, timeout_ms: int) -> None:
-    """Store VALUE (at most 999 UTF-8 bytes) in the DHT; print its hash."""
+@click.option("--json", "as_json", is_flag=True, help='Print the hash as a JSON string ("...").')
+def put_command(value: str, grape: str, timeout_ms: int, as_json: bool) -> None:
+    """Store VALUE (at most 999 UTF-8 bytes) in the DHT; print its hash (plain, as `get`
+    takes it: `grenex grenache get $(grenex grenache put hello)`)."""
 
     async def go() -> str:
         async with _make_link(grape, timeout_ms) as link:
             return await link.put(value)
 
-    _print_json(_run(go))
+    digest = _run(go)
+    if as_json:
+        _print_json(digest)
+    else:
+        click.echo(digest)
 
 
 @grenache_group.command("get")
@@ -225,7 +231,10 @@ def put_command(value: str, grape: str, timeout_ms: int) -> None:
 @_grape_option
 @_timeout_option
 def get_command(hash_hex: str, grape: str, timeout_ms: int) -> None:
-    """Fetch the value stored under HASH; exit 1 when nobody has it."""
+    """Fetch the value stored under HASH; exit 1 when nobody has it.  HASH may be quoted as
+    JSON (what `put --json` prints)."""
+    if len(hash_hex) >= 2 and hash_hex[0] == hash_hex[-1] == '"':
+        hash_hex = hash_hex[1:-1]
 
     async def go() -> Any:
         async with _make_link(grape, timeout_ms) as link:

@@ -10,7 +10,12 @@ the view stale, and the loop then re-reads the watched node's book and trades (a
 every ``--poll`` seconds refreshes the status and catches anything the stream missed while it
 reconnected.  A failing node is shown in the header and retried; the view never blocks on it.
 
-Ctrl-C (or SIGTERM) stops it cleanly: exit status 0, no traceback.
+The layout follows the terminal's width, read at every redraw: the trades beside the ladder
+when both fit, else below it, with a shorter depth bar on a narrow terminal; nothing is cut off
+at 80 columns.
+
+Ctrl-C (or SIGTERM) stops it cleanly, no traceback: exit status 130 for Ctrl-C (SIGINT), as
+SPEC §5 says for an interrupted command, and 143 for SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 import click
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -50,6 +57,9 @@ __all__ = ["Ladder", "render", "watch_command"]
 
 MIN_REFRESH_S = 0.2
 BAR_WIDTH = 24
+BAR_WIDTH_MIN = 4
+# columns the ladder takes besides its depth bar (price, qty, orders, total, borders, padding)
+_LADDER_FIXED_WIDTH = 56
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
 
 
@@ -85,7 +95,9 @@ class Ladder:
     updated: float = 0.0
 
 
-def _side_rows(levels: list[Level], top: Decimal, style: str) -> list[list[Text | str]]:
+def _side_rows(
+    levels: list[Level], top: Decimal, style: str, bar_width: int = BAR_WIDTH
+) -> list[list[Text | str]]:
     rows: list[list[Text | str]] = []
     total = Decimal(0)
     for lv in levels:
@@ -96,19 +108,19 @@ def _side_rows(levels: list[Level], top: Decimal, style: str) -> list[list[Text 
                 _fmt(lv.qty),
                 str(lv.orders),
                 _fmt(total),
-                Text(bar(lv.qty, top), style=style),
+                Text(bar(lv.qty, top, bar_width), style=style),
             ]
         )
     return rows
 
 
-def ladder_table(v: Ladder) -> Table:
+def ladder_table(v: Ladder, bar_width: int = BAR_WIDTH) -> Table:
     t = Table(header_style="bold", expand=False, pad_edge=False)
     t.add_column("price", justify="right", min_width=10)
     t.add_column("qty", justify="right", min_width=8)
     t.add_column("orders", justify="right")
     t.add_column("total", justify="right", min_width=8)
-    t.add_column("depth", justify="left", min_width=BAR_WIDTH)
+    t.add_column("depth", justify="left", min_width=bar_width)
     book = v.book
     if book is None:
         t.add_row("…", "", "", "", "")
@@ -116,7 +128,7 @@ def ladder_table(v: Ladder) -> Table:
     asks = book.levels("asks", v.depth)
     bids = book.levels("bids", v.depth)
     top = max([lv.qty for lv in asks + bids], default=Decimal(0))
-    for row in reversed(_side_rows(asks, top, "red")):
+    for row in reversed(_side_rows(asks, top, "red", bar_width)):
         t.add_row(*row)
     if not asks:
         t.add_row(Text("no asks", style="dim red"), "", "", "", "")
@@ -131,7 +143,7 @@ def ladder_table(v: Ladder) -> Table:
     t.add_section()
     t.add_row("", "", "", "", line)
     t.add_section()
-    for row in _side_rows(bids, top, "green"):
+    for row in _side_rows(bids, top, "green", bar_width):
         t.add_row(*row)
     if not bids:
         t.add_row(Text("no bids", style="dim green"), "", "", "", "")
@@ -182,11 +194,28 @@ def footer(v: Ladder) -> Text:
     return f
 
 
-def render(v: Ladder) -> RenderableType:
+def render(v: Ladder, console: Console | None = None) -> RenderableType:
+    """The screen; with ``console``, laid out for its current width: the trades beside the
+    ladder when both fit, else below it (and a shorter depth bar when even the ladder is
+    wide for the terminal)."""
+    if console is None:
+        ladder, trades = ladder_table(v), trades_panel(v)
+    else:
+        width = console.width
+        bar_w = max(BAR_WIDTH_MIN, min(BAR_WIDTH, width - _LADDER_FIXED_WIDTH))
+        ladder, trades = ladder_table(v, bar_w), trades_panel(v)
+        opts = console.options
+        need = (
+            Measurement.get(console, opts, ladder).maximum
+            + 3
+            + Measurement.get(console, opts, trades).maximum
+        )
+        if need > width:
+            return Group(header(v), ladder, trades, footer(v))
     body = Table.grid(padding=(0, 3))
     body.add_column()
     body.add_column()
-    body.add_row(ladder_table(v), trades_panel(v))
+    body.add_row(ladder, trades)
     return Group(header(v), body, footer(v))
 
 
@@ -240,18 +269,25 @@ class _Watcher:
             except GrenexClientError as e:
                 v.error = f"node {v.node}: {e.message} (retrying)"
             v.publisher = stream.publisher
-            live.update(render(v), refresh=True)
+            live.update(render(v, live.console), refresh=True)
             await asyncio.sleep(MIN_REFRESH_S)
 
 
 async def watch(
     grape: str, cluster: str, node: str, market: str, depth: int, poll: float, timeout: float
-) -> None:
-    """Run the live view until SIGINT/SIGTERM; raise GrenexClientError if it cannot start."""
+) -> int:
+    """Run the live view until SIGINT/SIGTERM, and return that signal's number; raise
+    GrenexClientError if it cannot start."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    got: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        got.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     view = Ladder(node=node, market=market, depth=depth)
     async with make_client(grape, cluster, node, timeout) as first:
         w = _Watcher(first, view, poll)
@@ -264,7 +300,7 @@ async def watch(
     ):
         w = _Watcher(c, view, poll)
         out = console()
-        with Live(render(view), console=out, auto_refresh=False, transient=False) as live:
+        with Live(render(view, out), console=out, auto_refresh=False, transient=False) as live:
             tasks = [
                 asyncio.create_task(w.run(live, stream)),
                 asyncio.create_task(w.read_events(stream)),
@@ -279,6 +315,7 @@ async def watch(
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+    return got[0] if got else signal.SIGINT
 
 
 @click.command("watch", cls=ClientCommand)
@@ -302,12 +339,15 @@ async def watch(
 def watch_command(
     node: str, market: str, depth: int, poll: float, grape: str, cluster: str, timeout: float
 ) -> None:
-    """A live ladder of one market: depth, spread, last trades, applied index and leader."""
+    """A live ladder of one market: depth, spread, last trades, applied index and leader.
 
-    async def go() -> None:
-        await watch(grape, cluster, node, market, depth, poll, timeout)
+    Ctrl-C quits (exit status 130, as for any interrupted command)."""
+
+    async def go() -> int:
+        return await watch(grape, cluster, node, market, depth, poll, timeout)
 
     try:
-        run_client(go)
+        sig = run_client(go)
     except KeyboardInterrupt:  # pragma: no cover - run_client already handles it
         fail("interrupted", 130)
+    sys.exit(128 + sig)
