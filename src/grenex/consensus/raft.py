@@ -36,6 +36,17 @@ as in etcd's raft:
   date, then sends TIMEOUT_NOW; the target campaigns at once, skipping pre-vote and the lease.
 * **Snapshots**: the application compacts storage below a snapshot; a member that needs a
   compacted entry is sent the latest snapshot (SNAP), then replication resumes after it.
+* **A member that lost its log** (restarted with empty storage: an in-memory node, a lost
+  disk) may have acknowledged entries that only it and a minority still hold; if it voted
+  again at once, it could elect a leader without them and they would be gone.  Two rules:
+  a node that knows no configuration (never bootstrapped, nothing received yet) grants no
+  vote; and a node started with ``Config.rejoin_tag`` ("rejoin mode") grants no vote or
+  pre-vote and never campaigns until it is *re-admitted*: it has applied a REJOIN entry
+  naming itself with its own tag (which a leader appends only after this incarnation asked,
+  so every later entry is newer than anything it lost, and it holds every committed entry
+  up to there) and, after it, is a voter again (a later PROMOTE).  The leader side — demote
+  with REJOIN, forget the member's stale progress (``reset_progress``), promote once caught
+  up — is ``rejoin.Readmissions``.
 
 Invariants are checked with ``assert`` and must stay enabled.
 """
@@ -113,6 +124,10 @@ class Config:
     apply_entries_per_ready_max: int = 4096
     # A snapshot sent without an answer for this long is considered lost and sent again.
     snapshot_retry_ticks: int = 50
+    # Non-empty: this node restarted without the log it had (rejoin mode, see the module
+    # docstring); the tag names this incarnation (unique per start, no spaces).  It neither
+    # votes nor campaigns until a REJOIN entry with this tag, then its promotion, are applied.
+    rejoin_tag: str = ""
 
     def __post_init__(self) -> None:
         assert self.id and " " not in self.id, self.id
@@ -121,6 +136,7 @@ class Config:
         assert self.entries_per_message_max >= 1 and self.bytes_per_message_max >= 1
         assert self.inflight_messages_max >= 1 and self.uncommitted_entries_max >= 1
         assert self.apply_entries_per_ready_max >= 1 and self.snapshot_retry_ticks >= 1
+        assert " " not in self.rejoin_tag, self.rejoin_tag
 
 
 @dataclass(slots=True)
@@ -221,6 +237,9 @@ class Raft:
         # (index, bytes) of this leader's entries not yet committed: the proposal queue bound.
         self._uncommitted: deque[tuple[int, int]] = deque()
         self._uncommitted_bytes = 0
+        # Rejoin mode (see the module docstring): no votes, no campaigns until re-admitted.
+        self.rejoining = bool(config.rejoin_tag)
+        self.rejoin_marked = False  # our REJOIN entry (with our tag) is applied
         self._set_conf(conf)
         self._become_follower(self.term, None)
 
@@ -333,6 +352,17 @@ class Raft:
         assert not self._ready_out
         if self.role != Role.LEADER and self._promotable():
             self._campaign(pre=self.config.pre_vote, transfer=False)
+
+    def reset_progress(self, node: str) -> None:
+        """Leader: ``node`` lost its log (it restarted empty and asked to rejoin).  Forget what
+        it acknowledged before — a stale ``match`` would both count entries it no longer holds
+        and stop us from ever sending it the entries below — and probe it afresh."""
+        pr = self.prs.get(node)
+        if self.role != Role.LEADER or pr is None or node == self.id:
+            return
+        pr.match = 0
+        pr.become_probe()
+        pr.next = self.log.last_index() + 1  # the probe's rejection hint walks us back
 
     def report_unreachable(self, to: str) -> None:
         """The transport failed to deliver to ``to``: stop streaming, probe instead."""
@@ -489,7 +519,7 @@ class Raft:
         self.pending_conf_index = self._append(EntryKind.NOOP, [b""])
 
     def _promotable(self) -> bool:
-        return self.id in self.voters and self.log.pending_snapshot is None
+        return self.id in self.voters and self.log.pending_snapshot is None and not self.rejoining
 
     def _campaign(self, pre: bool, transfer: bool) -> None:
         if pre:
@@ -578,7 +608,9 @@ class Raft:
 
     def _handle_vote_request(self, m: Message) -> None:
         pre = m.type == _PRE_VOTE
-        can_vote = (
+        # A node that knows no configuration, or that lost its log and is not re-admitted yet,
+        # cannot tell whether the candidate holds what a majority acknowledged: it never votes.
+        can_vote = (bool(self.voters) and not self.rejoining) and (
             self.vote == m.src
             or (self.vote is None and self.lead is None)
             or (pre and m.term > self.term)
@@ -855,11 +887,13 @@ class Raft:
         elif cc.op == ConfChangeOp.PROMOTE:
             if n not in self.learners:
                 return f"{n} is not a learner"
-        elif cc.op == ConfChangeOp.REMOVE:
+        elif cc.op in (ConfChangeOp.REMOVE, ConfChangeOp.REJOIN):
             if n not in self.voters and n not in self.learners:
                 return f"{n} is not a member"
             if self.voters == (n,):
                 return "cannot remove the last voter"
+            if cc.op == ConfChangeOp.REJOIN and (not cc.tag or " " in cc.tag):
+                return "a rejoin needs a tag without spaces"
         return ""
 
     def _apply_conf_change(self, cc: ConfChange) -> None:
@@ -875,11 +909,21 @@ class Raft:
         elif cc.op == ConfChangeOp.PROMOTE:
             learners.remove(n)
             voters.append(n)
+        elif cc.op == ConfChangeOp.REJOIN:
+            if n in voters:  # demoted; a learner stays one
+                voters.remove(n)
+                learners.append(n)
+            if n == self.id and self.rejoining and cc.tag == self.config.rejoin_tag:
+                self.rejoin_marked = True
         elif n in voters:
             voters.remove(n)
         else:
             learners.remove(n)
         self._set_conf(ConfState(tuple(voters), tuple(learners)))
+        if self.rejoining and self.rejoin_marked and self.id in self.voters:
+            # Promoted after our own REJOIN entry: we hold every committed entry up to it, and
+            # nothing after it predates our restart.  Vote and campaign again.
+            self.rejoining = False
         if self.role != Role.LEADER:
             return
         if self.id not in self.voters:

@@ -90,13 +90,20 @@ class ConfChangeOp(enum.IntEnum):
     PROMOTE = 1  # learner -> voter
     REMOVE = 2  # voter or learner leaves
     ADD_VOTER = 3  # used by bootstrap (and allowed later); prefer ADD_LEARNER then PROMOTE
+    # A member that lost its log asks to come back: it is a learner from this entry on (a voter
+    # is demoted, a learner stays one), and ``tag`` names the incarnation that asked, so that
+    # this node knows a later promotion of itself is newer than anything it lost (raft.py).
+    REJOIN = 4
 
 
 class ConfChange(NamedTuple):
-    """One-server membership change, carried by an EntryKind.CONFIG entry."""
+    """One-server membership change, carried by an EntryKind.CONFIG entry.
+
+    ``tag`` is only for REJOIN (the asking incarnation; no spaces); empty otherwise."""
 
     op: ConfChangeOp
     node: str
+    tag: str = ""
 
 
 _OP_NAMES = {
@@ -104,21 +111,30 @@ _OP_NAMES = {
     ConfChangeOp.PROMOTE: b"promote",
     ConfChangeOp.REMOVE: b"remove",
     ConfChangeOp.ADD_VOTER: b"add_voter",
+    ConfChangeOp.REJOIN: b"rejoin",
 }
 _OPS_BY_NAME = {v: k for k, v in _OP_NAMES.items()}
 
 
 def encode_conf_change(cc: ConfChange) -> bytes:
-    """``b"<op> <node>"``: readable in a log dump, and ids contain no spaces."""
+    """``b"<op> <node>"`` (``b"rejoin <node> <tag>"``): readable in a log dump; ids and tags
+    contain no spaces."""
     assert cc.node and " " not in cc.node, cc.node
-    return _OP_NAMES[cc.op] + b" " + cc.node.encode()
+    out = _OP_NAMES[cc.op] + b" " + cc.node.encode()
+    if cc.op == ConfChangeOp.REJOIN:
+        assert cc.tag and " " not in cc.tag, cc.tag
+        return out + b" " + cc.tag.encode()
+    assert not cc.tag, cc
+    return out
 
 
 def decode_conf_change(data: bytes) -> ConfChange:
-    op, _, node = data.partition(b" ")
-    if op not in _OPS_BY_NAME or not node:
+    op, _, rest = data.partition(b" ")
+    node, _, tag = rest.partition(b" ")
+    kind = _OPS_BY_NAME.get(op)
+    if kind is None or not node or (kind == ConfChangeOp.REJOIN) != bool(tag) or b" " in tag:
         raise ValueError(f"bad conf change {data!r}")
-    return ConfChange(_OPS_BY_NAME[op], node.decode())
+    return ConfChange(kind, node.decode(), tag.decode())
 
 
 class MessageType(enum.IntEnum):
