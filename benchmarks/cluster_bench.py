@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grenex.codec.api import statuses_agree
 from grenex.devnet import LocalCluster
 
 HERE = Path(__file__).resolve().parent
@@ -127,7 +128,7 @@ async def run_point(
         "p99_ms": pct(lat, 99),
         "p999_ms": pct(lat, 99.9),
         "errors": errors,
-        "converged": len({(s["applied"], s["state_hash"]) for s in st.values()}) == 1,
+        "converged": statuses_agree(list(st.values())),
     }
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from grenex.codec.peer import Forward, Join, RaftBatch, encode_peer_request
 from grenex.codec.raft import encode_message
 from grenex.consensus import Message, MessageType
 from grenex.devnet import LocalCluster
 from grenex.grenache import RemoteError
-from grenex.node.transport import encode_batch, sign
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,12 +42,12 @@ async def test_unsigned_peer_traffic_is_refused() -> None:
         before = await c.wait_converged(30)
 
         forged = Message(MessageType.HEARTBEAT, leader, follower, 10**6, commit=10**6)
-        batch = encode_batch(leader, [encode_message(forged)])
+        batch = RaftBatch(leader, [encode_message(forged)])
         attempts: list[dict[str, Any]] = [
-            batch,
-            sign(dict(batch), b"wrong secret"),
-            {"t": "fwd", "from": leader, "cmds": ['{"type":"cancel","client":"a","id":"1"}']},
-            {"t": "join", "from": "intruder"},
+            encode_peer_request(batch),
+            encode_peer_request(batch, b"wrong secret"),
+            encode_peer_request(Forward(leader, 1, [b'{"type":"cancel","client":"a","id":"1"}'])),
+            encode_peer_request(Join("intruder")),
         ]
         assert c._client is not None
         for payload in attempts:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grenex.codec.api import STATUS_WITH_HASH, statuses_agree
 from grenex.devnet import DEFAULT_MARKETS, LocalCluster
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 
@@ -88,11 +89,7 @@ class Harness:
         while True:
             st = await self.status_direct()
             good = [s for s in st.values() if isinstance(s, dict)]
-            if (
-                len(good) == len(st)
-                and len({(s["applied"], s["state_hash"]) for s in good}) == 1
-                and all(s["commit"] == s["applied"] for s in good)
-            ):
+            if len(good) == len(st) and statuses_agree(good):
                 return st
             if time.monotonic() > deadline:
                 raise HistoryError(f"replicas did not converge in {timeout_s} s: {st}")
@@ -141,7 +138,7 @@ class Harness:
             if not np.alive:
                 continue
             try:
-                out[node] = await self.ask(node, "status")
+                out[node] = await self.ask(node, "status", dict(STATUS_WITH_HASH))
             except GrenacheError as e:
                 out[node] = f"{type(e).__name__}: {e}"
         return out

@@ -15,11 +15,10 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from grenex.codec.api import service_names
-from grenex.grenache import PeerRPCClient
 from grenex.grenache.errors import GrenacheError
 from grenex.node.config import NodeConfig
 from grenex.node.io import FakeIO, settle
-from grenex.node.lifecycle import Node
+from grenex.node.node import Node
 
 T = TypeVar("T")
 
@@ -115,6 +114,22 @@ class InProcCluster:
         leader = self.leader()
         assert leader is not None
         return leader
+
+    async def wait_leader_other_than(self, old: str, seconds_max: float = 30.0) -> str:
+        def other() -> bool:
+            for nid in sorted(self.nodes):
+                r = self.nodes[nid].replica
+                if nid != old and r is not None and r.raft.role.name == "LEADER":
+                    return True
+            return False
+
+        await self.until(other, seconds_max)
+        return next(
+            nid
+            for nid in sorted(self.nodes)
+            if nid != old and self.nodes[nid].replica is not None
+            and self.nodes[nid].replica.raft.role.name == "LEADER"  # type: ignore[union-attr]
+        )
 
     def applied(self) -> dict[str, int]:
         return {nid: n.replica.applied_index for nid, n in self.nodes.items() if n.replica}

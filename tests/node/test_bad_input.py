@@ -46,6 +46,15 @@ import msgspec
 import pytest
 import pytest_asyncio
 
+from grenex.codec.peer import (
+    Forward,
+    FwdNotLeader,
+    Join,
+    RaftAck,
+    RaftBatch,
+    decode_peer_reply,
+    encode_peer_request,
+)
 from grenex.codec.raft import encode_message
 from grenex.consensus import Message, MessageType
 from grenex.grenache import RemoteError
@@ -500,8 +509,13 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def env(body: bytes) -> dict[str, Any]:
+    """A peer payload around arbitrary MessagePack bytes (no cluster secret in this test)."""
+    return {"v": 1, "b": b64(body), "mac": None}
+
+
 def batch(*msgs: bytes) -> dict[str, Any]:
-    return {"t": "raft", "from": "ghost", "m": b64(msgspec.msgpack.encode(list(msgs)))}
+    return encode_peer_request(RaftBatch("ghost", list(msgs)))
 
 
 def wire(*fields: Any) -> bytes:
@@ -531,13 +545,19 @@ async def test_peer_endpoint_garbage(harness: Harness) -> None:
         ("a list", []),
         ("a number", 5),
         ("null", None),
-        ("no kind", {}),
-        ("unknown kind", {"t": "nope"}),
-        ("raft without m", {"t": "raft"}),
-        ("m a number", {"t": "raft", "m": 5}),
-        ("m not base64", {"t": "raft", "m": "***"}),
-        ("m not MessagePack", {"t": "raft", "m": b64(b"\xc1garbage")}),
-        ("m not a list of bytes", {"t": "raft", "m": b64(msgspec.msgpack.encode([1, 2]))}),
+        ("no version", {}),
+        ("version 2", {"v": 2, "b": b64(b"")}),
+        ("no body", {"v": 1}),
+        ("body a number", {"v": 1, "b": 5}),
+        ("body not base64", {"v": 1, "b": "***"}),
+        ("body not MessagePack", env(b"\xc1garbage")),
+        ("body not a message", env(msgspec.msgpack.encode([1, 2]))),
+        ("unknown message", env(msgspec.msgpack.encode({"t": "nope", "src": "x"}))),
+        ("raft without msgs", env(msgspec.msgpack.encode({"t": "raft", "src": "ghost"}))),
+        (
+            "raft msgs not bytes",
+            env(msgspec.msgpack.encode({"t": "raft", "src": "g", "msgs": [1]})),
+        ),
         ("a message of garbage", batch(b"garbage")),
         ("an empty message", batch(b"")),
         ("wire version 2", batch(variant(0, 2))),
@@ -554,15 +574,14 @@ async def test_peer_endpoint_garbage(harness: Harness) -> None:
         ("snapshot garbage", batch(variant(12, [1, 2]))),
         ("too few fields", batch(wire(1, 6, "ghost"))),
         ("one good message among garbage", batch(stale[0], b"garbage")),
-        ("forward without cmds", {"t": "fwd"}),
-        ("forward cmds a string", {"t": "fwd", "cmds": "x"}),
-        ("forward no cmds", {"t": "fwd", "cmds": []}),
-        ("forward cmds [5]", {"t": "fwd", "cmds": [5]}),
-        ("forward a 5,000-byte command", {"t": "fwd", "cmds": ["x" * 5000]}),
-        ("forward 2,000 commands", {"t": "fwd", "cmds": ["{}"] * 2000}),
-        ("join without a name", {"t": "join"}),
-        ("join from 5", {"t": "join", "from": 5}),
-        ("join from a bad name", {"t": "join", "from": "bad name!"}),
+        ("forward without cmds", env(msgspec.msgpack.encode({"t": "fwd", "src": "g", "batch": 1}))),
+        ("forward no cmds", encode_peer_request(Forward("ghost", 1, []))),
+        ("forward a 5,000-byte command", encode_peer_request(Forward("ghost", 1, [b"x" * 5000]))),
+        ("forward 2,000 commands", encode_peer_request(Forward("ghost", 1, [b"{}"] * 2000))),
+        ("forward a negative batch", encode_peer_request(Forward("ghost", -1, [b"{}"]))),
+        ("join without a name", env(msgspec.msgpack.encode({"t": "join"}))),
+        ("join from 5", env(msgspec.msgpack.encode({"t": "join", "src": 5}))),
+        ("join from a bad name", encode_peer_request(Join("bad name!"))),
     ]
     for node in (leader, follower):
         dest = f"127.0.0.1:{peer_port(h, node)}"
@@ -573,17 +592,16 @@ async def test_peer_endpoint_garbage(harness: Harness) -> None:
                 await h.rpc.request_peer(dest, key, payload, timeout_ms=int(ANSWER_S * 1000))
             assert time.monotonic() - t < ANSWER_S, (node, what)
             assert str(info.value).startswith("ERR_GRENEX_BAD_REQUEST"), (node, what, info.value)
-        # a forward to a follower is refused, not proposed
-        with pytest.raises(RemoteError, match="ERR_GRENEX_NOT_LEADER"):
-            if node == follower:
-                await h.rpc.request_peer(dest, key, {"t": "fwd", "cmds": ["{}"]}, timeout_ms=5000)
-            else:
-                raise RemoteError("ERR_GRENEX_NOT_LEADER: (the leader is not asked)")
+        # a forward to a follower is answered "not the leader", not proposed
+        if node == follower:
+            fwd = encode_peer_request(Forward("ghost", 1, [b"{}"]))
+            reply = await h.rpc.request_peer(dest, key, fwd, timeout_ms=5000)
+            assert isinstance(decode_peer_reply(reply), FwdNotLeader), reply
         # stale messages from a stranger, of every type: accepted by the transport, ignored
         reply = await h.rpc.request_peer(dest, key, batch(*stale), timeout_ms=5000)
-        assert reply == {"ok": len(stale)}
+        assert decode_peer_reply(reply) == RaftAck(len(stale), 0)
         # raw garbage bodies
-        for body in (b"", b"garbage", b"[" * 100_000, b'["r","k",{"t":"raft","m":NaN}]'):
+        for body in (b"", b"garbage", b"[" * 100_000, b'["r","k",{"v":1,"b":NaN}]'):
             status, _ = await post(peer_port(h, node), body)
             assert status == 400
     await asyncio.sleep(0.5)  # let the stale messages reach the cores

@@ -53,3 +53,157 @@ async def test_orders_through_every_node_trade_and_converge(cluster: InProcClust
     book = await cluster.call(learner, "book", {"market": "BTC-USD"})
     assert book["books"][0]["bids"] == [] and book["books"][0]["asks"] == []
     await cluster.converged()
+
+
+async def _market(cluster: InProcCluster) -> str:
+    leader = await cluster.wait_leader()
+    await cluster.call(leader, "add_market", MARKET)
+    return leader
+
+
+def _trades_of(cluster: InProcCluster, node: str) -> int:
+    engine = cluster.nodes[node].replica
+    assert engine is not None
+    return sum(len(b["bids"]) + len(b["asks"]) for b in engine.state.engine.books())
+
+
+async def test_leader_killed_acknowledged_orders_survive(cluster: InProcCluster) -> None:
+    leader = await _market(cluster)
+    follower = next(n for n in sorted(cluster.nodes) if n != leader and n in cluster.voter_ids)
+    for i in range(10):
+        r = await cluster.call(follower, "place", _place("alice", f"a{i}", "sell", "1", "100"))
+        assert r["events"][-1]["type"] == "resting"
+    await cluster.kill(leader)
+    started = cluster.io.clock()
+    new_leader = await cluster.wait_leader()
+    assert new_leader != leader
+    # the first command under the new leader, sent to a learner (forwarded)
+    r = await cluster.call("n5", "place", _place("bob", "b1", "buy", "10", "100"))
+    fills = [e for e in r["events"] if e["type"] == "trade"]
+    assert len(fills) == 10  # every acknowledged order was still there
+    assert cluster.io.clock() - started < 10.0  # simulated seconds to recover
+    await cluster.converged()
+
+
+async def test_slow_follower_does_not_slow_commits(cluster: InProcCluster) -> None:
+    leader = await _market(cluster)
+    slow = next(n for n in cluster.voter_ids if n != leader)
+    node = cluster.nodes[slow]
+    assert node.peer_server is not None
+    dest = f"{cluster.io.net.host}:{node.peer_server.port}"
+    cluster.io.net.set_delay(dest, 0.3)  # every message to it takes 0.3 s of real time
+    for i in range(5):
+        await cluster.call(leader, "place", _place("alice", f"s{i}", "sell", "1", "100"))
+    cluster.io.net.set_delay(dest, 0.0)
+    await cluster.converged()
+
+
+async def test_forward_lost_is_unknown_and_a_retry_executes_once(
+    cluster: InProcCluster,
+) -> None:
+    leader = await _market(cluster)
+    follower = next(n for n in cluster.voter_ids if n != leader)
+    peers = cluster.nodes[follower].peers
+    assert peers is not None
+    real_ask = peers.ask
+    lost: list[str] = []
+
+    async def ask(dst: str, msg: Any, timeout_ms: int) -> Any:
+        reply = await real_ask(dst, msg, timeout_ms)
+        if type(msg).__name__ == "Forward" and not lost:
+            lost.append(dst)
+            from grenex.node.peers import AskError
+
+            raise AskError("reply lost", True)  # delivered and proposed, answer lost
+        return reply
+
+    peers.ask = ask  # type: ignore[method-assign]
+    order = _place("alice", "x1", "sell", "1", "100")
+    err = await cluster.call_error(follower, "place", order)
+    assert err.startswith("ERR_GRENEX_UNAVAILABLE") and "unknown" in err, err
+    # the command did execute: the retry with the same id returns its first outcome
+    again = await cluster.call(follower, "place", order)
+    assert again.get("duplicate") is True
+    assert [e["type"] for e in again["events"]] == ["accepted", "resting"]
+    await cluster.converged()
+    book = cluster.nodes[leader].replica
+    assert book is not None
+    assert len(book.state.engine.books("BTC-USD")[0]["asks"]) == 1
+
+
+async def test_forward_duplicated_executes_once(cluster: InProcCluster) -> None:
+    leader = await _market(cluster)
+    follower = next(n for n in cluster.voter_ids if n != leader)
+    peers = cluster.nodes[follower].peers
+    assert peers is not None
+    real_ask = peers.ask
+
+    async def ask(dst: str, msg: Any, timeout_ms: int) -> Any:
+        if type(msg).__name__ == "Forward":
+            await real_ask(dst, msg, timeout_ms)  # the network delivers it twice
+        return await real_ask(dst, msg, timeout_ms)
+
+    peers.ask = ask  # type: ignore[method-assign]
+    r = await cluster.call(follower, "place", _place("alice", "d1", "sell", "2", "100"))
+    assert [e["type"] for e in r["events"]] == ["accepted", "resting"]
+    await cluster.converged()
+    replica = cluster.nodes[leader].replica
+    assert replica is not None
+    asks = replica.state.engine.books("BTC-USD")[0]["asks"]
+    assert [(o["id"], o["qty"]) for o in asks] == [("d1", "2")]
+
+
+async def test_leader_cut_off_outcome_unknown_then_retry_is_safe(
+    cluster: InProcCluster,
+) -> None:
+    leader = await _market(cluster)
+    follower = next(n for n in cluster.voter_ids if n != leader)
+    old = cluster.nodes[leader].driver
+    assert old is not None
+    # the leader can still take forwards, but no consensus message it sends reaches anyone
+    old.driver.send = lambda m: None
+    order = _place("carol", "c1", "buy", "1", "99")
+    err = await cluster.call_error(follower, "place", order)
+    assert err.startswith("ERR_GRENEX_UNAVAILABLE"), err
+    new_leader = await cluster.wait_leader_other_than(leader)
+    assert new_leader != leader
+    await cluster.kill(leader)
+    r = await cluster.call(follower, "place", order)
+    assert [e["type"] for e in r["events"]][:1] == ["accepted"]
+    await cluster.converged()
+
+
+async def test_snapshot_catch_up_of_a_new_learner() -> None:
+    c = InProcCluster(voters=3, snapshot_interval_entries=16, compaction_retain_entries=0)
+    await c.start()
+    try:
+        leader = await _market(c)
+        for i in range(60):
+            await c.call(leader, "place", _place("alice", f"o{i}", "sell", "1", str(100 + i)))
+        await c.run(1.0)
+        replica = c.nodes[leader].replica
+        assert replica is not None and replica.storage.first_index() > 2  # compacted
+        c.learner_ids.append("n4")
+        await c.start_node("n4")
+        await c.converged(seconds_max=60)
+        learner = c.nodes["n4"].replica
+        assert learner is not None and learner.snapshots_installed >= 1
+    finally:
+        await c.stop()
+
+
+async def test_status_is_bounded_and_reports_the_hash_with_its_index(
+    cluster: InProcCluster,
+) -> None:
+    leader = await _market(cluster)
+    for i in range(5):
+        await cluster.call(leader, "place", _place("alice", f"h{i}", "sell", "1", "100"))
+    await cluster.converged()
+    st = await cluster.call(leader, "status", {"hash": True})
+    await cluster.run(0.2)
+    st = await cluster.call(leader, "status", {})
+    replica = cluster.nodes[leader].replica
+    assert replica is not None
+    assert st["state_hash_index"] == replica.applied_index
+    assert st["state_hash"] == replica.state_hash()
+    assert st["applied"] == replica.applied_index

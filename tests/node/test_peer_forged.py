@@ -28,11 +28,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from grenex.codec.peer import RaftAck, RaftBatch, decode_peer_reply, encode_peer_request
 from grenex.codec.raft import POSITION_MAX, encode_message
 from grenex.consensus import Message, MessageType
 from grenex.consensus.types import ConfState, Snapshot
 from grenex.grenache import RemoteError
-from grenex.node.transport import encode_batch
 
 from .conftest import started_harness
 from .harness import Harness
@@ -72,7 +72,7 @@ async def send_to_follower(h: Harness, make: MessageMaker) -> Any:
         return await h.rpc.request_peer(
             f"127.0.0.1:{port}",
             f"grenex:{h.name}:peer:{follower}",
-            encode_batch(msg.src, [encode_message(msg)]),
+            encode_peer_request(RaftBatch(msg.src, [encode_message(msg)])),
             timeout_ms=5_000,
         )
     except RemoteError as e:
@@ -135,7 +135,7 @@ async def test_stranger_with_the_largest_accepted_term(harness: Harness) -> None
             MessageType.HEARTBEAT_RESP, "ghost", follower, POSITION_MAX - 1
         ),
     )
-    assert reply == {"ok": 1}, reply  # accepted by the wire: the core must cope
+    assert decode_peer_reply(reply) == RaftAck(1, 0), reply  # accepted: the core must cope
     # observed: every node pre_candidate at term 2**62 - 1, "no leader is known", for good
     await still_serving(harness)
 
@@ -151,5 +151,5 @@ async def test_forged_snapshot_from_the_leader(harness: Harness) -> None:
             snapshot=Snapshot(1000, term, ConfState(("n1", "n2", "n3"), ()), b"garbage"),
         ),
     )
-    assert reply == {"ok": 1} or isinstance(reply, RemoteError), reply
+    assert isinstance(reply, RemoteError) or decode_peer_reply(reply) == RaftAck(1, 0), reply
     await still_serving(harness)

@@ -35,6 +35,7 @@ __all__ = [
     "ERR_UNAVAILABLE",
     "READ_ACTIONS",
     "RETRYABLE_CODES",
+    "STATUS_WITH_HASH",
     "ApiError",
     "BadRequest",
     "Busy",
@@ -49,6 +50,7 @@ __all__ = [
     "name_or_none",
     "parse_request",
     "service_names",
+    "statuses_agree",
 ]
 
 ERR_BAD_REQUEST: Final = "ERR_GRENEX_BAD_REQUEST"
@@ -79,6 +81,27 @@ def service_names(cluster: str, node_id: str) -> dict[str, str]:
         # the same stream, from this node only (a subscriber that wants one node's view)
         "node_events": f"grenex:{cluster}:events:{node_id}",
     }
+
+
+def statuses_agree(statuses: list[Any]) -> bool:
+    """True when every ``status`` reply (as decoded JSON) is at the same applied index, has
+    applied everything it knows committed, and reports a state hash computed *at* that index
+    (``state_hash_index``), the same everywhere.  Ask for fresh hashes with the status
+    argument ``{"hash": true}`` (the node computes them where it takes snapshots)."""
+    if not statuses or not all(isinstance(s, dict) for s in statuses):
+        return False
+    first = statuses[0]
+    return all(
+        s.get("applied") == first.get("applied")
+        and s.get("commit") == s.get("applied")
+        and s.get("state_hash_index") == s.get("applied")
+        and isinstance(s.get("state_hash"), str)
+        and s.get("state_hash") == first.get("state_hash")
+        for s in statuses
+    )
+
+
+STATUS_WITH_HASH: Final = {"hash": True}
 
 
 def error_code(text: str) -> str:

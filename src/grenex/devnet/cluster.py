@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grenex.codec.api import STATUS_WITH_HASH, statuses_agree
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 from grenex.grenache.testing import GrapeCluster, astart_grapes
 
@@ -286,7 +287,7 @@ class LocalCluster:
 
         async def one(node_id: str) -> Any:
             try:
-                return await self.request(node_id, "status", timeout_ms=3_000)
+                return await self.request(node_id, "status", STATUS_WITH_HASH, timeout_ms=3_000)
             except GrenacheError as e:
                 return e
 
@@ -327,11 +328,7 @@ class LocalCluster:
         while True:
             st = await self.statuses()
             good = [s for s in st.values() if isinstance(s, dict)]
-            if (
-                len(good) == len(st)
-                and len({(s["applied"], s["state_hash"]) for s in good}) == 1
-                and good[0]["commit"] == good[0]["applied"]
-            ):
+            if len(good) == len(st) and statuses_agree(good):
                 return st
             if time.monotonic() > deadline:
                 raise ClusterError(f"replicas did not converge in time: {st}")

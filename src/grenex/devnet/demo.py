@@ -34,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from grenex.client import CommandResult, GrenexClient, GrenexClientError
+from grenex.codec.api import statuses_agree
 from grenex.devnet._cli import check_grape, run_until_signal
 from grenex.devnet.cluster import ClusterError, LocalCluster
 from grenex.grenache import GrenacheError
@@ -212,7 +213,7 @@ def _node_table(snap: dict[str, Any], voters: list[str]) -> Table:
             str(s["applied"]),
             str(max(0, commit - s["applied"])),
             top,
-            s["state_hash"][:12],
+            (s["state_hash"] or "-")[:12],
         )
     return t
 
@@ -246,7 +247,7 @@ async def _verify(cluster: LocalCluster, console: Console) -> bool:
         t.add_row(
             node,
             str(s["applied"]),
-            s["state_hash"][:8],
+            (s["state_hash"] or "-")[:8],
             _book_digest(b)[:8],
             _top(by_market["BTC-USD"]) if "BTC-USD" in by_market else "-",
             _top(by_market["ETH-USD"]) if "ETH-USD" in by_market else "-",
@@ -257,7 +258,7 @@ async def _verify(cluster: LocalCluster, console: Console) -> bool:
     digests = {_book_digest(b) for b in books.values() if isinstance(b, dict)}
     same = (
         len(good) == len(st)
-        and len({(s["applied"], s["state_hash"]) for s in good}) == 1
+        and statuses_agree(good)
         and len(digests) == 1
         and len(books) == len(st)
     )

@@ -686,8 +686,9 @@ class Engine:
     def resting_orders(self) -> int:
         return self._resting
 
-    def books(self, market: str | None = None) -> list[dict[str, Any]]:
-        """SPEC §4 snapshots of every open market (or one), markets by name."""
+    def books(self, market: str | None = None, depth: int | None = None) -> list[dict[str, Any]]:
+        """SPEC §4 snapshots of every open market (or one), markets by name; with ``depth``,
+        at most that many orders per side (the work is bounded by it, not by the book)."""
         names = self.markets() if market is None else [market]
         out: list[dict[str, Any]] = []
         for name in names:
@@ -698,8 +699,8 @@ class Engine:
                 {
                     "type": "book",
                     "market": name,
-                    "bids": _side_view(m.bids),
-                    "asks": _side_view(m.asks),
+                    "bids": _side_view(m.bids, depth),
+                    "asks": _side_view(m.asks, depth),
                 }
             )
         return out
@@ -871,13 +872,15 @@ def _fok_fillable(opp: BookSide, limit_key: int, qty: int, cs: ClientState, stp:
     return False
 
 
-def _side_view(side: BookSide) -> list[dict[str, str]]:
-    out = []
+def _side_view(side: BookSide, depth: int | None = None) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
     qfmt = side.market.qfmt
     for key in reversed(side.keys):
         level = side.levels[key]
         o = level.head
         while o is not None:
+            if depth is not None and len(out) >= depth:
+                return out
             out.append(
                 {"client": o.client.name, "id": o.id, "price": level.pstr, "qty": qfmt(o.qty)}
             )

@@ -1,6 +1,9 @@
-"""The exchange node: the only asyncio layer; drives consensus, storage and the engine."""
+"""The exchange node: the only asyncio layer; small services over an injected ``NodeIO``
+(``io.py``) that drive the pure replica, gateway and driver turn.  Start at ``node.py``."""
 
-from grenex.node.config import NodeConfig, service_names
-from grenex.node.node import Node, NodeError
+from grenex.node.config import NodeConfig
+from grenex.node.errors import NodeError
+from grenex.node.io import FakeIO, ManualClock, NodeIO, RealIO
+from grenex.node.node import Node
 
-__all__ = ["Node", "NodeConfig", "NodeError", "service_names"]
+__all__ = ["FakeIO", "ManualClock", "Node", "NodeConfig", "NodeError", "NodeIO", "RealIO"]

@@ -70,8 +70,3 @@ class NodeConfig:
     grape_request_timeout_ms: int = 4_000
     shutdown_transfer_ms: int = 3_000
 
-
-# defined once in grenex.codec.api; kept importable here while the old node module remains
-from grenex.codec.api import service_names  # noqa: E402
-
-__all__ += ["service_names"]

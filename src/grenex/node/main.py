@@ -14,8 +14,9 @@ import click
 
 from grenex.grenache.link import parse_grapes
 from grenex.node.config import NodeConfig
+from grenex.node.errors import NodeError
 from grenex.node.gcpolicy import GcPolicy
-from grenex.node.node import Node, NodeError
+from grenex.node.node import Node
 
 __all__ = ["node_command", "run_node"]
 
@@ -31,22 +32,21 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    assert node.api_server and node.peer_server and node.pub
     line = (
-        f"node {cfg.node_id} ready: cluster {cfg.cluster}, api {cfg.host}:{node.api_server.port}, "
-        f"peer {node.peer_server.port}, events {node.pub.port}"
+        f"node {cfg.node_id} ready: cluster {cfg.cluster}, api {cfg.host}:{node.api_port}, "
+        f"peer {node.peer_port}, events {node.events_port}"
     )
     click.echo(line, err=True)
     if ready_file is not None:
         # line 1: the API port (what LocalCluster reads); line 2: every port, as JSON
         ports = {
-            "api": node.api_server.port,
-            "peer": node.peer_server.port,
-            "events": node.pub.port,
+            "api": node.api_port,
+            "peer": node.peer_port,
+            "events": node.events_port,
             "pid": os.getpid(),
         }
         tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(f"{node.api_server.port}\n{json.dumps(ports)}\n")
+        tmp.write_text(f"{node.api_port}\n{json.dumps(ports)}\n")
         tmp.replace(ready_file)
     policy = GcPolicy()
     policy.install()
@@ -55,7 +55,7 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     for w in [*waiters, gc_task]:
         w.cancel()
-    failed = node._stopped.is_set() and not stop.is_set()  # the driver stopped by itself
+    failed = node.failed and not stop.is_set()  # the driver stopped by itself
     await node.stop(graceful=not failed)
     return 1 if failed else 0
 
