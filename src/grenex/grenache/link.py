@@ -14,6 +14,17 @@ Lookups go through a bounded LRU cache of ``lookup_cache_ttl_ms``; unlike the No
 empty result is never cached (a client that looks up just before a server announces would
 otherwise see nothing for the whole TTL), and concurrent lookups of one name share one request.
 
+A lookup is not a local read: the Grape runs a DHT lookup, and a DHT query to a node that does
+not answer waits for k-rpc's 2 s timeout.  While any host of the DHT is unreachable, every
+lookup on the others takes 0.6–5 s (measured in the fault lab, docs/lab.md: the Grape also
+re-queries its bootstrap nodes, the dead one included, when its table holds fewer nodes than
+its bootstrap list).  So lookups get their own timeout, ``lookup_timeout_ms`` (default
+:data:`LOOKUP_TIMEOUT_MS_MIN` or ``request_timeout_ms`` if longer): a lookup bounded by a
+2 s request timeout fails exactly when a host is down.  And a name the caller will need in a
+hurry (a peer it must reach when the leader fails, a client's own node) can be kept warm with
+:meth:`Link.keep_fresh`: looked up now and again in the background before its cache entry
+expires, so a lookup of it never waits for the DHT.
+
 Services stay visible only while re-announced (a Grape with ``--dpa`` forgets them after about
 2 × dpa), so :meth:`Link.start_announcing` registers ``(name, port)`` with a background loop
 that announces everything registered every ``announce_interval_ms`` (1 s, as Node services do).
@@ -64,6 +75,9 @@ __all__ = [
 log = logging.getLogger("grenex.grenache.link")
 
 DEFAULT_GRAPE: Final = "http://127.0.0.1:30001"
+# A Grape's lookup while a DHT node is unreachable: k-rpc waits 2 s per unanswered query, and
+# the lookup may ask the dead node twice (its routing table, then its bootstrap list).
+LOOKUP_TIMEOUT_MS_MIN: Final = 7_000
 
 # Grape replies meaning "my DHT has no live node": another Grape may well do better.
 _DHT_DOWN: Final = frozenset({"No nodes to query", "All queries failed"})
@@ -132,6 +146,7 @@ class Link:
         lookup_stale_ms: int = 60_000,
         lookup_cache_entries_max: int = 1000,
         announcements_max: int = 1000,
+        lookup_timeout_ms: int | None = None,
         transport: GrapeTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -139,6 +154,11 @@ class Link:
         if request_timeout_ms <= 0 or announce_interval_ms <= 0:
             raise ValueError("timeouts and intervals must be positive")
         self.request_timeout_ms = request_timeout_ms
+        if lookup_timeout_ms is None:
+            lookup_timeout_ms = max(request_timeout_ms, LOOKUP_TIMEOUT_MS_MIN)
+        if lookup_timeout_ms <= 0:
+            raise ValueError("timeouts and intervals must be positive")
+        self.lookup_timeout_ms = lookup_timeout_ms
         self.announce_interval_ms = announce_interval_ms
         self.lookup_cache_ttl_ms = lookup_cache_ttl_ms
         self.lookup_stale_ms = lookup_stale_ms
@@ -155,6 +175,8 @@ class Link:
         self._announcing: dict[tuple[str, int], None] = {}  # insertion-ordered set
         self._announce_task: asyncio.Task[None] | None = None
         self._announce_failing: set[tuple[str, int]] = set()
+        self._fresh_names: dict[str, None] = {}  # keep_fresh, insertion-ordered
+        self._fresh_task: asyncio.Task[None] | None = None
         self._closed = False
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -166,12 +188,15 @@ class Link:
     async def stop(self) -> None:
         """Stop re-announcing, clear the cache, close connections. Idempotent."""
         self._closed = True
-        task, self._announce_task = self._announce_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for attr in ("_announce_task", "_fresh_task"):
+            task = getattr(self, attr)
+            setattr(self, attr, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._announcing.clear()
+        self._fresh_names.clear()
         self._cache.clear()
         self._known.clear()
         # shared lookups still running would otherwise reopen the transport after close
@@ -196,9 +221,15 @@ class Link:
 
     # ------------------------------------------------------------------------------ the calls
 
-    async def _call(self, endpoint: str, data: object, parse: Callable[[int, bytes, str], T]) -> T:
+    async def _call(
+        self,
+        endpoint: str,
+        data: object,
+        parse: Callable[[int, bytes, str], T],
+        timeout_ms: int | None = None,
+    ) -> T:
         body = grape_body(data)
-        timeout_s = self.request_timeout_ms / 1000
+        timeout_s = (timeout_ms or self.request_timeout_ms) / 1000
         n = len(self.grapes)
         first = self._current
         last_error: GrenacheError | None = None
@@ -286,7 +317,7 @@ class Link:
 
     async def _fresh_lookup(self, name: str) -> list[str]:
         try:
-            peers = await self._call("lookup", name, parse_lookup)
+            peers = await self._call("lookup", name, parse_lookup, self.lookup_timeout_ms)
         except GrenacheError:
             known = self._recently_known(name)
             if known is None:
@@ -309,6 +340,52 @@ class Link:
         self._cache.pop(name, None)
         known = self._recently_known(name)
         return known if known is not None else peers
+
+    # ------------------------------------------------------------------------ warm names
+
+    @property
+    def kept_fresh(self) -> list[str]:
+        """The names :meth:`keep_fresh` keeps warm."""
+        return list(self._fresh_names)
+
+    def keep_fresh(self, *names: str) -> None:
+        """Keep these names' lookups warm until :meth:`stop_keeping_fresh` (or :meth:`stop`).
+
+        Each is looked up now in the background and again whenever its cache entry is about
+        to expire (every half ``lookup_cache_ttl_ms``, at least every 0.5 s), so
+        :meth:`lookup` answers it from the cache even while a lookup takes the DHT seconds.
+        At most ``lookup_cache_entries_max`` names; call from a running event loop.
+        """
+        if self._closed:
+            raise RuntimeError("link is stopped")
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ValueError("name must be a non-empty string")
+            if name in self._fresh_names:
+                continue
+            if len(self._fresh_names) >= self.lookup_cache_entries_max:
+                raise ValueError(f"more than {self.lookup_cache_entries_max} names kept fresh")
+            self._fresh_names[name] = None
+            if name not in self._cache:
+                self._shared_lookup(name)
+        if self._fresh_names and (self._fresh_task is None or self._fresh_task.done()):
+            self._fresh_task = asyncio.get_running_loop().create_task(
+                self._fresh_loop(), name="grenache-keep-fresh"
+            )
+
+    def stop_keeping_fresh(self, *names: str) -> None:
+        for name in names:
+            self._fresh_names.pop(name, None)
+
+    async def _fresh_loop(self) -> None:
+        interval_s = max(0.5, self.lookup_cache_ttl_ms / 2000)
+        while self._fresh_names:
+            await asyncio.sleep(interval_s)
+            soon = self._clock() + interval_s
+            for name in list(self._fresh_names):
+                hit = self._cache.get(name)
+                if hit is None or hit[0] <= soon:
+                    self._shared_lookup(name)  # failures are kept by _fresh_lookup's rules
 
     def invalidate(self, name: str) -> None:
         """Forget the cached lookup of ``name`` (and the last known answer)."""
