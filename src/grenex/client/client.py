@@ -211,8 +211,9 @@ class CommandResult:
     client: str | None = None
     id: str | None = None
     # answered from the node's session table: the *first* outcome of this id (or req), not a
-    # new execution (a place whose id was used before placed nothing now)
-    duplicate: bool = False
+    # new execution (a place whose id was used before placed nothing now); not part of the
+    # outcome, so a repeat compares equal to the first answer
+    duplicate: bool = field(default=False, compare=False)
     # any other field of the reply (e.g. ``time``), kept for ``to_json``
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
