@@ -37,18 +37,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grenex.codec import encode_json
+from grenex.codec.peer import (
+    Forward as PeerForward,
+)
+from grenex.codec.peer import (
+    FwdAt,
+    FwdDeclined,
+    FwdNotLeader,
+    FwdReply,
+    PeerWireError,
+    decode_peer_reply,
+    decode_peer_request,
+    encode_peer_reply,
+    encode_peer_request,
+)
 from grenex.codec.raft import decode_message, encode_message
 from grenex.consensus import (
     Config,
     ConsensusError,
     InvalidConfChangeError,
     Message,
-    NotLeader,
     Role,
     bootstrap,
 )
 from grenex.engine.events import Event
-from grenex.replica import Proposals, Replica, ReplicaConfig
+from grenex.replica import Applied, Replica, ReplicaConfig
+from grenex.replica.driver import DeferredSnapshots, Driver
+from grenex.replica.gateway import (
+    At,
+    Declined,
+    Fate,
+    Forward,
+    ForwardAnswer,
+    ForwardReply,
+    Gateway,
+    GatewayLimits,
+    NotLeaderHere,
+)
 from grenex.sim.checker import SimFailure, Watch
 from grenex.sim.disk import DiskCrash, SimDisk
 from grenex.sim.network import Network
@@ -59,6 +84,11 @@ ELECTION_TIMEOUT_TICKS = 12
 HEARTBEAT_INTERVAL_TICKS = 2
 # Session tables big enough that the simulation never evicts (the model does not model it).
 SESSION_OUTCOMES_PER_CLIENT_MAX = 1 << 20
+# Forwards travel as peer messages signed with a cluster secret, as on a real cluster.
+PEER_SECRET = b"grenex-sim-peer-secret"
+
+# A client's command at a node: (client, op seq, attempt).
+Token = tuple[str, int, int]
 
 
 @dataclass
@@ -82,6 +112,33 @@ class Knobs:
     entries_per_message_max: int
     inflight_messages_max: int
     tick_skip_max: float
+    # the gateway's bounds and deadlines (ticks), and the clients' patience
+    command_timeout_ticks: int
+    leader_wait_ticks: int
+    forward_timeout_ticks: int
+    forward_batch_commands_max: int
+    forwards_inflight_max: int
+    forwarded_batches_max: int
+    submitted_max: int
+    recent_entries_max: int
+    client_timeout_ticks: int
+    # deferred snapshots: the bytes are stored 1..this many turns after their point
+    snapshot_delay_turns_max: int
+    # a forward's answer (an RPC reply) may be slow: up to this many extra ticks, so the
+    # forwarder may apply the entry before it learns where its commands went
+    fwd_answer_delay_max_ticks: int
+
+    def gateway_limits(self) -> GatewayLimits:
+        return GatewayLimits(
+            submitted_max=self.submitted_max,
+            command_timeout_ticks=self.command_timeout_ticks,
+            leader_wait_ticks=self.leader_wait_ticks,
+            forward_batch_commands_max=self.forward_batch_commands_max,
+            forwards_inflight_max=self.forwards_inflight_max,
+            forward_timeout_ticks=self.forward_timeout_ticks,
+            forwarded_batches_max=self.forwarded_batches_max,
+            recent_entries_max=self.recent_entries_max,
+        )
 
     @classmethod
     def draw(cls, rng: random.Random) -> Knobs:
@@ -103,6 +160,17 @@ class Knobs:
             entries_per_message_max=rng.choice((3, 16, 128)),
             inflight_messages_max=rng.choice((1, 4, 16)),
             tick_skip_max=rng.choice((0.0, 0.05, 0.2)),
+            command_timeout_ticks=rng.choice((25, 50, 100)),
+            leader_wait_ticks=rng.choice((10, 30, 60)),
+            forward_timeout_ticks=rng.choice((8, 20, 60)),
+            forward_batch_commands_max=rng.choice((1, 3, 64)),
+            forwards_inflight_max=rng.choice((1, 2, 4)),
+            forwarded_batches_max=rng.choice((1, 4, 64)),
+            submitted_max=rng.choice((2, 8, 20_000)),
+            recent_entries_max=rng.choice((2, 16, 65_536)),
+            client_timeout_ticks=rng.choice((30, 60, 120)),
+            snapshot_delay_turns_max=rng.choice((1, 4, 20)),
+            fwd_answer_delay_max_ticks=rng.choice((0, 0, 8, 30)),
         )
 
 
@@ -137,7 +205,6 @@ class Client:
     n_req: int = 0
 
 
-CLIENT_TIMEOUT_TICKS = 40
 ATTEMPTS_MAX = 30
 
 MARKETS = (("M", "1", "1"), ("N", "0.5", "0.01"))
@@ -147,12 +214,22 @@ MARKETS = (("M", "1", "1"), ("N", "0.5", "0.01"))
 
 
 class SimNode:
+    """One simulated node: the replica, its gateway and its driver (what the node runs), the
+    deferred snapshots standing in for its forked child, and the consensus messages that
+    arrived since its last turn.  ``incarnation`` counts starts: an answer to a forward is an
+    RPC reply, so it reaches only the process that sent the forward."""
+
     def __init__(self, nid: str, disk: SimDisk, tick_skip: float) -> None:
         self.id = nid
         self.disk = disk
         self.tick_skip = tick_skip
         self.replica: Replica | None = None
-        self.proposals: Proposals[tuple[str, int]] = Proposals()
+        self.gateway: Gateway[Token] | None = None
+        self.driver: Driver[Token] | None = None
+        self.snaps: DeferredSnapshots | None = None
+        self.inbox: list[Message] = []
+        self.incarnation = 0
+        self.hash_seen: tuple[int, str] | None = None
         self.retired = False
         self.restart_at = 0
         self.crashes = 0
@@ -217,6 +294,14 @@ class Simulation:
             "transfers": 0,
             "snapshots_installed": 0,
             "elections": 0,
+            "forwards": 0,
+            "fwd_answers": 0,
+            "fwd_refused": 0,
+            "outcome_applied": 0,
+            "outcome_refused": 0,
+            "outcome_busy": 0,
+            "outcome_unknown": 0,
+            "snapshot_hashes": 0,
         }
         voters = [self._new_id() for _ in range(k.voters)]
         for nid in voters:
@@ -265,15 +350,48 @@ class Simulation:
             compaction_retain_entries=k.compaction_retain_entries,
             session_outcomes_per_client_max=SESSION_OUTCOMES_PER_CLIENT_MAX,
             session_outcomes_max=SESSION_OUTCOMES_PER_CLIENT_MAX,
+            auto_snapshot=False,  # the driver's snapshots: deferred, like the node's child
         )
-        node.replica = Replica(cfg, node.disk, random.Random(self.rng.getrandbits(64)))
-        node.proposals = Proposals()
+        r = Replica(cfg, node.disk, random.Random(self.rng.getrandbits(64)))
+        gw: Gateway[Token] = Gateway(node.id, k.gateway_limits())
+        snaps = DeferredSnapshots(
+            r, random.Random(self.rng.getrandbits(64)), k.snapshot_delay_turns_max
+        )
+        nid = node.id
+        net = self.net
+        watch = self.watch
+
+        def send(m: Message) -> None:  # straight onto the wire, after the flush
+            net.send(nid, m.dst, ("raft", encode_message(m)))
+
+        def on_applied(applied: list[Applied]) -> None:
+            for a in applied:
+                watch.record_applied(nid, a.index, a.term, a.kind, a.data, a.events, a.duplicate)
+
+        node.replica = r
+        node.gateway = gw
+        node.snaps = snaps
+        node.driver = Driver(r, gw, snaps, send, on_applied)
+        node.inbox = []
+        node.incarnation += 1
+        node.hash_seen = None
+
+    def _stop(self, node: SimNode) -> None:
+        """The process is gone: replica, gateway (its tokens die unanswered: the clients time
+        out), a snapshot child under way, messages not yet read."""
+        if node.snaps is not None:
+            node.snaps.abandon()
+        node.replica = None
+        node.gateway = None
+        node.driver = None
+        node.snaps = None
+        node.inbox = []
 
     def _crash(self, node: SimNode, why: str) -> None:
         lost = node.disk.crash(self.rng)
         self.stats["lost_writes"] += lost
         self.stats["crashes"] += 1
-        node.replica = None
+        self._stop(node)
         node.crashes += 1
         node.restart_at = self.now + self.rng.randrange(10, 80)
         self.log(f"{node.id} crashes ({why}; {lost} unsynced writes lost)")
@@ -312,11 +430,9 @@ class Simulation:
         rng = self.rng
         for nid in sorted(self.nodes):
             node = self.nodes[nid]
-            r = node.replica
-            if r is not None and (not node.tick_skip or rng.random() >= node.tick_skip):
-                r.tick()
-        for nid in sorted(self.nodes):
-            self._drive(self.nodes[nid])
+            if node.replica is not None:
+                skip = node.tick_skip and rng.random() < node.tick_skip
+                self._drive(node, 0 if skip else 1)
         self._membership_progress()
         for c in [self.admin, *self.clients]:
             self._client_step(c)
@@ -325,29 +441,51 @@ class Simulation:
 
     def _deliver(self, src: str, dst: str, payload: Any) -> None:
         kind = payload[0]
-        if kind == "raft":
-            node = self.nodes.get(dst)
-            if node is not None and node.replica is not None:
-                node.replica.step(decode_message(payload[1]))
-        elif kind == "req":
-            node = self.nodes.get(dst)
-            if node is not None and node.replica is not None:
-                self._handle_request(node, src, payload[1], payload[2])
-        else:
-            self._handle_reply(dst, src, payload)
-
-    def _drive(self, node: SimNode) -> None:
-        r = node.replica
-        if r is None or not r.has_ready():
+        node = self.nodes.get(dst)
+        if kind in ("raft", "req", "fwd", "fwd_reply", "fwd_failed"):
+            if node is None or node.gateway is None:
+                if kind == "fwd" and node is not None and not node.retired:
+                    # connection refused: the forwarder learns it was surely not delivered
+                    self.net.send(dst, src, ("fwd_failed", payload[1], payload[2]))
+                return
+            gw = node.gateway
+            if kind == "raft":
+                node.inbox.append(decode_message(payload[1]))
+            elif kind == "req":  # a client's command: (client, seq, attempt) is its token
+                _, seq, attempt, data = payload
+                gw.submit((src, seq, attempt), data)
+            elif kind == "fwd":
+                _, _incarnation, _batch, body = payload
+                try:
+                    msg = decode_peer_request(body, PEER_SECRET)
+                except PeerWireError as e:  # never happens unless the codec breaks
+                    raise SimFailure(f"{dst} could not decode a forward from {src}: {e}") from e
+                assert isinstance(msg, PeerForward) and msg.src == src, msg
+                gw.forwarded(msg.src, msg.batch, list(msg.cmds))
+            elif payload[1] != node.incarnation:
+                return  # an RPC answer for a process that died: its connection died with it
+            elif kind == "fwd_reply":
+                _, _incarnation, batch, body = payload
+                gw.forward_replied(batch, _from_wire(decode_peer_reply(body)))
+                self.stats["fwd_answers"] += 1
+            else:
+                gw.forward_failed(payload[2], False, "connection refused")
+                self.stats["fwd_refused"] += 1
             return
+        self._handle_reply(dst, src, payload)
+
+    def _drive(self, node: SimNode, ticks: int) -> None:
+        """One driver turn, exactly the node's (``Driver.turn``); the flush inline, where the
+        simulated disk may crash the node mid-persist; then the gateway's outputs onto the
+        network."""
+        r, driver, gw, snaps = node.replica, node.driver, node.gateway, node.snaps
+        assert r is not None and driver is not None and gw is not None and snaps is not None
         nid = node.id
-        net = self.net
-
-        def send(m: Message) -> None:  # straight onto the wire, as the node does
-            net.send(nid, m.dst, ("raft", encode_message(m)))
-
+        msgs, node.inbox = node.inbox, []
+        turn = driver.turn(ticks, msgs)
         try:
-            applied = r.handle_ready(send)
+            for rd in turn:
+                r.flush(rd)
         except DiskCrash:
             self.stats["mid_persist_crashes"] += 1
             self._crash(node, "mid-persist")
@@ -358,20 +496,46 @@ class Simulation:
                 self.stats["elections"] += 1
                 self.log(f"{nid} leads term {raft.term}")
             self.watch.record_leader(raft.term, nid)
-        if not applied:
-            return
         if r.snapshots_installed != node.installed_seen:
             self.stats["snapshots_installed"] += r.snapshots_installed - node.installed_seen
             node.installed_seen = r.snapshots_installed
-        watch = self.watch
-        for a in applied:
-            watch.record_applied(nid, a.index, a.term, a.kind, a.data, a.events, a.duplicate)
-        for token, outcome in node.proposals.resolve(applied, r.applied_index):
-            client, seq = token
-            if outcome is None:
-                net.send(nid, client, ("unknown", seq))
+        if snaps.hash_at is not None and snaps.hash_at != node.hash_seen:
+            # the deferred snapshot's hash is the state's at its point: same as every other
+            # replica's at that index
+            node.hash_seen = snaps.hash_at
+            self.watch.record_hash(snaps.hash_at[0], nid, snaps.hash_at[1])
+            self.stats["snapshot_hashes"] += 1
+        self._ship(node, gw)
+
+    def _ship(self, node: SimNode, gw: Gateway[Token]) -> None:
+        """The gateway's outputs: forwards and answers as peer messages over the network,
+        outcomes to the clients."""
+        net = self.net
+        nid = node.id
+        stats = self.stats
+        for out in gw.take():
+            if isinstance(out, Forward):
+                body = encode_peer_request(PeerForward(nid, out.batch, out.datas), PEER_SECRET)
+                net.send(nid, out.to, ("fwd", node.incarnation, out.batch, body))
+                stats["forwards"] += 1
+            elif isinstance(out, ForwardAnswer):
+                to = self.nodes.get(out.to)
+                if to is None:
+                    continue
+                # the reply of the forwarder's RPC: only its incarnation may read it
+                body = encode_peer_reply(_to_wire(out.reply))
+                slow = self.knobs.fwd_answer_delay_max_ticks
+                extra = self.rng.randrange(slow + 1) if slow else 0
+                net.send(nid, out.to, ("fwd_reply", to.incarnation, out.batch, body), extra)
             else:
-                net.send(nid, client, ("ok", seq, outcome.index, outcome.term, outcome.events))
+                client, seq, attempt = out.token
+                stats[f"outcome_{out.fate.name.lower()}"] += 1
+                if out.fate == Fate.APPLIED:
+                    a = out.applied
+                    assert a is not None
+                    net.send(nid, client, ("ok", seq, attempt, a.index, a.term, a.events, a.data))
+                else:
+                    net.send(nid, client, (out.fate.name.lower(), seq, attempt, out.why))
 
     def _check_hashes(self) -> None:
         """Replicas at the same applied index must hold equal states."""
@@ -531,7 +695,7 @@ class Simulation:
             node = self.nodes[nid]
             if not node.retired:
                 node.retired = True
-                node.replica = None
+                self._stop(node)
                 self.log(f"{nid} was removed and shuts down")
         ldr = self.leader()
         if ldr is None or not self.joining:
@@ -631,12 +795,15 @@ class Simulation:
             self._retry(c, op, None)
 
     def _send_attempt(self, c: Client, op: Op) -> None:
+        """To any node (the gateway forwards to the leader): the last one that answered, or
+        one drawn among those that run (or, if none does, among those not retired)."""
         op.attempts += 1
         if c.target is None or c.target not in self.nodes or self.nodes[c.target].retired:
             live = [nid for nid in sorted(self.nodes) if not self.nodes[nid].retired]
-            c.target = self.rng.choice(live)
-        c.deadline = self.now + CLIENT_TIMEOUT_TICKS
-        self.net.send(c.name, c.target, ("req", op.seq, op.data))
+            up = [nid for nid in live if self.nodes[nid].up]
+            c.target = self.rng.choice(up or live)
+        c.deadline = self.now + self.knobs.client_timeout_ticks
+        self.net.send(c.name, c.target, ("req", op.seq, op.attempts, op.data))
 
     def _retry(self, c: Client, op: Op, target: str | None) -> None:
         if op.attempts >= ATTEMPTS_MAX and self.phase == "safety":
@@ -648,36 +815,25 @@ class Simulation:
         c.target = target
         self._send_attempt(c, op)
 
-    def _handle_request(self, node: SimNode, client: str, seq: int, data: bytes) -> None:
-        r = _r(node)
-        try:
-            index, term = r.propose(data)
-        except NotLeader as e:
-            self.net.send(node.id, client, ("redirect", seq, e.leader))
-            return
-        except ConsensusError:
-            self.net.send(node.id, client, ("busy", seq))
-            return
-        displaced = node.proposals.add(index, term, (client, seq))
-        if displaced is not None:  # an older proposal's entry was overwritten: unknown
-            self.net.send(node.id, displaced[0], ("unknown", displaced[1]))
-
     def _handle_reply(self, client_name: str, node: str, payload: Any) -> None:
         c = self.admin if client_name == "admin" else self._client(client_name)
         op = c.op
-        kind, seq = payload[0], payload[1]
+        kind, seq, attempt = payload[0], payload[1], payload[2]
         if op is None or op.seq != seq:
-            return  # an answer to an earlier command or an earlier attempt: already settled
-        if kind == "ok":
+            return  # an answer to an earlier command: already settled
+        if kind == "ok":  # from any attempt: the command was applied
             op.status = "ok"
-            op.index, op.term, op.events = payload[2], payload[3], payload[4]
+            op.index, op.term, op.events = payload[3], payload[4], payload[5]
+            if payload[6] != op.data:
+                raise SimFailure(
+                    f"{node} acknowledged {c.name}#{seq} with another command's entry"
+                    f" {payload[6][:60]!r} at {op.index}"
+                )
             op.acked_by = node
             c.op = None
             c.target = node
             c.next_op_tick = self.now + self.rng.randrange(0, 6)
-        elif kind == "redirect":
-            self._retry(c, op, payload[2])
-        else:  # busy, unknown: try elsewhere soon
+        elif attempt == op.attempts:  # refused, busy, unknown: the same command elsewhere
             c.deadline = min(c.deadline, self.now + self.rng.randrange(1, 5))
             c.target = None
 
@@ -816,6 +972,24 @@ class Simulation:
                 f" {conf} hash={n.replica.state_hash()[:10]}"
             )
         return out
+
+
+def _to_wire(reply: ForwardReply) -> FwdReply:
+    if isinstance(reply, At):
+        return FwdAt(reply.first, reply.term)
+    if isinstance(reply, NotLeaderHere):
+        return FwdNotLeader(reply.leader)
+    return FwdDeclined(reply.why, reply.busy)
+
+
+def _from_wire(reply: object) -> ForwardReply:
+    if isinstance(reply, FwdAt):
+        return At(reply.first, reply.term)
+    if isinstance(reply, FwdNotLeader):
+        return NotLeaderHere(reply.leader)
+    if isinstance(reply, FwdDeclined):
+        return Declined(reply.why, reply.busy)
+    raise SimFailure(f"a forward answered with {reply!r}")
 
 
 def _releaser(net: Network, link: tuple[str, str]) -> Callable[[], None]:

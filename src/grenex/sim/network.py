@@ -48,7 +48,8 @@ class Network:
         self.delivered = 0
         self.dropped = 0
 
-    def send(self, src: str, dst: str, payload: Any) -> None:
+    def send(self, src: str, dst: str, payload: Any, delay_extra_ticks: int = 0) -> None:
+        """Queue ``payload``; ``delay_extra_ticks`` is added to its delay (a slow answer)."""
         self.sent += 1
         rng = self.rng
         if self.loss and rng.random() < self.loss:
@@ -60,6 +61,7 @@ class Network:
             due = (
                 self.now
                 + 1
+                + delay_extra_ticks
                 + (rng.randrange(self.delay_max_ticks) if self.delay_max_ticks > 1 else 0)
             )
             heapq.heappush(self._queue, Packet(due, self._seq, src, dst, payload))
