@@ -389,7 +389,7 @@ class EventStream:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     self.frames += 1
-                    self.events.append(json.loads(msg.data))
+                    self.events.extend(json.loads(msg.data)["events"])  # one frame an entry
                     self._grew.set()
                 else:
                     break

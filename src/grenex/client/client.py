@@ -43,6 +43,7 @@ import os
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -105,7 +106,10 @@ DecimalLike = str | Decimal | int
 # An attempt is not started with less time than this left before the deadline.
 _ATTEMPT_MIN_S: Final = 0.01
 # Remote error codes after which the same command may be sent again.
-_RETRY_CODES: Final = frozenset({"ERR_GRENEX_UNAVAILABLE", "ERR_SERVICE_BUSY", "ERR_TIMEOUT"})
+# (ERR_GRENEX_BUSY: a per-node bound refused it, nothing was done; retried after a backoff.)
+_RETRY_CODES: Final = frozenset(
+    {"ERR_GRENEX_UNAVAILABLE", "ERR_GRENEX_BUSY", "ERR_SERVICE_BUSY", "ERR_TIMEOUT"}
+)
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -1039,6 +1043,7 @@ class EventStream:
         self._last_seq = 0
         self._seen_connects = 0
         self.skipped = 0  # frames that were not events this client knows
+        self._buffered: deque[Event] = deque()  # the rest of the last frame's events
 
     @property
     def publisher(self) -> str | None:
@@ -1092,21 +1097,28 @@ class EventStream:
     async def next(self, timeout: float | None = None) -> Event | None:
         """The next event (None once closed); :class:`Unavailable` after ``timeout`` seconds."""
         await self.start()
-        decoder = _EVENT_DECODER
+        decoder = _FRAME_DECODER
         while True:
-            try:
-                frame = await self._sub.recv(
-                    timeout_ms=None if timeout is None else max(1, int(timeout * 1000))
-                )
-            except TransportError as exc:
-                if exc.code == "ERR_TIMEOUT":
-                    raise _translate(exc)[0] from None
-                return None  # stopped
-            try:
-                ev = decoder.decode(frame)
-            except msgspec.DecodeError:
-                self.skipped += 1
-                continue
+            if self._buffered:
+                ev = self._buffered.popleft()
+            else:
+                try:
+                    frame = await self._sub.recv(
+                        timeout_ms=None if timeout is None else max(1, int(timeout * 1000))
+                    )
+                except TransportError as exc:
+                    if exc.code == "ERR_TIMEOUT":
+                        raise _translate(exc)[0] from None
+                    return None  # stopped
+                try:
+                    entry = decoder.decode(frame)  # one frame per log entry (SPEC §7)
+                except msgspec.DecodeError:
+                    self.skipped += 1
+                    continue
+                if not entry.events:
+                    continue
+                self._buffered.extend(entry.events[1:])
+                ev = entry.events[0]
             connects = self._sub.connects
             if connects != self._seen_connects:
                 # A new publisher: it starts at a command boundary, and may be behind the
@@ -1122,4 +1134,11 @@ class EventStream:
             return ev
 
 
-_EVENT_DECODER: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
+class _EntryFrame(msgspec.Struct):
+    """One frame of the events stream: an applied log entry's events."""
+
+    seq: int
+    events: list[Event]
+
+
+_FRAME_DECODER: Final[msgspec.json.Decoder[_EntryFrame]] = msgspec.json.Decoder(_EntryFrame)

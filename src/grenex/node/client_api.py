@@ -24,7 +24,6 @@ from typing import Any
 import msgspec
 
 from grenex.codec import api as wire
-from grenex.codec import encode_events
 from grenex.codec.api import ApiError, BadRequest, Busy, Compacted, Unavailable
 from grenex.consensus import EntryKind, Role
 from grenex.engine import Trade
@@ -67,29 +66,14 @@ class _Bucket:
 
 
 def reply_of(applied: Applied) -> dict[str, Any]:
-    """The answer to one applied command: its seq and its events (embedded as the JSON bytes
-    encoded once for this entry)."""
+    """The answer to one applied command: its seq and its events (the JSON encoded once for
+    this entry, embedded as is)."""
     events = applied.events
     seq = events[0].seq if events else applied.index
-    reply: dict[str, Any] = {"seq": seq, "events": msgspec.Raw(encoded_events(applied))}
+    reply: dict[str, Any] = {"seq": seq, "events": msgspec.Raw(applied.events_json)}
     if applied.duplicate:
         reply["duplicate"] = True  # answered from the session table: the first outcome
     return reply
-
-
-def encoded_events(applied: Applied) -> bytes:
-    """The entry's events as one JSON array, encoded once (shared by reply and publisher)."""
-    cached = _ENCODED.get(applied.index)
-    if cached is not None and cached[0] is applied:
-        return cached[1]
-    data = encode_events(applied.events)
-    _ENCODED[applied.index] = (applied, data)
-    while len(_ENCODED) > 4096:
-        _ENCODED.popitem(last=False)
-    return data
-
-
-_ENCODED: OrderedDict[int, tuple[Applied, bytes]] = OrderedDict()
 
 
 class ClientAPI:

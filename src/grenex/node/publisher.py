@@ -1,14 +1,15 @@
 """The events publisher (``grenex:<cluster>:events`` and ``…:events:<id>``).
 
-Fed by the driver with every applied entry, in log order; publishes the entry's events only
-when someone subscribes (encoding costs nothing otherwise).  The publisher endpoint itself
+Fed by the driver with every applied entry, in log order.  One text frame per entry that has
+events (SPEC §7): ``{"seq": N, "events": [...]}``, built around the entry's events JSON that
+was encoded once when it was applied (the reply and the session table share the same bytes);
+nothing is built when nobody subscribes.  The publisher endpoint itself
 bounds every subscriber's queue and drops one that does not keep up (it may reconnect and
 fill the gap with the ``events`` action).
 """
 
 from __future__ import annotations
 
-from grenex.codec import encode_event
 from grenex.consensus import EntryKind
 from grenex.node.io import Publisher
 from grenex.replica import Applied
@@ -26,8 +27,7 @@ class EventsPublisher:
         if pub.subscribers <= 0:
             return
         for a in applied:
-            if a.kind != EntryKind.NORMAL or a.duplicate:
+            if a.kind != EntryKind.NORMAL or a.duplicate or not a.events:
                 continue
-            for ev in a.events:
-                pub.pub(encode_event(ev).decode())
-                self.published += 1
+            pub.pub(f'{{"seq":{a.index},"events":{a.events_json.decode()}}}')
+            self.published += 1

@@ -86,6 +86,9 @@ class Applied(NamedTuple):
     data: bytes
     events: list[Event]
     duplicate: bool
+    # the events as one JSON array, encoded once when applied and shared by the session
+    # table, the reply and the events stream (b"[]" for entries without events)
+    events_json: bytes = b"[]"
 
 
 class Replica:
@@ -207,8 +210,8 @@ class Replica:
         state = self.state
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
-                events, dup = state.apply_command(e.index, e.term, e.data)
-                out.append(Applied(e.index, e.term, e.kind, e.data, events, dup))
+                events, dup, events_json = state.apply_command(e.index, e.term, e.data)
+                out.append(Applied(e.index, e.term, e.kind, e.data, events, dup, events_json))
             else:
                 state.skip(e.index, e.term)
                 out.append(Applied(e.index, e.term, e.kind, e.data, [], False))

@@ -78,11 +78,14 @@ class ReplicaState:
         self.index = index
         self.term = term
 
-    def apply_command(self, index: int, term: int, data: bytes) -> tuple[list[Event], bool]:
-        """Apply one committed command; returns (events, duplicate).
+    def apply_command(
+        self, index: int, term: int, data: bytes
+    ) -> tuple[list[Event], bool, bytes]:
+        """Apply one committed command; returns (events, duplicate, events as JSON).
 
         ``duplicate`` means a retry answered from the session table with the *original*
-        events (their ``seq`` is the original index); the engine did not run.
+        events (their ``seq`` is the original index); the engine did not run.  The JSON is
+        encoded once here and shared (sessions, reply, events stream).
         """
         assert index > self.index, (index, self.index)
         self.index = index
@@ -92,11 +95,12 @@ class ReplicaState:
         if sk is not None:
             out = self.sessions.lookup(sk[0], sk[1])
             if out is not None:
-                return _events_dec.decode(out.events_json), True
+                return _events_dec.decode(out.events_json), True, out.events_json
         events = self.engine.apply(cmd, index)
+        events_json = _json_enc.encode(events)
         if sk is not None:
-            self.sessions.record(sk[0], sk[1], Outcome(index, _json_enc.encode(events)))
-        return events, False
+            self.sessions.record(sk[0], sk[1], Outcome(index, events_json))
+        return events, False, events_json
 
     def skip(self, index: int, term: int) -> None:
         """An entry that is not a command (no-op, membership change) was applied."""

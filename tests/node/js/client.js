@@ -40,8 +40,8 @@ const events = []
 const wanted = new Set()
 let waiting = false
 sub.on('message', (msg) => {
-  const ev = JSON.parse(msg.toString())
-  events.push(ev)
+  const frame = JSON.parse(msg.toString()) // one frame per log entry: {seq, events: [...]}
+  for (const ev of frame.events) events.push(ev)
   if (waiting) flush()
 })
 
