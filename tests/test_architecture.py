@@ -57,6 +57,8 @@ RULES: dict[str, Rule] = {
         frozenset({"client", "grenache", "codec", "engine"}),
         may_modules=frozenset({"grenex.node.config"}),
     ),
+    # the fault lab starts nodes only as processes (`grenex node`), never imports them
+    "lab": Rule(frozenset({"client", "grenache", "engine", "codec"})),
     "sim": Rule(
         frozenset({"engine", "consensus", "replica", "codec"}),
         frozenset({"asyncio", "time", "aiohttp", "socket"}),

@@ -31,6 +31,7 @@ _COMMANDS: dict[str, str] = {
     "watch": "grenex.client.watch:watch_command",
     "replay": "grenex.replay:replay_command",
     "grenache": "grenex.client.grenache_cli:grenache_group",
+    "lab": "grenex.lab.cli:lab_group",
 }
 
 
