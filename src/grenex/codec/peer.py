@@ -90,6 +90,11 @@ class Rejoin(msgspec.Struct, tag="rejoin", frozen=True):
 
     src: str
     lost_state: bool
+    # node/founding.py: this incarnation's tag (for its REJOIN entry), whether that entry is
+    # applied here, and the applied index (the leader appends another if it was skipped)
+    tag: str = ""
+    marked: bool = False
+    applied: int = 0
 
 
 PeerMessage = RaftBatch | Forward | Join | Probe | Rejoin
@@ -135,11 +140,14 @@ class ProbeReply(msgspec.Struct, tag="probe_ack", frozen=True):
     founded: bool
     commit: int
     last_index: int
+    rejoining: bool = False  # lost its state and waits to be re-admitted (node/founding.py)
+    leader: str | None = None  # who this node believes leads
 
 
 class RejoinReply(msgspec.Struct, tag="rejoin_ack", frozen=True):
     ok: bool
     why: str = ""
+    state: str = ""  # where the re-admission stands (consensus/rejoin.py)
 
 
 PeerReply = RaftAck | FwdAt | FwdNotLeader | FwdDeclined | JoinReply | ProbeReply | RejoinReply

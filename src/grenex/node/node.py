@@ -33,7 +33,6 @@ from grenex.consensus import (
     MemoryStorage,
     Role,
     Storage,
-    bootstrap,
 )
 from grenex.engine import JsonNumber
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
@@ -41,6 +40,7 @@ from grenex.node.client_api import ClientAPI, ClientLimits
 from grenex.node.config import NodeConfig
 from grenex.node.driving import DriverService
 from grenex.node.errors import NodeError
+from grenex.node.founding import Founding
 from grenex.node.io import Endpoint, NodeIO, Publisher, RealIO, ServeOptions
 from grenex.node.peer_api import PeerAPI, PeerLimitsIn
 from grenex.node.peers import PeerLimits, Peers
@@ -125,6 +125,7 @@ class Node:
         cfg, io = self.cfg, self.io
         storage = self._open_storage()
         self.storage = storage
+        probing = False  # an empty founding voter asks the others before founding (founding.py)
         if storage.last_index() == 0 and storage.snapshot().index == 0:
             if cfg.voters:
                 if cfg.node_id not in cfg.voters:
@@ -132,7 +133,7 @@ class Node:
                         f"{cfg.node_id} is not among the voters {','.join(cfg.voters)}; "
                         "a node that is not a founding voter starts with --join"
                     )
-                bootstrap(storage, list(cfg.voters))
+                probing = True
             elif not cfg.join:
                 raise NodeError("empty storage: give --voters to start a cluster or --join")
         raft_cfg = Config(
@@ -151,6 +152,7 @@ class Node:
             random.Random(os.urandom(16)),  # the shell may use real randomness
         )
         self.replica = replica
+        self.founding = Founding(cfg.node_id, cfg.voters, replica, probing)
         self.link = io.link(list(cfg.grapes), cfg.grape_request_timeout_ms)
         try:
             await self.link.start()
@@ -194,6 +196,7 @@ class Node:
             on_applied=self._on_applied,
             wake=wake,  # the forked snapshots wake the driver when a child is done
         )
+        self.driver.add_turn_hook(self.founding.turn)
         self.api = ClientAPI(
             cfg.node_id,
             self.driver,
@@ -220,6 +223,9 @@ class Node:
                 forward_wait_ms=cfg.command_timeout_ms,
             ),
             cfg.secret,
+            on_probe=self.founding.on_probe,
+            on_rejoin=self.founding.on_rejoin,
+            accepts_raft=self.founding.accepts_raft,
         )
         handler_timeout_ms = cfg.command_timeout_ms + cfg.handler_slack_ms
         try:
@@ -260,6 +266,9 @@ class Node:
             ) from None
         if cfg.join:
             self._tasks.append(asyncio.create_task(self._join(), name="joiner"))
+        if self.founding.probing:
+            run = self.founding.run(self.peers, io.sleep)
+            self._tasks.append(asyncio.create_task(run, name="founding"))
         self._tasks.append(asyncio.create_task(self._watch_driver(), name="watch"))
         log.info(
             "node %s up: api %s, peer %s, events %s",

@@ -56,6 +56,7 @@ class PeerAPI:
         secret: bytes | None,
         on_probe: Callable[[Probe], PeerReply] | None = None,
         on_rejoin: Callable[[Rejoin], Awaitable[PeerReply]] | None = None,
+        accepts_raft: Callable[[], bool] | None = None,
     ) -> None:
         self.node_id = node_id
         self.driver = driver
@@ -63,6 +64,7 @@ class PeerAPI:
         self.secret = secret
         self.on_probe = on_probe
         self.on_rejoin = on_rejoin
+        self.accepts_raft = accepts_raft  # False: not founded yet (founding.py), drop consensus
         self.refused = 0
 
     async def handle(self, key: str, payload: Any) -> Any:
@@ -92,6 +94,8 @@ class PeerAPI:
         return await self.on_rejoin(msg)
 
     def _raft(self, msg: RaftBatch) -> PeerReply:
+        if self.accepts_raft is not None and not self.accepts_raft():
+            return RaftAck(0, len(msg.msgs))
         if len(msg.msgs) > self.limits.messages_per_batch_max:
             raise BadRequest("too many messages in one batch")
         try:
