@@ -8,7 +8,8 @@ filled IOC is headlined "partly filled, rest cancelled"; ``--qty .1`` is refused
 0.1"; ``invalid_price``/``invalid_qty`` name the market's tick or lot; ``trades`` and ``book``
 both exit 1 for an unknown market; a node that never answers gives "the outcome is unknown;
 retrying ... with the same id is safe" with the id; ``grenache put`` prints a hash ``get``
-takes; ``watch`` in an 80-column tmux pane is not cut off and Ctrl-C exits 130.
+takes; ``watch`` in an 80-column tmux pane is not cut off and Ctrl-C exits 130, as Ctrl-C on
+a command waiting for its node does (one line, ``error: interrupted``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -320,3 +322,49 @@ async def test_watch_fits_80_columns_and_ctrl_c_exits_130(cluster: LocalCluster)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
         await g(cluster, "cancel", "--node", "n1", "--client", "w80", "--id", "w80-a")
+
+
+async def test_ctrl_c_on_a_pending_command_exits_130(cluster: LocalCluster) -> None:
+    arrived = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+        arrived.set()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Link(cluster.grape_urls) as link:
+            await link.announce(cluster.api_name("held"), port)
+        p = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "grenex",
+            "cancel",
+            "--node",
+            "held",
+            "--id",
+            "x",
+            "--timeout",
+            "30",
+            "--grape",
+            ",".join(cluster.grape_urls),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await asyncio.wait_for(arrived.wait(), 15)  # the request is in flight
+            p.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(p.communicate(), 15)
+        finally:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        assert p.returncode == 130, err
+        assert err.decode().strip() == "error: interrupted" and out == b""
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
