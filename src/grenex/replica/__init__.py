@@ -7,7 +7,12 @@ Start at :class:`Replica` (the driver protocol is in its module docstring), :cla
 
 from grenex.replica.replica import Applied, Proposals, Replica, ReplicaConfig
 from grenex.replica.sessions import Outcome, Sessions, session_keys
-from grenex.replica.state import SNAPSHOT_VERSION, ReplicaSnapshotError, ReplicaState
+from grenex.replica.state import (
+    SNAPSHOT_VERSION,
+    ReplicaError,
+    ReplicaSnapshotError,
+    ReplicaState,
+)
 
 __all__ = [
     "SNAPSHOT_VERSION",
@@ -16,6 +21,7 @@ __all__ = [
     "Proposals",
     "Replica",
     "ReplicaConfig",
+    "ReplicaError",
     "ReplicaSnapshotError",
     "ReplicaState",
     "Sessions",

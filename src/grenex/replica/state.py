@@ -7,11 +7,14 @@ way commands reach the engine, so every replica runs the same exactly-once decis
 The snapshot is canonical MessagePack::
 
     [version, index, term, engine_snapshot_bytes, sessions_evictions,
-     [[client, [[key, index, events_json_bytes], ...]], ...]]   (clients by name)
+     [[client, [[key, index, events_json_bytes], ...]], ...],   (clients by name)
+     outcomes_per_client_max, outcomes_max]                      (version 2)
 
 Equal states give equal bytes, so :meth:`ReplicaState.state_hash` (sha256 of them) lets two
 replicas at the same index prove they are equal.  The session bounds are part of the state
-machine's definition: every replica of a cluster must use the same values.
+machine's definition: every replica of a cluster must use the same values, so they are
+recorded in the snapshot (version 2) and a restored state keeps the recorded bounds, whatever
+the restoring node's configuration says (a version-1 snapshot takes the configured ones).
 """
 
 from __future__ import annotations
@@ -26,12 +29,18 @@ from grenex.engine import Engine
 from grenex.engine.events import Event
 from grenex.replica.sessions import Outcome, Sessions, session_keys
 
-__all__ = ["SNAPSHOT_VERSION", "ReplicaSnapshotError", "ReplicaState"]
+__all__ = ["SNAPSHOT_VERSION", "ReplicaError", "ReplicaSnapshotError", "ReplicaState"]
 
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
+_VERSIONS: Final = (1, 2)
 
 
-class ReplicaSnapshotError(ValueError):
+class ReplicaError(Exception):
+    """Root of the replica package's errors (operational failures; broken invariants are
+    assertions)."""
+
+
+class ReplicaSnapshotError(ReplicaError, ValueError):
     """Snapshot bytes that are not a valid replica snapshot."""
 
 
@@ -53,6 +62,8 @@ class _Snap(msgspec.Struct, array_like=True, gc=False):
     engine: bytes
     evictions: int
     sessions: list[_ClientItems]
+    outcomes_per_client_max: int = 0  # version 2
+    outcomes_max: int = 0  # version 2
 
 
 _enc: Final = msgspec.msgpack.Encoder()
@@ -116,9 +127,17 @@ class ReplicaState:
             _ClientItems(c, [_SessionItem(k, i, evs) for k, i, evs in items])
             for c, items in state[1]
         ]
+        ss = self.sessions
         return _enc.encode(
             _Snap(
-                SNAPSHOT_VERSION, self.index, self.term, self.engine.snapshot(), state[0], sessions
+                SNAPSHOT_VERSION,
+                self.index,
+                self.term,
+                self.engine.snapshot(),
+                state[0],
+                sessions,
+                ss.outcomes_per_client_max,
+                ss.outcomes_max,
             )
         )
 
@@ -134,8 +153,13 @@ class ReplicaState:
             return cls(Engine(), Sessions(outcomes_per_client_max, outcomes_max))
         try:
             s = _dec.decode(blob)
-            if s.v != SNAPSHOT_VERSION:
+            if s.v not in _VERSIONS:
                 raise ReplicaSnapshotError(f"unsupported replica snapshot version {s.v}")
+            if s.v >= 2:
+                if s.outcomes_per_client_max < 1 or s.outcomes_max < 1:
+                    raise ReplicaSnapshotError("session bounds must be positive")
+                outcomes_per_client_max = s.outcomes_per_client_max
+                outcomes_max = s.outcomes_max
             engine = Engine.restore(s.engine)
             for ci in s.sessions:
                 for it in ci.items:
