@@ -244,7 +244,8 @@ class ClientAPI:
         """Events of the entries applied after log index ``since``, oldest first, from a
         bounded window (``first`` is the oldest index still kept)."""
         since = wire.int_or_default(args, "since", 0, 0, 1 << 62)
-        limit = wire.int_or_default(args, "limit", 1_000, 1, 10_000)
+        lim = self.limits.events_reply_max
+        limit = wire.int_or_default(args, "limit", lim, 1, lim)
         window = self._window
         first = window[0].index if window else self.driver.replica.applied_index + 1
         applied = self.driver.replica.applied_index

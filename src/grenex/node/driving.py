@@ -59,6 +59,8 @@ __all__ = ["ConfRequest", "DriverService", "DriverStoppedError"]
 
 log = logging.getLogger("grenex.node.driver")
 
+CONF_REQUESTS_MAX = 64  # membership requests queued for the next turn
+
 
 class DriverStoppedError(Exception):
     """The driver is not running (stopping, or stopped after a broken invariant)."""
@@ -346,7 +348,7 @@ class DriverService:
     def conf_change(self, op: str, node: str) -> asyncio.Future[None]:
         self._running()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if len(self._conf) >= 64:
+        if len(self._conf) >= CONF_REQUESTS_MAX:
             fut.set_exception(ProposalDroppedError("too many membership requests"))
             return fut
         self._conf.append(ConfRequest(op, node, fut))
