@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -463,6 +464,38 @@ def test_repeated_answers_and_repeated_forwards_give_one_outcome() -> None:
     assert o is not None and isinstance(first, At) and o.index == first.first
     dup = [x for x in b.applied if x.data == place("o1")]
     assert len(dup) == 2 and dup[1].duplicate and not dup[0].duplicate
+
+
+@pytest.mark.parametrize("first_batch", [0, 1 << 32])
+def test_a_restarted_forwarder_never_takes_its_previous_incarnations_answer(
+    first_batch: int,
+) -> None:
+    # Found by the simulator (seed 342): b forwards x as batch 0, the leader's answer is slow,
+    # b restarts and forwards y; if the new gateway numbered its batches from 0 again, the old
+    # answer (x's index) would be matched to y's batch and y acknowledged with x's entry.
+    m = ready_mesh()
+    b = m["b"]
+    b.gateway.submit("x", place("ox"))
+    m.turn("b")
+    m.deliver_forwards("b")
+    m.turn("a")
+    (old,) = m["a"].answers
+    m["a"].answers.clear()  # on its way, slowly; x not committed yet
+    b.gateway = Gateway("b", b.gateway.limits, first_batch=first_batch)  # b restarts
+    b.driver.gateway = b.gateway
+    b.gateway.submit("y", place("oy"))
+    m.turn("b")
+    (f,) = b.forwards
+    assert f.batch == first_batch
+    b.gateway.forward_replied(old.batch, old.reply)  # the old answer arrives
+    m.exchange()
+    o = b.outcome("y")
+    assert o.fate == Fate.APPLIED and o.applied is not None
+    if first_batch == 0:  # the hazard the shell avoids by drawing first_batch per start
+        assert o.applied.data == place("ox")
+    else:
+        assert o.applied.data == place("oy")
+        assert b.gateway.counters["forward_replies_ignored"] == 1
 
 
 def test_submitted_max_is_busy_at_once() -> None:

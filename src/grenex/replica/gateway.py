@@ -158,6 +158,12 @@ class Gateway(Generic[T]):
     node_id: str
     limits: GatewayLimits = field(default_factory=GatewayLimits)
     now: int = 0  # ticks
+    # Batch numbers name a forward to its answer, so they must not repeat across restarts of
+    # this node: a late answer to the previous incarnation's batch 0 (or a leader's waiter
+    # keyed by (src, batch)) would otherwise be matched to the new batch 0 and acknowledge
+    # another command's entry.  The shell draws it per start (the simulator: incarnation
+    # << 32; the node: random or clock bits).
+    first_batch: int = 0
     _next_tid: int = 0
     _next_batch: int = 0
     _live: dict[int, _Live[T]] = field(default_factory=dict)
@@ -184,6 +190,10 @@ class Gateway(Generic[T]):
     )
 
     # -- inputs ------------------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        assert self.first_batch >= 0
+        self._next_batch = max(self._next_batch, self.first_batch)
 
     def submit(self, token: T, data: bytes) -> bool:
         """Take a client's command; False (and a BUSY outcome) when ``submitted_max`` are
