@@ -1,9 +1,13 @@
 """The CI seed set: the deterministic simulator over a fixed range of seeds.
 
-Each seed runs the real consensus, replica and engine code for 3 or 5 voters plus learners
-through a safety phase of faults (loss, duplication, reordering, partitions, clogged links,
-crashes losing unsynced writes, joins, promotions, removals, transfers) and a liveness phase;
-the checkers outside the replicas must find nothing (see grenex.sim.cluster and .checker).
+Each seed runs the real consensus, replica, gateway and engine code, driven by the node's own
+driver turn, for 3 or 5 voters plus learners through a safety phase of faults (loss,
+duplication, reordering, partitions, clogged links, crashes losing unsynced writes, joins,
+promotions, removals, transfers) while clients submit to any node — followers forward over the
+same faulty network — and a liveness phase; the checkers outside the replicas must find nothing
+(see grenex.sim.cluster and .checker).  The last test asserts that the set as a whole exercised
+every fault and every path of the gateway (forwards, answers, refused forwards, each outcome)
+and deferred snapshots.
 
 Run alone with ``pytest tests/sim/test_sim_seeds.py``; ``GRENEX_SIM_SEEDS=A..B`` picks
 another range (the default is 0..299), ``GRENEX_SIM_WORKERS`` the number of processes.
@@ -93,5 +97,13 @@ def test_the_seed_set_exercises_every_fault(
         "snapshots_installed",
         "duplicates",
         "commands_unknown",
+        "forwards",
+        "fwd_answers",
+        "fwd_refused",
+        "outcome_applied",
+        "outcome_refused",
+        "outcome_busy",
+        "outcome_unknown",
+        "snapshot_hashes",
     ):
         assert totals[what] > 0, what

@@ -3,19 +3,27 @@
 Proves: the simulated disk keeps exactly the synced state plus a prefix of unsynced writes on
 a crash, and ``fail_next_sync`` kills a node mid-persist; the network delivers in (due, send)
 order, drops on cut links, holds packets on clogged links until released; a seed replays
-bit for bit (same stats, same final hashes); and the checkers fail a run when the code under
-test is broken on purpose (sessions disabled; votes not remembered), printing a replay command.
+bit for bit (same stats, same final hashes); a run exercises the gateway (forwards, their
+answers as peer wire messages, every outcome); and the checkers fail a run when the code under
+test is broken on purpose (sessions disabled; votes not remembered; the gateway matching a
+forwarded command to the wrong entry, or an outcome by index without its term), printing a
+replay command.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 
 from grenex.consensus import Entry, HardState
+from grenex.replica import Applied, Proposals
+from grenex.replica import gateway as gateway_mod
 from grenex.replica import state as state_mod
+from grenex.replica.gateway import At, Declined, ForwardReply, NotLeaderHere
 from grenex.sim import __main__ as sim_main
+from grenex.sim import cluster as cluster_mod
 from grenex.sim.cluster import Simulation
 from grenex.sim.disk import DiskCrash, SimDisk
 from grenex.sim.network import Network
@@ -114,3 +122,53 @@ def test_cli_prints_replay_command_on_failure(
 def test_cli_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert sim_main.main(["--seeds", "3..4", "--ticks", "200"]) == 0
     assert "2/2 seeds passed" in capsys.readouterr().out
+
+
+def test_a_run_exercises_the_gateway() -> None:
+    r = Simulation(3, ticks=400).run()
+    assert r.ok, r.failure
+    st = r.stats
+    assert st["forwards"] > 0 and st["fwd_answers"] > 0  # clients reached followers
+    assert st["outcome_applied"] >= st["commands_ok"] > 0
+    assert st["outcome_refused"] + st["outcome_unknown"] + st["outcome_busy"] > 0
+
+
+def test_forward_answers_round_trip_through_the_peer_wire() -> None:
+    replies: list[ForwardReply] = [At(7, 3), NotLeaderHere("n2"), NotLeaderHere(None)]
+    replies.append(Declined("leader busy", True))
+    for reply in replies:
+        wire = cluster_mod._to_wire(reply)
+        assert cluster_mod._from_wire(wire) == reply
+
+
+def test_checker_catches_a_gateway_matching_the_wrong_entry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = gateway_mod.Gateway._wait_for
+
+    def off_by_one(self: gateway_mod.Gateway[object], tid: int, index: int, term: int) -> None:
+        real(self, tid, index + 1, term)  # forwarded commands matched one entry too far
+
+    monkeypatch.setattr(gateway_mod.Gateway, "_wait_for", off_by_one)
+    results = [Simulation(s, ticks=300).run() for s in range(3)]
+    assert all(not r.ok for r in results)
+    assert "acknowledged" in results[0].failure
+
+
+def test_checker_catches_outcomes_matched_by_index_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = Proposals.resolve
+
+    def by_index(
+        self: Proposals[object], applied: list[Applied], applied_index: int
+    ) -> Iterator[tuple[object, Applied | None]]:
+        for a in applied:  # whatever term the entry has: "it is ours"
+            p = self._pending.get(a.index)
+            if p is not None:
+                self._pending[a.index] = (a.term, p[1])
+        yield from real(self, applied, applied_index)
+
+    monkeypatch.setattr(Proposals, "resolve", by_index)
+    results = [Simulation(s, ticks=600).run() for s in (2, 6, 7)]
+    assert any("acknowledged" in r.failure for r in results), [r.failure for r in results]

@@ -14,8 +14,15 @@ What is checked, and where:
   equals the model's.
 * ``record_hash``: replicas at the same applied index have the same state hash.
 * ``check_history`` (end of run): every acknowledged command is in the committed log at the
-  index it was acknowledged with, and its acknowledged events are the model's; no key
-  executed twice.
+  index *and term* it was acknowledged with, and its acknowledged events are the model's; no
+  key executed twice.  "Acknowledged" is an APPLIED outcome of a node's gateway, whether the
+  node proposed the command itself or forwarded it to the leader and matched the answer's
+  ``(index, term)`` against its own apply (the simulator also checks, as each
+  acknowledgement arrives, that the entry it carries is the client's command).  Commands
+  whose outcome stayed unknown (or were refused) are not held to anything but exactly-once:
+  they may or may not be in the log, at most once per key.
+* deferred snapshots: their state hash at their index goes through ``record_hash`` like every
+  other replica's.
 """
 
 from __future__ import annotations

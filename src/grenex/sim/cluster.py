@@ -1,17 +1,42 @@
-"""The deterministic simulation: real consensus, replica and engine code under faults.
+"""The deterministic simulation: real consensus, replica, gateway and engine code under faults.
 
 Theory of operation
 -------------------
 One seed makes one ``random.Random``; every knob (cluster size, loss, duplication, delays,
-fault rates, snapshot interval, client count) and every event (which packet is lost, which
-node crashes when, what each client orders) is drawn from it, so ``--seed N`` replays a run
-exactly.  There is no wall clock: time is the simulation tick, and each node's Raft ticks
-with its own small probability of skipping a tick (clock drift).
+fault rates, snapshot interval and delay, the gateway's bounds and deadlines, client count and
+patience) and every event (which packet is lost, which node crashes when, what each client
+orders) is drawn from it, so ``--seed N`` replays a run exactly.  There is no wall clock: time
+is the simulation tick, and each node ticks with its own small probability of skipping a tick
+(clock drift).
 
-Per tick: deliver due packets (consensus messages as encoded bytes, client requests and
-replies), tick every live node, run every live node's driver step (persist -> send -> apply
--> advance, exactly the node's code path, through :meth:`Replica.handle_ready`), answer
-clients whose proposals were applied, then let clients retry or start new commands.
+Each simulated node runs what a real node runs, unchanged: a :class:`~grenex.replica.Replica`,
+its :class:`~grenex.replica.gateway.Gateway` and the shared
+:class:`~grenex.replica.driver.Driver` turn; only the I/O around them is simulated.  Per tick:
+deliver due packets (consensus messages, forwards and their answers, client requests and
+replies), then one driver turn per live node — ticks, messages, ``gateway.pump``, and per Ready
+stage → flush (inline, on the :class:`SimDisk`, which may crash the node right there:
+mid-persist) → send → apply → the gateway matches outcomes — then ship the gateway's outputs,
+then let clients retry or start new commands.
+
+The order path, as on a real cluster:
+
+* a client submits a command to **any** node (drawn at random, sticky while it answers); the
+  node's gateway proposes it if it leads, else **forwards** it in a batch to the leader it
+  knows.  Forwards and their answers (``At``/``NotLeader``/``Declined``) travel as typed
+  :mod:`grenex.codec.peer` messages (encoded, signed, decoded) over the same faulty network:
+  lost, duplicated, delayed, reordered, partitioned; an answer may be slow
+  (``fwd_answer_delay``) and reaches whichever incarnation of the forwarder runs by then (the
+  gateway's batch numbers, unique across restarts, must keep them apart); a forward to a node
+  that is down is refused at once (``forward_failed``: surely not delivered);
+* outcomes are the gateway's: APPLIED (from the node's *own* apply, with index, term and
+  events), REFUSED or BUSY (never proposed through that attempt) and UNKNOWN (a forward never
+  answered, an entry overwritten by a new leader, a deadline): on anything but APPLIED the
+  client sends the *same* command again elsewhere; after ``ATTEMPTS_MAX`` it gives up and the
+  command's fate stays unknown;
+* snapshots are :class:`~grenex.replica.driver.DeferredSnapshots`: serialised at a point and
+  stored a seeded number of turns later while more entries apply (the forked child's
+  interleaving); abandoned when the node crashes; every snapshot's state hash is held against
+  the other replicas' at the same index.
 
 Two phases, like TigerBeetle's VOPR:
 
@@ -24,8 +49,9 @@ Two phases, like TigerBeetle's VOPR:
   ``liveness_ticks_max`` the cluster must elect a leader, bring every member to the same
   applied index, finish the clients' outstanding commands and acknowledge one more.
 
-Checkers (``checker.py``) watch from outside throughout; the first broken guarantee stops the
-run with :class:`SimFailure`.
+Checkers (``checker.py``) watch from outside throughout — every *acknowledged* (APPLIED)
+command must be the entry at the index and term it was acknowledged with, with the model's
+events; the first broken guarantee stops the run with :class:`SimFailure`.
 """
 
 from __future__ import annotations
@@ -216,8 +242,8 @@ MARKETS = (("M", "1", "1"), ("N", "0.5", "0.01"))
 class SimNode:
     """One simulated node: the replica, its gateway and its driver (what the node runs), the
     deferred snapshots standing in for its forked child, and the consensus messages that
-    arrived since its last turn.  ``incarnation`` counts starts: an answer to a forward is an
-    RPC reply, so it reaches only the process that sent the forward."""
+    arrived since its last turn.  ``incarnation`` counts starts (the gateway's batch numbers
+    start at ``incarnation << 32``, so they never repeat across restarts)."""
 
     def __init__(self, nid: str, disk: SimDisk, tick_skip: float) -> None:
         self.id = nid
@@ -353,7 +379,11 @@ class Simulation:
             auto_snapshot=False,  # the driver's snapshots: deferred, like the node's child
         )
         r = Replica(cfg, node.disk, random.Random(self.rng.getrandbits(64)))
-        gw: Gateway[Token] = Gateway(node.id, k.gateway_limits())
+        node.incarnation += 1
+        # batch numbers never repeat across restarts (see Gateway.first_batch)
+        gw: Gateway[Token] = Gateway(
+            node.id, k.gateway_limits(), first_batch=node.incarnation << 32
+        )
         snaps = DeferredSnapshots(
             r, random.Random(self.rng.getrandbits(64)), k.snapshot_delay_turns_max
         )
@@ -373,7 +403,6 @@ class Simulation:
         node.snaps = snaps
         node.driver = Driver(r, gw, snaps, send, on_applied)
         node.inbox = []
-        node.incarnation += 1
         node.hash_seen = None
 
     def _stop(self, node: SimNode) -> None:
@@ -446,7 +475,7 @@ class Simulation:
             if node is None or node.gateway is None:
                 if kind == "fwd" and node is not None and not node.retired:
                     # connection refused: the forwarder learns it was surely not delivered
-                    self.net.send(dst, src, ("fwd_failed", payload[1], payload[2]))
+                    self.net.send(dst, src, ("fwd_failed", payload[1]))
                 return
             gw = node.gateway
             if kind == "raft":
@@ -455,21 +484,21 @@ class Simulation:
                 _, seq, attempt, data = payload
                 gw.submit((src, seq, attempt), data)
             elif kind == "fwd":
-                _, _incarnation, _batch, body = payload
+                _, _batch, body = payload
                 try:
                     msg = decode_peer_request(body, PEER_SECRET)
                 except PeerWireError as e:  # never happens unless the codec breaks
                     raise SimFailure(f"{dst} could not decode a forward from {src}: {e}") from e
                 assert isinstance(msg, PeerForward) and msg.src == src, msg
                 gw.forwarded(msg.src, msg.batch, list(msg.cmds))
-            elif payload[1] != node.incarnation:
-                return  # an RPC answer for a process that died: its connection died with it
             elif kind == "fwd_reply":
-                _, _incarnation, batch, body = payload
+                # Delivered to whoever runs as ``dst`` now, even a later incarnation than the
+                # one that forwarded: batch numbers alone must keep answers apart.
+                _, batch, body = payload
                 gw.forward_replied(batch, _from_wire(decode_peer_reply(body)))
                 self.stats["fwd_answers"] += 1
             else:
-                gw.forward_failed(payload[2], False, "connection refused")
+                gw.forward_failed(payload[1], False, "connection refused")
                 self.stats["fwd_refused"] += 1
             return
         self._handle_reply(dst, src, payload)
@@ -516,17 +545,13 @@ class Simulation:
         for out in gw.take():
             if isinstance(out, Forward):
                 body = encode_peer_request(PeerForward(nid, out.batch, out.datas), PEER_SECRET)
-                net.send(nid, out.to, ("fwd", node.incarnation, out.batch, body))
+                net.send(nid, out.to, ("fwd", out.batch, body))
                 stats["forwards"] += 1
             elif isinstance(out, ForwardAnswer):
-                to = self.nodes.get(out.to)
-                if to is None:
-                    continue
-                # the reply of the forwarder's RPC: only its incarnation may read it
                 body = encode_peer_reply(_to_wire(out.reply))
                 slow = self.knobs.fwd_answer_delay_max_ticks
                 extra = self.rng.randrange(slow + 1) if slow else 0
-                net.send(nid, out.to, ("fwd_reply", to.incarnation, out.batch, body), extra)
+                net.send(nid, out.to, ("fwd_reply", out.batch, body), extra)
             else:
                 client, seq, attempt = out.token
                 stats[f"outcome_{out.fate.name.lower()}"] += 1

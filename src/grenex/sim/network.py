@@ -10,7 +10,10 @@ so packets overtake each other: reordering), may be lost (``loss``) or duplicate
   (possibly long after they were sent: stale messages are part of the test).
 
 Delivery order at one tick is the order of (delivery tick, send sequence), so runs are
-reproducible.  Payloads are opaque (consensus messages travel encoded by grenex.codec.raft).
+reproducible.  Payloads are opaque to the network: consensus messages travel encoded by
+``grenex.codec.raft``, the gateway's forwards and their answers as ``grenex.codec.peer``
+payloads, client requests and replies as tuples.  ``send(..., delay_extra_ticks=)`` makes one
+packet slower than the link (a slow RPC answer).
 """
 
 from __future__ import annotations
