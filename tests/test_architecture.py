@@ -238,3 +238,123 @@ def test_the_cli_runs_up_and_demo_from_devnet() -> None:
         "demo": "grenex.devnet.demo:demo_command",
         "up": "grenex.devnet.up:up_command",
     }
+
+
+# -- the node's layout (ARCHITECTURE.md "What the node looks like from the inside") ------------
+
+NODE_SERVICES = {
+    "node.py": "lifecycle: assembles and runs the services",
+    "driving.py": "the driver service: the one task that touches the replica",
+    "client_api.py": "the client API service",
+    "peer_api.py": "the peer service (what other nodes send)",
+    "peers.py": "outbound traffic to other nodes",
+    "publisher.py": "the events publisher",
+    "io.py": "NodeIO: the injected I/O (real, or fakes with a manual clock)",
+    "errors.py": "the node's error tree",
+    "snapshotter.py": "snapshots in a forked child",
+}
+# the most lines one class or function of the node may span: small services, not one hallway
+NODE_CLASS_LINES_MAX = 400
+NODE_FUNCTION_LINES_MAX = 80
+
+
+def _defs(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        (f"{path.name}:{n.name}", (n.end_lineno or n.lineno) - n.lineno + 1)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+
+
+def test_the_node_is_small_services() -> None:
+    node = SRC / "node"
+    missing = [name for name in sorted(NODE_SERVICES) if not (node / name).is_file()]
+    assert missing == []
+    too_big = []
+    for path in sorted(node.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (n.end_lineno or n.lineno) - n.lineno + 1
+                limit = (
+                    NODE_CLASS_LINES_MAX if isinstance(n, ast.ClassDef) else NODE_FUNCTION_LINES_MAX
+                )
+                if lines > limit:
+                    too_big.append(f"{path.name}:{n.name} spans {lines} lines (> {limit})")
+    assert too_big == []
+
+
+def _calls_attribute(path: Path, attrs: set[str]) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.name}:{n.lineno} calls .{n.func.attr}()"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr in attrs
+    ]
+
+
+def test_routing_decisions_live_in_the_gateway() -> None:
+    """Only the pure gateway proposes client commands: the node neither proposes nor forwards
+    by itself (it carries the gateway's outputs)."""
+    problems: list[str] = []
+    for path in sorted((SRC / "node").glob("*.py")):
+        problems += _calls_attribute(path, {"propose", "propose_many"})
+    assert problems == []
+    gateway = (SRC / "replica" / "gateway.py").read_text()
+    assert "propose_many" in gateway
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = n.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def _wire_spellings(path: Path) -> list[str]:
+    """String literals (not docstrings) that spell an error code or a service name."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docs = _docstrings(tree)
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+            v = n.value
+            if v.startswith("ERR_GRENEX_") or any(k in v for k in (":peer:", ":node:", ":events")):
+                out.append(f"{path.name}:{n.lineno} spells {v[:40]!r}")
+    return out
+
+
+def test_the_wire_vocabulary_is_defined_once_in_codec() -> None:
+    """Error codes and service names are spelled in codec/ and nowhere else in the shell."""
+    problems: list[str] = []
+    for pkg in ("node", "devnet", "client"):
+        for path in sorted((SRC / pkg).rglob("*.py")):
+            problems += _wire_spellings(path)
+    assert problems == []
+
+
+def test_node_and_simulator_share_the_driver_and_gateway() -> None:
+    for rel in ("node/driving.py", "sim/cluster.py"):
+        names = {name for _, name in _imports(ast.parse((SRC / rel).read_text()))}
+        assert "grenex.replica.driver" in names, rel
+        assert "grenex.replica.gateway" in names, rel
+
+
+def test_the_node_reads_time_only_through_its_io() -> None:
+    """So five nodes run in one process on a manual clock."""
+    allowed = {"io.py", "main.py", "gcpolicy.py", "snapshotter.py"}
+    problems = []
+    for path in sorted((SRC / "node").glob("*.py")):
+        if path.name in allowed:
+            continue
+        names = {name for _, name in _imports(ast.parse(path.read_text()))}
+        problems += [f"{path.name} imports {n}" for n in sorted(names & {"time", "datetime"})]
+        text = path.read_text()
+        problems += [f"{path.name} sleeps on asyncio" for _ in [0] if "asyncio.sleep(" in text]
+    assert problems == []

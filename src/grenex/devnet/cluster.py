@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grenex.codec.api import STATUS_WITH_HASH, statuses_agree
+from grenex.codec.api import STATUS_WITH_HASH, service_names, statuses_agree
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 from grenex.grenache.testing import GrapeCluster, astart_grapes
 
@@ -267,7 +267,7 @@ class LocalCluster:
     # ------------------------------------------------------------------ talking to nodes
 
     def api_name(self, node_id: str) -> str:
-        return f"grenex:{self.cluster}:node:{node_id}"
+        return service_names(self.cluster, node_id)["node"]
 
     async def request(
         self,
