@@ -150,7 +150,7 @@ class Observer:
         """(first index kept, applied, events) of every command ``node`` applied."""
         since, first, out = 0, -1, []
         while True:
-            r = await self.ask(addr, node, "events", {"since": since, "limit": 10_000}, 20_000)
+            r = await self.ask(addr, node, "events", {"since": since, "limit": 1_000}, 20_000)
             if first < 0:
                 first = int(r["first"])
             out += r["events"]

@@ -71,7 +71,12 @@ def _summary_line(r: dict[str, Any]) -> str:
 @click.option("--nodes", type=int, default=3, show_default=True)
 @click.option("--rate", type=float, default=8.0, show_default=True, help="ops/s per client")
 @click.option("--workdir", type=click.Path(path_type=Path), default=DEFAULT_WORKDIR)
-@click.option("--code", default=None, help="Run every child process from this git revision.")
+@click.option(
+    "--code",
+    envvar="GRENEX_LAB_CODE",
+    default=None,
+    help="Run every child process from this git revision (or $GRENEX_LAB_CODE).",
+)
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--grape-bootstrap", type=click.Choice(["mesh", "ring"]), default="mesh")
 @click.option("--json", "as_json", is_flag=True)
@@ -120,6 +125,9 @@ def run_command(
         sys.exit(130)
     except LabError as e:
         click.echo(f"grenex lab: {e}", err=True)
+        if report is not None:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps({"seed": seed, "nemeses": names, "aborted": str(e)}))
         sys.exit(1)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +172,7 @@ def soak_command(
     seed = first_seed if first_seed is not None else random.Random().randrange(1, 10**6)
     runs: list[dict[str, Any]] = []
     env = dict(os.environ)
+    env.pop("GRENEX_LAB_CODE", None)  # the children run from code_dir already
     if code_dir is not None:
         env["PYTHONPATH"] = str(code_dir)
     i = 0
