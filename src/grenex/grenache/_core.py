@@ -20,6 +20,14 @@ was never delivered, the same request (same rid) is retried on another peer, up 
 have reached the peer and is raised, not retried: the caller knows whether its request is safe
 to repeat. When every known peer is dead the lookup is refreshed once, bypassing the cache.
 ``map`` sends to every peer at once and returns each one's result or error.
+
+*TLS.* A peer that fails authentication (:class:`~grenex.grenache.tls.PeerAuthError`: the
+handshake failed, or its certificate is not the one pinned for the name) is remembered as
+untrusted *for that name* for ``untrusted_peer_ms`` and not dialled again for it meanwhile;
+the request goes on to the next announced peer. So an impostor announcing a name costs one
+failed handshake per window. Server side, a handler built with ``with_peer=True`` receives the
+certificate the peer presented (a :class:`~grenex.grenache.tls.PeerCert`, or None) as a third
+argument; any handler can read it with :func:`grenex.grenache.tls.current_peer`.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, Self, TypeAlias
+from typing import Any, Final, Self, TypeAlias, cast
 
 import msgspec
 
@@ -53,12 +61,21 @@ from grenex.grenache.protocol import (
     gzip,
     new_rid,
 )
+from grenex.grenache.tls import (
+    PeerAuthError,
+    PeerCert,
+    _reset_current_peer,
+    _set_current_peer,
+)
 
 log = logging.getLogger("grenex.grenache")
 
 Handler: TypeAlias = Callable[[str, Json], Awaitable[Json] | Json]
 """A service handler: ``handler(key, payload)`` returns (or is a coroutine returning) the
 result; raising an exception sends its message as the error string."""
+
+PeerHandler: TypeAlias = Callable[[str, Json, PeerCert | None], Awaitable[Json] | Json]
+"""A handler that also learns the peer's TLS certificate: ``handler(key, payload, peer)``."""
 
 ERR_BUSY: Final = "ERR_SERVICE_BUSY"
 ERR_HANDLER_TIMEOUT: Final = "ERR_TIMEOUT"
@@ -77,16 +94,18 @@ class ServiceCore:
 
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | PeerHandler,
         *,
         concurrency_max: int = 256,
         backlog_max: int = 4096,
         handler_timeout_ms: int = 30_000,
         float_hook: Callable[[str], Any] | None = None,
+        with_peer: bool = False,
     ) -> None:
         if concurrency_max < 1 or backlog_max < 0 or handler_timeout_ms <= 0:
             raise ValueError("concurrency_max >= 1, backlog_max >= 0, handler_timeout_ms > 0")
         self.handler = handler
+        self.with_peer = with_peer
         # JSON numbers with a fraction or exponent go through float_hook (their literal text)
         # instead of becoming floats: for payloads where numbers must stay exact.
         self._decode = msgspec.json.Decoder(float_hook=float_hook).decode
@@ -104,9 +123,10 @@ class ServiceCore:
             self._sem = asyncio.Semaphore(self.concurrency_max)
         return self._sem
 
-    async def reply_to(self, frame: bytes | str) -> bytes:
-        """Answer a raw request frame. Raises :class:`ProtocolError` only when the frame has
-        no readable rid (there is nothing to address a reply frame to)."""
+    async def reply_to(self, frame: bytes | str, peer: PeerCert | None = None) -> bytes:
+        """Answer a raw request frame (from ``peer``, when it presented a TLS certificate).
+        Raises :class:`ProtocolError` only when the frame has no readable rid (there is
+        nothing to address a reply frame to)."""
         try:
             req = decode_request(frame, decode=self._decode)
         except ProtocolError as exc:
@@ -114,9 +134,9 @@ class ServiceCore:
             if exc.rid is None:
                 raise
             return encode_reply(exc.rid, exc.message, None)
-        return await self.serve(req)
+        return await self.serve(req, peer)
 
-    async def serve(self, req: Request) -> bytes:
+    async def serve(self, req: Request, peer: PeerCert | None = None) -> bytes:
         self.requests += 1
         sem = self._semaphore()
         if sem.locked():
@@ -132,13 +152,22 @@ class ServiceCore:
         else:
             await sem.acquire()
         try:
-            return await self._run(req)
+            if peer is None:
+                return await self._run(req, None)
+            token = _set_current_peer(peer)
+            try:
+                return await self._run(req, peer)
+            finally:
+                _reset_current_peer(token)
         finally:
             sem.release()
 
-    async def _run(self, req: Request) -> bytes:
+    async def _run(self, req: Request, peer: PeerCert | None) -> bytes:
         try:
-            result = self.handler(req.key, req.payload)
+            if self.with_peer:
+                result = cast(PeerHandler, self.handler)(req.key, req.payload, peer)
+            else:
+                result = cast(Handler, self.handler)(req.key, req.payload)
             if inspect.isawaitable(result):
                 async with asyncio.timeout(self.handler_timeout_ms / 1000):
                     result = await result
@@ -158,7 +187,11 @@ class ServiceCore:
 
 
 async def http_exchange(
-    core: ServiceCore, body: bytes, compress: bool, body_max_bytes: int
+    core: ServiceCore,
+    body: bytes,
+    compress: bool,
+    body_max_bytes: int,
+    peer: PeerCert | None = None,
 ) -> tuple[int, bytes]:
     """The HTTP mapping of a request body to ``(status, reply body)``.
 
@@ -173,7 +206,7 @@ async def http_exchange(
                 core.invalid += 1
                 return 413, f"ERR_REQUEST_TOO_LARGE: {exc}".encode()
     try:
-        reply = await core.reply_to(body)
+        reply = await core.reply_to(body, peer)
     except ProtocolError as exc:
         return 400, exc.message.encode()
     return 200, (gzip(reply) if compress else reply)
@@ -208,11 +241,15 @@ class PeerClientBase:
         attempts_max: int = 3,
         dead_peer_ms: int = 5_000,
         dead_peers_max: int = 1024,
+        untrusted_peer_ms: int = 30_000,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if request_timeout_ms <= 0 or attempts_max < 1:
             raise ValueError("request_timeout_ms > 0 and attempts_max >= 1")
+        self.untrusted_peer_ms = untrusted_peer_ms
+        # (name, dest) -> untrusted until (monotonic): failed TLS authentication for that name
+        self._untrusted: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.link = link
         self.request_timeout_ms = request_timeout_ms
         self.attempts_max = attempts_max
@@ -260,6 +297,34 @@ class PeerClientBase:
         if self._dead:
             self._dead.pop(dest, None)
 
+    def is_untrusted(self, name: str, dest: str) -> bool:
+        """Did ``dest`` fail TLS authentication for ``name`` within ``untrusted_peer_ms``?"""
+        if not self._untrusted:
+            return False
+        until = self._untrusted.get((name, dest))
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._untrusted[(name, dest)]
+            return False
+        return True
+
+    def mark_untrusted(self, name: str, dest: str) -> None:
+        self._untrusted[(name, dest)] = self._clock() + self.untrusted_peer_ms / 1000
+        self._untrusted.move_to_end((name, dest))
+        while len(self._untrusted) > self.dead_peers_max:
+            self._untrusted.popitem(last=False)
+
+    def forget_untrusted(self) -> None:
+        """Dial every peer again (e.g. after the pins changed)."""
+        self._untrusted.clear()
+
+    def _failed(self, name: str, dest: str, exc: TransportError) -> None:
+        if isinstance(exc, PeerAuthError):
+            self.mark_untrusted(name, dest)
+        elif not exc.delivered:
+            self.mark_dead(dest)
+
     # ---------------------------------------------------------------------------- requests
 
     def _timeout_s(self, timeout_ms: int | None) -> float:
@@ -285,8 +350,7 @@ class PeerClientBase:
                 timeout_s=self._timeout_s(timeout_ms),
             )
         except TransportError as exc:
-            if not exc.delivered:
-                self.mark_dead(dest)
+            self._failed(key, dest, exc)
             raise
         self._mark_alive(dest)
         return result
@@ -317,14 +381,14 @@ class PeerClientBase:
         refreshed = False
         last: TransportError | None = None
         while len(tried) < attempts:
-            dest = self._pick(peers, tried)
+            dest = self._pick(key, peers, tried)
             if dest is None or (self.is_dead(dest) and not refreshed):
                 # Every remaining peer is known dead: the cached lookup is probably stale.
                 refreshed = True
                 fresh = await self.link.lookup(key, use_cache=False)
                 if fresh:
                     peers = fresh
-                dest = self._pick(peers, tried)
+                dest = self._pick(key, peers, tried)
                 if dest is None:
                     break
             tried.append(dest)
@@ -335,20 +399,26 @@ class PeerClientBase:
             except TransportError as exc:
                 if exc.delivered:
                     raise
-                self.mark_dead(dest)
+                self._failed(key, dest, exc)
                 last = exc
                 continue
             self._mark_alive(dest)
             return result
         if last is not None:
             raise last
+        if self._untrusted and any(self.is_untrusted(key, p) for p in peers):
+            raise PeerAuthError(
+                f"ERR_PEER_AUTH: every peer announcing {key!r} failed authentication "
+                f"in the last {self.untrusted_peer_ms} ms"
+            )
         raise LookupEmptyError(key)
 
-    def _pick(self, peers: list[str], tried: list[str]) -> str | None:
-        """A random untried peer, preferring those not known dead."""
-        if not tried and not self._dead:
+    def _pick(self, name: str, peers: list[str], tried: list[str]) -> str | None:
+        """A random untried peer that did not fail authentication for ``name``, preferring
+        those not known dead."""
+        if not tried and not self._dead and not self._untrusted:
             return peers[0] if len(peers) == 1 else self._rng.choice(peers)
-        untried = [p for p in peers if p not in tried]
+        untried = [p for p in peers if p not in tried and not self.is_untrusted(name, p)]
         if not untried:
             return None
         alive = [p for p in untried if not self.is_dead(p)]
@@ -377,6 +447,15 @@ class PeerClientBase:
         timeout_s = self._timeout_s(timeout_ms)
 
         async def one(dest: str) -> PeerReply:
+            if self.is_untrusted(key, dest):
+                return PeerReply(
+                    dest,
+                    None,
+                    PeerAuthError(
+                        f"ERR_PEER_AUTH: {dest} failed authentication for {key!r} recently",
+                        peer=dest,
+                    ),
+                )
             try:
                 result = await self._exchange(
                     dest, new_rid(), key, payload, compress=compress, timeout_s=timeout_s
@@ -385,8 +464,8 @@ class PeerClientBase:
                 self._mark_alive(dest)
                 return PeerReply(dest, exc.result, exc)
             except GrenacheError as exc:
-                if isinstance(exc, TransportError) and not exc.delivered:
-                    self.mark_dead(dest)
+                if isinstance(exc, TransportError):
+                    self._failed(key, dest, exc)
                 return PeerReply(dest, None, exc)
             self._mark_alive(dest)
             return PeerReply(dest, result, None)

@@ -18,6 +18,13 @@ fails the request and closes the connection. The caller gets ``(status, body)`` 
 made. ``connections_max`` bounds the open connections: at the limit an idle connection to
 another peer is closed to make room, and when all are busy a request waits (within its
 timeout) for one to be released.
+
+TLS: ``post(..., ssl_context=ctx)`` overrides the transport's context for one request, so
+one client can pin a different certificate per service name. Connections are pooled per
+``(dest, context)``: a connection authenticated under one context is never reused for a
+request that asked for another. With a :class:`~grenex.grenache.tls.PinnedContext` the peer's
+certificate is checked after the handshake and before the request is written; a failed
+handshake or an unpinned certificate raises :class:`~grenex.grenache.tls.PeerAuthError`.
 """
 
 from __future__ import annotations
@@ -30,10 +37,14 @@ from collections.abc import Mapping
 from typing import Final
 
 from grenex.grenache.errors import RequestTimeoutError, TransportError
+from grenex.grenache.tls import PeerAuthError, check_pinned, handshake_error
 
 IDLE_S: Final = 4.0
 HEAD_MAX_BYTES: Final = 64 * 1024
 IDLE_PER_PEER_MAX: Final = 128
+
+_Pool = tuple[str, ssl.SSLContext | None]  # (dest, TLS context or None): one idle pool each
+_DEFAULT: Final = object()
 
 
 class _BadReplyError(Exception):
@@ -72,6 +83,10 @@ class _Conn(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             if self.status >= 0 and self.length is None and not self.chunked:
                 self.waiter.set_result((self.status, bytes(self.body)))  # read-until-close
+            elif isinstance(exc, ssl.SSLError):
+                # e.g. a mutual-TLS server refusing our certificate (TLS 1.3 reports it after
+                # the client's side of the handshake): say so rather than "closed".
+                self.waiter.set_exception(exc)
             else:
                 self.waiter.set_exception(ConnectionResetError("connection closed by peer"))
 
@@ -224,16 +239,18 @@ class FastHttpTransport:
         self._ssl = ssl_context
         self.reply_max_bytes = reply_max_bytes
         self.connections_max = connections_max
-        self._idle: dict[str, deque[_Conn]] = {}
+        self._idle: dict[_Pool, deque[_Conn]] = {}
         self._all: set[_Conn] = set()  # open connections, busy or idle
         self._connecting = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def _acquire(self, dest: str, *, fresh: bool = False) -> _Conn:
+    async def _acquire(
+        self, dest: str, ctx: ssl.SSLContext | None, *, fresh: bool = False, name: str = ""
+    ) -> _Conn:
         loop = asyncio.get_running_loop()
         while True:
             now = time.monotonic()
-            pool = self._idle.get(dest)
+            pool = self._idle.get((dest, ctx))
             while pool and not fresh:
                 conn = pool.pop()
                 if not conn.closed and now - conn.idle_since < IDLE_S:
@@ -254,13 +271,23 @@ class FastHttpTransport:
         host, _, port = dest.rpartition(":")
         self._connecting += 1
         try:
-            _, conn = await loop.create_connection(
-                lambda: _Conn(self.reply_max_bytes),
-                host,
-                int(port),
-                ssl=self._ssl,
-                server_hostname=host if self._ssl is not None else None,
-            )
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self.reply_max_bytes),
+                    host,
+                    int(port),
+                    ssl=ctx,
+                    server_hostname=host if ctx is not None else None,
+                )
+            except ssl.SSLError as exc:
+                raise handshake_error(exc, dest, name) from None
+            if ctx is not None:
+                assert conn.transport is not None
+                try:
+                    check_pinned(ctx, conn.transport.get_extra_info("ssl_object"), dest, name)
+                except PeerAuthError:
+                    conn.transport.abort()
+                    raise
         finally:
             self._connecting -= 1
             self._wake()
@@ -278,7 +305,7 @@ class FastHttpTransport:
         """At the connection limit: drop dead and expired idle connections, and if none was,
         the oldest idle one, so idle sockets of other peers never starve a new one."""
         freed = False
-        oldest: tuple[float, str] | None = None
+        oldest: tuple[float, _Pool] | None = None
         for dest, pool in self._idle.items():
             for conn in [c for c in pool if c.closed or now - c.idle_since >= IDLE_S]:
                 pool.remove(conn)
@@ -295,7 +322,7 @@ class FastHttpTransport:
             self._all.discard(conn)
             self._wake()
 
-    def _release(self, dest: str, conn: _Conn) -> None:
+    def _release(self, dest: _Pool, conn: _Conn) -> None:
         if conn.closed:
             self._discard(conn)
             return
@@ -315,7 +342,13 @@ class FastHttpTransport:
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
         peer: str = "",
+        ssl_context: ssl.SSLContext | object | None = _DEFAULT,
+        name: str = "",
     ) -> tuple[int, bytes]:
+        """POST ``body``; ``ssl_context`` (default: the transport's) for this request, and
+        ``name`` (the service name, for error messages)."""
+        ctx = self._ssl if ssl_context is _DEFAULT else ssl_context
+        assert ctx is None or isinstance(ctx, ssl.SSLContext)
         rest = url.partition("://")[2]
         dest, _, path = rest.partition("/")
         head = [f"POST /{path} HTTP/1.1\r\nHost: {dest}\r\n"]
@@ -327,8 +360,10 @@ class FastHttpTransport:
         try:
             async with asyncio.timeout(timeout_s):
                 try:
-                    conn = await self._acquire(dest)
-                except (OSError, ssl.SSLError, ValueError) as exc:
+                    conn = await self._acquire(dest, ctx, name=name)
+                except PeerAuthError:
+                    raise
+                except (OSError, ValueError) as exc:
                     raise TransportError(
                         f"ERR_REQUEST_GENERIC: request to {url} failed, reason: {exc}",
                         peer=peer or dest,
@@ -347,8 +382,10 @@ class FastHttpTransport:
                         self._discard(conn)
                         conn = None
                         try:
-                            conn = await self._acquire(dest, fresh=True)
-                        except (OSError, ssl.SSLError) as exc:
+                            conn = await self._acquire(dest, ctx, fresh=True, name=name)
+                        except PeerAuthError:
+                            raise
+                        except OSError as exc:
                             raise TransportError(
                                 f"ERR_REQUEST_GENERIC: request to {url} failed, reason: {exc}",
                                 peer=peer or dest,
@@ -356,8 +393,12 @@ class FastHttpTransport:
                             ) from None
                         result = await conn.send(data)
                 except (OSError, _BadReplyError) as exc:
+                    hint = ""
+                    if ctx is not None and conn is not None and conn.replies == 0:
+                        hint = " (on a new TLS connection: a mutual-TLS server that refuses"
+                        hint += " our certificate closes like this)"
                     raise TransportError(
-                        f"ERR_REQUEST_GENERIC: request to {url} failed, reason: {exc}",
+                        f"ERR_REQUEST_GENERIC: request to {url} failed, reason: {exc}{hint}",
                         peer=peer or dest,
                     ) from None
         except TimeoutError:
@@ -371,7 +412,7 @@ class FastHttpTransport:
             if conn is not None:
                 self._discard(conn)
             raise
-        self._release(dest, conn)
+        self._release((dest, ctx), conn)
         return result
 
     async def close(self) -> None:

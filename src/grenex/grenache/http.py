@@ -15,7 +15,11 @@ keep-alive connections, checks the reply's rid, maps a non-2xx status to
 
 TLS: pass an :class:`ssl.SSLContext` to either side; :func:`server_ssl_context` and
 :func:`client_ssl_context` build mutual-TLS contexts from PEM files as grenache-nodejs-http's
-``secure`` option does (client certificates required and checked against the CA).
+``secure`` option does (client certificates required and checked against the CA). For pinned
+self-signed Ed25519 certificates see :mod:`grenex.grenache.tls`: the server takes a
+:class:`~grenex.grenache.tls.ServerTLS` (mutual TLS with replaceable trust anchors; with
+``with_peer_cert=True`` the handler is called ``handler(key, payload, peer_cert)``), and the
+client takes ``ssl_for(name)``, a context per service name.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from typing import Any, Final, Protocol, Self
 
 from aiohttp import web
 
-from grenex.grenache._core import Handler, PeerClientBase, ServiceCore, http_exchange
+from grenex.grenache._core import (
+    Handler,
+    PeerClientBase,
+    PeerHandler,
+    ServiceCore,
+    http_exchange,
+)
 from grenex.grenache._fasthttp import FastHttpTransport
 from grenex.grenache.errors import ReplyError, TransportError
 from grenex.grenache.link import Link
@@ -44,6 +54,7 @@ from grenex.grenache.protocol import (
     gzip,
     wants_gzip,
 )
+from grenex.grenache.tls import PeerCert, ServerTLS, make_site, peer_cert
 
 __all__ = [
     "PeerRPCClient",
@@ -62,15 +73,21 @@ class PeerRPCServer:
 
     ``await server.start()`` binds (``port=0`` picks a free port, see :attr:`port`), then
     announce it: ``await link.start_announcing(name, server.port)``.
+
+    ``ssl_context``: an :class:`ssl.SSLContext`, or a :class:`~grenex.grenache.tls.ServerTLS`
+    (pinned Ed25519 certificates, mutual TLS with replaceable anchors). ``with_peer_cert``:
+    call ``handler(key, payload, peer)`` with the peer's
+    :class:`~grenex.grenache.tls.PeerCert` (None without a client certificate).
     """
 
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | PeerHandler,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | ServerTLS | None = None,
+        with_peer_cert: bool = False,
         body_max_bytes: int = 1024 * 1024,
         concurrency_max: int = 256,
         backlog_max: int = 4096,
@@ -87,6 +104,7 @@ class PeerRPCServer:
             backlog_max=backlog_max,
             handler_timeout_ms=handler_timeout_ms,
             float_hook=float_hook,
+            with_peer=with_peer_cert,
         )
         self.host = host
         self._port = port
@@ -124,9 +142,7 @@ class PeerRPCServer:
             server, handle_signals=False, shutdown_timeout=self.shutdown_timeout_ms / 1000
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner, self.host, self._port, ssl_context=self.ssl_context, backlog=1024
-        )
+        site = make_site(runner, self.host, self._port, self.ssl_context, backlog=1024)
         try:
             await site.start()
         except BaseException:
@@ -156,6 +172,9 @@ class PeerRPCServer:
         await self.stop()
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        peer: PeerCert | None = None
+        if self.ssl_context is not None and request.transport is not None:
+            peer = peer_cert(request.transport.get_extra_info("ssl_object"))
         if self.websocket and request.headers.get("Upgrade", "").lower() == "websocket":
             from grenex.grenache.ws import serve_ws_rpc
 
@@ -164,6 +183,7 @@ class PeerRPCServer:
                 self.core,
                 frame_max_bytes=self.body_max_bytes,
                 inflight_max=self.ws_inflight_max,
+                peer=peer,
             )
         compress = wants_gzip(request.headers.get(HEADER_COMPRESS))
         length = request.content_length
@@ -172,7 +192,7 @@ class PeerRPCServer:
         body = await _read_bounded(request, self.body_max_bytes)
         if body is None:
             return _too_large(None)
-        status, reply = await http_exchange(self.core, body, compress, self.body_max_bytes)
+        status, reply = await http_exchange(self.core, body, compress, self.body_max_bytes, peer)
         if status != 200:
             resp = web.Response(status=status, body=reply, content_type="text/plain")
             if status == 413:
@@ -238,6 +258,12 @@ class PeerRPCClient(PeerClientBase):
 
     See :class:`PeerClientBase` for peer choice and retries. ``connections_max`` bounds the
     keep-alive pool; ``reply_max_bytes`` bounds a reply (after gunzip too).
+
+    TLS: ``ssl_context`` for every request, or ``ssl_for(name)`` for a context per service
+    name (None: plain HTTP for that name), e.g. a
+    :func:`~grenex.grenache.tls.pinned_client_context` pinning the certificate expected for
+    the name. A peer that fails authentication is skipped for that name for
+    ``untrusted_peer_ms`` and the next announced peer is tried.
     """
 
     def __init__(
@@ -245,9 +271,11 @@ class PeerRPCClient(PeerClientBase):
         link: Link,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        ssl_for: Callable[[str], ssl.SSLContext | None] | None = None,
         request_timeout_ms: int = 10_000,
         attempts_max: int = 3,
         dead_peer_ms: int = 5_000,
+        untrusted_peer_ms: int = 30_000,
         connections_max: int = 256,
         reply_max_bytes: int = 16 * 1024 * 1024,
         rng: random.Random | None = None,
@@ -259,15 +287,25 @@ class PeerRPCClient(PeerClientBase):
             request_timeout_ms=request_timeout_ms,
             attempts_max=attempts_max,
             dead_peer_ms=dead_peer_ms,
+            untrusted_peer_ms=untrusted_peer_ms,
             rng=rng,
             clock=clock,
         )
         self.reply_max_bytes = reply_max_bytes
-        self._poster: RPCTransport = transport or FastHttpTransport(
-            connections_max=connections_max,
-            ssl_context=ssl_context,
-            reply_max_bytes=reply_max_bytes,
-        )
+        if transport is not None and ssl_for is not None:
+            raise ValueError("ssl_for needs the built-in transport (a custom one does its own TLS)")
+        self._fast: FastHttpTransport | None = None
+        self._poster: RPCTransport
+        if transport is None:
+            self._fast = FastHttpTransport(
+                connections_max=connections_max,
+                ssl_context=ssl_context,
+                reply_max_bytes=reply_max_bytes,
+            )
+            self._poster = self._fast
+        else:
+            self._poster = transport
+        self._ssl_for = ssl_for
         self._prefix = "https://" if ssl_context is not None else "http://"
 
     async def _exchange(
@@ -276,13 +314,25 @@ class PeerRPCClient(PeerClientBase):
         body = encode_request(rid, key, payload)
         if compress:
             body = gzip(body)
-        status, data = await self._poster.post(
-            self._prefix + dest + "/",
-            body,
-            timeout_s=timeout_s,
-            headers=_GZIP if compress else _NO_GZIP,
-            peer=dest,
-        )
+        if self._ssl_for is not None and self._fast is not None:
+            ctx = self._ssl_for(key)
+            status, data = await self._fast.post(
+                ("https://" if ctx is not None else "http://") + dest + "/",
+                body,
+                timeout_s=timeout_s,
+                headers=_GZIP if compress else _NO_GZIP,
+                peer=dest,
+                ssl_context=ctx,
+                name=key,
+            )
+        else:
+            status, data = await self._poster.post(
+                self._prefix + dest + "/",
+                body,
+                timeout_s=timeout_s,
+                headers=_GZIP if compress else _NO_GZIP,
+                peer=dest,
+            )
         if status < 200 or status >= 300:
             text = data[:1000].decode("utf-8", "replace")
             raise TransportError(f"ERR_REQUEST_GENERIC: {text}", peer=dest, status=status)

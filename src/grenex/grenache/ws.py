@@ -22,6 +22,13 @@ the topic up again and connects to another publisher (avoiding the one that just
 the DHT may still list), with exponential backoff between ``backoff_min_ms`` and
 ``backoff_max_ms``. Messages published while no publisher is connected are not seen: pub/sub
 is at-most-once, as in Node.
+
+*TLS.* Servers take an :class:`ssl.SSLContext` or a :class:`~grenex.grenache.tls.ServerTLS`.
+:class:`WsPeerRPCClient` takes ``ssl_for(name)`` (a context per service name) and
+:class:`PeerSub` a context for its topic; with a
+:class:`~grenex.grenache.tls.PinnedContext` the publisher's or server's certificate is checked
+right after the connection is made, before a request is sent or a message is believed. A
+publisher that fails is avoided like one that went away.
 """
 
 from __future__ import annotations
@@ -50,6 +57,14 @@ from grenex.grenache.errors import (
 )
 from grenex.grenache.link import Link
 from grenex.grenache.protocol import Json, check_reply, encode_reply, encode_request, parse_reply
+from grenex.grenache.tls import (
+    PeerAuthError,
+    PeerCert,
+    ServerTLS,
+    check_pinned,
+    handshake_error,
+    make_site,
+)
 
 __all__ = ["PeerPub", "PeerSub", "WsPeerRPCClient", "serve_ws_rpc"]
 
@@ -60,9 +75,15 @@ _CLOSED: Final = object()
 
 
 async def serve_ws_rpc(
-    request: web.BaseRequest, core: ServiceCore, *, frame_max_bytes: int, inflight_max: int
+    request: web.BaseRequest,
+    core: ServiceCore,
+    *,
+    frame_max_bytes: int,
+    inflight_max: int,
+    peer: PeerCert | None = None,
 ) -> web.WebSocketResponse:
-    """Serve Grenache WS RPC on an upgraded request until the socket closes."""
+    """Serve Grenache WS RPC on an upgraded request until the socket closes (``peer``: the
+    client's TLS certificate, passed to the handlers)."""
     ws = web.WebSocketResponse(max_msg_size=frame_max_bytes, autoping=True, compress=False)
     await ws.prepare(request)
     slots = asyncio.Semaphore(inflight_max)
@@ -71,7 +92,7 @@ async def serve_ws_rpc(
     async def answer(frame: str | bytes) -> None:
         try:
             try:
-                reply = await core.reply_to(frame)
+                reply = await core.reply_to(frame, peer)
             except ProtocolError as exc:
                 reply = encode_reply(None, exc.message, None)
             if not ws.closed:
@@ -91,6 +112,42 @@ async def serve_ws_rpc(
     if tasks:
         # Handlers are bounded by their own timeout; let them finish, their replies are lost.
         await asyncio.gather(*tasks, return_exceptions=True)
+    return ws
+
+
+async def _ws_connect_checked(
+    session: aiohttp.ClientSession,
+    url: str,
+    dest: str,
+    ctx: ssl.SSLContext | None,
+    name: str,
+    *,
+    connect_timeout_ms: int,
+    frame_max_bytes: int,
+) -> aiohttp.ClientWebSocketResponse:
+    """Connect a client websocket; with a pinned context, check the peer's certificate
+    before returning (nothing is sent or believed before that)."""
+    try:
+        async with asyncio.timeout(connect_timeout_ms / 1000):
+            ws = await session.ws_connect(
+                url,
+                autoping=True,
+                compress=0,
+                max_msg_size=frame_max_bytes,
+                ssl=ctx if ctx is not None else False,
+            )
+    except aiohttp.ClientSSLError as exc:
+        raise handshake_error(exc, dest, name) from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if isinstance(exc, ssl.SSLError):
+            raise handshake_error(exc, dest, name) from None
+        raise _ws_errors_to_transport(exc, url, dest) from None
+    if ctx is not None:
+        try:
+            check_pinned(ctx, ws.get_extra_info("ssl_object"), dest, name)
+        except PeerAuthError:
+            await ws.close()
+            raise
     return ws
 
 
@@ -155,6 +212,7 @@ class WsPeerRPCClient(PeerClientBase):
     """WebSocket RPC client (one socket per peer, many requests in flight on it).
 
     ``compress`` is accepted for symmetry and ignored, as by the Node WS transport.
+    ``ssl_for(name)``: a TLS context per service name (overrides ``ssl_context``).
     """
 
     def __init__(
@@ -162,10 +220,12 @@ class WsPeerRPCClient(PeerClientBase):
         link: Link,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        ssl_for: Callable[[str], ssl.SSLContext | None] | None = None,
         request_timeout_ms: int = 10_000,
         connect_timeout_ms: int = 3_000,
         attempts_max: int = 3,
         dead_peer_ms: int = 5_000,
+        untrusted_peer_ms: int = 30_000,
         inflight_max: int = 1024,
         connections_max: int = 256,
         frame_max_bytes: int = 16 * 1024 * 1024,
@@ -177,16 +237,19 @@ class WsPeerRPCClient(PeerClientBase):
             request_timeout_ms=request_timeout_ms,
             attempts_max=attempts_max,
             dead_peer_ms=dead_peer_ms,
+            untrusted_peer_ms=untrusted_peer_ms,
             rng=rng,
             clock=clock,
         )
         self._ssl = ssl_context
+        self._ssl_for = ssl_for
         self.connect_timeout_ms = connect_timeout_ms
         self.inflight_max = inflight_max
         self.connections_max = connections_max
         self.frame_max_bytes = frame_max_bytes
-        self._conns: OrderedDict[str, _WsConn] = OrderedDict()
-        self._connecting: dict[str, asyncio.Task[_WsConn]] = {}
+        # Sockets by (dest, TLS context): one authenticated under a context serves only it.
+        self._conns: OrderedDict[tuple[str, ssl.SSLContext | None], _WsConn] = OrderedDict()
+        self._connecting: dict[tuple[str, ssl.SSLContext | None], asyncio.Task[_WsConn]] = {}
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -197,52 +260,53 @@ class WsPeerRPCClient(PeerClientBase):
             )
         return self._session
 
-    async def _conn(self, dest: str) -> _WsConn:
-        conn = self._conns.get(dest)
+    async def _conn(self, dest: str, name: str) -> _WsConn:
+        ctx = self._ssl_for(name) if self._ssl_for is not None else self._ssl
+        slot = (dest, ctx)
+        conn = self._conns.get(slot)
         if conn is not None and not conn.closed:
-            self._conns.move_to_end(dest)
+            self._conns.move_to_end(slot)
             return conn
-        task = self._connecting.get(dest)
+        task = self._connecting.get(slot)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._connect(dest))
-            self._connecting[dest] = task
+            task = asyncio.get_running_loop().create_task(self._connect(dest, ctx, name))
+            self._connecting[slot] = task
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return await asyncio.shield(task)
 
-    async def _connect(self, dest: str) -> _WsConn:
-        scheme = "wss" if self._ssl is not None else "ws"
-        url = f"{scheme}://{dest}/ws"
+    async def _connect(self, dest: str, ctx: ssl.SSLContext | None, name: str) -> _WsConn:
+        slot = (dest, ctx)
+        url = f"{'wss' if ctx is not None else 'ws'}://{dest}/ws"
         try:
-            try:
-                async with asyncio.timeout(self.connect_timeout_ms / 1000):
-                    ws = await self._get_session().ws_connect(
-                        url,
-                        autoping=True,
-                        compress=0,
-                        max_msg_size=self.frame_max_bytes,
-                    )
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                raise _ws_errors_to_transport(exc, url, dest) from None
+            ws = await _ws_connect_checked(
+                self._get_session(),
+                url,
+                dest,
+                ctx,
+                name,
+                connect_timeout_ms=self.connect_timeout_ms,
+                frame_max_bytes=self.frame_max_bytes,
+            )
             conn = _WsConn(ws, dest, self.inflight_max)
-            old = self._conns.pop(dest, None)
-            self._conns[dest] = conn
+            old = self._conns.pop(slot, None)
+            self._conns[slot] = conn
             if old is not None:
                 await old.close()
             await self._evict()
             return conn
         finally:
-            self._connecting.pop(dest, None)
+            self._connecting.pop(slot, None)
 
     async def _evict(self) -> None:
         """Close the least recently used idle sockets beyond ``connections_max``."""
         excess = len(self._conns) - self.connections_max
         if excess <= 0:
             return
-        for dest, conn in list(self._conns.items()):
+        for slot, conn in list(self._conns.items()):
             if excess <= 0:
                 break
             if not conn.pending:
-                del self._conns[dest]
+                del self._conns[slot]
                 await conn.close()
                 excess -= 1
 
@@ -252,7 +316,7 @@ class WsPeerRPCClient(PeerClientBase):
         body = encode_request(rid, key, payload)
         try:
             async with asyncio.timeout(timeout_s):
-                conn = await self._conn(dest)
+                conn = await self._conn(dest, key)
                 async with conn.slots:
                     fut: asyncio.Future[list[Json]] = asyncio.get_running_loop().create_future()
                     conn.pending[rid] = fut
@@ -297,7 +361,7 @@ class PeerPub:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | ServerTLS | None = None,
         queue_max: int = 1024,
         subscribers_max: int = 1024,
     ) -> None:
@@ -329,7 +393,7 @@ class PeerPub:
                 shutdown_timeout=1.0,
             )
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self._port, ssl_context=self.ssl_context)
+            site = make_site(runner, self.host, self._port, self.ssl_context)
             try:
                 await site.start()
             except BaseException:
@@ -462,6 +526,7 @@ class PeerSub:
         self._stopped = False
         self.publisher: str | None = None  # "ip:port" of the current publisher
         self.connects = 0  # successful connections so far
+        self.auth_failures = 0  # publishers that failed TLS authentication
 
     async def start(self) -> None:
         if self._task is None:
@@ -525,7 +590,7 @@ class PeerSub:
     async def _run(self) -> None:
         backoff_ms = self.backoff_min_ms
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False),
+            connector=aiohttp.TCPConnector(ssl=False),
             timeout=aiohttp.ClientTimeout(total=None),
         )
         try:
@@ -550,12 +615,19 @@ class PeerSub:
         """Read one publisher until it goes away. True if the connection was made."""
         url = f"{'wss' if self._ssl is not None else 'ws'}://{dest}/ws"
         try:
-            async with asyncio.timeout(self.connect_timeout_ms / 1000):
-                ws = await session.ws_connect(
-                    url, autoping=True, compress=0, max_msg_size=self.frame_max_bytes
-                )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            ws = await _ws_connect_checked(
+                session,
+                url,
+                dest,
+                self._ssl,
+                self.topic,
+                connect_timeout_ms=self.connect_timeout_ms,
+                frame_max_bytes=self.frame_max_bytes,
+            )
+        except TransportError as exc:
             log.debug("cannot reach publisher %s of %s: %s", dest, self.topic, exc)
+            if isinstance(exc, PeerAuthError):
+                self.auth_failures += 1
             self._failed[dest] = time.monotonic() + self.avoid_failed_ms / 1000
             return False
         self.publisher = dest
