@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -93,6 +95,12 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
     default=None,
     help="Write the API port here once serving (for supervisors and tests).",
 )
+@click.option(
+    "--no-uvloop",
+    is_flag=True,
+    envvar="GRENEX_NO_UVLOOP",
+    help="Run on the standard asyncio loop even where uvloop is installed.",
+)
 @click.option("-v", "--verbose", count=True)
 def node_command(
     node_id: str,
@@ -110,6 +118,7 @@ def node_command(
     snapshot_interval: int,
     compaction_retain: int,
     ready_file: Path | None,
+    no_uvloop: bool,
     verbose: int,
 ) -> None:
     """Run one grenex node: a full replica of every order book.
@@ -150,4 +159,17 @@ def node_command(
         compaction_retain_entries=compaction_retain,
         secret=os.environb.get(b"GRENEX_CLUSTER_SECRET") or None,
     )
-    sys.exit(asyncio.run(run_node(cfg, ready_file)))
+    sys.exit(run_event_loop(run_node(cfg, ready_file), uvloop_ok=not no_uvloop))
+
+
+def run_event_loop(main: Coroutine[Any, Any, int], uvloop_ok: bool = True) -> int:
+    """Run the node on uvloop where it is installed (the field-standard loop: measurably less
+    CPU per request), else on the standard loop."""
+    if uvloop_ok:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - the platform has no uvloop
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)

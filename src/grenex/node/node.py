@@ -360,7 +360,9 @@ class Node:
         progress = replica.raft.progress()
         best = max(voters, key=lambda v: (progress[v].match if v in progress else -1, v))
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(driver.conf_change("transfer", best), 1.0)
+            await asyncio.wait_for(
+                driver.conf_change("transfer", best), self.cfg.shutdown_transfer_ms / 1000
+            )
         io = self.io
         deadline = io.clock() + self.cfg.shutdown_transfer_ms / 1000
         while replica.raft.role == Role.LEADER and io.clock() < deadline:
