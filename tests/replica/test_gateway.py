@@ -449,11 +449,14 @@ def test_repeated_answers_and_repeated_forwards_give_one_outcome() -> None:
     m.turn("b")
     (f,) = b.forwards
     m.deliver_forwards("b")
-    m["a"].gateway.forwarded("b", f.batch, f.datas)  # the network duplicated it
+    m["a"].gateway.forwarded("b", f.batch, f.datas)  # a copy while the first is queued
     m.turn("a")
-    assert len(m["a"].answers) == 2  # proposed twice: sessions make the second a duplicate
-    first = m["a"].answers[0].reply
-    m["a"].answers.append(m["a"].answers[0])  # and the first answer duplicated too
+    (ans,) = m["a"].answers  # proposed once, answered once
+    assert isinstance(ans.reply, At)
+    m["a"].gateway.forwarded("b", f.batch, f.datas)  # a later copy: the same answer again
+    m.turn("a")
+    assert m["a"].answers == [ans, ans]
+    m["a"].answers.append(ans)  # and the answer duplicated too
     m.deliver_answers("a")
     m.settle()
     m.tick(2)
@@ -461,9 +464,35 @@ def test_repeated_answers_and_repeated_forwards_give_one_outcome() -> None:
     assert len(b.outcomes) == 1
     assert b.gateway.counters["forward_replies_ignored"] == 2
     o = b.outcome("t").applied
-    assert o is not None and isinstance(first, At) and o.index == first.first
-    dup = [x for x in b.applied if x.data == place("o1")]
-    assert len(dup) == 2 and dup[1].duplicate and not dup[0].duplicate
+    assert o is not None and o.index == ans.reply.first
+    assert [x.index for x in b.applied if x.data == place("o1")] == [o.index]  # once
+
+
+def test_a_copy_of_a_proposed_forward_is_never_declined() -> None:
+    # Found by instrumenting the simulator: the network duplicated a forward; the first copy
+    # was proposed (At), the second arrived while the leader's forward queue was full and was
+    # declined "leader busy" — whichever answer arrived first decided, so the command could be
+    # BUSY ("never proposed") while it was committed.  A copy now gets the first copy's answer.
+    m = ready_mesh(GatewayLimits(forwarded_batches_max=1))
+    b = m["b"]
+    b.gateway.submit("t", place("o1"))
+    m.turn("b")
+    (f,) = b.forwards
+    m.deliver_forwards("b")
+    m["a"].gateway.forwarded("b", f.batch, f.datas)  # the copy, while the queue is full
+    m.turn("a")
+    (ans,) = m["a"].answers
+    assert isinstance(ans.reply, At)
+    m.deliver_answers("a")
+    m.settle()
+    assert b.fates() == {"t": Fate.APPLIED}
+    # a copy reaching the leader after it stepped down gets At too, not NotLeaderHere
+    m.cut = ["a"]
+    m.tick(40)
+    assert m["a"].replica.raft.role != Role.LEADER
+    m["a"].gateway.forwarded("b", f.batch, f.datas)
+    m.turn("a")
+    assert m["a"].answers == [ans]
 
 
 @pytest.mark.parametrize("first_batch", [0, 1 << 32])

@@ -79,12 +79,14 @@ class GatewayLimits:
     forward_timeout_ticks: int = 100  # a forwarded batch unanswered by then: UNKNOWN
     forwarded_batches_max: int = 64  # batches other nodes forwarded to us, waiting to propose
     recent_entries_max: int = 65_536  # applied entries kept to answer late forward replies
+    answered_batches_max: int = 4_096  # answers kept to repeat to a duplicated forward
 
     def __post_init__(self) -> None:
         assert self.submitted_max >= 1 and self.command_timeout_ticks >= 1
         assert self.leader_wait_ticks >= 1 and self.forward_batch_commands_max >= 1
         assert self.forwards_inflight_max >= 1 and self.forward_timeout_ticks >= 1
         assert self.forwarded_batches_max >= 1 and self.recent_entries_max >= 1
+        assert self.answered_batches_max >= 1
 
 
 class Fate(IntEnum):
@@ -171,6 +173,9 @@ class Gateway(Generic[T]):
     _deadlines: deque[tuple[int, int]] = field(default_factory=deque)  # (tick, tid), in order
     _inflight: dict[int, _Inflight] = field(default_factory=dict)
     _forwarded: deque[tuple[str, int, list[bytes]]] = field(default_factory=deque)
+    # (src, batch) -> the answer given: a copy of a forward (the network duplicated it) gets
+    # the same answer and is never proposed again, so "Declined"/"NotLeaderHere" stays true
+    _answered: OrderedDict[tuple[str, int], ForwardReply] = field(default_factory=OrderedDict)
     _proposals: Proposals[int] = field(default_factory=lambda: Proposals(1 << 62))
     _recent: OrderedDict[int, Applied] = field(default_factory=OrderedDict)
     _applied_index: int = 0
@@ -212,11 +217,17 @@ class Gateway(Generic[T]):
     def forwarded(self, src: str, batch: int, datas: list[bytes]) -> None:
         """A batch another node forwarded to us; answered by the next :meth:`pump`."""
         self.counters["forwards_taken"] += 1
+        done = self._answered.get((src, batch))
+        if done is not None:  # a copy: the same answer (the first copy's fate is the batch's)
+            self._out.append(ForwardAnswer(src, batch, done))
+            return
+        if any(s == src and b == batch for s, b, _ in self._forwarded):
+            return  # a copy of a batch still queued: its answer will serve
         if not datas:  # only a broken or hostile peer sends one; propose_many asserts on it
-            self._out.append(ForwardAnswer(src, batch, Declined("empty forward batch", False)))
+            self._answer(src, batch, Declined("empty forward batch", False))
             return
         if len(self._forwarded) >= self.limits.forwarded_batches_max:
-            self._out.append(ForwardAnswer(src, batch, Declined("leader busy", True)))
+            self._answer(src, batch, Declined("leader busy", True))
             return
         self._forwarded.append((src, batch, datas))
 
@@ -306,17 +317,17 @@ class Gateway(Generic[T]):
         while self._forwarded:
             src, batch, datas = self._forwarded.popleft()
             if not leads:
-                self._out.append(ForwardAnswer(src, batch, NotLeaderHere(leader)))
+                self._answer(src, batch, NotLeaderHere(leader))
                 continue
             try:
                 first, term = raft.propose_many(datas)
             except NotLeader as e:
-                self._out.append(ForwardAnswer(src, batch, NotLeaderHere(e.leader)))
+                self._answer(src, batch, NotLeaderHere(e.leader))
                 leads = False
             except ProposalDroppedError as e:
-                self._out.append(ForwardAnswer(src, batch, Declined(str(e), True)))
+                self._answer(src, batch, Declined(str(e), True))
             else:
-                self._out.append(ForwardAnswer(src, batch, At(first, term)))
+                self._answer(src, batch, At(first, term))
         if not self._queue:
             return
         if leads:
@@ -382,6 +393,13 @@ class Gateway(Generic[T]):
             self._inflight[batch] = _Inflight(leader, tids, self.now + lim.forward_timeout_ticks)
             self.counters["forwards_sent"] += 1
             self._out.append(Forward(leader, batch, [self._live[t].data for t in tids]))
+
+    def _answer(self, src: str, batch: int, reply: ForwardReply) -> None:
+        answered = self._answered
+        answered[(src, batch)] = reply
+        while len(answered) > self.limits.answered_batches_max:
+            answered.popitem(last=False)
+        self._out.append(ForwardAnswer(src, batch, reply))
 
     def _wait_for(self, tid: int, index: int, term: int) -> None:
         live = self._live.get(tid)
