@@ -308,6 +308,7 @@ class Simulation:
         self.leaving: dict[str, tuple[int, int]] = {}
         self.faults: list[tuple[int, str, Callable[[], None]]] = []  # (until, what, undo)
         self.ops: list[Op] = []
+        self.fwd_fates: dict[tuple[str, int], str] = {}  # (forwarder, batch) -> fate
         self.stats: dict[str, int] = {
             "crashes": 0,
             "mid_persist_crashes": 0,
@@ -472,10 +473,21 @@ class Simulation:
         kind = payload[0]
         node = self.nodes.get(dst)
         if kind in ("raft", "req", "fwd", "fwd_reply", "fwd_failed"):
+            if kind == "fwd":
+                # A forward is one request, however many copies the network makes: refused
+                # (its node is down; the forwarder learns it surely was not delivered) or
+                # delivered, never both — "refused" must stay true for the forwarder.
+                key = (src, payload[1])
+                fate = self.fwd_fates.get(key)
+                if fate == "refused":
+                    return
+                if node is None or node.gateway is None:
+                    if fate is None and node is not None and not node.retired:
+                        self.fwd_fates[key] = "refused"
+                        self.net.send(dst, src, ("fwd_failed", payload[1]))
+                    return
+                self.fwd_fates[key] = "delivered"
             if node is None or node.gateway is None:
-                if kind == "fwd" and node is not None and not node.retired:
-                    # connection refused: the forwarder learns it was surely not delivered
-                    self.net.send(dst, src, ("fwd_failed", payload[1]))
                 return
             gw = node.gateway
             if kind == "raft":
