@@ -311,8 +311,13 @@ async def test_bad_request_is_not_retried(cluster: LocalCluster) -> None:
         assert time.monotonic() - t0 < 3  # not retried until the 10 s deadline
 
 
-def _filled(seq: int, oid: str) -> str:
-    return json.dumps({"type": "filled", "seq": seq, "client": "c", "id": oid, "market": "EV-USD"})
+def _filled(seq: int, *oids: str) -> str:
+    """One frame of the stream: a log entry's events (here ``filled`` events)."""
+    events = [
+        {"type": "filled", "seq": seq, "client": "c", "id": oid, "market": "EV-USD"}
+        for oid in oids
+    ]
+    return json.dumps({"seq": seq, "events": events})
 
 
 async def test_event_stream_reconnects_without_repeats(cluster: LocalCluster) -> None:
@@ -324,8 +329,8 @@ async def test_event_stream_reconnects_without_repeats(cluster: LocalCluster) ->
             await pub_a.start()
             await stream.wait_connected(timeout=10)
             await until(lambda: _true_if(pub_a.subscribers == 1), what="subscriber on A")
-            for seq, oid in ((1, "a"), (2, "b"), (3, "c"), (3, "d")):
-                pub_a.pub(_filled(seq, oid))
+            for seq, oids in ((1, ("a",)), (2, ("b",)), (3, ("c", "d"))):
+                pub_a.pub(_filled(seq, *oids))
             got = [await stream.next(timeout=5) for _ in range(4)]
             assert [(e.seq, getattr(e, "id", None)) for e in got if e] == [
                 (1, "a"),
@@ -338,8 +343,8 @@ async def test_event_stream_reconnects_without_repeats(cluster: LocalCluster) ->
             pub_b = PeerPub(link_b, topic)
             await pub_b.start()
             await until(lambda: _true_if(pub_b.subscribers == 1), 15, "subscriber on B")
-            for seq, oid in ((2, "b"), (3, "c"), (3, "d"), (4, "e"), (4, "f")):
-                pub_b.pub(_filled(seq, oid))
+            for seq, oids in ((2, ("b",)), (3, ("c", "d")), (4, ("e", "f"))):
+                pub_b.pub(_filled(seq, *oids))
             pub_b.pub("not an event")
             pub_b.pub(_filled(5, "g"))
             got = [await stream.next(timeout=5) for _ in range(3)]
