@@ -122,10 +122,49 @@ class Node:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Open storage, build the services, listen, announce, run."""
         cfg, io = self.cfg, self.io
+        replica, probing = self._open_replica()
+        self.link = io.link(list(cfg.grapes), cfg.grape_request_timeout_ms)
+        try:
+            await self.link.start()
+        except GrenacheError as e:
+            raise NodeError(f"cannot reach the Grapes: {e}") from None
+        self.rpc = io.rpc_client(self.link, cfg.peer_request_timeout_ms)
+        self.founding = Founding(cfg.node_id, cfg.voters, replica, probing)
+        self._build_services(replica)
+        await self._listen()
+        assert self.driver is not None and self.pub is not None and self.peers is not None
+        self.publisher = EventsPublisher(self.pub)
+        self.driver.start()
+        try:
+            await self._announce()
+        except GrenacheError as e:
+            await self.stop(graceful=False)
+            raise NodeError(
+                f"cannot announce on the Grapes ({', '.join(cfg.grapes)}): {e}"
+            ) from None
+        if cfg.join:
+            self._tasks.append(asyncio.create_task(self._join(), name="joiner"))
+        if self.founding.probing:
+            run = self.founding.run(self.peers, io.sleep)
+            self._tasks.append(asyncio.create_task(run, name="founding"))
+        self._tasks.append(asyncio.create_task(self._watch_driver(), name="watch"))
+        log.info(
+            "node %s up: api %s, peer %s, events %s",
+            cfg.node_id,
+            self.api_port,
+            self.peer_port,
+            self.events_port,
+        )
+
+    def _open_replica(self) -> tuple[Replica, bool]:
+        """Storage and the replica over it; True when this is an empty founding voter that
+        must ask the others before it founds (``founding.py``)."""
+        cfg = self.cfg
         storage = self._open_storage()
         self.storage = storage
-        probing = False  # an empty founding voter asks the others before founding (founding.py)
+        probing = False
         if storage.last_index() == 0 and storage.snapshot().index == 0:
             if cfg.voters:
                 if cfg.node_id not in cfg.voters:
@@ -152,13 +191,11 @@ class Node:
             random.Random(os.urandom(16)),  # the shell may use real randomness
         )
         self.replica = replica
-        self.founding = Founding(cfg.node_id, cfg.voters, replica, probing)
-        self.link = io.link(list(cfg.grapes), cfg.grape_request_timeout_ms)
-        try:
-            await self.link.start()
-        except GrenacheError as e:
-            raise NodeError(f"cannot reach the Grapes: {e}") from None
-        self.rpc = io.rpc_client(self.link, cfg.peer_request_timeout_ms)
+        return replica, probing
+
+    def _build_services(self, replica: Replica) -> None:
+        cfg = self.cfg
+        assert self.rpc is not None
         self.peers = Peers(
             cfg.node_id,
             cfg.cluster,
@@ -174,8 +211,7 @@ class Node:
             lambda peer: self._report(peer, True),
             secret=cfg.secret,
         )
-        gateway: Gateway[int] = Gateway(cfg.node_id, self._gateway_limits())
-        wake = asyncio.Event()
+        wake = asyncio.Event()  # the forked snapshots wake the driver when a child is done
         snapshots: Snapshots
         if cfg.snapshot_in_background:
             snapshots = BackgroundSnapshots(replica, wake)
@@ -184,9 +220,9 @@ class Node:
         self.snapshots = snapshots
         self.driver = DriverService(
             node_id=cfg.node_id,
-            io=io,
+            io=self.io,
             replica=replica,
-            gateway=gateway,
+            gateway=Gateway(cfg.node_id, self._gateway_limits()),
             snapshots=snapshots,
             peers=self.peers,
             tick_ms=cfg.tick_ms,
@@ -194,24 +230,11 @@ class Node:
             inbox_messages_max=cfg.inbox_messages_max,
             forward_timeout_ms=cfg.command_timeout_ms,
             on_applied=self._on_applied,
-            wake=wake,  # the forked snapshots wake the driver when a child is done
+            wake=wake,
         )
         self.driver.add_turn_hook(self.founding.turn)
         self.api = ClientAPI(
-            cfg.node_id,
-            self.driver,
-            ClientLimits(
-                command_bytes_max=cfg.command_bytes_max,
-                batch_commands_max=cfg.batch_commands_max,
-                client_rate_per_s=cfg.client_rate_per_s,
-                client_burst=cfg.client_burst,
-                client_buckets_max=cfg.client_buckets_max,
-                trades_kept_max=cfg.trades_kept_max,
-                trades_reply_max=cfg.trades_reply_max,
-                events_window_entries_max=cfg.recent_outcomes_max,
-            ),
-            io.clock,
-            self._snapshot_index,
+            cfg.node_id, self.driver, self._client_limits(), self.io.clock, self._snapshot_index
         )
         self.peer_api = PeerAPI(
             cfg.node_id,
@@ -227,6 +250,23 @@ class Node:
             on_rejoin=self.founding.on_rejoin,
             accepts_raft=self.founding.accepts_raft,
         )
+
+    def _client_limits(self) -> ClientLimits:
+        cfg = self.cfg
+        return ClientLimits(
+            command_bytes_max=cfg.command_bytes_max,
+            batch_commands_max=cfg.batch_commands_max,
+            client_rate_per_s=cfg.client_rate_per_s,
+            client_burst=cfg.client_burst,
+            client_buckets_max=cfg.client_buckets_max,
+            trades_kept_max=cfg.trades_kept_max,
+            trades_reply_max=cfg.trades_reply_max,
+            events_window_entries_max=cfg.recent_outcomes_max,
+        )
+
+    async def _listen(self) -> None:
+        cfg, io = self.cfg, self.io
+        assert self.api is not None and self.peer_api is not None
         handler_timeout_ms = cfg.command_timeout_ms + cfg.handler_slack_ms
         try:
             self.api_server = await io.serve(
@@ -255,28 +295,6 @@ class Node:
         except OSError as e:
             await self._close_io()
             raise NodeError(f"cannot listen on {cfg.host}: {e}") from None
-        self.publisher = EventsPublisher(self.pub)
-        self.driver.start()
-        try:
-            await self._announce()
-        except GrenacheError as e:
-            await self.stop(graceful=False)
-            raise NodeError(
-                f"cannot announce on the Grapes ({', '.join(cfg.grapes)}): {e}"
-            ) from None
-        if cfg.join:
-            self._tasks.append(asyncio.create_task(self._join(), name="joiner"))
-        if self.founding.probing:
-            run = self.founding.run(self.peers, io.sleep)
-            self._tasks.append(asyncio.create_task(run, name="founding"))
-        self._tasks.append(asyncio.create_task(self._watch_driver(), name="watch"))
-        log.info(
-            "node %s up: api %s, peer %s, events %s",
-            cfg.node_id,
-            self.api_port,
-            self.peer_port,
-            self.events_port,
-        )
 
     @property
     def api_port(self) -> int:
