@@ -54,7 +54,7 @@ from grenex.grenache.protocol import (
     gzip,
     wants_gzip,
 )
-from grenex.grenache.tls import PeerCert, ServerTLS, make_site, peer_cert
+from grenex.grenache.tls import PeerCert, ServerTLS, peer_cert, refuse_unadmitted, server_ssl
 
 __all__ = [
     "PeerRPCClient",
@@ -142,7 +142,9 @@ class PeerRPCServer:
             server, handle_signals=False, shutdown_timeout=self.shutdown_timeout_ms / 1000
         )
         await runner.setup()
-        site = make_site(runner, self.host, self._port, self.ssl_context, backlog=1024)
+        site = web.TCPSite(
+            runner, self.host, self._port, ssl_context=server_ssl(self.ssl_context), backlog=1024
+        )
         try:
             await site.start()
         except BaseException:
@@ -175,6 +177,9 @@ class PeerRPCServer:
         peer: PeerCert | None = None
         if self.ssl_context is not None and request.transport is not None:
             peer = peer_cert(request.transport.get_extra_info("ssl_object"))
+            refused = refuse_unadmitted(self.ssl_context, peer)
+            if refused is not None:
+                return refused
         if self.websocket and request.headers.get("Upgrade", "").lower() == "websocket":
             from grenex.grenache.ws import serve_ws_rpc
 

@@ -40,18 +40,21 @@ A failure raises :class:`PeerAuthError` (a :class:`TransportError` with ``delive
 the client remembers the peer as untrusted *for that name* and tries the next announced one,
 so an impostor costs one failed handshake per ``untrusted_peer_ms``, not one per request.
 
-*Server mutual TLS.* The server builds its :class:`ssl.SSLContext` from the current trust
-anchors and keeps it until they change. Each accepted TCP connection is upgraded with the
-context current *at accept time* (``loop.start_tls``), the peer's exact certificate is checked
-against the anchors once more, and only then is the HTTP/WebSocket protocol attached: no byte
-from a connection that did not authenticate reaches the application. Session tickets are off
-(a resumed session would skip the client-certificate check against the *current* anchors).
-Replacing the anchors also closes open connections whose certificate is no longer admitted.
+*Server mutual TLS.* The server builds an :class:`ssl.SSLContext` from the current trust
+anchors (exactly those certificates; ``CERT_REQUIRED``) and rebuilds it when they change. The
+context the listening socket holds has a server-name callback, which OpenSSL runs on every
+ClientHello (with or without SNI); it moves the connection onto the current context, so each
+handshake verifies the client against the anchors as they are *now*. A client without an
+admitted certificate fails the handshake: nothing it sends is read. Since only a non-CA,
+self-signed anchor can validate itself, passing means holding an anchor's key; the server
+then checks the exact certificate on every request against the current anchors (403 and the
+connection closed, before the body is read, when it is no longer admitted), so a member
+removed while connected is cut off at its next request. Session tickets are off (a resumed
+session would skip the client-certificate check).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextvars
 import datetime
@@ -61,7 +64,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -93,7 +96,9 @@ __all__ = [
     "peer_cert",
     "pinned_client_context",
     "private_key_pem",
+    "refuse_unadmitted",
     "server_context",
+    "server_ssl",
     "unb64url",
 ]
 
@@ -101,8 +106,6 @@ log = logging.getLogger("grenex.grenache.tls")
 
 NOT_BEFORE: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 NOT_AFTER: Final = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
-HANDSHAKE_TIMEOUT_MS: Final = 10_000
-_EARLY_BYTES_MAX: Final = 1024 * 1024  # bytes decrypted before the app protocol is attached
 
 
 class CertificateError(ValueError):
@@ -348,15 +351,15 @@ def _tls13(ctx: ssl.SSLContext) -> None:
 class TrustAnchors:
     """The client certificates a mutual-TLS server admits: a set replaced as a whole.
 
-    ``replace(certs)`` takes effect for every connection accepted afterwards (and closes open
-    connections whose certificate is no longer admitted). One object may be shared by
-    several servers.
+    ``replace(certs)`` takes effect for every handshake that starts afterwards, and for every
+    later request on connections already open (a certificate no longer admitted gets
+    ``403 ERR_PEER_AUTH`` and the connection is closed before the body is read). One object
+    may be shared by several servers.
     """
 
     def __init__(self, certs: Iterable[bytes] = ()) -> None:
         self._certs: frozenset[bytes] = frozenset()
         self.version = 0
-        self._listeners: list[Callable[[], None]] = []
         self.replace(certs)
 
     @property
@@ -369,8 +372,6 @@ class TrustAnchors:
             cert_public_key(der)  # Ed25519 certificates only
         self._certs = new
         self.version += 1
-        for listener in list(self._listeners):
-            listener()
 
     def admits(self, der: bytes | None) -> bool:
         return der is not None and der in self._certs
@@ -378,40 +379,26 @@ class TrustAnchors:
     def __len__(self) -> int:
         return len(self._certs)
 
-    def _subscribe(self, listener: Callable[[], None]) -> None:
-        self._listeners.append(listener)
-
 
 class ServerTLS:
     """A server's TLS: its certificate and key, and optional mutual-TLS trust anchors.
 
-    Pass it as ``ssl_context`` to ``PeerRPCServer`` or ``PeerPub``. :meth:`ssl_context`
-    gives the :class:`ssl.SSLContext` for the current anchors (cached until they change),
-    for any other server.
+    Pass it as ``ssl_context`` to ``PeerRPCServer`` or ``PeerPub`` (which also check each
+    request's certificate against the current anchors), or pass :meth:`ssl_context` to any
+    asyncio server.
     """
 
-    def __init__(
-        self,
-        cert_der: bytes,
-        seed32: bytes,
-        anchors: TrustAnchors | None = None,
-        *,
-        handshake_timeout_ms: int = HANDSHAKE_TIMEOUT_MS,
-    ) -> None:
-        if handshake_timeout_ms <= 0:
-            raise ValueError("handshake_timeout_ms > 0")
+    def __init__(self, cert_der: bytes, seed32: bytes, anchors: TrustAnchors | None = None):
         self.cert_der = bytes(cert_der)
         self._seed = bytes(seed32)
         self.anchors = anchors
-        self.handshake_timeout_ms = handshake_timeout_ms
-        self._ctx: ssl.SSLContext | None = None
-        self._ctx_version = -1
-        self._live: dict[asyncio.BaseTransport, bytes | None] = {}
-        self.handshakes = 0  # completed and admitted
-        self.refused = 0  # failed handshakes and certificates not admitted
-        self._build()  # fail now on a bad certificate or seed, not at the first connection
-        if anchors is not None:
-            anchors._subscribe(self._anchors_changed)
+        self._current: ssl.SSLContext | None = None
+        self._current_version = -1
+        self.hellos = 0  # handshakes started (ClientHellos seen)
+        self.refused = 0  # requests refused because their certificate is no longer admitted
+        # The context given to the server: it selects the current one for each handshake.
+        self._base = self._build()
+        self._base.sni_callback = self._select
 
     @property
     def mutual(self) -> bool:
@@ -430,37 +417,32 @@ class ServerTLS:
             certs = self.anchors.certs
             if certs:
                 ctx.load_verify_locations(cadata=b"".join(sorted(certs)))
-            self._ctx_version = self.anchors.version
-        self._ctx = ctx
         return ctx
 
+    def _context_now(self) -> ssl.SSLContext:
+        """The context built from the anchors as they are now (rebuilt when they change)."""
+        version = self.anchors.version if self.anchors is not None else 0
+        if self._current is None or self._current_version != version:
+            self._current = self._build()
+            self._current_version = version
+        return self._current
+
+    def _select(
+        self, ssl_object: ssl.SSLObject | ssl.SSLSocket, _name: str | None, _ctx: ssl.SSLContext
+    ) -> None:
+        # OpenSSL calls the server-name callback for every ClientHello, with or without SNI
+        # (Grenache clients dial IPs and send none). Switching the connection's context here
+        # switches the trust store its client certificate is verified against.
+        self.hellos += 1
+        ssl_object.context = self._context_now()
+
     def ssl_context(self) -> ssl.SSLContext:
-        """The context for a connection accepted now."""
-        if self._ctx is None or (
-            self.anchors is not None and self._ctx_version != self.anchors.version
-        ):
-            return self._build()
-        return self._ctx
+        """The :class:`ssl.SSLContext` to serve with; it follows later anchor changes."""
+        return self._base
 
     def admits(self, der: bytes | None) -> bool:
+        """Is this exact certificate admitted now (always True without mutual TLS)?"""
         return self.anchors is None or self.anchors.admits(der)
-
-    def _anchors_changed(self) -> None:
-        self._ctx = None
-        for transport, der in list(self._live.items()):
-            if transport.is_closing():
-                del self._live[transport]
-            elif not self.admits(der):
-                del self._live[transport]
-                transport.close()
-
-    def _track(self, transport: asyncio.BaseTransport, der: bytes | None) -> None:
-        if self.anchors is None:
-            return
-        if len(self._live) >= 1024:
-            for t in [t for t in self._live if t.is_closing()]:
-                del self._live[t]
-        self._live[transport] = der
 
 
 def server_context(
@@ -468,154 +450,42 @@ def server_context(
     seed32: bytes,
     *,
     client_certs: Iterable[bytes] | TrustAnchors | None = None,
-    handshake_timeout_ms: int = HANDSHAKE_TIMEOUT_MS,
 ) -> ServerTLS:
     """TLS 1.3 with ``cert_der`` (made by :func:`make_self_signed` from ``seed32``).
 
     With ``client_certs`` (certificates, or a :class:`TrustAnchors` to replace later), mutual
-    TLS: a client must present exactly one of those certificates, or the handshake fails
-    before anything it sends is read. ``server.anchors.replace(...)`` changes the set.
+    TLS: a client must present one of those certificates, or the handshake fails before
+    anything it sends is read. ``tls.anchors.replace(...)`` changes the set at run time.
     """
     anchors: TrustAnchors | None
     if client_certs is None or isinstance(client_certs, TrustAnchors):
         anchors = client_certs
     else:
         anchors = TrustAnchors(client_certs)
-    return ServerTLS(cert_der, seed32, anchors, handshake_timeout_ms=handshake_timeout_ms)
+    return ServerTLS(cert_der, seed32, anchors)
 
 
-class _TlsAcceptor(asyncio.Protocol):
-    """Upgrades one accepted TCP connection with the context current now, checks the peer's
-    certificate, then hands the TLS transport to the application protocol."""
-
-    def __init__(
-        self, tls: ServerTLS, app_factory: Callable[[], asyncio.BaseProtocol], site: _TlsSite
-    ) -> None:
-        self._tls = tls
-        self._app_factory = app_factory
-        self._site = site
-        self._early = bytearray()
-        self._eof = False
-        self._lost = False
-        self._task: asyncio.Task[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # start_tls resumes it once its own protocol is in place
-        self._site._pending.add(self)
-        self._task = asyncio.get_running_loop().create_task(self._upgrade(transport))
-
-    async def _upgrade(self, transport: asyncio.Transport) -> None:
-        tls = self._tls
-        try:
-            try:
-                tls_transport = await asyncio.get_running_loop().start_tls(
-                    transport,
-                    self,
-                    tls.ssl_context(),
-                    server_side=True,
-                    ssl_handshake_timeout=tls.handshake_timeout_ms / 1000,
-                )
-            except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
-                tls.refused += 1
-                log.debug("TLS handshake failed: %s", exc)
-                transport.abort()
-                return
-            if tls_transport is None or self._lost:  # pragma: no cover - closed meanwhile
-                transport.abort()
-                return
-            ssl_object = tls_transport.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            if not tls.admits(der):
-                # OpenSSL checked the chain; this is the exact-certificate check (and it
-                # catches anchors replaced during the handshake).
-                tls.refused += 1
-                tls_transport.abort()
-                return
-            tls.handshakes += 1
-            tls._track(tls_transport, der)
-            app = self._app_factory()
-            tls_transport.set_protocol(app)
-            app.connection_made(tls_transport)
-            if self._early:
-                assert isinstance(app, asyncio.Protocol)
-                early, self._early = bytes(self._early), bytearray()
-                app.data_received(early)
-            if self._eof:
-                assert isinstance(app, asyncio.Protocol)
-                if not app.eof_received():
-                    tls_transport.close()
-        finally:
-            self._site._pending.discard(self)
-
-    # Application bytes decrypted between the end of the handshake and the moment the app
-    # protocol is attached (same loop iteration) land here and are handed over afterwards.
-    def data_received(self, data: bytes) -> None:
-        self._early += data
-        if len(self._early) > _EARLY_BYTES_MAX:  # pragma: no cover - defensive bound
-            self._lost = True
-
-    def eof_received(self) -> bool:
-        self._eof = True
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-
-    def abort(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-
-
-class _TlsSite(web.TCPSite):
-    """An aiohttp TCP site whose connections are upgraded per connection by a ServerTLS."""
-
-    def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, tls: ServerTLS, *, backlog: int
-    ) -> None:
-        super().__init__(runner, host, port, backlog=backlog)
-        self._tls = tls
-        self._pending: set[_TlsAcceptor] = set()
-
-    @property
-    def name(self) -> str:
-        return super().name.replace("http://", "https://", 1)
-
-    async def start(self) -> None:
-        # BaseSite.start registers the site; TCPSite.start would create a plain server.
-        await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        app_factory = self._runner.server
-        assert app_factory is not None
-        self._server = await loop.create_server(
-            lambda: _TlsAcceptor(self._tls, app_factory, self),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-        )
-        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else 0
-
-    async def stop(self) -> None:
-        for acceptor in list(self._pending):
-            acceptor.abort()
-        await super().stop()
-
-
-def make_site(
-    runner: web.BaseRunner,
-    host: str,
-    port: int,
-    ssl_context: ssl.SSLContext | ServerTLS | None,
-    *,
-    backlog: int = 128,
-) -> web.TCPSite:
-    """The aiohttp site for a server: plain, a fixed :class:`ssl.SSLContext`, or a
-    :class:`ServerTLS` (context chosen per connection, exact peer check)."""
+def server_ssl(ssl_context: ssl.SSLContext | ServerTLS | None) -> ssl.SSLContext | None:
+    """The :class:`ssl.SSLContext` a server binds with."""
     if isinstance(ssl_context, ServerTLS):
-        return _TlsSite(runner, host, port, ssl_context, backlog=backlog)
-    return web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog)
+        return ssl_context.ssl_context()
+    return ssl_context
+
+
+def refuse_unadmitted(
+    ssl_context: ssl.SSLContext | ServerTLS | None, peer: PeerCert | None
+) -> web.Response | None:
+    """For a server's request handler: a ``403`` that closes the connection when the peer's
+    certificate is not admitted by the *current* anchors (they changed since its handshake,
+    or it presented a different certificate on a member's key); None when it may proceed."""
+    if not isinstance(ssl_context, ServerTLS) or ssl_context.anchors is None:
+        return None
+    if ssl_context.admits(peer.der if peer is not None else None):
+        return None
+    ssl_context.refused += 1
+    resp = web.Response(status=403, text="ERR_PEER_AUTH: certificate not admitted")
+    resp.force_close()  # the body is never read
+    return resp
 
 
 # ------------------------------------------------------------------------------- client

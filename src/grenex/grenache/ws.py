@@ -63,7 +63,7 @@ from grenex.grenache.tls import (
     ServerTLS,
     check_pinned,
     handshake_error,
-    make_site,
+    server_ssl,
 )
 
 __all__ = ["PeerPub", "PeerSub", "WsPeerRPCClient", "serve_ws_rpc"]
@@ -393,7 +393,9 @@ class PeerPub:
                 shutdown_timeout=1.0,
             )
             await runner.setup()
-            site = make_site(runner, self.host, self._port, self.ssl_context)
+            site = web.TCPSite(
+                runner, self.host, self._port, ssl_context=server_ssl(self.ssl_context)
+            )
             try:
                 await site.start()
             except BaseException:
