@@ -52,6 +52,7 @@ from typing import Any, Final, Literal, Self
 
 import msgspec
 
+from grenex.codec import api as wire
 from grenex.engine import (
     Amended,
     Cancelled,
@@ -107,9 +108,7 @@ DecimalLike = str | Decimal | int
 _ATTEMPT_MIN_S: Final = 0.01
 # Remote error codes after which the same command may be sent again.
 # (ERR_GRENEX_BUSY: a per-node bound refused it, nothing was done; retried after a backoff.)
-_RETRY_CODES: Final = frozenset(
-    {"ERR_GRENEX_UNAVAILABLE", "ERR_GRENEX_BUSY", "ERR_SERVICE_BUSY", "ERR_TIMEOUT"}
-)
+_RETRY_CODES: Final = wire.RETRYABLE_CODES
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -120,7 +119,7 @@ class GrenexClientError(Exception):
     arguments).  ``code`` is the Grenache error code behind it; ``command`` the command args
     that were sent (with their ``id``/``req``), when the call was a command."""
 
-    code: str = "ERR_GRENEX_CLIENT"
+    code: str = wire.ERR_CLIENT
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -137,7 +136,7 @@ class GrenexClientError(Exception):
 class BadRequest(GrenexClientError):  # noqa: N818 - named after ERR_GRENEX_BAD_REQUEST
     """The node refused the request's shape; sending it again cannot help."""
 
-    code = "ERR_GRENEX_BAD_REQUEST"
+    code = wire.ERR_BAD_REQUEST
 
 
 class NotFound(GrenexClientError):  # noqa: N818
@@ -149,7 +148,7 @@ class NotFound(GrenexClientError):  # noqa: N818
 class Unavailable(GrenexClientError):  # noqa: N818
     """No outcome could be had within the deadline; retrying with the same id is safe."""
 
-    code = "ERR_GRENEX_UNAVAILABLE"
+    code = wire.ERR_UNAVAILABLE
 
 
 class GrapeUnavailable(Unavailable):
@@ -162,7 +161,7 @@ def _translate(exc: GrenacheError) -> tuple[GrenexClientError, bool]:
     """The one boundary: a Grenache error → (our error, whether sending again may help)."""
     msg = exc.message or exc.code
     if isinstance(exc, RemoteError):
-        if exc.code == "ERR_GRENEX_BAD_REQUEST":
+        if exc.code == wire.ERR_BAD_REQUEST:
             return BadRequest(msg), False
         if exc.code in _RETRY_CODES:
             return Unavailable(msg, code=exc.code), True
@@ -185,8 +184,8 @@ def _translate(exc: GrenacheError) -> tuple[GrenexClientError, bool]:
 
 def _item_error(message: str) -> GrenexClientError:
     """The error for one command of a batch, from the node's ``ERR_…: why`` text."""
-    code = message.partition(":")[0].strip()
-    if code == "ERR_GRENEX_BAD_REQUEST":
+    code = wire.error_code(message)
+    if code == wire.ERR_BAD_REQUEST:
         return BadRequest(message, code=code)
     if code in _RETRY_CODES:
         return Unavailable(message, code=code)
@@ -586,17 +585,15 @@ class GrenexClient:
     @property
     def service(self) -> str:
         """The Grenache name requests go to."""
-        if self.node is not None:
-            return f"grenex:{self.cluster}:node:{self.node}"
-        return f"grenex:{self.cluster}:nodes"
+        names = wire.service_names(self.cluster, self.node or "")
+        return names["node"] if self.node is not None else names["nodes"]
 
     @property
     def events_topic(self) -> str:
         """This client's node's own stream when a node is chosen (what it applied, in its
         order), else the cluster's shared topic (any node's publisher)."""
-        if self.node is not None:
-            return f"grenex:{self.cluster}:events:{self.node}"
-        return f"grenex:{self.cluster}:events"
+        names = wire.service_names(self.cluster, self.node or "")
+        return names["node_events"] if self.node is not None else names["events"]
 
     async def __aenter__(self) -> Self:
         await self.link.start()

@@ -31,6 +31,7 @@ __all__ = [
     "COMMAND_ACTIONS",
     "ERR_BAD_REQUEST",
     "ERR_BUSY",
+    "ERR_CLIENT",
     "ERR_COMPACTED",
     "ERR_UNAVAILABLE",
     "READ_ACTIONS",
@@ -57,6 +58,7 @@ ERR_BAD_REQUEST: Final = "ERR_GRENEX_BAD_REQUEST"
 ERR_BUSY: Final = "ERR_GRENEX_BUSY"
 ERR_UNAVAILABLE: Final = "ERR_GRENEX_UNAVAILABLE"
 ERR_COMPACTED: Final = "ERR_GRENEX_COMPACTED"
+ERR_CLIENT: Final = "ERR_GRENEX_CLIENT"  # a client library's own failure (never on the wire)
 # after these (and Grenache's own busy/timeout codes) the same command may be sent again
 RETRYABLE_CODES: Final = frozenset(
     {ERR_UNAVAILABLE, ERR_BUSY, "ERR_SERVICE_BUSY", "ERR_TIMEOUT", "ERR_HANDLER_TIMEOUT"}
