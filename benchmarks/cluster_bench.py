@@ -43,6 +43,21 @@ def pct(values: list[int], p: float) -> float:
     return s[min(len(s) - 1, int(p / 100 * len(s)))] / 1000.0  # ms
 
 
+def cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (``/proc/<pid>/stat``)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def nodes_cpu_s(cluster: LocalCluster) -> float:
+    return sum(cpu_s(p.pid) for p in cluster.procs.values())
+
+
 def vm_hwm_kib(pid: int | None) -> int:
     if pid is None:
         return 0
@@ -95,6 +110,7 @@ async def run_point(
             cmd += ["--rate", str(float(rate) / args.clients)]
         procs.append(subprocess.Popen(cmd))
     t0 = time.perf_counter()
+    cpu0 = nodes_cpu_s(cluster)
     for p in procs:
         p.wait(timeout=args.duration + 120)
     results = [json.loads(o.read_text()) for o in outs if o.exists()]
@@ -115,6 +131,7 @@ async def run_point(
             break
         await asyncio.sleep(0.05)
     all_applied_s = time.perf_counter() - t0
+    cpu = nodes_cpu_s(cluster) - cpu0
     st = await cluster.wait_converged(60)
     applied_after = max(s["applied"] for s in st.values())
     return {
@@ -128,6 +145,12 @@ async def run_point(
         "p99_ms": pct(lat, 99),
         "p999_ms": pct(lat, 99.9),
         "errors": errors,
+        # CPU of the node processes over the point, per acknowledged order and per node
+        # (BENCHMARKS.md: the figure that does not depend on how many processes share the
+        # machine)
+        "cpu_us_per_order_per_node": (
+            cpu * 1e6 / acked / len(cluster.procs) if acked and cluster.procs else float("nan")
+        ),
         "converged": statuses_agree(list(st.values())),
     }
 
@@ -152,7 +175,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     f"{rate:>6}: {point['acked_per_s']:8.0f} acked/s  "
                     f"{point['applied_all_per_s']:8.0f} applied-on-all/s  "
                     f"p50 {point['p50_ms']:7.2f} ms  p99 {point['p99_ms']:7.2f} ms  "
-                    f"p99.9 {point['p999_ms']:7.2f} ms  errors {point['errors']}  "
+                    f"p99.9 {point['p999_ms']:7.2f} ms  "
+                    f"cpu/order/node {point['cpu_us_per_order_per_node']:6.1f} us  "
+                    f"errors {point['errors']}  "
                     f"converged {point['converged']}",
                     flush=True,
                 )
