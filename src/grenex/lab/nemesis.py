@@ -18,6 +18,9 @@ when it was healed, which host and, for faults that take the leader away, who le
                         its last log segment (a crash mid-write), restart: it must repair
 ``restart_empty``       kill -9 a voter, delete its data dir, restart it with the same
                         ``--voters``: a voter that lost what it acknowledged
+``amnesia``             a follower cut off while the leader and the other follower commit;
+                        that other follower restarted empty, the leader killed, the cut
+                        healed: may the empty voter and the lagging one elect a leader?
 ``grape_kill``          kill -9 one host's Grape, restart it 2–5 s later
 ``disk_full``           fill the small tmpfs holding one node's data dir; the node must stop
                         taking writes without damaging its log; free it, (re)start the node
@@ -204,6 +207,28 @@ async def restart_empty(lab: Lab, rng: random.Random) -> Fault:
     return await _kill_restart(lab, rng, "restart_empty", host, leader, wipe)
 
 
+async def amnesia(lab: Lab, rng: random.Random) -> Fault:
+    """The scenario that lost acknowledged orders before the founding fix: a lagging voter
+    and a voter restarted empty outnumber the only voter that holds the newest entries."""
+    leader, _ = await _leader_or_any(lab, rng)
+    others = [h for h in lab.hosts if h != leader]
+    rng.shuffle(others)
+    wiped, lagging = others[0], others[1]
+    f = Fault("amnesia", wiped, leader, detail={"wiped": wiped, "lagging": lagging})
+    f.start = lab.now()
+    lab.net.isolate(lagging)
+    await lab.hold(rng.uniform(2.0, 3.0))  # the leader and `wiped` commit without `lagging`
+    lab.kill_node(leader)  # first: `wiped` must not catch up from it again
+    lab.kill_node(wiped)
+    shutil.rmtree(lab.host(wiped).data_dir, ignore_errors=True)
+    lab.net.heal()
+    await lab.start_node(wiped)
+    await lab.hold(rng.uniform(3.0, 4.0))  # may `wiped` and `lagging` elect a leader?
+    f.detail["restarted"] = await lab.start_node(leader)
+    f.healed = lab.now()
+    return f
+
+
 async def grape_kill(lab: Lab, rng: random.Random) -> Fault:
     host = rng.choice(lab.hosts)
     leader = await lab.leader(timeout_s=5.0)
@@ -259,6 +284,7 @@ NEMESES: Final[dict[str, Nemesis]] = {
     "kill_follower": kill_follower,
     "lost_unsynced": lost_unsynced,
     "restart_empty": restart_empty,
+    "amnesia": amnesia,
     "grape_kill": grape_kill,
     "disk_full": disk_full,
     "cut_host": cut_host,
