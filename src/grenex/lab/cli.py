@@ -28,9 +28,13 @@ def lab_group() -> None:
     """The fault lab: nodes on separate network stacks under seeded faults (needs root)."""
 
 
-def _code_dir(code: str | None, workdir: Path) -> Path | None:
+def _code_dir(code: str | None, workdir: Path, patch: Path | None = None) -> Path | None:
     if not code:
+        if patch is not None:
+            raise click.UsageError("--patch needs --code")
         return None
+    import hashlib
+
     from grenex.lab.procs import code_snapshot
 
     repo = Path(__file__).resolve().parents[3]
@@ -40,7 +44,19 @@ def _code_dir(code: str | None, workdir: Path) -> Path | None:
         text=True,
         check=True,
     ).stdout.strip()
-    return code_snapshot(repo, rev, workdir / f"code-{rev}")
+    if patch is None:
+        return code_snapshot(repo, rev, workdir / f"code-{rev}")
+    diff = patch.read_bytes()
+    dest = workdir / f"code-{rev}-{hashlib.sha256(diff).hexdigest()[:8]}"
+    fresh = not (dest / "src").is_dir()
+    src = code_snapshot(repo, rev, dest)
+    if fresh:
+        p = subprocess.run(
+            ["patch", "-p1", "-d", str(dest)], input=diff, capture_output=True, check=False
+        )
+        if p.returncode != 0:
+            raise click.ClickException(f"--patch does not apply: {p.stdout.decode()[-300:]}")
+    return src
 
 
 def _summary_line(r: dict[str, Any]) -> str:
@@ -77,6 +93,12 @@ def _summary_line(r: dict[str, Any]) -> str:
     default=None,
     help="Run every child process from this git revision (or $GRENEX_LAB_CODE).",
 )
+@click.option(
+    "--patch",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A diff applied (patch -p1) to the --code snapshot: measure a fix before it lands.",
+)
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--grape-bootstrap", type=click.Choice(["mesh", "ring"]), default="mesh")
 @click.option("--json", "as_json", is_flag=True)
@@ -88,6 +110,7 @@ def run_command(
     rate: float,
     workdir: Path,
     code: str | None,
+    patch: Path | None,
     report: Path | None,
     grape_bootstrap: str,
     as_json: bool,
@@ -115,7 +138,7 @@ def run_command(
         nodes=nodes,
         rate=rate,
         workdir=workdir,
-        code_dir=_code_dir(code, workdir),
+        code_dir=_code_dir(code, workdir, patch),
         grape_bootstrap=grape_bootstrap,
     )
     try:
@@ -148,6 +171,12 @@ def run_command(
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--workdir", type=click.Path(path_type=Path), default=DEFAULT_WORKDIR)
 @click.option("--code", default=None, help="Run every seed from this git revision.")
+@click.option(
+    "--patch",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A diff applied to the --code snapshot (see `run --patch`).",
+)
 def soak_command(
     seeds: int | None,
     minutes: float | None,
@@ -156,6 +185,7 @@ def soak_command(
     report: Path,
     workdir: Path,
     code: str | None,
+    patch: Path | None,
 ) -> None:
     """Seed after seed (each one a separate ``grenex lab run`` process), until --seeds or
     --minutes; the report (JSON, rewritten after every seed) lists the schedules run, the
@@ -167,7 +197,7 @@ def soak_command(
     except LabError as e:
         click.echo(f"grenex lab: {e}", err=True)
         sys.exit(1)
-    code_dir = _code_dir(code, workdir)
+    code_dir = _code_dir(code, workdir, patch)
     start = time.time()
     seed = first_seed if first_seed is not None else random.Random().randrange(1, 10**6)
     runs: list[dict[str, Any]] = []
