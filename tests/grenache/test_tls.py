@@ -378,6 +378,18 @@ async def test_tls12_client_is_refused(n1_server: tuple[PeerRPCServer, Recorder]
     writer.close()
 
 
+async def test_a_stalled_handshake_is_dropped_after_the_handshake_timeout() -> None:
+    seed1, cert1 = ident(1)
+    tls = server_context(cert1, seed1, handshake_timeout_ms=200)
+    async with PeerRPCServer(Recorder("n1"), ssl_context=tls, with_peer_cert=True) as server:
+        host, _, port = server.dest.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))  # plain TCP, silent
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the server hung up
+        assert time.monotonic() - t0 < 3  # after ~0.2 s, not asyncio's default 60 s
+        writer.close()
+
+
 def test_mutual_tls_under_uvloop() -> None:
     """grenex nodes run on uvloop: the per-handshake anchor switch works there too."""
     uvloop = pytest.importorskip("uvloop")

@@ -54,7 +54,7 @@ from grenex.grenache.protocol import (
     gzip,
     wants_gzip,
 )
-from grenex.grenache.tls import PeerCert, ServerTLS, peer_cert, refuse_unadmitted, server_ssl
+from grenex.grenache.tls import PeerCert, ServerTLS, make_site, peer_cert, refuse_unadmitted
 
 __all__ = [
     "PeerRPCClient",
@@ -142,9 +142,7 @@ class PeerRPCServer:
             server, handle_signals=False, shutdown_timeout=self.shutdown_timeout_ms / 1000
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner, self.host, self._port, ssl_context=server_ssl(self.ssl_context), backlog=1024
-        )
+        site = make_site(runner, self.host, self._port, self.ssl_context, backlog=1024)
         try:
             await site.start()
         except BaseException:

@@ -55,6 +55,7 @@ session would skip the client-certificate check).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextvars
 import datetime
@@ -98,11 +99,12 @@ __all__ = [
     "private_key_pem",
     "refuse_unadmitted",
     "server_context",
-    "server_ssl",
     "unb64url",
 ]
 
 log = logging.getLogger("grenex.grenache.tls")
+
+HANDSHAKE_TIMEOUT_MS: Final = 10_000
 
 NOT_BEFORE: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 NOT_AFTER: Final = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
@@ -388,7 +390,17 @@ class ServerTLS:
     asyncio server.
     """
 
-    def __init__(self, cert_der: bytes, seed32: bytes, anchors: TrustAnchors | None = None):
+    def __init__(
+        self,
+        cert_der: bytes,
+        seed32: bytes,
+        anchors: TrustAnchors | None = None,
+        *,
+        handshake_timeout_ms: int = HANDSHAKE_TIMEOUT_MS,
+    ) -> None:
+        if handshake_timeout_ms <= 0:
+            raise ValueError("handshake_timeout_ms > 0")
+        self.handshake_timeout_ms = handshake_timeout_ms
         self.cert_der = bytes(cert_der)
         self._seed = bytes(seed32)
         self.anchors = anchors
@@ -450,26 +462,64 @@ def server_context(
     seed32: bytes,
     *,
     client_certs: Iterable[bytes] | TrustAnchors | None = None,
+    handshake_timeout_ms: int = HANDSHAKE_TIMEOUT_MS,
 ) -> ServerTLS:
     """TLS 1.3 with ``cert_der`` (made by :func:`make_self_signed` from ``seed32``).
 
     With ``client_certs`` (certificates, or a :class:`TrustAnchors` to replace later), mutual
     TLS: a client must present one of those certificates, or the handshake fails before
     anything it sends is read. ``tls.anchors.replace(...)`` changes the set at run time.
+    A handshake not finished within ``handshake_timeout_ms`` is dropped (asyncio's default
+    is 60 s: a slow-handshake client would hold a connection that long).
     """
     anchors: TrustAnchors | None
     if client_certs is None or isinstance(client_certs, TrustAnchors):
         anchors = client_certs
     else:
         anchors = TrustAnchors(client_certs)
-    return ServerTLS(cert_der, seed32, anchors)
+    return ServerTLS(cert_der, seed32, anchors, handshake_timeout_ms=handshake_timeout_ms)
 
 
-def server_ssl(ssl_context: ssl.SSLContext | ServerTLS | None) -> ssl.SSLContext | None:
-    """The :class:`ssl.SSLContext` a server binds with."""
+class _TLSSite(web.TCPSite):
+    """aiohttp's TCP site with a bounded TLS handshake (TCPSite leaves asyncio's 60 s)."""
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, tls: ServerTLS, backlog: int
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=tls.ssl_context(), backlog=backlog)
+        self._handshake_timeout_s = tls.handshake_timeout_ms / 1000
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; TCPSite.start would bind
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout_s,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+
+def make_site(
+    runner: web.BaseRunner,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | ServerTLS | None,
+    *,
+    backlog: int = 128,
+) -> web.TCPSite:
+    """The aiohttp site a server binds: plain, a fixed :class:`ssl.SSLContext`, or a
+    :class:`ServerTLS` (anchors followed per handshake, handshake time bounded)."""
     if isinstance(ssl_context, ServerTLS):
-        return ssl_context.ssl_context()
-    return ssl_context
+        return _TLSSite(runner, host, port, ssl_context, backlog)
+    return web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=backlog)
 
 
 def refuse_unadmitted(

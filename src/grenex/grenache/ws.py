@@ -63,7 +63,7 @@ from grenex.grenache.tls import (
     ServerTLS,
     check_pinned,
     handshake_error,
-    server_ssl,
+    make_site,
 )
 
 __all__ = ["PeerPub", "PeerSub", "WsPeerRPCClient", "serve_ws_rpc"]
@@ -393,9 +393,7 @@ class PeerPub:
                 shutdown_timeout=1.0,
             )
             await runner.setup()
-            site = web.TCPSite(
-                runner, self.host, self._port, ssl_context=server_ssl(self.ssl_context)
-            )
+            site = make_site(runner, self.host, self._port, self.ssl_context)
             try:
                 await site.start()
             except BaseException:
