@@ -97,10 +97,12 @@ def _summary_line(r: dict[str, Any]) -> str:
     "--patch",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
+    envvar="GRENEX_LAB_PATCH",
     help="A diff applied (patch -p1) to the --code snapshot: measure a fix before it lands.",
 )
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--grape-bootstrap", type=click.Choice(["mesh", "ring"]), default="mesh")
+@click.option("--keep", is_flag=True, help="Keep the run directory even when clean.")
 @click.option("--json", "as_json", is_flag=True)
 def run_command(
     seed: int,
@@ -113,6 +115,7 @@ def run_command(
     patch: Path | None,
     report: Path | None,
     grape_bootstrap: str,
+    keep: bool,
     as_json: bool,
 ) -> None:
     """One run: set up, trade under the seed's faults, heal, check, tear down.
@@ -140,6 +143,7 @@ def run_command(
         workdir=workdir,
         code_dir=_code_dir(code, workdir, patch),
         grape_bootstrap=grape_bootstrap,
+        keep=keep,
     )
     try:
         r = run_lab(cfg)

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -56,7 +57,7 @@ class RunConfig:
     concurrency: int = 4
     op_timeout: float = 10.0
     workdir: Path = field(default_factory=lambda: Path("/tmp/grenex-lab"))
-    keep: bool = False  # keep logs and data dirs after a clean run
+    keep: bool = False  # keep logs and data dirs after a clean run (else only violating runs)
     secret: str = "lab-secret"
     # run every child process (nodes, clients, replay) from this source tree (a ``src``
     # directory) instead of the installed grenex: see ``grenex lab run --code``
@@ -743,6 +744,9 @@ def run_lab(cfg: RunConfig) -> dict[str, Any]:
         report["teardown_problems"] = problems
         with contextlib.suppress(OSError):
             (lab.dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    if not cfg.keep and not report.get("violations") and not problems:
+        shutil.rmtree(lab.dir, ignore_errors=True)  # a clean run leaves only its report
+        report["dir"] = None
     return report
 
 
