@@ -153,7 +153,7 @@ class Harness:
         action (a bounded window of recent log entries, paged)."""
         since, first, out = 0, -1, []
         while True:
-            r = await self.ask(node, "events", {"since": since, "limit": 10_000})
+            r = await self.ask(node, "events", {"since": since, "limit": 1_000})
             if first < 0:
                 first = int(r["first"])
             out += r["events"]

@@ -70,10 +70,20 @@ def reply_of(applied: Applied) -> dict[str, Any]:
     this entry, embedded as is)."""
     events = applied.events
     seq = events[0].seq if events else applied.index
-    reply: dict[str, Any] = {"seq": seq, "events": msgspec.Raw(applied.events_json)}
+    reply: dict[str, Any] = {"seq": seq}
     if applied.duplicate:
         reply["duplicate"] = True  # answered from the session table: the first outcome
+    elif applied.time is not None:
+        reply["time"] = applied.time  # the leader's stamp (SPEC §6)
+    reply["events"] = msgspec.Raw(applied.events_json)
     return reply
+
+
+def _with_time(trade: Trade, time_ms: int | None) -> dict[str, Any]:
+    d: dict[str, Any] = msgspec.to_builtins(trade)
+    if time_ms is not None:
+        d["time"] = time_ms
+    return d
 
 
 class ClientAPI:
@@ -93,7 +103,8 @@ class ClientAPI:
         self.clock = clock
         self.snapshot_index = snapshot_index
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        self._trades: deque[Trade] = deque(maxlen=limits.trades_kept_max)
+        # (trade, the time stamp of its entry)
+        self._trades: deque[tuple[Trade, int | None]] = deque(maxlen=limits.trades_kept_max)
         self._window: deque[Applied] = deque(maxlen=limits.events_window_entries_max)
 
     # -- fed by the driver --------------------------------------------------------------------
@@ -107,7 +118,7 @@ class ClientAPI:
                 continue
             for ev in a.events:
                 if type(ev) is Trade:
-                    trades.append(ev)
+                    trades.append((ev, a.time))
 
     # -- the handler ---------------------------------------------------------------------------
 
@@ -224,7 +235,9 @@ class ClientAPI:
         since = wire.int_or_default(args, "since", -1, 0, 1 << 62)
         limit = wire.int_or_default(args, "limit", 100, 1, self.limits.trades_reply_max)
         trades = [
-            t for t in self._trades if t.seq > since and (market is None or t.market == market)
+            (t, at)
+            for t, at in self._trades
+            if t.seq > since and (market is None or t.market == market)
         ]
         more = False
         if since < 0:
@@ -232,10 +245,10 @@ class ClientAPI:
         else:
             # a page never ends inside a log entry: its trades share one seq
             end = min(limit, len(trades))
-            while 0 < end < len(trades) and trades[end].seq == trades[end - 1].seq:
+            while 0 < end < len(trades) and trades[end][0].seq == trades[end - 1][0].seq:
                 end += 1
             out, more = trades[:end], end < len(trades)
-        reply: dict[str, Any] = {"trades": [msgspec.to_builtins(t) for t in out]}
+        reply: dict[str, Any] = {"trades": [_with_time(t, at) for t, at in out]}
         if since >= 0:
             reply["more"] = more
         return reply

@@ -216,7 +216,7 @@ class DriverService:
         self._inbox.clear()
         reports = list(self._reports)
         self._reports.clear()
-        for rd in self.driver.turn(ticks, msgs, reports):
+        for rd in self.driver.turn(ticks, msgs, reports, self.io.wall_ms()):
             if self.durable:
                 await asyncio.to_thread(replica.flush, rd)
             else:

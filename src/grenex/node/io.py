@@ -81,6 +81,10 @@ class NodeIO(Protocol):
         """Seconds, monotonic."""
         ...
 
+    def wall_ms(self) -> int:
+        """Milliseconds since the epoch: only for the time stamps a leader puts on entries."""
+        ...
+
     async def sleep(self, seconds: float) -> None: ...
 
 
@@ -130,11 +134,17 @@ class RealIO:
     def clock(self) -> float:
         return time.monotonic()
 
+    def wall_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
 # -- fake ----------------------------------------------------------------------------------------
+
+# the fake world's wall clock starts here (2026-01-01T00:00:00Z) and moves with the manual clock
+EPOCH_MS = 1_767_225_600_000
 
 
 class ManualClock:
@@ -252,6 +262,9 @@ class FakeIO:
 
     def clock(self) -> float:
         return self.manual.time()
+
+    def wall_ms(self) -> int:
+        return EPOCH_MS + int(self.manual.time() * 1000)
 
     async def sleep(self, seconds: float) -> None:
         await self.manual.sleep(seconds)

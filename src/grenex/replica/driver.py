@@ -198,8 +198,10 @@ class Driver(Generic[T]):
         ticks: int = 0,
         messages: list[Message] | None = None,
         reports: list[tuple[str, bool | None]] | None = None,
+        now_ms: int = 0,
     ) -> Iterator[Ready]:
-        """One turn; yields each Ready whose disk work the shell must flush (see above)."""
+        """One turn; yields each Ready whose disk work the shell must flush (see above).
+        ``now_ms``: the node's wall clock (the simulator's time), for the leader's stamps."""
         self.turns += 1
         replica, gateway = self.replica, self.gateway
         for _ in range(ticks):
@@ -216,7 +218,7 @@ class Driver(Generic[T]):
                     raft.report_unreachable(peer)
                 else:
                     raft.report_snapshot(peer, ok)
-        gateway.pump(replica)
+        gateway.pump(replica, now_ms)
         while True:
             rd = replica.ready()
             if rd is None:
@@ -230,5 +232,5 @@ class Driver(Generic[T]):
                 gateway.applied(applied, replica.applied_index)
                 if self.on_applied is not None:
                     self.on_applied(applied)
-            gateway.pump(replica)
+            gateway.pump(replica, now_ms)
         self.snapshots.step()

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Generic, NamedTuple, TypeVar
 
+from grenex.codec.stamp import stamp, unstamp
 from grenex.consensus import NotLeader, ProposalDroppedError, Role
 from grenex.replica.replica import Applied, Proposals, Replica
 
@@ -132,6 +133,10 @@ class ForwardAnswer(NamedTuple):
     reply: ForwardReply
 
 
+# how far back a new leader looks for the newest time stamp in its log (past no-ops and
+# membership entries)
+_STAMP_SCAN_ENTRIES = 1024
+
 # where a live token is
 _QUEUED = 0
 _FORWARDING = 1
@@ -180,6 +185,9 @@ class Gateway(Generic[T]):
     _recent: OrderedDict[int, Applied] = field(default_factory=OrderedDict)
     _applied_index: int = 0
     _leaderless_since: int | None = None
+    _now_ms: int = 0
+    _last_time: int = 0  # the newest entry time seen (applied, proposed or read from the log)
+    _time_checked_at: int = -1  # the last log index _log_time looked at
     _out: list[Outcome[T] | Forward | ForwardAnswer] = field(default_factory=list)
     counters: dict[str, int] = field(
         default_factory=lambda: {
@@ -265,6 +273,8 @@ class Gateway(Generic[T]):
         recent = self._recent
         for a in entries:
             recent[a.index] = a
+            if a.time is not None and a.time > self._last_time:
+                self._last_time = a.time
         while len(recent) > self.limits.recent_entries_max:
             recent.popitem(last=False)
         self._applied_index = applied_index
@@ -303,9 +313,11 @@ class Gateway(Generic[T]):
 
     # -- the turn ----------------------------------------------------------------------------
 
-    def pump(self, replica: Replica) -> None:
+    def pump(self, replica: Replica, now_ms: int = 0) -> None:
         """Propose or forward what waits; answer forwarders.  Once per driver turn, after the
-        turn's inputs and before its Ready is taken."""
+        turn's inputs and before its Ready is taken.  ``now_ms``: the node's wall clock, for the
+        time stamp a leader puts on what it proposes (SPEC §6)."""
+        self._now_ms = now_ms
         raft = replica.raft
         leads = raft.role == Role.LEADER
         leader = raft.lead
@@ -320,7 +332,7 @@ class Gateway(Generic[T]):
                 self._answer(src, batch, NotLeaderHere(leader))
                 continue
             try:
-                first, term = raft.propose_many(datas)
+                first, term = raft.propose_many(self._stamped(replica, datas))
             except NotLeader as e:
                 self._answer(src, batch, NotLeaderHere(e.leader))
                 leads = False
@@ -366,7 +378,9 @@ class Gateway(Generic[T]):
             return
         live = self._live
         try:
-            first, term = replica.raft.propose_many([live[t].data for t in tids])
+            first, term = replica.raft.propose_many(
+                self._stamped(replica, [live[t].data for t in tids])
+            )
         except NotLeader:
             self._queue.extend(tids)
             return
@@ -375,6 +389,37 @@ class Gateway(Generic[T]):
             return
         for i, tid in enumerate(tids):
             self._wait_for(tid, first + i, term)
+
+    def _stamped(self, replica: Replica, datas: list[bytes]) -> list[bytes]:
+        """The leader's stamp: max(its clock, the previous entry's time), for each entry."""
+        t = max(self._now_ms, self._log_time(replica))
+        self._last_time = t
+        return [stamp(t, d) for d in datas]
+
+    def _log_time(self, replica: Replica) -> int:
+        """The newest time stamp in this node's log (entries are stamped in increasing time,
+        so the last stamped entry holds it).  Remembered per index: a leader reads its log
+        back only when it starts proposing in a new position."""
+        raft = replica.raft
+        last = raft.log.last_index()
+        if last == self._time_checked_at:
+            return self._last_time
+        t = self._last_time
+        lo = max(raft.log.first_index(), last - _STAMP_SCAN_ENTRIES + 1)
+        i = last
+        while i >= lo and i > 0:
+            ents = raft.log.entries(i, i + 1, 1 << 62, 1)
+            if ents is None:  # compacted away: what was applied is in _last_time already
+                break
+            if ents:
+                found, _ = unstamp(ents[0].data)
+                if found is not None:
+                    t = max(t, found)
+                    break
+            i -= 1
+        self._time_checked_at = last
+        self._last_time = t
+        return t
 
     def _forward_queue(self, leader: str) -> None:
         lim = self.limits

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
+from grenex.codec.stamp import unstamp
 from grenex.consensus import (
     ConfChange,
     ConfChangeOp,
@@ -74,7 +75,8 @@ class ReplicaConfig:
 class Applied(NamedTuple):
     """One committed entry after it was applied.
 
-    ``kind``: EntryKind.  NORMAL entries carry the command bytes and the events it produced,
+    ``kind``: EntryKind.  NORMAL entries carry the command bytes (without the leader's time
+    stamp, which is ``time``) and the events it produced,
     with ``seq == index`` — or, when ``duplicate``, the *original* outcome of the command it
     repeats (the engine did not run; the events' ``seq`` is the original index).  NOOP and
     CONFIG entries have no events (``data`` of a CONFIG entry is its encoded ConfChange).
@@ -89,6 +91,8 @@ class Applied(NamedTuple):
     # the events as one JSON array, encoded once when applied and shared by the session
     # table, the reply and the events stream (b"[]" for entries without events)
     events_json: bytes = b"[]"
+    # the leader's time stamp (ms since the epoch; SPEC §6), None for an unstamped entry
+    time: int | None = None
 
 
 class Replica:
@@ -210,8 +214,11 @@ class Replica:
         state = self.state
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
-                events, dup, events_json = state.apply_command(e.index, e.term, e.data)
-                out.append(Applied(e.index, e.term, e.kind, e.data, events, dup, events_json))
+                time_ms, data = unstamp(e.data)
+                events, dup, events_json = state.apply_command(e.index, e.term, data)
+                out.append(
+                    Applied(e.index, e.term, e.kind, data, events, dup, events_json, time_ms)
+                )
             else:
                 state.skip(e.index, e.term)
                 out.append(Applied(e.index, e.term, e.kind, e.data, [], False))

@@ -78,6 +78,7 @@ from grenex.codec.peer import (
     encode_peer_request,
 )
 from grenex.codec.raft import decode_message, encode_message
+from grenex.codec.stamp import unstamp
 from grenex.consensus import (
     Config,
     ConsensusError,
@@ -973,7 +974,8 @@ class Simulation:
             for i in range(disk.first_index(), r.raft.log.committed + 1):
                 e = disk.live.entries(i, i + 1, 1 << 30)[0]
                 known = watch.log.get(i)
-                if known is not None and known != (e.term, e.kind, e.data):
+                # the watch records what was applied: the command without the leader's stamp
+                if known is not None and known != (e.term, e.kind, unstamp(e.data)[1]):
                     raise SimFailure(f"{nid}'s log differs from the committed log at {i}")
         acked = [
             (f"{op.client}#{op.seq}", op.data, op.index, op.term, op.events)
