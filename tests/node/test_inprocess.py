@@ -8,6 +8,7 @@ and no sockets, in seconds.  The slow real-process tests keep what needs real pr
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -207,3 +208,42 @@ async def test_status_is_bounded_and_reports_the_hash_with_its_index(
     assert st["state_hash_index"] == replica.applied_index
     assert st["state_hash"] == replica.state_hash()
     assert st["applied"] == replica.applied_index
+
+
+async def test_log_action_pages_the_committed_log_with_times(cluster: InProcCluster) -> None:
+    leader = await _market(cluster)
+    for i in range(7):
+        await cluster.call("n4", "place", _place("alice", f"l{i}", "sell", "1", str(100 + i)))
+    await cluster.converged()
+    lines: list[dict[str, Any]] = []
+    since = 0
+    while True:
+        r = await cluster.call("n5", "log", {"since": since, "limit": 3})
+        lines += r["entries"]
+        if r["through"] >= r["applied"]:
+            break
+        assert r["through"] > since
+        since = r["through"]
+    assert [json.loads(x["cmd"])["type"] for x in lines] == ["add_market"] + ["place"] * 7
+    times = [x["time"] for x in lines]
+    assert all(isinstance(t, int) for t in times) and times == sorted(times)
+    seqs = [x["seq"] for x in lines]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # the reply of a command carries the same time as its log line
+    r = await cluster.call(leader, "place", _place("bob", "t1", "buy", "1", "1"))
+    page = await cluster.call(leader, "log", {"since": r["seq"] - 1, "limit": 1})
+    assert page["entries"][0]["time"] == r["time"]
+
+
+async def test_log_action_says_compacted() -> None:
+    c = InProcCluster(voters=1, snapshot_interval_entries=8, compaction_retain_entries=0)
+    await c.start()
+    try:
+        leader = await _market(c)
+        for i in range(20):
+            await c.call(leader, "place", _place("alice", f"o{i}", "sell", "1", "100"))
+        await c.run(0.5)
+        err = await c.call_error(leader, "log", {"since": 0})
+        assert err.startswith("ERR_GRENEX_COMPACTED: "), err
+    finally:
+        await c.stop()

@@ -65,7 +65,16 @@ RETRYABLE_CODES: Final = frozenset(
 )
 
 COMMAND_ACTIONS: Final = ("place", "cancel", "amend", "add_market")
-READ_ACTIONS: Final = ("book", "trades", "status", "events", "markets", "orders", "order")
+READ_ACTIONS: Final = (
+    "book",
+    "trades",
+    "status",
+    "events",
+    "markets",
+    "orders",
+    "order",
+    "log",
+)
 # An extension of SPEC §7 (like an exchange's multi-order endpoint): several commands in one
 # request, each its own log entry with its own outcome; not atomic.
 BATCH_ACTION: Final = "batch"

@@ -25,6 +25,7 @@ import msgspec
 
 from grenex.codec import api as wire
 from grenex.codec.api import ApiError, BadRequest, Busy, Compacted, Unavailable
+from grenex.codec.stamp import unstamp
 from grenex.consensus import EntryKind, Role
 from grenex.engine import Trade
 from grenex.node.driving import DriverService
@@ -43,6 +44,7 @@ ROLE_NAMES = {
 }
 
 BOOK_DEPTH_DEFAULT = 100
+LOG_REPLY_BYTES_MAX = 4 * 1024 * 1024  # log entries in one ``log`` reply
 
 
 class ClientLimits(msgspec.Struct, frozen=True):
@@ -149,6 +151,8 @@ class ClientAPI:
             return self._trades_reply(args)
         if action == "events":
             return self._events_reply(args)
+        if action == "log":
+            return self._log_reply(args)
         if action == "markets":
             return q.markets(state)
         if action == "orders":
@@ -280,6 +284,33 @@ class ClientAPI:
             "first": first,
             "applied": self.driver.replica.applied_index,
         }
+
+    def _log_reply(self, args: dict[str, Any]) -> Any:
+        """The committed, applied log after index ``since`` (for ``grenex export``): one line
+        per command entry, ``{"seq", "time", "cmd"}`` with the command's text exactly as it
+        was logged; at most ``limit`` (≤ 1,000) entries and ``log_reply_bytes_max`` bytes.
+        ``ERR_GRENEX_COMPACTED: <first index>`` when entries after ``since`` were compacted
+        below a snapshot.  ``through`` is the last index looked at (page on from there)."""
+        replica = self.driver.replica
+        lim = self.limits.events_reply_max
+        since = wire.int_or_default(args, "since", 0, 0, 1 << 62)
+        limit = wire.int_or_default(args, "limit", lim, 1, lim)
+        applied = replica.applied_index
+        out: list[dict[str, Any]] = []
+        through = min(since, applied)
+        if since < applied:
+            ents = replica.raft.log.entries(since + 1, applied + 1, LOG_REPLY_BYTES_MAX, limit)
+            if ents is None:
+                raise Compacted(str(replica.raft.log.first_index()))
+            for e in ents:
+                through = e.index
+                if e.kind != EntryKind.NORMAL:
+                    continue
+                time_ms, data = unstamp(e.data)
+                out.append(
+                    {"seq": e.index, "time": time_ms, "cmd": data.decode("utf-8", "replace")}
+                )
+        return {"entries": out, "through": through, "applied": applied}
 
     def status(self, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Answered at once, whatever the state's size."""
