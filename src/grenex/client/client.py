@@ -977,12 +977,18 @@ class GrenexClient:
             raw=dict(reply),
         )
 
-    async def status(self, *, timeout: float | None = None) -> NodeStatus:
-        """The node's role, term, leader, commit/applied indexes and state hash."""
-        return NodeStatus.from_json(await self._read("status", {}, timeout))
+    async def status(self, *, timeout: float | None = None, fresh_hash: bool = False) -> NodeStatus:
+        """The node's role, term, leader, commit/applied indexes and state hash (that of
+        ``raw["state_hash_index"]``); ``fresh_hash`` asks for a fresh one (a later status
+        carries it)."""
+        args = dict(wire.STATUS_WITH_HASH) if fresh_hash else {}
+        return NodeStatus.from_json(await self._read("status", args, timeout))
 
-    async def statuses(self, *, timeout: float | None = None) -> list[StatusReply]:
-        """Every node announced under ``grenex:<cluster>:nodes``, asked at once.
+    async def statuses(
+        self, *, timeout: float | None = None, fresh_hash: bool = False
+    ) -> list[StatusReply]:
+        """Every node announced under ``grenex:<cluster>:nodes``, asked at once
+        (``fresh_hash``: as :meth:`status`).
 
         Entries the DHT still lists for a stopped node come back with an ``error``.
         """
@@ -991,7 +997,10 @@ class GrenexClient:
             async with asyncio.timeout(t + self._lookup_budget):
                 replies = await self._rpc.map(
                     f"grenex:{self.cluster}:nodes",
-                    {"action": "status", "args": [{}]},
+                    {
+                        "action": "status",
+                        "args": [dict(wire.STATUS_WITH_HASH) if fresh_hash else {}],
+                    },
                     timeout_ms=max(1, int(t * 1000)),
                 )
         except GrenacheError as exc:

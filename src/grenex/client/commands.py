@@ -8,7 +8,9 @@ Each command talks to one node (``--node``) or any node, through the Grapes (``-
 
 Exit status: 0 done; 1 the order was rejected (the reason and its remedy on stderr) or the
 network failed (unreachable Grape or node, no answer in time: then the outcome is unknown and
-the line says which id to retry with); 2 bad usage; 130 interrupted.  Every error is one line on
+the line says which id to retry with), or ``status`` found the cluster degraded (no leader, a
+member not answering, a lagging node, replicas that differ: :mod:`grenex.client.health`); 2 bad
+usage; 130 interrupted.  Every error is one line on
 stderr, ``error: ...``, never a traceback.
 
 An order is printed as ``CLIENT/ID``; every ``--id`` option accepts that form as well as the
@@ -43,8 +45,16 @@ from grenex.client.client import (
     NodeStatus,
     OpenOrder,
     OrderState,
-    StatusReply,
     Unavailable,
+)
+from grenex.client.health import (
+    HASH_WAIT_S,
+    MAX_LAG,
+    Health,
+    Row,
+    gather_health,
+    single_problems,
+    status_table,
 )
 from grenex.engine import (
     Accepted,
@@ -79,8 +89,6 @@ __all__ = [
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-HASH_PREFIX = 12
 
 
 # ------------------------------------------------------------------------------- plumbing
@@ -751,107 +759,28 @@ def trades_table(trades: Sequence[Trade], title: str | None = None) -> Table:
     return t
 
 
-def _short_error(e: GrenexClientError | None) -> str:
-    """A few words for a table cell (the JSON output has the whole message)."""
-    if e is None:
-        return "?"
-    text = e.message
-    for needle, words in (
-        ("refused", "connection refused"),
-        ("Connect call failed", "connection refused"),
-        ("ERR_TIMEOUT", "timeout"),
-    ):
-        if needle in text:
-            return words
-    return e.code
-
-
-def _status_rows(replies: list[StatusReply]) -> tuple[list[NodeStatus], list[StatusReply]]:
-    ok = sorted((r.status for r in replies if r.status is not None), key=lambda s: s.node)
-    bad = [r for r in replies if r.status is None]
-    return ok, bad
-
-
-def agreement(statuses: Sequence[NodeStatus]) -> tuple[bool, str]:
-    """(all replicas agree, a sentence saying so).
-
-    Equal ``(applied, state_hash)`` everywhere: agree.  Different positions (a busy cluster):
-    nodes at the same position must report the same hash, else the replicas diverged.
-    """
-    if not statuses:
-        return False, "no node answered"
-    pairs = {(s.applied, s.state_hash) for s in statuses}
-    if len(pairs) == 1:
-        applied, h = next(iter(pairs))
-        return True, f"all {len(statuses)} nodes agree: applied {applied}, hash {h[:HASH_PREFIX]}"
-    by_index: dict[int, set[str]] = {}
-    for s in statuses:
-        by_index.setdefault(s.applied, set()).add(s.state_hash)
-    split = sorted(i for i, hs in by_index.items() if len(hs) > 1)
-    if split:
-        return False, f"DIVERGED: nodes at applied {split[0]} report different state hashes"
-    lo, hi = min(by_index), max(by_index)
-    return True, (
-        f"nodes are at different positions (applied {lo}..{hi}); those at the same position agree"
-    )
-
-
-def status_table(statuses: Sequence[NodeStatus], failed: Sequence[StatusReply] = ()) -> Table:
-    t = Table(header_style="bold")
-    for col, just in (
-        ("node", "left"),
-        ("role", "left"),
-        ("term", "right"),
-        ("leader", "left"),
-        ("commit", "right"),
-        ("applied", "right"),
-        ("lag", "right"),
-        ("state hash", "left"),
-        ("pid", "right"),
-    ):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
-    top = max((s.applied for s in statuses), default=0)
-    role_style = {"leader": "bold green", "follower": "cyan", "learner": "magenta"}
-    for s in statuses:
-        lag = top - s.applied
-        t.add_row(
-            s.node,
-            Text(s.role, style=role_style.get(s.role, "")),
-            str(s.term),
-            s.leader or "-",
-            str(s.commit),
-            str(s.applied),
-            Text(str(lag), style="yellow" if lag else "dim"),
-            s.state_hash[:HASH_PREFIX],
-            str(s.pid),
-        )
-    for r in failed:
-        err = _short_error(r.error)
-        t.add_row(
-            Text(r.peer, style="red"),
-            Text("unreachable", style="red"),
-            "",
-            "",
-            "",
-            "",
-            "",
-            Text(err, style="dim"),
-            "",
-        )
-    return t
-
-
 @click.command("status", cls=ClientCommand)
 @click.option("--node", default=None, help="One node [default: every node found].")
+@click.option(
+    "--max-lag",
+    type=click.IntRange(min=0),
+    default=MAX_LAG,
+    show_default=True,
+    help="A node applied more than this many entries behind the newest commit is lagging.",
+)
 @network_options
 @_json_option
 def status_command(
-    node: str | None, grape: str, cluster: str, timeout: float, as_json: bool
+    node: str | None, max_lag: int, grape: str, cluster: str, timeout: float, as_json: bool
 ) -> None:
     """Role, term, leader, commit/applied and state hash of one node or every node.
 
-    Without --node, also says whether all replicas agree (exit status 1 if they diverged or
-    none answered).
+    Without --node: every node announced, and every member (voter or learner) that does not
+    answer, named; who leads (or "no leader"); lagging nodes; and whether the replicas agree
+    (fresh state hashes at one log index). Exit status: 0 healthy; 1 degraded (no leader, a
+    member not answering, a lagging node, replicas that differ; listed, and one line on
+    stderr) or no answer at all; 2 bad usage. With --node: exit 1 when that node knows no
+    leader.
     """
     if node is not None:
 
@@ -860,38 +789,45 @@ def status_command(
                 return await c.status()
 
         st = run_client(one)
+        problems = single_problems(st)
         if as_json:
             print_json(st.raw)
         else:
-            console().print(status_table([st]))
+            out = console()
+            out.print(status_table([Row(st.node, "ok", _kind(st), st)], st.leader))
+            for p in problems:
+                out.print(Text(f"✗ {p}", style="bold red"))
+        if problems:
+            fail("; ".join(problems))
         return
 
-    async def every() -> list[StatusReply]:
+    async def every() -> Health:
         async with make_client(grape, cluster, None, timeout) as c:
-            return await c.statuses()
+            return await gather_health(c, max_lag=max_lag, hash_wait=min(HASH_WAIT_S, timeout))
 
-    ok, bad = _status_rows(run_client(every))
-    agree, sentence = agreement(ok)
+    health = run_client(every)
     if as_json:
-        print_json(
-            {
-                "nodes": [s.raw for s in ok],
-                "unreachable": [
-                    {"peer": r.peer, "error": r.error.message if r.error else None} for r in bad
-                ],
-                "agree": agree,
-            }
-        )
+        print_json(health.to_json())
     else:
         out = console()
-        out.print(status_table(ok, bad))
-        out.print(
-            Text(("✓ " if agree else "✗ ") + sentence, style="green" if agree else "bold red")
-        )
-    if not agree:
+        out.print(status_table(health.rows, health.leader))
+        if health.leader is not None:
+            out.print(Text(f"leader {health.leader}", style="green"))
+        for p in health.problems:
+            out.print(Text(f"✗ {p}", style="bold red"))
+        if health.agree and health.healthy:
+            out.print(Text(f"✓ {health.agreement}", style="green"))
+        elif health.agree is not False:
+            out.print(Text(f"· {health.agreement}", style="yellow" if health.agree is None else ""))
+    if not health.healthy:
+        n = len(health.problems)
         if as_json:
-            click.echo(f"error: {sentence}", err=True)
-        sys.exit(1)
+            fail(f"degraded: {'; '.join(health.problems)}")
+        fail(f"degraded: {n} problem{'s' if n != 1 else ''} (listed above)")
+
+
+def _kind(s: NodeStatus) -> str:
+    return "voter" if s.node in s.voters else "learner" if s.node in s.learners else ""
 
 
 # ------------------------------------------------------------------------------- the account
