@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -609,7 +610,17 @@ class Lab:
                     for op in ops
                     if op.status == "ok" and op.t0 >= f.start and op.node != f.host
                 ]
-                rec["unavailable_s"] = round(min(after), 3) if after else None
+                rec["first_new_op_ack_s"] = round(min(after), 3) if after else None
+                # the window with no acknowledgement at all through the other nodes
+                acks = sorted(
+                    op.t1
+                    for op in ops
+                    if op.status == "ok"
+                    and op.node != f.host
+                    and f.start - 5 <= op.t1 <= f.healed + 30
+                )
+                gaps = [b - max(a, f.start) for a, b in itertools.pairwise(acks) if b > f.start]
+                rec["unavailable_s"] = round(max(gaps), 3) if gaps else None
                 rec["new_leader_s"] = self._new_leader_after(f.start, f.leader)
             if f.name == "cut_host":
                 rec.update(self._latency(f, ops))
