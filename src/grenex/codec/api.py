@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+import msgspec
+
 from grenex.codec.commands import encode_json
 from grenex.engine import is_name
 
@@ -38,6 +40,10 @@ __all__ = [
     "RETRYABLE_CODES",
     "STATUS_WITH_HASH",
     "ApiError",
+    "LogLine",
+    "LogReply",
+    "Members",
+    "StatusReply",
     "BadRequest",
     "Busy",
     "Compacted",
@@ -80,6 +86,51 @@ READ_ACTIONS: Final = (
 BATCH_ACTION: Final = "batch"
 # Deeper JSON than this in a command is refused before it is encoded into the log.
 _DEPTH_MAX: Final = 8
+
+
+# -- replies (typed: the node encodes these, clients may decode them with msgspec) ---------------
+
+
+class Members(msgspec.Struct, frozen=True):
+    voters: list[str]
+    learners: list[str]
+
+
+class StatusReply(msgspec.Struct, frozen=True, omit_defaults=False):
+    """``status``: answered at once; ``state_hash`` is the hash of the state at
+    ``state_hash_index`` (the newest snapshot's), not necessarily at ``applied``."""
+
+    node: str
+    role: str
+    term: int
+    leader: str | None
+    commit: int
+    applied: int
+    members: Members
+    state_hash: str | None
+    state_hash_index: int | None
+    pid: int
+    snapshot_index: int
+    first_index: int
+    last_index: int
+    pending: int = 0
+    queued: int = 0
+    forwards_inflight: int = 0
+    dropped_messages: int = 0
+
+
+class LogLine(msgspec.Struct, frozen=True):
+    """One line of ``log`` / ``grenex export``: a command entry as it was logged."""
+
+    seq: int
+    time: int | None
+    cmd: str
+
+
+class LogReply(msgspec.Struct, frozen=True):
+    entries: list[LogLine]
+    through: int
+    applied: int
 
 
 def service_names(cluster: str, node_id: str) -> dict[str, str]:

@@ -296,7 +296,7 @@ class ClientAPI:
         since = wire.int_or_default(args, "since", 0, 0, 1 << 62)
         limit = wire.int_or_default(args, "limit", lim, 1, lim)
         applied = replica.applied_index
-        out: list[dict[str, Any]] = []
+        out: list[wire.LogLine] = []
         through = min(since, applied)
         if since < applied:
             ents = replica.raft.log.entries(since + 1, applied + 1, LOG_REPLY_BYTES_MAX, limit)
@@ -307,12 +307,10 @@ class ClientAPI:
                 if e.kind != EntryKind.NORMAL:
                     continue
                 time_ms, data = unstamp(e.data)
-                out.append(
-                    {"seq": e.index, "time": time_ms, "cmd": data.decode("utf-8", "replace")}
-                )
-        return {"entries": out, "through": through, "applied": applied}
+                out.append(wire.LogLine(e.index, time_ms, data.decode("utf-8", "replace")))
+        return wire.LogReply(out, through, applied)
 
-    def status(self, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    def status(self, args: dict[str, Any] | None = None) -> wire.StatusReply:
         """Answered at once, whatever the state's size."""
         driver = self.driver
         replica = driver.replica
@@ -322,21 +320,25 @@ class ClientAPI:
             driver.wake.set()
         st = replica.raft.status()
         hash_at = snaps.hash_at
-        return {
-            "node": self.node_id,
-            "role": ROLE_NAMES.get(st.role, str(st.role)),
-            "term": st.term,
-            "leader": st.leader,
-            "commit": st.commit,
-            "applied": replica.applied_index,
-            "members": {"voters": list(st.conf.voters), "learners": list(st.conf.learners)},
-            "state_hash": hash_at[1] if hash_at else None,
-            "state_hash_index": hash_at[0] if hash_at else None,
-            "pid": os.getpid(),
+        extra = driver.status_extra()
+        return wire.StatusReply(
+            node=self.node_id,
+            role=ROLE_NAMES.get(st.role, str(st.role)),
+            term=st.term,
+            leader=st.leader,
+            commit=st.commit,
+            applied=replica.applied_index,
+            members=wire.Members(list(st.conf.voters), list(st.conf.learners)),
+            state_hash=hash_at[1] if hash_at else None,
+            state_hash_index=hash_at[0] if hash_at else None,
+            pid=os.getpid(),
             # where this replica's log starts and ends (a log that starts after 1 was compacted
             # below a snapshot, taken here or installed from the leader)
-            "snapshot_index": self.snapshot_index(),
-            "first_index": st.first_index,
-            "last_index": st.last_index,
-            **driver.status_extra(),
-        }
+            snapshot_index=self.snapshot_index(),
+            first_index=st.first_index,
+            last_index=st.last_index,
+            pending=extra["pending"],
+            queued=extra["queued"],
+            forwards_inflight=extra["forwards_inflight"],
+            dropped_messages=extra["dropped_messages"],
+        )
