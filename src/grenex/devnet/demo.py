@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from grenex.client import CommandResult, GrenexClient, GrenexClientError
-from grenex.codec.api import statuses_agree
+from grenex.codec.api import STATUS_WITH_HASH, statuses_agree
 from grenex.devnet._cli import check_grape, run_until_signal
 from grenex.devnet.cluster import ClusterError, LocalCluster
 from grenex.grenache import GrenacheError
@@ -178,33 +178,54 @@ def _top(book: dict[str, Any]) -> str:
     return f"{bid}/{ask}"
 
 
-async def _snapshot(cluster: LocalCluster) -> dict[str, Any]:
-    """Status and BTC-USD top of book of every node (errors as strings)."""
-    st = await cluster.statuses()
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One node at one refresh: its status and its BTC-USD top of book, asked together (the
+    book reply says at which applied index it was read, so two books at different indexes
+    explain themselves)."""
 
-    async def top(node: str) -> str:
-        try:
-            reply = await cluster.request(node, "book", {"market": "BTC-USD"}, timeout_ms=2_000)
-            return _top(reply["books"][0]) if reply["books"] else "-"
-        except GrenacheError as e:
-            return f"({e.code})"
-
-    tops = await asyncio.gather(*(top(n) for n in st))
-    return {n: (s, t) for (n, s), t in zip(st.items(), tops, strict=True)}
+    status: dict[str, Any] | str  # the reply, or why there is none
+    top: str = ""
+    book_applied: int | None = None
 
 
-def _node_table(snap: dict[str, Any], voters: list[str]) -> Table:
+async def _sample(cluster: LocalCluster, node: str) -> Sample:
+    try:
+        st, book = await asyncio.gather(
+            # a fresh hash is asked for each time; a later status carries it, at its index
+            cluster.request(node, "status", STATUS_WITH_HASH, timeout_ms=2_000),
+            cluster.request(node, "book", {"market": "BTC-USD", "depth": 1}, timeout_ms=2_000),
+        )
+    except GrenacheError as e:
+        return Sample(e.code)
+    top = _top(book["books"][0]) if book["books"] else "-"
+    return Sample(st, top, book.get("applied"))
+
+
+async def _snapshot(cluster: LocalCluster) -> dict[str, Sample]:
+    """Every running node's status and top of book, one pair per node, asked at once."""
+    ids = [n for n, p in cluster.procs.items() if p.alive]
+    samples = await asyncio.gather(*(_sample(cluster, n) for n in ids))
+    return dict(zip(ids, samples, strict=True))
+
+
+def _node_table(snap: dict[str, Sample], voters: list[str]) -> Table:
     t = Table(title="replicas", header_style="bold", expand=False)
-    for col in ("node", "kind", "role", "term", "applied", "lag", "BTC-USD bid/ask", "state"):
+    cols = ("node", "kind", "role", "term", "applied", "lag", "BTC-USD bid/ask @applied", "hash")
+    for col in cols:
         t.add_column(col, justify="right" if col in ("term", "applied", "lag") else "left")
-    commit = max((s["commit"] for s, _ in snap.values() if isinstance(s, dict)), default=0)
-    for node, (s, top) in snap.items():
+    commit = max(
+        (x.status["commit"] for x in snap.values() if isinstance(x.status, dict)), default=0
+    )
+    for node, x in snap.items():
         kind = "voter" if node in voters else "learner"
+        s = x.status
         if not isinstance(s, dict):
-            t.add_row(node, kind, "[red]unreachable[/]", "", "", "", "", "")
+            t.add_row(node, kind, f"[red]unreachable ({s})[/]", "", "", "", "", "")
             continue
         role = s["role"]
         role_txt = f"[bold green]{role}[/]" if role == "leader" else role
+        h = s.get("state_hash")
         t.add_row(
             node,
             kind,
@@ -212,8 +233,8 @@ def _node_table(snap: dict[str, Any], voters: list[str]) -> Table:
             str(s["term"]),
             str(s["applied"]),
             str(max(0, commit - s["applied"])),
-            top,
-            (s["state_hash"] or "-")[:12],
+            f"{x.top} @{x.book_applied}",
+            f"{h[:8]} @{s.get('state_hash_index')}" if isinstance(h, str) else "-",
         )
     return t
 
@@ -350,6 +371,8 @@ async def _show(
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         progress.update(bar, completed=stats.acked)
+        with contextlib.suppress(ClusterError):  # the last frame: fresh hashes, if they come
+            await cluster.wait_converged(5)
         snap = await _snapshot(cluster)
         live.update(Panel(Group(_node_table(snap, voter_ids), progress), title="grenex"))
 
