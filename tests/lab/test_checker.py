@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from grenex.lab.checker import Op, check, group_log, load_history
+from grenex.lab.checker import Op, check, check_export, group_log, load_history
 
 MARKET = {"market": "BTC-USD", "tick": "0.01", "lot": "0.0001"}
 
@@ -112,3 +112,20 @@ def test_history_files_survive_a_killed_client(tmp_path: Any) -> None:
     p.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"rec": "do')  # torn by a kill
     ops = load_history([p])
     assert [(o.status, o.seq) for o in ops] == [("ok", 2), ("unknown", None)]
+
+
+def test_the_export_is_held_against_the_history_and_a_replay() -> None:
+    market = json.dumps({"type": "add_market", **MARKET, "client": "lab", "req": "m"})
+    a = json.dumps({"type": "place", **_place("a")})
+    log = _log(_market_op().events or [], _placed(2, "a"))
+    lines = (market + "\n" + a + "\n").encode()
+    # a place that reached the log twice is absorbed by the session table (no events)
+    v, books = check_export({"n1": {1: market, 2: a, 3: a}}, log, lines)
+    assert [c for c, _ in v] == ["note"] and books and books[0]["bids"]
+    # two nodes exporting different commands at one index
+    b = json.dumps({"type": "place", **_place("b")})
+    v, _ = check_export({"n1": {1: market, 2: a}, "n2": {1: market, 2: b}}, log, lines)
+    assert "diverged" in [c for c, _ in v]
+    # an export whose replay gives other events than the nodes applied
+    v, _ = check_export({"n1": {1: market, 2: b}}, log, lines)
+    assert "export" in [c for c, _ in v]

@@ -31,7 +31,15 @@ from typing import Any, Final
 from grenex.codec.api import statuses_agree
 from grenex.grenache import GrenacheError
 from grenex.lab import nemesis as nem
-from grenex.lab.checker import CheckResult, Observer, Op, check, group_log, load_history
+from grenex.lab.checker import (
+    CheckResult,
+    Observer,
+    Op,
+    check,
+    check_export,
+    group_log,
+    load_history,
+)
 from grenex.lab.net import LabError, LabNet, preflight, setns_path
 from grenex.lab.procs import (
     GRAPE_API_PORT,
@@ -98,6 +106,8 @@ class Lab:
         self._mounted: list[Path] = []
         self._cleaned = False
         self._cli_n = 0
+        self.exported: list[str] = []  # nodes whose `log` export was checked
+        self.notes: list[str] = []  # findings that are not violations
 
     # ------------------------------------------------------------------ helpers
 
@@ -552,6 +562,8 @@ class Lab:
         report["check"] = result.to_json()
         report["recovery"] = self._recovery(faults, ops)
         report["violations"] = [list(v) for v in result.violations]
+        report["export_checked_on"] = self.exported
+        report["notes"] = self.notes
         report["errors"] = self.errors
         report["duration_s"] = round(self.now() - t_begin, 2)
         with (self.dir / "timeline.jsonl").open("w") as tl:
@@ -584,6 +596,15 @@ class Lab:
                 books[h] = await self.observer.books(addr, h)
             except (GrenacheError, KeyError, TypeError) as e:
                 violations.append(("unreadable", f"{h}: {type(e).__name__}: {e}"))
+        exports: dict[str, dict[int, str]] = {}
+        for h in self.live_hosts():
+            try:
+                got = await self.observer.log(self._hosts[h].api_addr, h)
+            except (GrenacheError, KeyError, TypeError) as e:
+                violations.append(("unreadable", f"{h} log: {type(e).__name__}: {e}"))
+                continue
+            if got is not None:
+                exports[h] = got
         log = group_log(views, violations)
         if firsts and min(firsts.values()) > 1:
             violations.append(("coverage", f"no node shows the log from index 1: {firsts}"))
@@ -593,9 +614,15 @@ class Lab:
         from grenex.lab.checker import replay
 
         _ev, want_books = replay(log_lines, self._env())
+        export_v, export_books = check_export(exports, log, log_lines, self._env())
+        self.notes += [m for c, m in export_v if c == "note"]
+        result.violations += [x for x in export_v if x[0] != "note"]
         for h, b in books.items():
             if b.get("books") != want_books:
                 result.violations.append(("books", f"{h}'s books differ from the replay"))
+            if export_books is not None and b.get("books") != export_books:
+                result.violations.append(("books", f"{h}'s books differ from the export's"))
+        self.exported = sorted(exports)
         return result
 
     def _recovery(self, faults: list[nem.Fault], ops: list[Op]) -> list[dict[str, Any]]:
