@@ -312,11 +312,14 @@ class DriverService:
     def forwarded(self, src: str, batch: int, datas: list[bytes]) -> asyncio.Future[FwdReply]:
         """A forward from ``src``; the future resolves with the answer to send back."""
         self._running()
-        fut: asyncio.Future[FwdReply] = asyncio.get_running_loop().create_future()
         key = (src, batch)
-        if key in self._fwd_waiters or len(self._fwd_waiters) >= (
-            self.gateway.limits.forwarded_batches_max
-        ):
+        pending = self._fwd_waiters.get(key)
+        if pending is not None:
+            # a copy of a batch still pending (the forwarder's transport sent it again): the
+            # same answer, never a second proposal and never a "busy" for a proposed batch
+            return pending
+        fut: asyncio.Future[FwdReply] = asyncio.get_running_loop().create_future()
+        if len(self._fwd_waiters) >= self.gateway.limits.forwarded_batches_max:
             fut.set_result(FwdDeclined("leader busy", True))
             return fut
         self._fwd_waiters[key] = fut

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 
 from grenex.codec.api import service_names
 from grenex.consensus import (
@@ -53,6 +54,9 @@ from grenex.replica.gateway import Gateway, GatewayLimits
 __all__ = ["Node", "NodeError"]
 
 log = logging.getLogger("grenex.node")
+
+
+FIRST_BATCH_BITS = 62  # a random start for this run's forward batch numbers
 
 
 def _ticks(ms: int, tick_ms: int) -> int:
@@ -222,7 +226,11 @@ class Node:
             node_id=cfg.node_id,
             io=self.io,
             replica=replica,
-            gateway=Gateway(cfg.node_id, self._gateway_limits()),
+            # forward batch numbers never repeat across restarts: a late answer meant for a
+            # previous run's batch must not match a new one (found by simulator seed 342)
+            gateway=Gateway(
+                cfg.node_id, self._gateway_limits(), first_batch=secrets.randbits(FIRST_BATCH_BITS)
+            ),
             snapshots=snapshots,
             peers=self.peers,
             tick_ms=cfg.tick_ms,

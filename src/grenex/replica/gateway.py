@@ -149,6 +149,7 @@ class _Live(Generic[T]):
     data: bytes
     where: int = _QUEUED
     index: int = 0  # with _PROPOSED
+    queued_at: int = 0  # the tick it was submitted
 
 
 @dataclass
@@ -217,7 +218,7 @@ class Gateway(Generic[T]):
             return False
         tid = self._next_tid
         self._next_tid += 1
-        self._live[tid] = _Live(token, data)
+        self._live[tid] = _Live(token, data, queued_at=self.now)
         self._queue.append(tid)
         self._deadlines.append((self.now + self.limits.command_timeout_ticks, tid))
         return True
@@ -304,12 +305,18 @@ class Gateway(Generic[T]):
             for b in late:
                 fl = self._inflight.pop(b)
                 self._settle(fl.tids, Fate.UNKNOWN, f"no answer from the leader {fl.to}")
-        if (
-            self._leaderless_since is not None
-            and now - self._leaderless_since >= self.limits.leader_wait_ticks
-        ):
-            self._settle(list(self._queue), Fate.REFUSED, "no leader is known")
-            self._queue.clear()
+        if self._leaderless_since is not None:
+            # commands that have waited leader_wait_ticks while no leader is known (each its
+            # own wait: one that just arrived at a long-leaderless node gets its full wait)
+            wait = self.limits.leader_wait_ticks
+            q = self._queue
+            while q:
+                live = self._live.get(q[0])
+                if live is not None and now - live.queued_at < wait:
+                    break
+                tid = q.popleft()
+                if live is not None:
+                    self._settle([tid], Fate.REFUSED, "no leader is known")
 
     # -- the turn ----------------------------------------------------------------------------
 
@@ -467,7 +474,7 @@ class Gateway(Generic[T]):
     def _requeue(self, tids: list[int]) -> None:
         back = [t for t in tids if t in self._live]
         for t in back:
-            self._live[t].where = _QUEUED
+            self._live[t].where = _QUEUED  # queued_at stays: the queue stays oldest first
         self._queue.extendleft(reversed(back))
 
     def _settle(self, tids: list[int], fate: Fate, why: str) -> None:
