@@ -627,24 +627,24 @@ class Lab:
 
     def _recovery(self, faults: list[nem.Fault], ops: list[Op]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for f in faults:
+        for i, f in enumerate(faults):
             rec: dict[str, Any] = {"name": f.name, "host": f.host}
+            # this fault's window ends where the next one begins (or 10 s after its heal)
+            until = min(f.healed + 10, faults[i + 1].start if i + 1 < len(faults) else 1e18)
             if f.healed:
                 rec["recover_s"] = self._caught_up_after(f.healed)
             if f.leader is not None and (f.host == f.leader or f.name == "partition"):
                 after = [
                     op.t1 - f.start
                     for op in ops
-                    if op.status == "ok" and op.t0 >= f.start and op.node != f.host
+                    if op.status == "ok" and f.start <= op.t0 < until and op.node != f.host
                 ]
                 rec["first_new_op_ack_s"] = round(min(after), 3) if after else None
                 # the window with no acknowledgement at all through the other nodes
                 acks = sorted(
                     op.t1
                     for op in ops
-                    if op.status == "ok"
-                    and op.node != f.host
-                    and f.start - 5 <= op.t1 <= f.healed + 30
+                    if op.status == "ok" and op.node != f.host and f.start - 5 <= op.t1 <= until
                 )
                 gaps = [b - max(a, f.start) for a, b in itertools.pairwise(acks) if b > f.start]
                 rec["unavailable_s"] = round(max(gaps), 3) if gaps else None
