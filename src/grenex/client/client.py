@@ -76,6 +76,7 @@ from grenex.grenache import (
     ReplyError,
     TransportError,
 )
+from grenex.grenache.link import LOOKUP_TIMEOUT_MS_MIN
 
 __all__ = [
     "DEFAULT_CLUSTER",
@@ -572,15 +573,19 @@ class GrenexClient:
         self.backoff_min = backoff_min
         self.backoff_max = max(backoff_max, backoff_min)
         self._rng = rng or random.Random()
+        grape_ms = max(1, int(grape_timeout * 1000))
         self.link = Link(
             grapes if grapes is not None else _env_grapes(),
-            request_timeout_ms=max(1, int(grape_timeout * 1000)),
+            request_timeout_ms=grape_ms,
+            # a DHT lookup may take seconds while a host is unreachable (the Link's floor), but
+            # never longer than this client would wait for a whole command
+            lookup_timeout_ms=max(grape_ms, min(LOOKUP_TIMEOUT_MS_MIN, int(timeout * 1000))),
         )
         self._rpc = PeerRPCClient(self.link, request_timeout_ms=int(attempt_timeout * 1000))
         self._streams: set[EventStream] = set()
         # How long Grape lookups may take in one attempt (a lookup, and a fresh one when every
         # listed peer is dead), each Grape of the list tried once.
-        self._lookup_budget = 2 * grape_timeout * len(self.link.grapes) + 0.5
+        self._lookup_budget = 2 * self.link.lookup_timeout_ms / 1000 * len(self.link.grapes) + 0.5
 
     @property
     def service(self) -> str:

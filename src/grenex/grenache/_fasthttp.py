@@ -34,7 +34,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, cast
 
 from grenex.grenache.errors import RequestTimeoutError, TransportError
 from grenex.grenache.tls import PeerAuthError, check_pinned, handshake_error
@@ -75,8 +75,9 @@ class _Conn(asyncio.Protocol):
     # ---------------------------------------------------------------------------- protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a stream transport of whatever loop runs us (uvloop's are not asyncio.Transport
+        # subclasses, but have the same interface)
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
