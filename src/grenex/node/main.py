@@ -63,7 +63,7 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
 
 
 @click.command("node")
-@click.option("--id", "node_id", required=True, help="This node's id (a SPEC name).")
+@click.option("--id", "node_id", required=True, help="This node's id (1-64 of A-Za-z0-9._:-).")
 @click.option("--voters", default="", help="Bootstrap a new cluster with these voters: ID,ID,…")
 @click.option("--join", is_flag=True, help="Join a running cluster as a learner.")
 @click.option("--memory", is_flag=True, help="Keep the log in memory (lost on exit).")
