@@ -602,6 +602,9 @@ class GrenexClient:
 
     async def __aenter__(self) -> Self:
         await self.link.start()
+        # this client's node (or the nodes) looked up in the background from now on, so a
+        # command never waits on the DHT (seconds while any of its hosts is unreachable)
+        self.link.keep_fresh(self.service)
         return self
 
     async def __aexit__(

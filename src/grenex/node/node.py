@@ -86,6 +86,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._fresh_members: list[str] = []  # whose peer names the link keeps fresh
 
     # -- parts ---------------------------------------------------------------------------------
 
@@ -241,6 +242,7 @@ class Node:
             wake=wake,
         )
         self.driver.add_turn_hook(self.founding.turn)
+        self.driver.add_turn_hook(self._keep_peers_fresh)
         self.api = ClientAPI(
             cfg.node_id, self.driver, self._client_limits(), self.io.clock, self._snapshot_index
         )
@@ -258,6 +260,27 @@ class Node:
             on_rejoin=self.founding.on_rejoin,
             accepts_raft=self.founding.accepts_raft,
         )
+
+    def _keep_peers_fresh(self, replica: Replica) -> None:
+        """Keep every other member's peer name looked up in the background, so that reaching
+        a new leader (a vote, the first forward) never waits on the DHT — a lookup takes
+        seconds while any host of the DHT is unreachable (found in the fault lab)."""
+        conf = replica.raft.conf_state()
+        members = sorted(conf.voters) + sorted(conf.learners)
+        if members == self._fresh_members or self.link is None:
+            return
+        me = self.cfg.node_id
+        names = [service_names(self.cfg.cluster, m)["peer"] for m in members if m != me]
+        gone = [
+            service_names(self.cfg.cluster, m)["peer"]
+            for m in self._fresh_members
+            if m not in members and m != me
+        ]
+        if gone:
+            self.link.stop_keeping_fresh(*gone)
+        if names:
+            self.link.keep_fresh(*names)
+        self._fresh_members = members
 
     def _client_limits(self) -> ClientLimits:
         cfg = self.cfg

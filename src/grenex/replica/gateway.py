@@ -333,6 +333,8 @@ class Gateway(Generic[T]):
                 self._leaderless_since = self.now
         else:
             self._leaderless_since = None
+            if self._inflight and leader != self.node_id:
+                self._abandon_forwards_to_others(leader)
         while self._forwarded:
             src, batch, datas = self._forwarded.popleft()
             if not leads:
@@ -470,6 +472,15 @@ class Gateway(Generic[T]):
         older = self._proposals.add(index, term, tid)
         if older is not None and older != tid:
             self._settle([older], Fate.UNKNOWN, "its log position went to another entry")
+
+    def _abandon_forwards_to_others(self, leader: str) -> None:
+        """Another node leads now: batches forwarded to an old leader and still unanswered
+        may or may not have been proposed; their outcome is unknown now (the client sends the
+        same command again, to the new leader, at once) instead of at their deadline."""
+        old = [b for b, fl in self._inflight.items() if fl.to != leader]
+        for b in old:
+            fl = self._inflight.pop(b)
+            self._settle(fl.tids, Fate.UNKNOWN, f"the leader changed from {fl.to} to {leader}")
 
     def _requeue(self, tids: list[int]) -> None:
         back = [t for t in tids if t in self._live]
