@@ -4,6 +4,14 @@ Streaming: input is read and output written in large buffers, so memory grows wi
 not with the input.  Lines are split on ``\\n`` only; a line holding only spaces, tabs or
 ``\\r`` is skipped but counted, so ``seq`` is always the input line number (SPEC §5).
 A gzip file is recognised by its magic bytes and read as its decompressed text.
+
+An export (what ``grenex export`` writes: its first line is a header object with the key
+``"grenex_export"``) is replayed as the node applied it: each entry's command goes through a
+fresh replicated state (the engine *and* the session table, so a retried command that reached
+the log twice is absorbed as it was on the node, emitting nothing), with ``seq`` = the entry's
+log index, and every event is printed with the entry's ``time``.  Signatures (SPEC §8) do not
+exist yet, so there is nothing to check and no cluster id to recompute: the header's
+``"genesis"`` is null.
 """
 
 from __future__ import annotations
@@ -13,18 +21,52 @@ import io
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, Final, cast
 
 import click
+import msgspec
 
 from grenex.codec import decode_command, encode_json
 from grenex.engine import Engine, Event
+from grenex.replica.state import ReplicaState
 
-__all__ = ["open_input", "replay_command", "replay_lines", "replay_stream"]
+__all__ = [
+    "EXPORT_KEY",
+    "EXPORT_VERSION",
+    "ExportError",
+    "ExportLine",
+    "export_entries",
+    "export_header",
+    "open_input",
+    "replay_command",
+    "replay_export",
+    "replay_lines",
+    "replay_stream",
+]
 
 _BLANK = b" \t\r\n"
 _CHUNK_BYTES = 1 << 20
 _LINE_MAX = 64 << 20  # a longer line is answered invalid_command without being held
+
+EXPORT_KEY: Final = "grenex_export"  # the header line of an export has it
+EXPORT_VERSION: Final = 1
+_HEADER_MAX = 64 << 10  # the first line is read up to this long to tell an export apart
+_FLUSH_BYTES = 64 << 10  # replayed export events are written in pieces of about this size
+
+
+class ExportLine(msgspec.Struct, frozen=True):
+    """One entry of an export: a command entry of the log, ``cmd`` the text as logged."""
+
+    seq: int
+    cmd: str
+    time: int | None = None
+
+
+class ExportError(ValueError):
+    """An export that cannot be replayed (a bad header or line); the message says where."""
+
+
+_export_line: Final = msgspec.json.Decoder(ExportLine)
 
 
 def open_input(path: str) -> IO[bytes]:
@@ -40,6 +82,92 @@ def open_input(path: str) -> IO[bytes]:
     return buffered
 
 
+def export_header(line: bytes) -> dict[str, Any] | None:
+    """The export header if ``line`` (the first line of an input) is one, else None."""
+    if not line.lstrip(_BLANK).startswith(b"{"):
+        return None
+    try:
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(obj, dict) and EXPORT_KEY in obj:
+        return obj
+    return None
+
+
+def check_header(header: dict[str, Any]) -> None:
+    """Raise :class:`ExportError` unless this replay can run an export with ``header``."""
+    version = header.get(EXPORT_KEY)
+    if version != EXPORT_VERSION:
+        raise ExportError(
+            f"export format {version!r} is not supported (this grenex reads {EXPORT_VERSION})"
+        )
+    first = header.get("first", 1)
+    if first != 1:
+        raise ExportError(
+            f"the export starts at log index {first!r}: a replay needs the whole log from 1"
+        )
+
+
+def export_entries(
+    state: ReplicaState, src: IO[bytes]
+) -> Iterator[tuple[int, int | None, list[Event]]]:
+    """``(seq, time, events)`` for every entry of an export (after its header line) applied
+    to ``state``; an entry the session table absorbs (a duplicate) yields no events."""
+    apply = state.apply_command
+    decode = _export_line.decode
+    lineno = 1  # the header
+    last = 0
+    for lines in _chunks(src):
+        for line in lines:
+            lineno += 1
+            if not line.strip(_BLANK):
+                continue
+            try:
+                e = decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError) as err:
+                raise ExportError(f"line {lineno}: not an export entry ({err})") from None
+            if e.seq <= last:
+                raise ExportError(
+                    f"line {lineno}: log index {e.seq} after {last} (an export is in log order)"
+                )
+            last = e.seq
+            events, duplicate, _json = apply(e.seq, 0, e.cmd.encode())
+            yield e.seq, e.time, [] if duplicate else events
+
+
+def replay_export(state: ReplicaState, src: IO[bytes], out: IO[bytes], book: bool = False) -> int:
+    """Replay an export (``src`` positioned after its header line), writing each event as a
+    JSON line with the entry's ``time`` (null when the entry had none).  Returns the number of
+    entries."""
+    from msgspec.json import Encoder
+
+    encode_into = Encoder().encode_into
+    buf = bytearray()
+    write = out.write
+    n = 0
+    for _seq, time_ms, events in export_entries(state, src):
+        n += 1
+        if not events:
+            continue
+        tail = b',"time":' + (b"null" if time_ms is None else str(time_ms).encode()) + b"}\n"
+        for ev in events:
+            encode_into(ev, buf, -1)
+            del buf[-1]  # the closing brace: the time goes in before it
+            buf += tail
+        if len(buf) >= _FLUSH_BYTES:
+            write(buf)
+            buf.clear()
+            out.flush()
+    if book:
+        for snap in state.engine.books():
+            buf += encode_json(snap)
+            buf += b"\n"
+    write(buf)
+    out.flush()
+    return n
+
+
 def replay_lines(engine: Engine, lines: Iterable[bytes]) -> Iterator[tuple[int, list[Event]]]:
     """``(seq, events)`` for every non-blank line; ``seq`` counts every line from 1."""
     apply = engine.apply
@@ -51,7 +179,7 @@ def replay_lines(engine: Engine, lines: Iterable[bytes]) -> Iterator[tuple[int, 
         yield seq, apply(decode_command(line), seq)
 
 
-def _chunks(src: IO[bytes]) -> Iterator[list[bytes]]:
+def _chunks(src: IO[bytes], first: bytes = b"") -> Iterator[list[bytes]]:
     """The lines of ``src`` (split on ``\\n`` only), a chunk of lines at a time.
 
     Reading ~1 MiB at a time and splitting in C is about twice as fast as iterating lines,
@@ -60,9 +188,16 @@ def _chunks(src: IO[bytes]) -> Iterator[list[bytes]]:
     ``invalid_command``) and the rest of it is skipped.
     """
     read = getattr(src, "read1", src.read)
+
+    def reads() -> Iterator[bytes]:
+        if first:  # already read from ``src`` (its first line, to tell an export apart)
+            yield first
+        while chunk := read(_CHUNK_BYTES):
+            yield chunk
+
     rest = b""
     skipping = False  # inside an oversized line that was already counted
-    while chunk := read(_CHUNK_BYTES):
+    for chunk in reads():
         parts = (rest + chunk).split(b"\n")
         rest = parts.pop()
         if skipping:
@@ -81,11 +216,14 @@ def _chunks(src: IO[bytes]) -> Iterator[list[bytes]]:
         yield [rest]
 
 
-def replay_stream(engine: Engine, src: IO[bytes], out: IO[bytes], book: bool = False) -> int:
+def replay_stream(
+    engine: Engine, src: IO[bytes], out: IO[bytes], book: bool = False, first: bytes = b""
+) -> int:
     """Run every line of ``src`` through ``engine``, writing events as JSON lines to ``out``.
 
     Output is flushed after every chunk of input, so piped input is answered as it arrives.
-    Returns the number of lines read.
+    ``first``: bytes already read from ``src`` (they come first).  Returns the number of lines
+    read.
     """
     from msgspec.json import Encoder
 
@@ -94,7 +232,7 @@ def replay_stream(engine: Engine, src: IO[bytes], out: IO[bytes], book: bool = F
     write = out.write
     apply = engine.apply
     seq = 0
-    for lines in _chunks(src):
+    for lines in _chunks(src, first):
         for line in lines:
             seq += 1
             if not line.strip(_BLANK):
@@ -115,8 +253,15 @@ def replay_stream(engine: Engine, src: IO[bytes], out: IO[bytes], book: bool = F
     return seq
 
 
-def summarize(engine: Engine, src: IO[bytes], source: str, last_trades: int = 10) -> None:
-    """Replay ``src`` and print a readable summary: counts, last trades, top of every book."""
+def summarize(
+    engine: Engine,
+    entries: Iterable[tuple[int, list[Event]]],
+    source: str,
+    what: str = "lines",
+    last_trades: int = 10,
+) -> None:
+    """Run ``entries`` (``(seq, events)`` as ``engine`` applies them) and print a readable
+    summary: counts, last trades, top of every book."""
     from collections import Counter, deque
 
     from rich.console import Console
@@ -128,7 +273,7 @@ def summarize(engine: Engine, src: IO[bytes], source: str, last_trades: int = 10
     reasons: Counter[str] = Counter()
     trades: deque[Trade] = deque(maxlen=last_trades)
     lines = 0
-    for seq, events in replay_lines(engine, src):
+    for seq, events in entries:
         lines = seq
         for ev in events:
             kinds[str(ev.__struct_config__.tag)] += 1
@@ -138,7 +283,7 @@ def summarize(engine: Engine, src: IO[bytes], source: str, last_trades: int = 10
                 reasons[ev.reason] += 1
 
     console = Console()
-    console.print(f"[bold]grenex replay[/] of {source}: {lines} lines, one engine, no network\n")
+    console.print(f"[bold]grenex replay[/] of {source}: {lines} {what}, one engine, no network\n")
     counts = Table(title="Events", show_header=True, header_style="bold")
     counts.add_column("event")
     counts.add_column("count", justify="right")
@@ -213,22 +358,44 @@ def replay_command(file: str, book: bool, summary: bool) -> None:
     """Run commands (JSON lines) through one engine and print the events as JSON lines.
 
     FILE is a path (plain or gzip) or - for standard input.  No network is involved.
+    Given what `grenex export` wrote (its first line says so), each entry runs at its log
+    index, as the node applied it, and every event carries the entry's time.
     """
     try:
         src = open_input(file)
     except OSError as e:
         raise click.ClickException(f"cannot read {file}: {e.strerror or e}") from None
+    source = "standard input" if file == "-" else file
     try:
-        if summary:
-            summarize(Engine(), src, "standard input" if file == "-" else file)
+        first = src.readline(_HEADER_MAX)
+        header = export_header(first)
+        if header is not None:
+            check_header(header)
+            state = ReplicaState()
+            if summary:
+                entries = ((s, ev) for s, _t, ev in export_entries(state, src))
+                summarize(state.engine, entries, source, "log entries")
+            else:
+                replay_export(state, src, sys.stdout.buffer, book=book)
+        elif summary:
+            engine = Engine()
+            summarize(engine, replay_lines(engine, _prefixed(first, src)), source)
         else:
-            replay_stream(Engine(), src, sys.stdout.buffer, book=book)
+            replay_stream(Engine(), src, sys.stdout.buffer, book=book, first=first)
     except BrokenPipeError:  # e.g. `grenex replay big.jsonl | head`
         sys.stderr.close()
+    except ExportError as e:
+        raise click.ClickException(f"{source}: {e}") from None
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise click.ClickException(f"error reading {file}: {e}") from None
     finally:
         src.close()
+
+
+def _prefixed(first: bytes, src: IO[bytes]) -> Iterator[bytes]:
+    """The lines of ``src`` with ``first`` (its first line, already read) in front."""
+    for lines in _chunks(src, first):
+        yield from lines
 
 
 def sample_path() -> Path:
