@@ -30,6 +30,8 @@ _COMMANDS: dict[str, str] = {
     "status": "grenex.client.commands:status_command",
     "watch": "grenex.client.watch:watch_command",
     "replay": "grenex.replay:replay_command",
+    "export": "grenex.client.export:export_command",
+    "tail": "grenex.client.tail:tail_command",
     "grenache": "grenex.client.grenache_cli:grenache_group",
     "lab": "grenex.lab.cli:lab_group",
 }
