@@ -85,6 +85,7 @@ __all__ = [
     "BookOrder",
     "BookSnapshot",
     "CommandResult",
+    "Compacted",
     "EventStream",
     "GrapeUnavailable",
     "GrenexClient",
@@ -156,6 +157,24 @@ class GrapeUnavailable(Unavailable):
     """None of the Grapes answered."""
 
     code = "ERR_GRAPE_UNAVAILABLE"
+
+
+class Compacted(GrenexClientError):  # noqa: N818 - named after ERR_GRENEX_COMPACTED
+    """The entries asked for were compacted below a snapshot; ``first`` is the oldest kept."""
+
+    code = wire.ERR_COMPACTED
+
+    def __init__(self, message: str, first: int | None) -> None:
+        super().__init__(message)
+        self.first = first
+
+    @classmethod
+    def of(cls, e: GrenexClientError) -> Compacted | None:
+        """``e`` as a :class:`Compacted` when it is the node's ``ERR_GRENEX_COMPACTED``."""
+        if e.code != wire.ERR_COMPACTED:
+            return None
+        tail = e.message.partition(":")[2].strip()
+        return cls(e.message, int(tail) if tail.isdigit() else None)
 
 
 def _translate(exc: GrenacheError) -> tuple[GrenexClientError, bool]:
@@ -927,6 +946,17 @@ class GrenexClient:
         timeout: float | None = None,
     ) -> list[Trade]:
         """Recent trades (oldest first): after log position ``since``, at most ``limit``."""
+        return [t for t, _ in await self.trades_timed(market, since, limit, timeout=timeout)]
+
+    async def trades_timed(
+        self,
+        market: str | None = None,
+        since: int | None = None,
+        limit: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[tuple[Trade, int | None]]:
+        """As :meth:`trades`, each with its entry's time (ms since the epoch, SPEC §6)."""
         args: dict[str, Any] = {}
         if market is not None:
             args["market"] = market
@@ -936,9 +966,51 @@ class GrenexClient:
             args["limit"] = limit
         reply = await self._read("trades", args, timeout)
         try:
-            return msgspec.convert(reply["trades"], list[Trade])
+            raw = reply["trades"]
+            trades = msgspec.convert(raw, list[Trade])
+            times = [t.get("time") if isinstance(t, dict) else None for t in raw]
         except (KeyError, msgspec.ValidationError) as e:
             raise GrenexClientError(f"the node sent trades this client cannot read: {e}") from None
+        return [
+            (t, at if isinstance(at, int) else None) for t, at in zip(trades, times, strict=True)
+        ]
+
+    async def log(
+        self, since: int = 0, limit: int | None = None, *, timeout: float | None = None
+    ) -> wire.LogReply:
+        """One page of the node's committed log after index ``since`` (``log`` action): command
+        entries ``{seq, time, cmd}``, ``through`` (page on from there) and ``applied``.
+        Raises :class:`Compacted` when entries after ``since`` were compacted."""
+        args: dict[str, Any] = {"since": since}
+        if limit is not None:
+            args["limit"] = limit
+        try:
+            reply = await self._read("log", args, timeout)
+        except GrenexClientError as e:
+            raise Compacted.of(e) or e from None
+        try:
+            return msgspec.convert(reply, wire.LogReply)
+        except msgspec.ValidationError as e:
+            raise GrenexClientError(f"the node sent a log this client cannot read: {e}") from None
+
+    def export_lines(self) -> AsyncIterator[bytes]:
+        """The chosen node's committed log as ``grenex export`` lines (a header, then one line
+        per command entry), fetched page by page as they are consumed; see
+        :mod:`grenex.client.export`."""
+        from grenex.client.export import export_lines
+
+        return export_lines(self)
+
+    async def events_after(
+        self, since: int = 0, limit: int | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """One page of the node's ``events`` action after log index ``since``: the raw reply
+        ``{"events": [...], "through", "first", "applied"}`` (see docs/api.md)."""
+        args: dict[str, Any] = {"since": since}
+        if limit is not None:
+            args["limit"] = limit
+        reply: dict[str, Any] = await self._read("events", args, timeout)
+        return reply
 
     async def markets(self, *, timeout: float | None = None) -> list[MarketInfo]:
         """Every open market with its tick and lot, by name."""

@@ -56,6 +56,7 @@ from grenex.client.health import (
     single_problems,
     status_table,
 )
+from grenex.client.timefmt import iso_ms
 from grenex.engine import (
     Accepted,
     Amended,
@@ -713,9 +714,9 @@ def trades_command(
 ) -> None:
     """Print the most recent trades, oldest first."""
 
-    async def go() -> tuple[list[Trade], bool]:
+    async def go() -> tuple[list[tuple[Trade, int | None]], bool]:
         async with make_client(grape, cluster, node, timeout) as c:
-            trades = await c.trades(market, since=since, limit=limit)
+            trades = await c.trades_timed(market, since=since, limit=limit)
             # no trades: is the market open at all? (as `book`, an unknown market is an error)
             known = bool(trades) or market is None or await market_info(c, market) is not None
             return trades, known
@@ -724,17 +725,22 @@ def trades_command(
     if not known:
         fail(f"unknown market {market!r} (see grenex markets)")
     if as_json:
-        print_json({"trades": [msgspec.to_builtins(t) for t in trades]})
+        print_json({"trades": [{**msgspec.to_builtins(t), "time": at} for t, at in trades]})
         return
     out = console()
     if not trades:
         out.print("no trades" + (f" in {market}" if market else ""))
         return
-    out.print(trades_table(trades))
+    out.print(trades_table([t for t, _ in trades], times=[at for _, at in trades]))
 
 
-def trades_table(trades: Sequence[Trade], title: str | None = None) -> Table:
+def trades_table(
+    trades: Sequence[Trade], title: str | None = None, times: Sequence[int | None] | None = None
+) -> Table:
+    """``times``: each trade's entry time (ms, SPEC §6), shown in UTC when given."""
     t = Table(title=title, header_style="bold", title_style="bold")
+    if times is not None:
+        t.add_column("time (UTC)")
     for col, just in (
         ("seq", "right"),
         ("market", "left"),
@@ -745,9 +751,10 @@ def trades_table(trades: Sequence[Trade], title: str | None = None) -> Table:
         ("maker", "left"),
     ):
         t.add_column(col, justify=just)  # type: ignore[arg-type]
-    for tr in trades:
+    for i, tr in enumerate(trades):
         style = "green" if tr.taker_side == "buy" else "red"
         t.add_row(
+            *([iso_ms(times[i])] if times is not None else []),
             str(tr.seq),
             tr.market,
             Text(tr.taker_side, style=style),

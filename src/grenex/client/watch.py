@@ -51,6 +51,7 @@ from grenex.client.commands import (
     network_options,
     run_client,
 )
+from grenex.client.timefmt import time_of_day_ms
 from grenex.engine import Trade
 
 __all__ = ["Ladder", "render", "watch_command"]
@@ -89,6 +90,7 @@ class Ladder:
     applied: int = 0
     status: NodeStatus | None = None
     trades: list[Trade] = field(default_factory=list)
+    trade_times: list[int | None] = field(default_factory=list)  # each trade's time (ms)
     error: str | None = None
     events_seen: int = 0
     publisher: str | None = None
@@ -152,17 +154,23 @@ def ladder_table(v: Ladder, bar_width: int = BAR_WIDTH) -> Table:
 
 def trades_panel(v: Ladder) -> Table:
     t = Table(title="last trades", header_style="bold", title_style="bold", pad_edge=False)
+    t.add_column("time (UTC)", style="dim")
     t.add_column("seq", justify="right", style="dim")
     t.add_column("side")
     t.add_column("price", justify="right")
     t.add_column("qty", justify="right")
-    for tr in reversed(v.trades[-v.trades_max :]):
+    times = v.trade_times if len(v.trade_times) == len(v.trades) else [None] * len(v.trades)
+    for tr, at in reversed(list(zip(v.trades, times, strict=True))[-v.trades_max :]):
         style = "green" if tr.taker_side == "buy" else "red"
         t.add_row(
-            str(tr.seq), Text(tr.taker_side, style=style), Text(tr.price, style=style), tr.qty
+            time_of_day_ms(at),
+            str(tr.seq),
+            Text(tr.taker_side, style=style),
+            Text(tr.price, style=style),
+            tr.qty,
         )
     if not v.trades:
-        t.add_row("", Text("none yet", style="dim"), "", "")
+        t.add_row("", "", Text("none yet", style="dim"), "", "")
     return t
 
 
@@ -234,7 +242,8 @@ class _Watcher:
         v.applied = max(v.applied, snap.applied)
         if v.book is None:
             raise GrenexClientError(f"unknown market {v.market!r}")
-        v.trades = await self.client.trades(v.market, limit=v.trades_max)
+        timed = await self.client.trades_timed(v.market, limit=v.trades_max)
+        v.trades, v.trade_times = [t for t, _ in timed], [at for _, at in timed]
         v.updated = time.time()
 
     async def poll_status(self) -> None:
