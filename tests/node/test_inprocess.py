@@ -247,3 +247,19 @@ async def test_log_action_says_compacted() -> None:
         assert err.startswith("ERR_GRENEX_COMPACTED: "), err
     finally:
         await c.stop()
+
+
+async def test_a_retry_is_answered_with_the_first_outcome_and_its_time(
+    cluster: InProcCluster,
+) -> None:
+    leader = await _market(cluster)
+    order = _place("dora", "r1", "sell", "1", "100")
+    first = await cluster.call("n4", "place", order)
+    await cluster.run(2.0)  # the clock moves on: a new stamp would differ
+    again = await cluster.call(leader, "place", order)
+    assert again["duplicate"] is True
+    assert (again["seq"], again["time"], again["events"]) == (
+        first["seq"],
+        first["time"],
+        first["events"],
+    )

@@ -29,7 +29,7 @@ class Log:
 
     def __call__(self, **cmd: Any) -> list[Any]:
         self.index += 1
-        events, _dup, _json = self.state.apply_command(self.index, 1, encode_json(cmd))
+        events, _dup, _json, _t = self.state.apply_command(self.index, 1, encode_json(cmd))
         return events
 
 

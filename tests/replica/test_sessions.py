@@ -43,7 +43,7 @@ class Log:
 
     def apply(self, data: bytes) -> tuple[list[dict[str, Any]], bool]:
         self.index += 1
-        events, dup, _json = self.state.apply_command(self.index, 1, data)
+        events, dup, _json, _t = self.state.apply_command(self.index, 1, data)
         return [msgspec.to_builtins(e) for e in events], dup
 
 
@@ -192,11 +192,11 @@ def test_bad_snapshot_bytes_are_refused() -> None:
 def test_a_retried_add_market_with_req_gets_its_first_outcome() -> None:
     state = ReplicaState()
     cmd = b'{"type":"add_market","market":"M","tick":"1","lot":"1","req":"open-m"}'
-    first, dup, _json = state.apply_command(1, 1, cmd)
+    first, dup, _json, _t = state.apply_command(1, 1, cmd)
     assert not dup and first[0].__struct_config__.tag == "market_added"
-    again, dup, _json = state.apply_command(2, 1, cmd)
+    again, dup, _json, _t = state.apply_command(2, 1, cmd)
     assert dup and again == first  # not market_exists
-    other, dup, _json = state.apply_command(3, 1, cmd.replace(b"open-m", b"open-m2"))
+    other, dup, _json, _t = state.apply_command(3, 1, cmd.replace(b"open-m", b"open-m2"))
     assert not dup and other[0].__struct_config__.tag == "rejected"  # market_exists
 
 

@@ -170,5 +170,8 @@ def test_checker_catches_outcomes_matched_by_index_alone(
         yield from real(self, applied, applied_index)
 
     monkeypatch.setattr(Proposals, "resolve", by_index)
-    results = [Simulation(s, ticks=600).run() for s in (2, 6, 7)]
+    # seeds where a proposal's index goes to another term's entry while its proposer still
+    # waits (since forwards to an old leader are settled as soon as another leads, fewer
+    # seeds reach that: these two of 0..39 do)
+    results = [Simulation(s, ticks=600).run() for s in (11, 38)]
     assert any("acknowledged" in r.failure for r in results), [r.failure for r in results]

@@ -73,11 +73,11 @@ def reply_of(applied: Applied) -> dict[str, Any]:
     events = applied.events
     seq = events[0].seq if events else applied.index
     reply: dict[str, Any] = {"seq": seq}
+    if applied.outcome_time is not None:
+        reply["time"] = applied.outcome_time  # the leader's stamp (SPEC §6)
+    reply["events"] = msgspec.Raw(applied.events_json)
     if applied.duplicate:
         reply["duplicate"] = True  # answered from the session table: the first outcome
-    elif applied.time is not None:
-        reply["time"] = applied.time  # the leader's stamp (SPEC §6)
-    reply["events"] = msgspec.Raw(applied.events_json)
     return reply
 
 

@@ -93,6 +93,8 @@ class Applied(NamedTuple):
     events_json: bytes = b"[]"
     # the leader's time stamp (ms since the epoch; SPEC §6), None for an unstamped entry
     time: int | None = None
+    # the time of the outcome answered: ``time``, or for a duplicate the first execution's
+    outcome_time: int | None = None
 
 
 class Replica:
@@ -215,9 +217,11 @@ class Replica:
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
                 time_ms, data = unstamp(e.data)
-                events, dup, events_json = state.apply_command(e.index, e.term, data)
+                events, dup, events_json, first = state.apply_command(
+                    e.index, e.term, data, time_ms
+                )
                 out.append(
-                    Applied(e.index, e.term, e.kind, data, events, dup, events_json, time_ms)
+                    Applied(e.index, e.term, e.kind, data, events, dup, events_json, time_ms, first)
                 )
             else:
                 state.skip(e.index, e.term)

@@ -53,6 +53,7 @@ class Outcome(NamedTuple):
 
     index: int  # type: ignore[assignment]  # shadows tuple.index, on purpose
     events_json: bytes
+    time: int | None = None  # the leader's stamp on the entry that executed it
 
 
 def session_keys(cmd: Any) -> tuple[str, tuple[str, ...]] | None:
@@ -167,11 +168,13 @@ class Sessions:
 
     # -- canonical form (for snapshots) -------------------------------------------------------
 
-    def to_state(self) -> tuple[int, list[tuple[str, list[tuple[str, int, bytes]]]]]:
-        """(evictions, [(client, [(key, index, events_json), ...]), ...]): clients by name,
-        keys oldest first.  Eviction order follows from the indexes, so this is canonical."""
+    def to_state(
+        self,
+    ) -> tuple[int, list[tuple[str, list[tuple[str, int, bytes, int | None]]]]]:
+        """(evictions, [(client, [(key, index, events_json, time), ...]), ...]): clients by
+        name, keys oldest first.  Eviction order follows from the indexes: canonical."""
         return self.evictions, [
-            (c, [(k, o.index, o.events_json) for k, o in self._clients[c].items()])
+            (c, [(k, o.index, o.events_json, o.time) for k, o in self._clients[c].items()])
             for c in sorted(self._clients)
         ]
 
@@ -179,7 +182,7 @@ class Sessions:
     def from_state(
         cls,
         evictions: int,
-        clients: list[tuple[str, list[tuple[str, int, bytes]]]],
+        clients: list[tuple[str, list[tuple[str, int, bytes, int | None]]]],
         outcomes_per_client_max: int,
         outcomes_max: int,
     ) -> Sessions:
@@ -187,8 +190,8 @@ class Sessions:
         s.evictions = evictions
         for c, items in clients:
             table: OrderedDict[str, Outcome] = OrderedDict()
-            for k, index, events_json in items:
-                table[k] = Outcome(index, events_json)
+            for k, index, events_json, time_ms in items:
+                table[k] = Outcome(index, events_json, time_ms)
             if table:
                 s._clients[c] = table
                 s._count += len(table)

@@ -48,6 +48,7 @@ class _SessionItem(msgspec.Struct, array_like=True, gc=False):
     key: str
     index: int
     events: bytes  # canonical JSON of the event list
+    time: int | None = None  # the entry's time stamp (version 2)
 
 
 class _ClientItems(msgspec.Struct, array_like=True, gc=False):
@@ -90,13 +91,14 @@ class ReplicaState:
         self.term = term
 
     def apply_command(
-        self, index: int, term: int, data: bytes
-    ) -> tuple[list[Event], bool, bytes]:
-        """Apply one committed command; returns (events, duplicate, events as JSON).
+        self, index: int, term: int, data: bytes, time_ms: int | None = None
+    ) -> tuple[list[Event], bool, bytes, int | None]:
+        """Apply one committed command; returns (events, duplicate, events as JSON, time).
 
         ``duplicate`` means a retry answered from the session table with the *original*
-        events (their ``seq`` is the original index); the engine did not run.  The JSON is
-        encoded once here and shared (sessions, reply, events stream).
+        outcome: its events (their ``seq`` is the original index) and the time stamp of the
+        entry that executed it; the engine did not run.  Otherwise the time is ``time_ms``.
+        The JSON is encoded once here and shared (sessions, reply, events stream).
         """
         assert index > self.index, (index, self.index)
         self.index = index
@@ -106,12 +108,12 @@ class ReplicaState:
         if sk is not None:
             out = self.sessions.lookup(sk[0], sk[1])
             if out is not None:
-                return _events_dec.decode(out.events_json), True, out.events_json
+                return _events_dec.decode(out.events_json), True, out.events_json, out.time
         events = self.engine.apply(cmd, index)
         events_json = _json_enc.encode(events)
         if sk is not None:
-            self.sessions.record(sk[0], sk[1], Outcome(index, events_json))
-        return events, False, events_json
+            self.sessions.record(sk[0], sk[1], Outcome(index, events_json, time_ms))
+        return events, False, events_json, time_ms
 
     def skip(self, index: int, term: int) -> None:
         """An entry that is not a command (no-op, membership change) was applied."""
@@ -124,7 +126,7 @@ class ReplicaState:
     def snapshot(self) -> bytes:
         state = self.sessions.to_state()
         sessions = [
-            _ClientItems(c, [_SessionItem(k, i, evs) for k, i, evs in items])
+            _ClientItems(c, [_SessionItem(k, i, evs, t) for k, i, evs, t in items])
             for c, items in state[1]
         ]
         ss = self.sessions
@@ -167,7 +169,8 @@ class ReplicaState:
         except (msgspec.DecodeError, ValueError) as e:
             raise ReplicaSnapshotError(f"bad replica snapshot: {e}") from None
         clients = [
-            (ci.client, [(it.key, it.index, it.events) for it in ci.items]) for ci in s.sessions
+            (ci.client, [(it.key, it.index, it.events, it.time) for it in ci.items])
+            for ci in s.sessions
         ]
         sessions = Sessions.from_state(s.evictions, clients, outcomes_per_client_max, outcomes_max)
         return cls(engine, sessions, s.index, s.term)
