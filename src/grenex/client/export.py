@@ -72,13 +72,13 @@ async def export_pages(
     header comes first, alone (0 entries).  See :func:`export_lines`."""
     if client.node is None:
         raise ValueError("an export is one node's log: construct GrenexClient with node=...")
-    yield _encode(export_header(client.cluster, client.node)) + b"\n", 0, 0
     since = 0
     target: int | None = None
     while True:
         reply = await client.log(since, page, timeout=timeout)
-        if target is None:
+        if target is None:  # the first page came: the node can export (else nothing written)
             target = reply.applied
+            yield _encode(export_header(client.cluster, client.node)) + b"\n", 0, 0
         if reply.entries:
             lines = b"".join(_encode(e) + b"\n" for e in reply.entries)
             yield lines, len(reply.entries), reply.entries[-1].seq
