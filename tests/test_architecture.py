@@ -291,9 +291,7 @@ def _calls_attribute(path: Path, attrs: set[str]) -> list[str]:
     return [
         f"{path.name}:{n.lineno} calls .{n.func.attr}()"
         for n in ast.walk(tree)
-        if isinstance(n, ast.Call)
-        and isinstance(n.func, ast.Attribute)
-        and n.func.attr in attrs
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in attrs
     ]
 
 

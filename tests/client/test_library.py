@@ -314,8 +314,7 @@ async def test_bad_request_is_not_retried(cluster: LocalCluster) -> None:
 def _filled(seq: int, *oids: str) -> str:
     """One frame of the stream: a log entry's events (here ``filled`` events)."""
     events = [
-        {"type": "filled", "seq": seq, "client": "c", "id": oid, "market": "EV-USD"}
-        for oid in oids
+        {"type": "filled", "seq": seq, "client": "c", "id": oid, "market": "EV-USD"} for oid in oids
     ]
     return json.dumps({"seq": seq, "events": events})
 

@@ -89,7 +89,7 @@ async def test_real_grape_error_strings_become_grape_errors(link: Link) -> None:
 
 @pytest.fixture
 async def server(link: Link) -> Any:
-    async with PeerRPCServer(handler, body_max_bytes=64 * 1024, handler_timeout_ms=3000) as srv:
+    async with PeerRPCServer(handler, body_bytes_max=64 * 1024, handler_timeout_ms=3000) as srv:
         name = unique("rpc")
         await link.start_announcing(name, srv.port)
         yield name, srv
@@ -317,7 +317,7 @@ def test_free_port_is_free() -> None:
 
 
 async def test_body_limit_above_one_mib_is_honoured(link: Link) -> None:
-    async with PeerRPCServer(handler, body_max_bytes=4 * 1024 * 1024) as srv:
+    async with PeerRPCServer(handler, body_bytes_max=4 * 1024 * 1024) as srv:
         name = unique("big")
         await link.start_announcing(name, srv.port)
         big = "b" * (2 * 1024 * 1024)

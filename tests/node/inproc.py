@@ -127,7 +127,8 @@ class InProcCluster:
         return next(
             nid
             for nid in sorted(self.nodes)
-            if nid != old and self.nodes[nid].replica is not None
+            if nid != old
+            and self.nodes[nid].replica is not None
             and self.nodes[nid].replica.raft.role.name == "LEADER"  # type: ignore[union-attr]
         )
 
@@ -157,6 +158,7 @@ class InProcCluster:
         def same() -> bool:
             applied = set(self.applied().values())
             return len(applied) == 1
+
         await self.until(same, seconds_max)
         await settle()
         assert len(set(self.hashes().values())) == 1, self.hashes()

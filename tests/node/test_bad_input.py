@@ -227,11 +227,11 @@ async def test_raw_http_garbage(harness: Harness) -> None:
     port = api_port(h)
     before = await settled(h)
     status_req = request_body(h, '{"action":"status","args":[{}]}')
-    pad = "x" * (LIMITS.api_body_max_bytes + 1)
+    pad = "x" * (LIMITS.api_body_bytes_max + 1)
     big = request_body(h, '{"action":"status","args":[{"pad":"' + pad + '"}]}')
 
     async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(LIMITS.api_body_max_bytes // 65536 + 2):
+        for _ in range(LIMITS.api_body_bytes_max // 65536 + 2):
             yield b" " * 65536
 
     cases: list[tuple[str, bytes, dict[str, str], set[int]]] = [

@@ -35,11 +35,11 @@ class HttpPoster:
         *,
         connections_max: int = 256,
         ssl_context: ssl.SSLContext | None = None,
-        reply_max_bytes: int = 16 * 1024 * 1024,
+        reply_bytes_max: int = 16 * 1024 * 1024,
     ) -> None:
         self._connections_max = connections_max
         self._ssl = ssl_context
-        self.reply_max_bytes = reply_max_bytes
+        self.reply_bytes_max = reply_bytes_max
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -84,7 +84,7 @@ class HttpPoster:
             async with asyncio.timeout(timeout_s):
                 async with session.post(url, data=body, headers=headers) as resp:
                     length = resp.content_length
-                    if length is not None and length > self.reply_max_bytes:
+                    if length is not None and length > self.reply_bytes_max:
                         raise TransportError(
                             f"ERR_REPLY_TOO_LARGE: {length} bytes",
                             code="ERR_REPLY_TOO_LARGE",
@@ -121,9 +121,9 @@ class HttpPoster:
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
-            if size > self.reply_max_bytes:
+            if size > self.reply_bytes_max:
                 raise TransportError(
-                    f"ERR_REPLY_TOO_LARGE: more than {self.reply_max_bytes} bytes",
+                    f"ERR_REPLY_TOO_LARGE: more than {self.reply_bytes_max} bytes",
                     code="ERR_REPLY_TOO_LARGE",
                     peer=peer,
                 )

@@ -190,7 +190,7 @@ async def http_exchange(
     core: ServiceCore,
     body: bytes,
     compress: bool,
-    body_max_bytes: int,
+    body_bytes_max: int,
     peer: PeerCert | None = None,
 ) -> tuple[int, bytes]:
     """The HTTP mapping of a request body to ``(status, reply body)``.
@@ -200,7 +200,7 @@ async def http_exchange(
     """
     if compress:
         try:
-            body = gunzip_bounded(body, body_max_bytes)
+            body = gunzip_bounded(body, body_bytes_max)
         except ValueError as exc:
             if "exceeds" in str(exc):
                 core.invalid += 1

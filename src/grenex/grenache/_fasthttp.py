@@ -54,8 +54,8 @@ class _BadReplyError(Exception):
 class _Conn(asyncio.Protocol):
     """One connection; parses one reply at a time from ``data_received``."""
 
-    def __init__(self, reply_max_bytes: int) -> None:
-        self.reply_max_bytes = reply_max_bytes
+    def __init__(self, reply_bytes_max: int) -> None:
+        self.reply_bytes_max = reply_bytes_max
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.buf = bytearray()
@@ -134,8 +134,8 @@ class _Conn(asyncio.Protocol):
         self.body += self.buf
         self.buf.clear()
         self.keep_alive = False
-        if len(self.body) > self.reply_max_bytes:
-            raise _BadReplyError(f"ERR_REPLY_TOO_LARGE: more than {self.reply_max_bytes} bytes")
+        if len(self.body) > self.reply_bytes_max:
+            raise _BadReplyError(f"ERR_REPLY_TOO_LARGE: more than {self.reply_bytes_max} bytes")
         return False
 
     def _parse_head(self) -> bool:
@@ -161,7 +161,7 @@ class _Conn(asyncio.Protocol):
                 if not value.isdigit():
                     raise _BadReplyError("malformed Content-Length")
                 self.length = int(value)
-                if self.length > self.reply_max_bytes:
+                if self.length > self.reply_bytes_max:
                     raise _BadReplyError(f"ERR_REPLY_TOO_LARGE: {self.length} bytes")
             elif name == b"transfer-encoding":
                 self.chunked = b"chunked" in value.lower()
@@ -201,8 +201,8 @@ class _Conn(asyncio.Protocol):
                 if size == 0:
                     self.length = -1
                     continue
-                if len(self.body) + size > self.reply_max_bytes:
-                    raise _BadReplyError(f"ERR_REPLY_TOO_LARGE: more than {self.reply_max_bytes}")
+                if len(self.body) + size > self.reply_bytes_max:
+                    raise _BadReplyError(f"ERR_REPLY_TOO_LARGE: more than {self.reply_bytes_max}")
                 self.length = size
             if len(buf) < self.length + 2:
                 return False
@@ -235,10 +235,10 @@ class FastHttpTransport:
         *,
         connections_max: int = 256,
         ssl_context: ssl.SSLContext | None = None,
-        reply_max_bytes: int = 16 * 1024 * 1024,
+        reply_bytes_max: int = 16 * 1024 * 1024,
     ) -> None:
         self._ssl = ssl_context
-        self.reply_max_bytes = reply_max_bytes
+        self.reply_bytes_max = reply_bytes_max
         self.connections_max = connections_max
         self._idle: dict[_Pool, deque[_Conn]] = {}
         self._all: set[_Conn] = set()  # open connections, busy or idle
@@ -274,7 +274,7 @@ class FastHttpTransport:
         try:
             try:
                 _, conn = await loop.create_connection(
-                    lambda: _Conn(self.reply_max_bytes),
+                    lambda: _Conn(self.reply_bytes_max),
                     host,
                     int(port),
                     ssl=ctx,

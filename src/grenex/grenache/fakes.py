@@ -146,9 +146,9 @@ class FakeGrapeTransport:
 
 
 class _FakeService:
-    def __init__(self, core: ServiceCore, body_max_bytes: int) -> None:
+    def __init__(self, core: ServiceCore, body_bytes_max: int) -> None:
         self.core = core
-        self.body_max_bytes = body_max_bytes
+        self.body_bytes_max = body_bytes_max
         self.delay_s = 0.0
         self.alive = True
 
@@ -166,7 +166,7 @@ class FakeNetwork:
         handler: Handler,
         *,
         port: int | None = None,
-        body_max_bytes: int = 1024 * 1024,
+        body_bytes_max: int = 1024 * 1024,
         concurrency_max: int = 256,
         handler_timeout_ms: int = 30_000,
         float_hook: Callable[[str], Any] | None = None,
@@ -182,7 +182,7 @@ class FakeNetwork:
             handler_timeout_ms=handler_timeout_ms,
             float_hook=float_hook,
         )
-        self.services[dest] = _FakeService(core, body_max_bytes)
+        self.services[dest] = _FakeService(core, body_bytes_max)
         return dest
 
     @staticmethod
@@ -235,9 +235,9 @@ class FakeRPCTransport:
             async with asyncio.timeout(timeout_s):
                 if service.delay_s:
                     await asyncio.sleep(service.delay_s)
-                if len(body) > service.body_max_bytes:
+                if len(body) > service.body_bytes_max:
                     return 413, b"ERR_REQUEST_TOO_LARGE"
-                return await http_exchange(service.core, body, compress, service.body_max_bytes)
+                return await http_exchange(service.core, body, compress, service.body_bytes_max)
         except TimeoutError:
             raise RequestTimeoutError(
                 f"ERR_TIMEOUT: no reply from {url} in {timeout_s:g}s", peer=dest

@@ -2,7 +2,7 @@
 
 Server: ``PeerRPCServer(handler)`` answers ``POST`` (or any method) on any path with
 ``[rid, err, result]`` for a body ``[rid, key, payload]``, gzip both ways when the request has
-``grc-compress: gzip``. Bodies are read up to ``body_max_bytes`` (413 beyond), a body without a
+``grc-compress: gzip``. Bodies are read up to ``body_bytes_max`` (413 beyond), a body without a
 readable rid gets a 400 (see :mod:`grenex.grenache._core`), and the same port also accepts
 WebSocket upgrades on any path for Grenache WS RPC, so one Python service serves both Node
 transports. It binds ``127.0.0.1`` unless told otherwise (Node binds every interface); a
@@ -88,7 +88,7 @@ class PeerRPCServer:
         port: int = 0,
         ssl_context: ssl.SSLContext | ServerTLS | None = None,
         with_peer_cert: bool = False,
-        body_max_bytes: int = 1024 * 1024,
+        body_bytes_max: int = 1024 * 1024,
         concurrency_max: int = 256,
         backlog_max: int = 4096,
         handler_timeout_ms: int = 30_000,
@@ -109,7 +109,7 @@ class PeerRPCServer:
         self.host = host
         self._port = port
         self.ssl_context = ssl_context
-        self.body_max_bytes = body_max_bytes
+        self.body_bytes_max = body_bytes_max
         self.keepalive_timeout_ms = keepalive_timeout_ms
         self.websocket = websocket
         self.ws_inflight_max = ws_inflight_max
@@ -184,18 +184,18 @@ class PeerRPCServer:
             return await serve_ws_rpc(
                 request,
                 self.core,
-                frame_max_bytes=self.body_max_bytes,
+                frame_bytes_max=self.body_bytes_max,
                 inflight_max=self.ws_inflight_max,
                 peer=peer,
             )
         compress = wants_gzip(request.headers.get(HEADER_COMPRESS))
         length = request.content_length
-        if length is not None and length > self.body_max_bytes:
+        if length is not None and length > self.body_bytes_max:
             return _too_large(length)
-        body = await _read_bounded(request, self.body_max_bytes)
+        body = await _read_bounded(request, self.body_bytes_max)
         if body is None:
             return _too_large(None)
-        status, reply = await http_exchange(self.core, body, compress, self.body_max_bytes, peer)
+        status, reply = await http_exchange(self.core, body, compress, self.body_bytes_max, peer)
         if status != 200:
             resp = web.Response(status=status, body=reply, content_type="text/plain")
             if status == 413:
@@ -260,7 +260,7 @@ class PeerRPCClient(PeerClientBase):
     """HTTP RPC client: ``await client.request(name, payload)``, ``await client.map(...)``.
 
     See :class:`PeerClientBase` for peer choice and retries. ``connections_max`` bounds the
-    keep-alive pool; ``reply_max_bytes`` bounds a reply (after gunzip too).
+    keep-alive pool; ``reply_bytes_max`` bounds a reply (after gunzip too).
 
     TLS: ``ssl_context`` for every request, or ``ssl_for(name)`` for a context per service
     name (None: plain HTTP for that name), e.g. a
@@ -280,7 +280,7 @@ class PeerRPCClient(PeerClientBase):
         dead_peer_ms: int = 5_000,
         untrusted_peer_ms: int = 30_000,
         connections_max: int = 256,
-        reply_max_bytes: int = 16 * 1024 * 1024,
+        reply_bytes_max: int = 16 * 1024 * 1024,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         transport: RPCTransport | None = None,
@@ -294,7 +294,7 @@ class PeerRPCClient(PeerClientBase):
             rng=rng,
             clock=clock,
         )
-        self.reply_max_bytes = reply_max_bytes
+        self.reply_bytes_max = reply_bytes_max
         if transport is not None and ssl_for is not None:
             raise ValueError("ssl_for needs the built-in transport (a custom one does its own TLS)")
         self._fast: FastHttpTransport | None = None
@@ -303,7 +303,7 @@ class PeerRPCClient(PeerClientBase):
             self._fast = FastHttpTransport(
                 connections_max=connections_max,
                 ssl_context=ssl_context,
-                reply_max_bytes=reply_max_bytes,
+                reply_bytes_max=reply_bytes_max,
             )
             self._poster = self._fast
         else:
@@ -341,7 +341,7 @@ class PeerRPCClient(PeerClientBase):
             raise TransportError(f"ERR_REQUEST_GENERIC: {text}", peer=dest, status=status)
         if compress:
             try:
-                data = gunzip_bounded(data, self.reply_max_bytes)
+                data = gunzip_bounded(data, self.reply_bytes_max)
             except ValueError as exc:
                 raise ReplyError(
                     f"ERR_REPLY_ENCODING_COMPRESSION: {exc}",

@@ -100,8 +100,8 @@ class GrapeTransport(Protocol):
 class HttpGrapeTransport:
     """The real :class:`GrapeTransport`, over aiohttp with keep-alive."""
 
-    def __init__(self, *, reply_max_bytes: int = 1024 * 1024) -> None:
-        self._poster = HttpPoster(connections_max=64, reply_max_bytes=reply_max_bytes)
+    def __init__(self, *, reply_bytes_max: int = 1024 * 1024) -> None:
+        self._poster = HttpPoster(connections_max=64, reply_bytes_max=reply_bytes_max)
 
     async def post(self, url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
         return await self._poster.post(

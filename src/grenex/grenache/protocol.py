@@ -90,18 +90,18 @@ def gzip(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def gunzip_bounded(data: bytes, max_bytes: int) -> bytes:
-    """Decompress a gzip body, refusing to produce more than ``max_bytes`` (gzip bombs).
+def gunzip_bounded(data: bytes, bytes_max: int) -> bytes:
+    """Decompress a gzip body, refusing to produce more than ``bytes_max`` (gzip bombs).
 
     Raises ValueError on corrupt, truncated or oversize input.
     """
     d = zlib.decompressobj(31)
     try:
-        out = d.decompress(data, max_bytes + 1)
+        out = d.decompress(data, bytes_max + 1)
     except zlib.error as exc:
         raise ValueError(f"corrupt gzip body: {exc}") from None
-    if len(out) > max_bytes:
-        raise ValueError(f"decompressed body exceeds {max_bytes} bytes")
+    if len(out) > bytes_max:
+        raise ValueError(f"decompressed body exceeds {bytes_max} bytes")
     if not d.eof:
         raise ValueError("truncated gzip body")
     return out

@@ -78,13 +78,13 @@ async def serve_ws_rpc(
     request: web.BaseRequest,
     core: ServiceCore,
     *,
-    frame_max_bytes: int,
+    frame_bytes_max: int,
     inflight_max: int,
     peer: PeerCert | None = None,
 ) -> web.WebSocketResponse:
     """Serve Grenache WS RPC on an upgraded request until the socket closes (``peer``: the
     client's TLS certificate, passed to the handlers)."""
-    ws = web.WebSocketResponse(max_msg_size=frame_max_bytes, autoping=True, compress=False)
+    ws = web.WebSocketResponse(max_msg_size=frame_bytes_max, autoping=True, compress=False)
     await ws.prepare(request)
     slots = asyncio.Semaphore(inflight_max)
     tasks: set[asyncio.Task[None]] = set()
@@ -123,7 +123,7 @@ async def _ws_connect_checked(
     name: str,
     *,
     connect_timeout_ms: int,
-    frame_max_bytes: int,
+    frame_bytes_max: int,
 ) -> aiohttp.ClientWebSocketResponse:
     """Connect a client websocket; with a pinned context, check the peer's certificate
     before returning (nothing is sent or believed before that)."""
@@ -133,7 +133,7 @@ async def _ws_connect_checked(
                 url,
                 autoping=True,
                 compress=0,
-                max_msg_size=frame_max_bytes,
+                max_msg_size=frame_bytes_max,
                 ssl=ctx if ctx is not None else False,
             )
     except aiohttp.ClientSSLError as exc:
@@ -228,7 +228,7 @@ class WsPeerRPCClient(PeerClientBase):
         untrusted_peer_ms: int = 30_000,
         inflight_max: int = 1024,
         connections_max: int = 256,
-        frame_max_bytes: int = 16 * 1024 * 1024,
+        frame_bytes_max: int = 16 * 1024 * 1024,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -246,7 +246,7 @@ class WsPeerRPCClient(PeerClientBase):
         self.connect_timeout_ms = connect_timeout_ms
         self.inflight_max = inflight_max
         self.connections_max = connections_max
-        self.frame_max_bytes = frame_max_bytes
+        self.frame_bytes_max = frame_bytes_max
         # Sockets by (dest, TLS context): one authenticated under a context serves only it.
         self._conns: OrderedDict[tuple[str, ssl.SSLContext | None], _WsConn] = OrderedDict()
         self._connecting: dict[tuple[str, ssl.SSLContext | None], asyncio.Task[_WsConn]] = {}
@@ -285,7 +285,7 @@ class WsPeerRPCClient(PeerClientBase):
                 ctx,
                 name,
                 connect_timeout_ms=self.connect_timeout_ms,
-                frame_max_bytes=self.frame_max_bytes,
+                frame_bytes_max=self.frame_bytes_max,
             )
             conn = _WsConn(ws, dest, self.inflight_max)
             old = self._conns.pop(slot, None)
@@ -505,7 +505,7 @@ class PeerSub:
         backoff_max_ms: int = 5_000,
         avoid_failed_ms: int = 10_000,
         queue_max: int = 1024,
-        frame_max_bytes: int = 16 * 1024 * 1024,
+        frame_bytes_max: int = 16 * 1024 * 1024,
         rng: random.Random | None = None,
     ) -> None:
         if not 0 < backoff_min_ms <= backoff_max_ms:
@@ -517,7 +517,7 @@ class PeerSub:
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
         self.avoid_failed_ms = avoid_failed_ms
-        self.frame_max_bytes = frame_max_bytes
+        self.frame_bytes_max = frame_bytes_max
         self._rng = rng or random.Random()
         self._queue: asyncio.Queue[object] = asyncio.Queue(queue_max)
         self._failed: dict[str, float] = {}  # publisher -> avoid until (monotonic)
@@ -622,7 +622,7 @@ class PeerSub:
                 self._ssl,
                 self.topic,
                 connect_timeout_ms=self.connect_timeout_ms,
-                frame_max_bytes=self.frame_max_bytes,
+                frame_bytes_max=self.frame_bytes_max,
             )
         except TransportError as exc:
             log.debug("cannot reach publisher %s of %s: %s", dest, self.topic, exc)

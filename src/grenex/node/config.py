@@ -35,7 +35,7 @@ class NodeConfig:
     snapshot_in_background: bool = True  # serialise in a forked child (snapshotter.py)
 
     # Client API bounds.
-    api_body_max_bytes: int = 1024 * 1024  # a batch of commands fits
+    api_body_bytes_max: int = 1024 * 1024  # a batch of commands fits
     command_bytes_max: int = 4 * 1024
     batch_commands_max: int = 256
     command_timeout_ms: int = 10_000  # a command not applied by then: ERR_GRENEX_UNAVAILABLE
@@ -50,7 +50,7 @@ class NodeConfig:
     api_concurrency_max: int = 1_024
 
     # Peer (consensus) traffic bounds.
-    peer_body_max_bytes: int = 512 * 1024 * 1024  # snapshots travel in one message
+    peer_body_bytes_max: int = 512 * 1024 * 1024  # snapshots travel in one message
     peer_queue_bytes_max: int = 64 * 1024 * 1024  # per destination, before dropping
     peer_batch_bytes_max: int = 4 * 1024 * 1024  # per request
     peer_requests_inflight_max: int = 1  # per destination
@@ -69,4 +69,3 @@ class NodeConfig:
 
     grape_request_timeout_ms: int = 4_000
     shutdown_transfer_ms: int = 3_000
-

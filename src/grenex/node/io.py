@@ -38,7 +38,7 @@ __all__ = [
 class ServeOptions:
     host: str
     port: int
-    body_max_bytes: int
+    body_bytes_max: int
     concurrency_max: int
     handler_timeout_ms: int
     float_hook: Callable[[str], Any] | None = None
@@ -117,7 +117,7 @@ class RealIO:
             handler,
             host=opts.host,
             port=opts.port,
-            body_max_bytes=opts.body_max_bytes,
+            body_bytes_max=opts.body_bytes_max,
             concurrency_max=opts.concurrency_max,
             handler_timeout_ms=opts.handler_timeout_ms,
             float_hook=opts.float_hook,
@@ -247,7 +247,7 @@ class FakeIO:
     async def serve(self, handler: Handler, opts: ServeOptions) -> Endpoint:
         dest = self.net.serve(
             handler,
-            body_max_bytes=opts.body_max_bytes,
+            body_bytes_max=opts.body_bytes_max,
             concurrency_max=opts.concurrency_max,
             handler_timeout_ms=opts.handler_timeout_ms,
             float_hook=opts.float_hook,

@@ -305,7 +305,7 @@ class Node:
                 ServeOptions(
                     host=cfg.host,
                     port=cfg.port,
-                    body_max_bytes=cfg.api_body_max_bytes,
+                    body_bytes_max=cfg.api_body_bytes_max,
                     concurrency_max=cfg.api_concurrency_max,
                     handler_timeout_ms=handler_timeout_ms,
                     float_hook=JsonNumber,
@@ -316,7 +316,7 @@ class Node:
                 ServeOptions(
                     host=cfg.host,
                     port=cfg.peer_port,
-                    body_max_bytes=cfg.peer_body_max_bytes,
+                    body_bytes_max=cfg.peer_body_bytes_max,
                     concurrency_max=cfg.peer_concurrency_max,
                     handler_timeout_ms=handler_timeout_ms,
                     websocket=False,
