@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from grenex.codec.api import service_names
 from grenex.grenache import GrenacheError, Link, PeerRPCClient, WsPeerRPCClient
 
 
@@ -72,7 +73,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         client = WsPeerRPCClient(link, request_timeout_ms=30_000)
     else:
         client = PeerRPCClient(link, request_timeout_ms=30_000)
-    name = f"grenex:{args.cluster}:node:{args.node}"
+    name = service_names(args.cluster, args.node)["node"]
     load = Load(args.client, args.market, args.seed)
     lat_us: list[int] = []
     errors: dict[str, int] = {}

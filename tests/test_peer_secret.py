@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from grenex.codec.api import service_names
 from grenex.codec.peer import Forward, Join, RaftBatch, encode_peer_request
 from grenex.codec.raft import encode_message
 from grenex.consensus import Message, MessageType
@@ -54,7 +55,9 @@ async def test_unsigned_peer_traffic_is_refused() -> None:
             with pytest.raises(
                 RemoteError, match="ERR_GRENEX_BAD_REQUEST: peer payload not signed"
             ):
-                await c._client.request(f"grenex:main:peer:{follower}", payload, timeout_ms=5_000)
+                await c._client.request(
+                    service_names("main", follower)["peer"], payload, timeout_ms=5_000
+                )
 
         after = await c.wait_converged(30)
         assert {s["applied"] for s in after.values()} == {s["applied"] for s in before.values()}

@@ -66,6 +66,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from grenex.codec.api import service_names
 from grenex.engine import Engine
 from grenex.grenache import GrenacheError, LookupEmptyError, PeerRPCClient, RemoteError
 from grenex.replay import replay_stream
@@ -226,7 +227,7 @@ class OpGen:
 
 
 def api_name(cluster: str, node: str) -> str:
-    return f"grenex:{cluster}:node:{node}"
+    return service_names(cluster, node)["node"]
 
 
 class Client:

@@ -46,6 +46,8 @@ import msgspec
 import pytest
 import pytest_asyncio
 
+from grenex.codec import api as codec_api
+from grenex.codec.api import service_names
 from grenex.codec.peer import (
     Forward,
     FwdNotLeader,
@@ -210,7 +212,7 @@ async def test_shape_errors_are_bad_requests(harness: Harness) -> None:
         with pytest.raises(RemoteError) as info:
             await h.rpc.request_peer(dest, key, payload, timeout_ms=int(ANSWER_S * 1000))
         assert time.monotonic() - t < ANSWER_S, what
-        assert str(info.value).startswith("ERR_GRENEX_BAD_REQUEST: "), (what, str(info.value))
+        assert str(info.value).startswith(codec_api.ERR_BAD_REQUEST + ": "), (what, str(info.value))
         assert len(str(info.value)) < 400, (what, "the error must not echo the input")
     assert await settled(h) == before
 
@@ -291,7 +293,7 @@ async def test_raw_http_garbage(harness: Harness) -> None:
         status, data = await post(port, body)
         f = frame(data)
         assert status == 200 and f is not None and f[0] in ("rid-1", "rid-x"), (what, data)
-        assert str(f[1]).startswith("ERR_GRENEX_BAD_REQUEST"), (what, f)
+        assert str(f[1]).startswith(codec_api.ERR_BAD_REQUEST), (what, f)
 
     # chunked, no length, over the limit
     async with (
@@ -335,7 +337,7 @@ async def test_raw_http_garbage(harness: Harness) -> None:
                 got[reply[0]] = reply
                 if {"r2", "r3"} <= set(got):
                     break
-        assert str(got["r2"][1]).startswith("ERR_GRENEX_BAD_REQUEST"), got
+        assert str(got["r2"][1]).startswith(codec_api.ERR_BAD_REQUEST), got
         assert got["r3"][1] is None and got["r3"][2]["node"] == "n1", got
     assert await settled(h) == before
 
@@ -477,7 +479,7 @@ async def test_field_errors_are_rejected_events(harness: Harness) -> None:
     assert status == 200 and f is not None and f[1] is None, (status, data[:300])
     results = f[2]["results"]
     assert len(results) == 3, results
-    assert str(results[1].get("error")).startswith("ERR_GRENEX_BAD_REQUEST"), results[1]
+    assert str(results[1].get("error")).startswith(codec_api.ERR_BAD_REQUEST), results[1]
     for text, r, reason in (
         (items[0], results[0], "invalid_side"),
         (items[2], results[2], "unknown_order"),
@@ -585,13 +587,13 @@ async def test_peer_endpoint_garbage(harness: Harness) -> None:
     ]
     for node in (leader, follower):
         dest = f"127.0.0.1:{peer_port(h, node)}"
-        key = f"grenex:{h.name}:peer:{node}"
+        key = service_names(h.name, node)["peer"]
         for what, payload in garbage:
             t = time.monotonic()
             with pytest.raises(RemoteError) as info:
                 await h.rpc.request_peer(dest, key, payload, timeout_ms=int(ANSWER_S * 1000))
             assert time.monotonic() - t < ANSWER_S, (node, what)
-            assert str(info.value).startswith("ERR_GRENEX_BAD_REQUEST"), (node, what, info.value)
+            assert str(info.value).startswith(codec_api.ERR_BAD_REQUEST), (node, what, info.value)
         # a forward to a follower is answered "not the leader", not proposed
         if node == follower:
             fwd = encode_peer_request(Forward("ghost", 1, [b"{}"]))

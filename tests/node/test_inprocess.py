@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from grenex.codec import api as wire
+
 from .inproc import InProcCluster
 
 MARKET = {"market": "BTC-USD", "tick": "0.01", "lot": "0.001"}
@@ -121,7 +123,7 @@ async def test_forward_lost_is_unknown_and_a_retry_executes_once(
     peers.ask = ask  # type: ignore[method-assign]
     order = _place("alice", "x1", "sell", "1", "100")
     err = await cluster.call_error(follower, "place", order)
-    assert err.startswith("ERR_GRENEX_UNAVAILABLE") and "unknown" in err, err
+    assert err.startswith(wire.ERR_UNAVAILABLE) and "unknown" in err, err
     # the command did execute: the retry with the same id returns its first outcome
     again = await cluster.call(follower, "place", order)
     assert again.get("duplicate") is True
@@ -165,7 +167,7 @@ async def test_leader_cut_off_outcome_unknown_then_retry_is_safe(
     old.driver.send = lambda m: None
     order = _place("carol", "c1", "buy", "1", "99")
     err = await cluster.call_error(follower, "place", order)
-    assert err.startswith("ERR_GRENEX_UNAVAILABLE"), err
+    assert err.startswith(wire.ERR_UNAVAILABLE), err
     new_leader = await cluster.wait_leader_other_than(leader)
     assert new_leader != leader
     await cluster.kill(leader)
@@ -244,7 +246,7 @@ async def test_log_action_says_compacted() -> None:
             await c.call(leader, "place", _place("alice", f"o{i}", "sell", "1", "100"))
         await c.run(0.5)
         err = await c.call_error(leader, "log", {"since": 0})
-        assert err.startswith("ERR_GRENEX_COMPACTED: "), err
+        assert err.startswith(wire.ERR_COMPACTED + ": "), err
     finally:
         await c.stop()
 

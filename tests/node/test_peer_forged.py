@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from grenex.codec.api import service_names
 from grenex.codec.peer import RaftAck, RaftBatch, decode_peer_reply, encode_peer_request
 from grenex.codec.raft import POSITION_MAX, encode_message
 from grenex.consensus import Message, MessageType
@@ -71,7 +72,7 @@ async def send_to_follower(h: Harness, make: MessageMaker) -> Any:
     try:
         return await h.rpc.request_peer(
             f"127.0.0.1:{port}",
-            f"grenex:{h.name}:peer:{follower}",
+            service_names(h.name, follower)["peer"],
             encode_peer_request(RaftBatch(msg.src, [encode_message(msg)])),
             timeout_ms=5_000,
         )
