@@ -289,8 +289,10 @@ def up_command(
     try:
         code = run_until_signal(_up(nodes, voters, grapes, data_dir, state_dir))
     except asyncio.CancelledError:
+        # interrupted (Ctrl-C or SIGTERM): everything up started is stopped; 130 as every
+        # grenex command that is interrupted
         click.echo("stopped", err=True)
-        return
+        raise SystemExit(130) from None
     except ClusterError as e:
         raise click.ClickException(f"the network did not come up: {e}") from None
     raise SystemExit(code)
