@@ -429,9 +429,16 @@ class NodeStatus:
     applied: int
     voters: tuple[str, ...]
     learners: tuple[str, ...]
-    state_hash: str
+    state_hash: str | None  # the hash of the state at state_hash_index (a snapshot's)
     pid: int
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def state_hash_index(self) -> int | None:
+        """The log index ``state_hash`` belongs to (``status(fresh_hash=True)`` asks for one
+        at the applied index)."""
+        v = self.raw.get("state_hash_index")
+        return v if type(v) is int else None
 
     @classmethod
     def from_json(cls, raw: Any) -> NodeStatus:
@@ -446,7 +453,7 @@ class NodeStatus:
                 applied=int(raw["applied"]),
                 voters=tuple(members["voters"]),
                 learners=tuple(members["learners"]),
-                state_hash=str(raw["state_hash"]),
+                state_hash=None if raw["state_hash"] is None else str(raw["state_hash"]),
                 pid=int(raw["pid"]),
                 raw=dict(raw),
             )
