@@ -21,7 +21,7 @@ from grenex.consensus import Entry, HardState
 from grenex.replica import Applied, Proposals
 from grenex.replica import gateway as gateway_mod
 from grenex.replica import state as state_mod
-from grenex.replica.gateway import At, Declined, ForwardReply, NotLeaderHere
+from grenex.replica.gateway import At, Declined, ForwardReply, NotLeaderHere, reply_to_wire
 from grenex.sim import __main__ as sim_main
 from grenex.sim import cluster as cluster_mod
 from grenex.sim.cluster import Simulation
@@ -137,7 +137,7 @@ def test_forward_answers_round_trip_through_the_peer_wire() -> None:
     replies: list[ForwardReply] = [At(7, 3), NotLeaderHere("n2"), NotLeaderHere(None)]
     replies.append(Declined("leader busy", True))
     for reply in replies:
-        wire = cluster_mod._to_wire(reply)
+        wire = reply_to_wire(reply)
         assert cluster_mod._from_wire(wire) == reply
 
 

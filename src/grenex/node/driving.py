@@ -44,15 +44,14 @@ from grenex.node.peers import AskError, Peers
 from grenex.replica import Applied, Replica
 from grenex.replica.driver import Driver, Snapshots
 from grenex.replica.gateway import (
-    At,
-    Declined,
     Fate,
     Forward,
     ForwardAnswer,
     ForwardReply,
     Gateway,
-    NotLeaderHere,
     Outcome,
+    reply_from_wire,
+    reply_to_wire,
 )
 
 __all__ = ["ConfRequest", "DriverService", "DriverStoppedError"]
@@ -71,22 +70,6 @@ class ConfRequest:
     op: str  # "add_learner" | "promote" | "remove" | "transfer"
     node: str
     done: asyncio.Future[None]
-
-
-def _to_gateway(reply: FwdReply) -> ForwardReply:
-    if isinstance(reply, FwdAt):
-        return At(reply.first, reply.term)
-    if isinstance(reply, FwdNotLeader):
-        return NotLeaderHere(reply.leader)
-    return Declined(reply.why, reply.busy)
-
-
-def _to_wire(reply: ForwardReply) -> FwdReply:
-    if isinstance(reply, At):
-        return FwdAt(reply.first, reply.term)
-    if isinstance(reply, NotLeaderHere):
-        return FwdNotLeader(reply.leader)
-    return FwdDeclined(reply.why, reply.busy)
 
 
 class DriverService:
@@ -250,7 +233,7 @@ class DriverService:
             else:
                 f = self._fwd_waiters.pop((out.to, out.batch), None)
                 if f is not None and not f.done():
-                    f.set_result(_to_wire(out.reply))
+                    f.set_result(reply_to_wire(out.reply))
 
     async def _forward(self, fwd: Forward) -> None:
         try:
@@ -262,7 +245,7 @@ class DriverService:
             self._replies.append((fwd.batch, None, e.delivered, str(e)))
         else:
             if isinstance(reply, FwdAt | FwdNotLeader | FwdDeclined):
-                self._replies.append((fwd.batch, _to_gateway(reply), True, ""))
+                self._replies.append((fwd.batch, reply_from_wire(reply), True, ""))
             else:
                 self._replies.append((fwd.batch, None, True, "the leader answered off-topic"))
         self.wake.set()

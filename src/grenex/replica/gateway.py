@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Generic, NamedTuple, TypeVar
 
+from grenex.codec.peer import FwdAt, FwdDeclined, FwdNotLeader, FwdReply
 from grenex.codec.stamp import stamp, unstamp
 from grenex.consensus import NotLeader, ProposalDroppedError, Role
 from grenex.replica.replica import Applied, Proposals, Replica
@@ -63,6 +64,8 @@ __all__ = [
     "GatewayLimits",
     "NotLeaderHere",
     "Outcome",
+    "reply_from_wire",
+    "reply_to_wire",
 ]
 
 T = TypeVar("T")
@@ -119,6 +122,24 @@ class Declined(NamedTuple):
 
 
 ForwardReply = At | NotLeaderHere | Declined
+
+
+def reply_to_wire(reply: ForwardReply) -> FwdReply:
+    """A leader's answer to a forward, as the peer message that carries it."""
+    if isinstance(reply, At):
+        return FwdAt(reply.first, reply.term)
+    if isinstance(reply, NotLeaderHere):
+        return FwdNotLeader(reply.leader)
+    return FwdDeclined(reply.why, reply.busy)
+
+
+def reply_from_wire(reply: FwdReply) -> ForwardReply:
+    """The peer message's answer, as the gateway takes it."""
+    if isinstance(reply, FwdAt):
+        return At(reply.first, reply.term)
+    if isinstance(reply, FwdNotLeader):
+        return NotLeaderHere(reply.leader)
+    return Declined(reply.why, reply.busy)
 
 
 class Forward(NamedTuple):

@@ -70,7 +70,6 @@ from grenex.codec.peer import (
     FwdAt,
     FwdDeclined,
     FwdNotLeader,
-    FwdReply,
     PeerWireError,
     decode_peer_reply,
     decode_peer_request,
@@ -91,15 +90,14 @@ from grenex.engine.events import Event
 from grenex.replica import Applied, Replica, ReplicaConfig
 from grenex.replica.driver import DeferredSnapshots, Driver
 from grenex.replica.gateway import (
-    At,
-    Declined,
     Fate,
     Forward,
     ForwardAnswer,
     ForwardReply,
     Gateway,
     GatewayLimits,
-    NotLeaderHere,
+    reply_from_wire,
+    reply_to_wire,
 )
 from grenex.sim.checker import SimFailure, Watch
 from grenex.sim.disk import DiskCrash, SimDisk
@@ -561,7 +559,7 @@ class Simulation:
                 net.send(nid, out.to, ("fwd", out.batch, body))
                 stats["forwards"] += 1
             elif isinstance(out, ForwardAnswer):
-                body = encode_peer_reply(_to_wire(out.reply))
+                body = encode_peer_reply(reply_to_wire(out.reply))
                 slow = self.knobs.fwd_answer_delay_max_ticks
                 extra = self.rng.randrange(slow + 1) if slow else 0
                 net.send(nid, out.to, ("fwd_reply", out.batch, body), extra)
@@ -1013,21 +1011,9 @@ class Simulation:
         return out
 
 
-def _to_wire(reply: ForwardReply) -> FwdReply:
-    if isinstance(reply, At):
-        return FwdAt(reply.first, reply.term)
-    if isinstance(reply, NotLeaderHere):
-        return FwdNotLeader(reply.leader)
-    return FwdDeclined(reply.why, reply.busy)
-
-
 def _from_wire(reply: object) -> ForwardReply:
-    if isinstance(reply, FwdAt):
-        return At(reply.first, reply.term)
-    if isinstance(reply, FwdNotLeader):
-        return NotLeaderHere(reply.leader)
-    if isinstance(reply, FwdDeclined):
-        return Declined(reply.why, reply.busy)
+    if isinstance(reply, FwdAt | FwdNotLeader | FwdDeclined):
+        return reply_from_wire(reply)
     raise SimFailure(f"a forward answered with {reply!r}")
 
 
