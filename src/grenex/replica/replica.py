@@ -45,6 +45,7 @@ from grenex.consensus import (
     ConfState,
     EntryKind,
     Message,
+    MessageType,
     Raft,
     Ready,
     Storage,
@@ -52,7 +53,7 @@ from grenex.consensus import (
 from grenex.engine.events import Event
 from grenex.replica.state import ReplicaSnapshotError, ReplicaState
 
-__all__ = ["Applied", "Proposals", "Replica", "ReplicaConfig"]
+__all__ = ["TERM_JUMP_MAX", "Applied", "Proposals", "Replica", "ReplicaConfig", "insane"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,7 @@ class Replica:
         self.last_snapshot_index = snap.index
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        self.dropped: dict[str, int] = {}  # messages dropped by step(), by reason
 
     def _restore(self, data: bytes) -> ReplicaState:
         c = self.config
@@ -122,13 +124,22 @@ class Replica:
         self.raft.tick()
 
     def step(self, msg: Message) -> bool:
-        """Feed one message to the core, or drop it (returns False):
+        """Feed one message to the core, or drop it (returns False; counted in ``dropped``
+        by reason).  Nothing a peer sends may reach an assertion of the core:
 
         * a member ignores messages from nodes outside its configuration: nobody it does not
           know may raise its term (a stranger's term of 2**62 - 1 once left every election
           unencodable) or claim to lead.  Every legitimate sender is a member: leaders and
           candidates are voters, a learner only answers the leader, and a node that is not
           a member yet (joining) accepts the leader that is adding it;
+        * a message that breaks an invariant no honest member breaks is dropped
+          (:func:`insane`): a term that jumps absurdly, entries that are not contiguous or
+          newer than their message's term, entries that rewrite what this node committed, an
+          acknowledgement of entries this node does not have, a snapshot message without a
+          snapshot;
+        * a heartbeat's commit index is cut to this node's last index (an honest leader never
+          sends more than the follower's acknowledged match; a follower that restarted empty
+          may still be sent more, and must not stop on it);
         * a snapshot whose data is not a valid replica snapshot must never be persisted.
         """
         raft = self.raft
@@ -136,15 +147,24 @@ class Replica:
         if (self.id in voters or self.id in learners) and not (
             msg.src in voters or msg.src in learners
         ):
-            return False
+            return self._drop("not a member")
+        why = insane(raft, msg)
+        if why is not None:
+            return self._drop(why)
         snap = msg.snapshot
         if snap is not None and snap.data:
             try:
                 ReplicaState.restore(snap.data)
             except (ReplicaSnapshotError, ValueError, TypeError, KeyError):
-                return False
+                return self._drop("a snapshot that is not a replica snapshot")
+        if msg.type == MessageType.HEARTBEAT and msg.commit > raft.log.last_index():
+            msg.commit = raft.log.last_index()
         self.raft.step(msg)
         return True
+
+    def _drop(self, why: str) -> bool:
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+        return False
 
     def propose(self, command: bytes) -> tuple[int, int]:
         """Propose one command (SPEC §2 JSON bytes); returns (index, term).
@@ -285,6 +305,39 @@ class Replica:
 
     def state_hash(self) -> str:
         return self.state.state_hash()
+
+
+# the furthest a message's term may lead this node's: terms grow by one per election (and
+# pre-vote keeps partitioned nodes from running ahead), so a bigger jump is a forgery
+TERM_JUMP_MAX = 1 << 32
+
+
+def insane(raft: Raft, m: Message) -> str | None:
+    """Why no honest member sends ``m`` to this node (None when it may)."""
+    if m.term > raft.term + TERM_JUMP_MAX:
+        return "an absurd term"
+    t = m.type
+    log = raft.log
+    if t == MessageType.APP:
+        if m.log_term > m.term or m.index < 0:
+            return "an append whose previous entry is newer than its term"
+        expect = m.index + 1
+        prev_term = m.log_term
+        for e in m.entries:
+            if e.index != expect or e.term > m.term or e.term < prev_term:
+                return "entries that are not contiguous or newer than their term"
+            expect += 1
+            prev_term = e.term
+            if e.index <= log.committed:
+                have = log.term(e.index)
+                if have is not None and have != e.term:
+                    return "entries that rewrite committed ones"
+    elif t == MessageType.APP_RESP:
+        if m.index > log.last_index() or (m.reject and m.reject_hint > log.last_index()):
+            return "an acknowledgement of entries this node does not have"
+    elif t == MessageType.SNAP and m.snapshot is None:
+        return "a snapshot message without a snapshot"
+    return None
 
 
 T = TypeVar("T")
