@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from grenex.codec import api as wire
+from grenex.grenache.testing import async_wait_for
 
 from .inproc import InProcCluster
 
@@ -265,3 +266,24 @@ async def test_a_retry_is_answered_with_the_first_outcome_and_its_time(
         first["time"],
         first["events"],
     )
+
+
+async def test_a_node_starts_while_its_dht_reaches_no_node(cluster: InProcCluster) -> None:
+    """Found by the fault lab: a node restarted while its host was cut off refused to start
+    ("cannot announce on the Grapes: No nodes to query") and stayed down.  It must start, and
+    announce once the DHT heals."""
+    leader = await _market(cluster)
+    victim = next(n for n in cluster.voter_ids if n != leader)
+    await cluster.kill(victim)
+    cluster.io.grape.dht_down = True
+    await cluster.start_node(victim)  # before: NodeError
+    cluster.io.grape.dht_down = False
+    node = cluster.nodes[victim]
+    mine = f"{cluster.io.grape.host}:{node.peer_port}"
+    # the link re-announces on its own (real-time) interval: wait for it, bounded
+    await async_wait_for(
+        lambda: mine in cluster.io.grape.lookup(node.names["peer"]),
+        10,
+        message="the restarted node announced",
+    )
+    await cluster.converged()

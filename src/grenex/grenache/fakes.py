@@ -58,6 +58,8 @@ class FakeGrape:
         self.clock = clock
         self.values_max = values_max
         self.peers: dict[str, dict[str, float]] = {}  # name -> {"ip:port": announced at}
+        # True: announce and lookup answer "No nodes to query" (the DHT reaches no node)
+        self.dht_down = False
         self.values: dict[str, str] = {}  # 40-hex -> value
         self.requests: list[tuple[str, Any]] = []  # (endpoint, data), bounded below
         self.requests_max = 10_000
@@ -82,6 +84,9 @@ class FakeGrape:
         data = req.get("data") if isinstance(req, dict) else None
         if len(self.requests) < self.requests_max:
             self.requests.append((endpoint, data))
+        if self.dht_down and endpoint in ("announce", "lookup"):
+            # as a Grape answers when its DHT reaches no other node (this host cut off)
+            return 200, _json("No nodes to query")
         if endpoint == "announce":
             if not isinstance(data, list) or len(data) < 2:
                 return 200, _json("ERR_GRAPE_ANNOUNCE")

@@ -65,6 +65,7 @@ from grenex.grenache.protocol import (
 
 __all__ = [
     "DEFAULT_GRAPE",
+    "DHT_DOWN",
     "GrapeTransport",
     "HttpGrapeTransport",
     "Link",
@@ -80,7 +81,7 @@ DEFAULT_GRAPE: Final = "http://127.0.0.1:30001"
 LOOKUP_TIMEOUT_MS_MIN: Final = 7_000
 
 # Grape replies meaning "my DHT has no live node": another Grape may well do better.
-_DHT_DOWN: Final = frozenset({"No nodes to query", "All queries failed"})
+DHT_DOWN: Final = frozenset({"No nodes to query", "All queries failed"})
 
 T = TypeVar("T")
 
@@ -245,7 +246,7 @@ class Link:
             try:
                 value = parse(status, reply, grape)
             except GrapeError as exc:
-                if exc.code in _DHT_DOWN and attempt + 1 < n:
+                if exc.code in DHT_DOWN and attempt + 1 < n:
                     last_error = exc
                     continue
                 self._current = index

@@ -37,6 +37,8 @@ from grenex.consensus import (
 )
 from grenex.engine import JsonNumber
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
+from grenex.grenache.errors import GrapeError
+from grenex.grenache.link import DHT_DOWN
 from grenex.node.client_api import ClientAPI, ClientLimits
 from grenex.node.config import NodeConfig
 from grenex.node.driving import DriverService
@@ -345,14 +347,30 @@ class Node:
         return self.driver is not None and self.driver.failed
 
     async def _announce(self) -> None:
+        """Announce every service; the peer endpoint first (others can reach us before
+        clients do).  A Grape that answers but whose DHT reaches no other node (this host is
+        cut off, or the others are down) does not stop the node: the announcements go on in
+        the background and reach the DHT when it heals (a node restarted during a partition
+        once refused to start and stayed down).  A Grape that does not answer at all is a
+        configuration error and stops the start."""
         link, names = self.link, self.names
         assert link is not None
-        # the peer endpoint first: others can reach us before clients do
-        await link.start_announcing(names["peer"], self.peer_port)
-        await link.start_announcing(names["node"], self.api_port)
-        await link.start_announcing(names["nodes"], self.api_port)
-        await link.start_announcing(names["events"], self.events_port)
-        await link.start_announcing(names["node_events"], self.events_port)
+        wait = True
+        for name, port in (
+            (names["peer"], self.peer_port),
+            (names["node"], self.api_port),
+            (names["nodes"], self.api_port),
+            (names["events"], self.events_port),
+            (names["node_events"], self.events_port),
+        ):
+            try:
+                await link.start_announcing(name, port, wait=wait)
+            except GrapeError as e:
+                if e.code not in DHT_DOWN:
+                    raise
+                log.warning("the Grapes' DHT reaches no node yet (%s); announcing on", e.code)
+                wait = False
+                await link.start_announcing(name, port, wait=False)
 
     async def _watch_driver(self) -> None:
         assert self.driver is not None
