@@ -132,7 +132,7 @@ def export_entries(
                     f"line {lineno}: log index {e.seq} after {last} (an export is in log order)"
                 )
             last = e.seq
-            events, duplicate, _json = apply(e.seq, 0, e.cmd.encode())
+            events, duplicate, _json, _t = apply(e.seq, 0, e.cmd.encode(), e.time)
             yield e.seq, e.time, [] if duplicate else events
 
 
