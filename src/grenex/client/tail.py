@@ -33,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -352,7 +354,36 @@ def entry_lines(e: Entry, market: str | None, as_json: bool) -> list[str]:
 # ------------------------------------------------------------------------------- command
 
 
-async def _tail(
+async def _reader_gone(fd: int = 1, every_s: float = 0.5) -> None:
+    """Return when the reader of the pipe ``fd`` has gone away (``grenex tail | head``: an
+    idle tail would otherwise wait for its next event to find out); never, for a file or a
+    terminal."""
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        await asyncio.Event().wait()
+    poll = select.poll()
+    poll.register(fd, 0)  # POLLERR and POLLHUP are always reported
+    while not poll.poll(0):
+        await asyncio.sleep(every_s)
+
+
+async def _tail(*args: Any) -> None:
+    """:func:`_tail_body`, ended by a broken pipe when standard output's reader goes away."""
+    body = asyncio.ensure_future(_tail_body(*args))
+    gone = asyncio.ensure_future(_reader_gone())
+    try:
+        await asyncio.wait({body, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (body, gone):
+            if not t.done():
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+    if not body.done() or body.cancelled():
+        raise BrokenPipeError
+    body.result()
+
+
+async def _tail_body(
     grape: str,
     cluster: str,
     node: str | None,
