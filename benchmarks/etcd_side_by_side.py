@@ -290,7 +290,9 @@ class EtcdCluster:
         return False
 
     def stop(self) -> None:
-        PROCS.stop(self.procs, wait_s=10)
+        # one at a time: members stopped together each wait for the others (seconds)
+        for p in self.procs:
+            PROCS.stop([p], wait_s=5)
 
 
 # ---------------------------------------------------------------------------- etcd client
