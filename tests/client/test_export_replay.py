@@ -7,7 +7,8 @@ Proves:
   the session table absorbs, and a burst sent at once through every node), exported from one
   node and replayed by ``grenex replay`` in its own process, gives exactly: the events every
   node reports for every log index (``events`` action), the events each command's reply
-  returned, the time of each entry (replies, the ``log`` action, trades), and every node's
+  returned, the time of each entry (replies, the ``log`` action, trades in the library and in
+  ``grenex trades``, as ms and as UTC), and every node's
   books (``book`` with depth 0: all orders);
 * the retried place reached the log twice and the replay, like the nodes, emits nothing for
   the second copy;
@@ -37,6 +38,7 @@ import pytest_asyncio
 
 from grenex.client import GrenexClient
 from grenex.client.client import CommandResult, Compacted
+from grenex.client.timefmt import iso_ms
 from grenex.devnet import LocalCluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -218,9 +220,16 @@ async def test_export_replays_to_the_nodes_events_times_and_books(
         assert bare[r.seq] == r.to_json()["events"], r.seq
         assert r.extra.get("time") == time_of[r.seq]
 
-    # the trades' times
+    # the trades' times: the library, `trades --json` and the table
     timed = await clients["n3"].trades_timed(MARKET, limit=1000)
     assert timed and all(at == time_of[t.seq] for t, at in timed)
+    code, out, err = await grenex("trades", "--market", MARKET, "--json", "--grape", grape)
+    assert code == 0, err
+    listed = json.loads(out)["trades"]
+    assert listed and all(t["time"] == time_of[t["seq"]] for t in listed)
+    code, out, err = await grenex("trades", "--market", MARKET, "--grape", grape)
+    assert code == 0 and "time (UTC)" in out.decode(), err
+    assert iso_ms(listed[-1]["time"]) in out.decode()
 
     # = every node's books, whole
     for n in ("n1", "n2", "n3"):
