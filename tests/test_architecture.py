@@ -253,6 +253,8 @@ NODE_SERVICES = {
     "io.py": "NodeIO: the injected I/O (real, or fakes with a manual clock)",
     "errors.py": "the node's error tree",
     "snapshotter.py": "snapshots in a forked child",
+    "membership.py": "joining, and keeping members' peer names fresh",
+    "founding.py": "an empty founding voter asks before it founds; rejoin",
 }
 # the most lines one class or function of the node may span: small services, not one hallway
 NODE_CLASS_LINES_MAX = 400

@@ -45,6 +45,7 @@ from grenex.node.driving import DriverService
 from grenex.node.errors import NodeError
 from grenex.node.founding import Founding
 from grenex.node.io import Endpoint, NodeIO, Publisher, RealIO, ServeOptions
+from grenex.node.membership import Membership
 from grenex.node.peer_api import PeerAPI, PeerLimitsIn
 from grenex.node.peers import PeerLimits, Peers
 from grenex.node.publisher import EventsPublisher
@@ -63,6 +64,33 @@ FIRST_BATCH_BITS = 62  # a random start for this run's forward batch numbers
 
 def _ticks(ms: int, tick_ms: int) -> int:
     return max(1, -(-ms // tick_ms))
+
+
+def gateway_limits(cfg: NodeConfig) -> GatewayLimits:
+    t = cfg.tick_ms
+    return GatewayLimits(
+        submitted_max=cfg.commands_pending_max,
+        command_timeout_ticks=_ticks(cfg.command_timeout_ms, t),
+        leader_wait_ticks=_ticks(cfg.leader_wait_ms, t),
+        forward_batch_commands_max=cfg.forward_batch_max,
+        forwards_inflight_max=cfg.forwards_inflight_max,
+        forward_timeout_ticks=_ticks(cfg.command_timeout_ms, t),
+        forwarded_batches_max=cfg.forwarded_batches_max,
+        recent_entries_max=cfg.recent_outcomes_max,
+    )
+
+
+def client_limits(cfg: NodeConfig) -> ClientLimits:
+    return ClientLimits(
+        command_bytes_max=cfg.command_bytes_max,
+        batch_commands_max=cfg.batch_commands_max,
+        client_rate_per_s=cfg.client_rate_per_s,
+        client_burst=cfg.client_burst,
+        client_buckets_max=cfg.client_buckets_max,
+        trades_kept_max=cfg.trades_kept_max,
+        trades_reply_max=cfg.trades_reply_max,
+        events_window_entries_max=cfg.recent_outcomes_max,
+    )
 
 
 class Node:
@@ -88,7 +116,6 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._stopping = False
-        self._fresh_members: list[str] = []  # whose peer names the link keeps fresh
 
     # -- parts ---------------------------------------------------------------------------------
 
@@ -103,20 +130,6 @@ class Node:
             return DiskStorage(cfg.data_dir)
         except (OSError, StorageError) as e:
             raise NodeError(f"cannot open the data directory {cfg.data_dir}: {e}") from None
-
-    def _gateway_limits(self) -> GatewayLimits:
-        cfg = self.cfg
-        t = cfg.tick_ms
-        return GatewayLimits(
-            submitted_max=cfg.commands_pending_max,
-            command_timeout_ticks=_ticks(cfg.command_timeout_ms, t),
-            leader_wait_ticks=_ticks(cfg.leader_wait_ms, t),
-            forward_batch_commands_max=cfg.forward_batch_max,
-            forwards_inflight_max=cfg.forwards_inflight_max,
-            forward_timeout_ticks=_ticks(cfg.command_timeout_ms, t),
-            forwarded_batches_max=cfg.forwarded_batches_max,
-            recent_entries_max=cfg.recent_outcomes_max,
-        )
 
     def _on_applied(self, applied: list[Applied]) -> None:
         assert self.api is not None and self.publisher is not None
@@ -152,7 +165,8 @@ class Node:
                 f"cannot announce on the Grapes ({', '.join(cfg.grapes)}): {e}"
             ) from None
         if cfg.join:
-            self._tasks.append(asyncio.create_task(self._join(), name="joiner"))
+            join = self.membership.join(replica)
+            self._tasks.append(asyncio.create_task(join, name="joiner"))
         if self.founding.probing:
             run = self.founding.run(self.peers, io.sleep)
             self._tasks.append(asyncio.create_task(run, name="founding"))
@@ -232,7 +246,7 @@ class Node:
             # forward batch numbers never repeat across restarts: a late answer meant for a
             # previous run's batch must not match a new one (found by simulator seed 342)
             gateway=Gateway(
-                cfg.node_id, self._gateway_limits(), first_batch=secrets.randbits(FIRST_BATCH_BITS)
+                cfg.node_id, gateway_limits(cfg), first_batch=secrets.randbits(FIRST_BATCH_BITS)
             ),
             snapshots=snapshots,
             peers=self.peers,
@@ -244,9 +258,10 @@ class Node:
             wake=wake,
         )
         self.driver.add_turn_hook(self.founding.turn)
-        self.driver.add_turn_hook(self._keep_peers_fresh)
+        self.membership = Membership(cfg, self.io, self.link, self.rpc, self.peers, self.names)
+        self.driver.add_turn_hook(self.membership.keep_peers_fresh)
         self.api = ClientAPI(
-            cfg.node_id, self.driver, self._client_limits(), self.io.clock, self._snapshot_index
+            cfg.node_id, self.driver, client_limits(cfg), self.io.clock, self._snapshot_index
         )
         self.peer_api = PeerAPI(
             cfg.node_id,
@@ -261,40 +276,6 @@ class Node:
             on_probe=self.founding.on_probe,
             on_rejoin=self.founding.on_rejoin,
             accepts_raft=self.founding.accepts_raft,
-        )
-
-    def _keep_peers_fresh(self, replica: Replica) -> None:
-        """Keep every other member's peer name looked up in the background, so that reaching
-        a new leader (a vote, the first forward) never waits on the DHT — a lookup takes
-        seconds while any host of the DHT is unreachable (found in the fault lab)."""
-        conf = replica.raft.conf_state()
-        members = sorted(conf.voters) + sorted(conf.learners)
-        if members == self._fresh_members or self.link is None:
-            return
-        me = self.cfg.node_id
-        names = [service_names(self.cfg.cluster, m)["peer"] for m in members if m != me]
-        gone = [
-            service_names(self.cfg.cluster, m)["peer"]
-            for m in self._fresh_members
-            if m not in members and m != me
-        ]
-        if gone:
-            self.link.stop_keeping_fresh(*gone)
-        if names:
-            self.link.keep_fresh(*names)
-        self._fresh_members = members
-
-    def _client_limits(self) -> ClientLimits:
-        cfg = self.cfg
-        return ClientLimits(
-            command_bytes_max=cfg.command_bytes_max,
-            batch_commands_max=cfg.batch_commands_max,
-            client_rate_per_s=cfg.client_rate_per_s,
-            client_burst=cfg.client_burst,
-            client_buckets_max=cfg.client_buckets_max,
-            trades_kept_max=cfg.trades_kept_max,
-            trades_reply_max=cfg.trades_reply_max,
-            events_window_entries_max=cfg.recent_outcomes_max,
         )
 
     async def _listen(self) -> None:
@@ -444,36 +425,3 @@ class Node:
 
     def _on_send_failure(self, peer: str, snapshot: bool) -> None:
         self._report(peer, False if snapshot else None)
-
-    async def _join(self) -> None:
-        """Until this node is a member: ask the leader to add it as a learner."""
-        from grenex.codec.peer import Join, JoinReply
-        from grenex.node.peers import AskError
-
-        assert self.peers is not None and self.replica is not None and self.rpc is not None
-        cfg, io = self.cfg, self.io
-        while cfg.node_id not in self.replica.raft.conf_state().members():
-            leader = await self._find_leader()
-            if leader is not None:
-                try:
-                    reply = await self.peers.ask(leader, Join(cfg.node_id), cfg.command_timeout_ms)
-                    if isinstance(reply, JoinReply) and not reply.ok:
-                        log.info("join: %s", reply.why)
-                except AskError as e:
-                    log.info("join: %s", e)
-            await io.sleep(cfg.join_retry_ms / 1000)
-        log.info("%s is a member", cfg.node_id)
-
-    async def _find_leader(self) -> str | None:
-        assert self.rpc is not None
-        try:
-            replies = await self.rpc.map(self.names["nodes"], {"action": "status", "args": [{}]})
-        except GrenacheError as e:
-            log.info("join: no status from the nodes: %s", e)
-            return None
-        for r in replies:
-            if r.ok and isinstance(r.result, dict) and isinstance(r.result.get("leader"), str):
-                leader: str = r.result["leader"]
-                if leader != self.cfg.node_id:
-                    return leader
-        return None
