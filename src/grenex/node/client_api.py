@@ -258,8 +258,13 @@ class ClientAPI:
         return reply
 
     def _events_reply(self, args: dict[str, Any]) -> Any:
-        """Events of the entries applied after log index ``since``, oldest first, from a
-        bounded window (``first`` is the oldest index still kept)."""
+        """The entries applied after log index ``since``, oldest first, from a bounded window
+        (``first`` is the oldest index still kept; ``{"strict": true}`` answers
+        ``ERR_GRENEX_COMPACTED: <first>`` instead when entries after ``since`` are gone).
+
+        ``entries``: the stream's frames, ``{"seq", "time", "events"}`` per entry with events
+        (at most ``limit`` entries); ``events``: the same events in one list (kept for readers
+        of the earlier shape); ``through``: the last index looked at (page on from there)."""
         since = wire.int_or_default(args, "since", 0, 0, 1 << 62)
         lim = self.limits.events_reply_max
         limit = wire.int_or_default(args, "limit", lim, 1, lim)
@@ -268,21 +273,25 @@ class ClientAPI:
         applied = self.driver.replica.applied_index
         if args.get("strict") and window and since + 1 < first and since < applied:
             raise Compacted(str(first))
-        out: list[Any] = []
+        entries: list[Any] = []
+        events: list[Any] = []
         last = since
         for a in window:
             if a.index <= since:
                 continue
             last = a.index
-            if a.kind == EntryKind.NORMAL and not a.duplicate:
-                out.extend(msgspec.to_builtins(e) for e in a.events)
-                if len(out) >= limit:
+            if a.kind == EntryKind.NORMAL and not a.duplicate and a.events:
+                frame = {"seq": a.index, "time": a.time, "events": msgspec.Raw(a.events_json)}
+                entries.append(frame)
+                events.extend(msgspec.to_builtins(e) for e in a.events)
+                if len(entries) >= limit or len(events) >= limit:
                     break
         return {
-            "events": out,
+            "entries": entries,
+            "events": events,
             "through": last,
             "first": first,
-            "applied": self.driver.replica.applied_index,
+            "applied": applied,
         }
 
     def _log_reply(self, args: dict[str, Any]) -> Any:
