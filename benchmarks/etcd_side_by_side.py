@@ -5,7 +5,8 @@ What it does, one system after the other (never both at once), every process on 
 * **etcd**: Debian's ``etcd-server`` (the ``etcd`` binary on ``PATH``, or ``--etcd``), three
   members with their data directories under a temporary directory, durable as etcd is by
   default (it fsyncs its WAL before it acknowledges).  ``--clients`` client processes (this
-  script in ``--worker`` mode: aiohttp, the v3 gRPC-gateway HTTP/JSON API), each sending to its
+  script in ``--worker`` mode, the v3 gRPC-gateway HTTP/JSON API over the same keep-alive
+  HTTP/1.1 client grenex's Grenache client uses, or aiohttp with ``--http aiohttp``), each to its
   own member, ``--concurrency`` requests in flight each, closed loop: ``POST /v3/kv/put`` with
   one key per request (``put``), and ``POST /v3/kv/txn`` with ``--batch`` puts per request
   (``txn``).  Keys are order ids (``e0c1-17``), values an order's JSON (~110 bytes).
@@ -54,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -325,8 +326,46 @@ class Orders:
         return key, b64(json.dumps(order, separators=(",", ":")).encode()).decode()
 
 
+Post = Callable[[str, bytes], Awaitable[tuple[int, bytes]]]
+
+
+@contextlib.asynccontextmanager
+async def http_client(kind: str, concurrency: int, timeout_s: float) -> AsyncIterator[Post]:
+    """``post(url, body) -> (status, body)`` over keep-alive connections: ``fast`` is the
+    HTTP/1.1 client grenex's own Grenache client uses (so both systems' clients cost the
+    same per request), ``aiohttp`` the general one.  Transport failures raise ``OSError``-
+    or ``GrenacheError``-derived exceptions, or ``aiohttp.ClientError``."""
+    headers = {"Content-Type": "application/json"}
+    if kind == "fast":
+        from grenex.grenache._fasthttp import FastHttpTransport
+
+        fast = FastHttpTransport(connections_max=concurrency)
+
+        async def post_fast(url: str, body: bytes) -> tuple[int, bytes]:
+            return await fast.post(url, body, timeout_s=timeout_s, headers=headers)
+
+        try:
+            yield post_fast
+        finally:
+            await fast.close()
+        return
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def post_aiohttp(url: str, body: bytes) -> tuple[int, bytes]:
+            async with session.post(url, data=body, headers=headers) as r:
+                return r.status, await r.read()
+
+        yield post_aiohttp
+
+
 async def etcd_worker(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
+
+    from grenex.grenache import GrenacheError
 
     orders = Orders(args.client, args.seed)
     url = args.url.rstrip("/")
@@ -348,26 +387,21 @@ async def etcd_worker(args: argparse.Namespace) -> dict[str, Any]:
     def error(key: str) -> None:
         errors[key[:60]] = errors.get(key[:60], 0) + batch
 
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    timeout = aiohttp.ClientTimeout(total=args.timeout)
-    headers = {"Content-Type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        async with session.get(url + "/health") as r:  # warm up: one connection open
-            await r.read()
+    async with http_client(args.http, args.concurrency, args.timeout) as post:
+        # warm up: the member answers (a read, nothing written)
+        await post(url + "/v3/maintenance/status", b"{}")
         start = time.perf_counter()
         end = start + args.duration
 
         async def one() -> None:
-            data = body()
             sent = time.perf_counter()
             try:
-                async with session.post(path, data=data, headers=headers) as r:
-                    raw = await r.read()
-                    if r.status != 200:
-                        error(f"HTTP {r.status}: {raw[:40]!r}")
-                        return
-                    reply = json.loads(raw)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                status, raw = await post(path, body())
+                if status != 200:
+                    error(f"HTTP {status}: {raw[:40]!r}")
+                    return
+                reply = json.loads(raw)
+            except (aiohttp.ClientError, GrenacheError, OSError, ValueError) as e:
                 error(type(e).__name__)
                 return
             if not isinstance(reply, dict) or "header" not in reply:
@@ -466,6 +500,7 @@ async def etcd_point(
         cmd += ["--url", etcd.client_urls[i % len(etcd.client_urls)]]
         cmd += ["--client", f"{tag}c{i}", "--seed", str(i), "--duration", str(args.duration)]
         cmd += ["--concurrency", str(args.concurrency), "--batch", str(batch), "--out", str(out)]
+        cmd += ["--http", args.http]
         procs.append(PROCS.start(cmd))
     await wait_all(procs, args.duration + 90)
     ch = children_cpu_s() - ch0
@@ -729,6 +764,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-etcd", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-grenex", action="store_true", help="etcd only")
     p.add_argument("--grenex-client-args", default="", help="extra arguments for cluster_client.py")
+    p.add_argument(
+        "--http",
+        choices=["fast", "aiohttp"],
+        default="fast",
+        help="the etcd clients' HTTP client: fast (the one grenex's client uses) or aiohttp",
+    )
     p.add_argument("--tmp-dir", type=Path, default=None, help="where the data dirs go")
     p.add_argument("--json", type=Path, default=None)
     # worker mode (one etcd client process)

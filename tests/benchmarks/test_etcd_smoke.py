@@ -112,3 +112,26 @@ def test_a_tiny_side_by_side_run(tmp_path: Path) -> None:
     # every process the run started has been stopped
     assert not side.PROCS.procs
     assert not list(tmp_path.glob("grenex-etcd-*"))  # its data dirs are gone too
+
+
+@pytest.mark.timeout(60)
+async def test_etcd_members_and_both_http_clients(tmp_path: Path) -> None:
+    binary, why = side.find_etcd(None)
+    if binary is None:
+        pytest.skip(f"{why} (optional: apt-get install etcd-server)")
+    etcd = side.EtcdCluster(binary, tmp_path)
+    try:
+        await etcd.start()
+        assert len(etcd.pids) == 3 and all(
+            u.startswith("http://127.0.0.1:") for u in etcd.client_urls
+        )
+        for http, batch in (("fast", 1), ("aiohttp", 3)):
+            argv = ["--worker", "--url", etcd.client_urls[1], "--client", f"t{http}"]
+            argv += ["--http", http, "--batch", str(batch), "--concurrency", "2"]
+            argv += ["--duration", "0.3"]
+            res = await side.etcd_worker(side.parser().parse_args(argv))
+            assert res["acked"] > 0 and res["acked"] % batch == 0 and not res["errors"], res
+        assert await etcd.wait_applied(10)
+    finally:
+        etcd.stop()
+    assert all(p.poll() is not None for p in etcd.procs)
