@@ -698,20 +698,34 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def report_table(rows: list[dict[str, Any]], rat: dict[str, dict[str, float]], out: TextIO) -> None:
+def report_table(
+    rows: list[dict[str, Any]],
+    rat: dict[str, dict[str, float]],
+    per_run: list[dict[str, dict[str, float]]],
+    out: TextIO,
+) -> None:
     print("", file=out)
     head = f"{'system, mode':<46} {'writes/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}"
-    print(head + f" {'cpu us/write/member':>20} {'runs':>4}", file=out)
+    print(head + f" {'cpu us/write/member':>20} {'refused':>8} {'runs':>4}", file=out)
     for r in rows:
         print(
             f"{label(r):<46} {r['acked_per_s']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-            f"{r['p999_ms']:9.2f} {r['cpu_us_per_write_per_member']:20.1f} {r['runs']:4d}",
+            f"{r['p999_ms']:9.2f} {r['cpu_us_per_write_per_member']:20.1f} {r['errors']:8d} "
+            f"{r['runs']:4d}",
             file=out,
         )
     for topo, got in rat.items():
-        text = "  ".join(f"{k} {v:.2f}x" for k, v in got.items())
-        print(f"grenex ({topo}) / etcd: {text}", file=out)
-    print("(writes: higher is better for grenex; cpu: etcd's per write / grenex's)", file=out)
+        parts = []
+        for k, v in got.items():
+            each = [r[topo][k] for r in per_run if k in r.get(topo, {})]
+            spread = f" ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
+            parts.append(f"{k} {v:.2f}x{spread}")
+        print(f"grenex ({topo}) / etcd:\n  " + "\n  ".join(parts), file=out)
+    print(
+        "(of the medians; per run, min-max, in brackets; writes: grenex's / etcd's, higher",
+        file=out,
+    )
+    print(" is better for grenex; cpu: etcd's per write per member / grenex's)", file=out)
 
 
 async def main_async(binary: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -730,12 +744,14 @@ async def main_async(binary: str, args: argparse.Namespace) -> dict[str, Any]:
                 steps.reverse()  # alternate which system runs first
             for system, nodes in steps:
                 if system == "etcd":
-                    points += await run_etcd(binary, args, tmp, run)
+                    got = await run_etcd(binary, args, tmp, run)
                 else:
-                    points += await run_grenex(args, tmp, run, nodes, 3)
+                    got = await run_grenex(args, tmp, run, nodes, 3)
+                points += [{**p, "run": run} for p in got]
     rows = medians(points)
     rat = ratios(rows)
-    report_table(rows, rat, sys.stdout)
+    per_run = [ratios(medians([p for p in points if p["run"] == r])) for r in range(args.runs)]
+    report_table(rows, rat, per_run, sys.stdout)
     return {
         "benchmark": "EXB-1R etcd side by side",
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -749,6 +765,7 @@ async def main_async(binary: str, args: argparse.Namespace) -> dict[str, Any]:
         "points": points,
         "summary": rows,
         "ratios": rat,
+        "ratios_per_run": per_run,
     }
 
 

@@ -107,6 +107,8 @@ def test_a_tiny_side_by_side_run(tmp_path: Path) -> None:
         "batched_vs_txn_writes",
         "single_vs_put_writes",
     }
+    assert rep["ratios_per_run"] == [rep["ratios"]]  # one run: its ratios are the summary's
+    assert {p["run"] for p in rep["points"]} == {0}
     assert rep["machine"]["etcd"].startswith("3.")
     assert "grenex (3 voters durable) / etcd:" in text.getvalue()
     # every process the run started has been stopped
