@@ -60,6 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from grenex.codec.api import statuses_agree
+from grenex.devnet import LocalCluster
+
 HERE = Path(__file__).resolve().parent
 INSTALL_HINT = "apt-get install etcd-server (as root; optional, Debian/Ubuntu)"
 
@@ -523,10 +526,8 @@ async def etcd_point(
 
 
 async def grenex_point(
-    cluster: Any, args: argparse.Namespace, mode: str, tmp: Path, tag: str
+    cluster: LocalCluster, args: argparse.Namespace, mode: str, tmp: Path, tag: str
 ) -> dict[str, Any]:
-    from grenex.codec.api import statuses_agree
-
     batch = 1 if mode == "single" else args.batch
     nodes = cluster.node_ids
     pids = [p.pid for p in cluster.procs.values()]
@@ -605,8 +606,6 @@ async def run_etcd(binary: str, args: argparse.Namespace, tmp: Path, run: int) -
 async def run_grenex(
     args: argparse.Namespace, tmp: Path, run: int, nodes: int, voters: int
 ) -> list[Any]:
-    from grenex.devnet import LocalCluster
-
     cluster = LocalCluster(
         nodes=nodes, voters=voters, memory=False, base_dir=tmp / f"grenex-{run}-{nodes}"
     )
