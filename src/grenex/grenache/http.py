@@ -2,11 +2,17 @@
 
 Server: ``PeerRPCServer(handler)`` answers ``POST`` (or any method) on any path with
 ``[rid, err, result]`` for a body ``[rid, key, payload]``, gzip both ways when the request has
-``grc-compress: gzip``. Bodies are read up to ``body_bytes_max`` (413 beyond), a body without a
-readable rid gets a 400 (see :mod:`grenex.grenache._core`), and the same port also accepts
+``grc-compress: gzip``. Bodies are read up to ``body_bytes_max`` (413 beyond: at once from the
+``Content-Length``, or as soon as a chunked body passes it; nothing beyond is buffered), a body
+without a readable rid gets a 400 (see :mod:`grenex.grenache._core`), and the same port also accepts
 WebSocket upgrades on any path for Grenache WS RPC, so one Python service serves both Node
 transports. It binds ``127.0.0.1`` unless told otherwise (Node binds every interface); a
 service must be reachable at its Grape's IP, so pass ``host="0.0.0.0"`` for multi-host use.
+
+Limits (see :mod:`grenex.grenache._limits`): a request's head and body must arrive within
+``body_read_timeout_ms`` or the connection is closed; beyond ``connections_max`` open
+connections, or ``connections_per_address_max`` from one IP, a new connection is answered
+``503 ERR_SERVICE_BUSY: too many connections…`` at once and closed, unread.
 
 Client: ``PeerRPCClient(link)`` sends ``POST http(s)://ip:port/`` with a uuid4 rid over
 keep-alive connections, checks the reply's rid, maps a non-2xx status to
@@ -43,6 +49,7 @@ from grenex.grenache._core import (
     http_exchange,
 )
 from grenex.grenache._fasthttp import FastHttpTransport
+from grenex.grenache._limits import ConnectionLimits, LimitedServer, body_read, upgraded
 from grenex.grenache.errors import ReplyError, TransportError
 from grenex.grenache.link import Link
 from grenex.grenache.protocol import (
@@ -78,6 +85,12 @@ class PeerRPCServer:
     (pinned Ed25519 certificates, mutual TLS with replaceable anchors). ``with_peer_cert``:
     call ``handler(key, payload, peer)`` with the peer's
     :class:`~grenex.grenache.tls.PeerCert` (None without a client certificate).
+
+    ``connections_max``, ``connections_per_address_max``: open connections in all and from one
+    IP; beyond them a new connection gets ``503 ERR_SERVICE_BUSY`` at once and is closed.
+    ``body_read_timeout_ms``: a request's head and body must arrive within it, or the
+    connection is closed. Counters: ``server.limits.refused``, ``.refused_address``,
+    ``.expired``, ``.open``.
     """
 
     def __init__(
@@ -97,7 +110,15 @@ class PeerRPCServer:
         ws_inflight_max: int = 256,
         shutdown_timeout_ms: int = 1_000,
         float_hook: Callable[[str], Any] | None = None,
+        connections_max: int = 2048,
+        connections_per_address_max: int = 512,
+        body_read_timeout_ms: int = 5_000,
     ) -> None:
+        self.limits = ConnectionLimits(
+            connections_max=connections_max,
+            connections_per_address_max=connections_per_address_max,
+            body_read_timeout_ms=body_read_timeout_ms,
+        )
         self.core = ServiceCore(
             handler,
             concurrency_max=concurrency_max,
@@ -130,9 +151,13 @@ class PeerRPCServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        server = web.Server(
+        server = LimitedServer(
             self._handle,
+            limits=self.limits,
             access_log=None,  # per-request logging costs more than the request itself
+            # After a 413 the unread rest of a body is read and discarded for at most this long
+            # (so the client sees the answer), then the connection is closed (aiohttp: 10 s).
+            lingering_time=min(1.0, self.limits.body_read_timeout_ms / 1000),
             keepalive_timeout=self.keepalive_timeout_ms / 1000,
             max_line_size=8190,
             max_field_size=8190,
@@ -181,6 +206,7 @@ class PeerRPCServer:
         if self.websocket and request.headers.get("Upgrade", "").lower() == "websocket":
             from grenex.grenache.ws import serve_ws_rpc
 
+            upgraded(request)
             return await serve_ws_rpc(
                 request,
                 self.core,
@@ -192,9 +218,15 @@ class PeerRPCServer:
         length = request.content_length
         if length is not None and length > self.body_bytes_max:
             return _too_large(length)
-        body = await _read_bounded(request, self.body_bytes_max)
+        try:
+            body = await _read_bounded(request, self.body_bytes_max)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The client hung up mid-body, or the deadline closed its connection: nobody
+            # reads an answer.
+            return _gone()
         if body is None:
             return _too_large(None)
+        body_read(request)
         status, reply = await http_exchange(self.core, body, compress, self.body_bytes_max, peer)
         if status != 200:
             resp = web.Response(status=status, body=reply, content_type="text/plain")
@@ -212,17 +244,25 @@ def _too_large(length: int | None) -> web.Response:
     return resp
 
 
-async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes | None:
-    """The whole body, or None if it exceeds ``limit`` bytes (chunked bodies included).
+def _gone() -> web.Response:
+    resp = web.Response(status=400, text="ERR_REQUEST_INCOMPLETE")
+    resp.force_close()
+    return resp
 
-    Read from the stream directly: ``request.read()`` has its own 1 MiB cap.
+
+async def _read_bounded(request: web.BaseRequest, limit: int) -> bytes | None:
+    """The whole body, or None if it exceeds ``limit`` bytes (chunked bodies included: reading
+    stops as soon as the total passes ``limit``). The caller has refused a ``Content-Length``
+    beyond ``limit`` before calling. Raises ConnectionError or IncompleteReadError when the
+    connection goes away first.
+
+    Read from the stream directly: ``request.read()`` has its own 1 MiB cap. aiohttp's stream
+    pauses the socket when its buffer is full, so no more than ``limit`` plus one read
+    buffer is ever held.
     """
     length = request.content_length
     if length is not None:
-        try:
-            return await request.content.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            return exc.partial  # the client hung up mid-body; it will not read our answer
+        return await request.content.readexactly(length)
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -25,6 +25,14 @@ Grapes an announcement made on the first must be visible through every other one
 are stopped by PID only (SIGTERM, then SIGKILL after a grace period); an ``atexit`` hook kills
 any Grape that its owner forgot, so no test run leaves one behind.
 
+The DHT's UDP socket binds the same host as the API. ``grape -b`` binds only the HTTP API:
+grenache-grape 1.0.0 calls ``dht.listen(port)`` without an address, so its DHT listens on every
+interface, and an announcement injected from another host would be believed. bittorrent-dht's
+``listen(port, address)`` takes an address, so when the host is not a wildcard the Grape is run
+as ``node -e <shim> grape.js ...``: the shim makes ``listen`` pass the host, then runs the
+unchanged CLI (:func:`grape_argv`). A ``$GRENEX_GRAPE_BIN`` that is not a Node script runs as
+is (its DHT then binds wherever it binds).
+
 The binary is ``$GRENEX_GRAPE_BIN`` if set, else ``node_modules/.bin/grape`` in the nearest
 parent directory of this file or of the current directory that has one.
 """
@@ -36,6 +44,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,6 +67,7 @@ __all__ = [
     "async_wait_for",
     "find_grape_bin",
     "free_port",
+    "grape_argv",
     "start_grapes",
     "wait_for",
 ]
@@ -87,6 +97,47 @@ def find_grape_bin() -> Path:
         "grape (npm grenache-grape) is not installed: run `./run setup` (npm ci) at the "
         "repository root, or set GRENEX_GRAPE_BIN to the grape executable"
     )
+
+
+# Run grenache-grape's CLI with its DHT's UDP socket bound to one address: bittorrent-dht's
+# listen(port, address, cb) takes an address that Grape.createNode does not pass.
+_DHT_BIND_SHIM = """
+const path = require('path')
+const fs = require('fs')
+const host = process.env.GRENEX_GRAPE_DHT_HOST
+const grape = fs.realpathSync(process.argv[1])
+const DHT = require(require.resolve('bittorrent-dht', { paths: [path.dirname(grape)] }))
+const listen = DHT.prototype.listen
+DHT.prototype.listen = function (port, cb) {
+  if (typeof cb !== 'function') return listen.apply(this, arguments)
+  return listen.call(this, port, host, cb)
+}
+require(grape)
+"""
+
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def _is_node_script(path: Path) -> bool:
+    real = path.resolve()
+    if real.suffix in (".js", ".cjs"):
+        return True
+    try:
+        with real.open("rb") as f:
+            first = f.readline(200)
+    except OSError:
+        return False
+    return first.startswith(b"#!") and b"node" in first
+
+
+def grape_argv(binary: Path, host: str) -> tuple[list[str], dict[str, str]]:
+    """The command line (and extra environment) that runs ``binary`` with its DHT bound to
+    ``host``: the Node shim when ``host`` is an address and ``binary`` a Node script, else
+    ``binary`` alone (DHT on every interface)."""
+    node = shutil.which("node")
+    if host in _WILDCARDS or node is None or not _is_node_script(binary):
+        return [str(binary)], {}
+    return [node, "-e", _DHT_BIND_SHIM, str(binary.resolve())], {"GRENEX_GRAPE_DHT_HOST": host}
 
 
 _port_lock = threading.Lock()
@@ -190,6 +241,7 @@ class GrapeProcess:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     host: str = LOOPBACK
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
 
     @property
     def api_url(self) -> str:
@@ -212,6 +264,7 @@ class GrapeProcess:
         with os.fdopen(fd, "wb") as log:
             self.process = subprocess.Popen(
                 self.args,
+                env={**os.environ, **self.env} if self.env else None,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -376,13 +429,14 @@ def start_grapes(
     if n < 1:
         raise ValueError("n must be >= 1")
     binary = find_grape_bin()
+    command, env = grape_argv(binary, host)
     dht_ports = [free_port() for _ in range(n)]
     bootstrap = ",".join(f"{host}:{p}" for p in dht_ports)
     cluster = GrapeCluster(dpa_ms=dpa_ms)
     for dht_port in dht_ports:
         api_port = free_port()
         args = [
-            str(binary),
+            *command,
             "--dp",
             str(dht_port),
             "--aph",
@@ -395,7 +449,7 @@ def start_grapes(
         if dpa_ms is not None:
             args += ["--dpa", str(dpa_ms)]
         args += list(extra_args)
-        cluster.grapes.append(GrapeProcess(dht_port, api_port, args, host=host))
+        cluster.grapes.append(GrapeProcess(dht_port, api_port, args, host=host, env=env))
     try:
         for g in cluster.grapes:
             g.start()

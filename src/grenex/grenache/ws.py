@@ -14,14 +14,15 @@ pending futures by rid, and a closing socket fails what is pending with
 ``ERR_TRANSPORT_CLOSE``.
 
 *Pub/sub.* A :class:`PeerPub` is a WebSocket server that announces its topic; ``pub(msg)``
-writes ``msg`` unchanged (text for str, binary for bytes) to every connected socket. Each
-subscriber has a bounded queue: a subscriber too slow to keep up is disconnected rather than
-allowed to grow our memory. A :class:`PeerSub` looks the topic up, connects to one random
-publisher and sends nothing. Unlike the Node subscriber, when its publisher goes away it looks
-the topic up again and connects to another publisher (avoiding the one that just failed, which
-the DHT may still list), with exponential backoff between ``backoff_min_ms`` and
-``backoff_max_ms``. Messages published while no publisher is connected are not seen: pub/sub
-is at-most-once, as in Node.
+sends ``msg`` unchanged (text for str, binary for bytes) to every connected socket. The frame
+is encoded once into a bounded broadcast ring, and every subscriber reads it from there at its
+own cursor: a subscriber that falls more than the ring behind is disconnected rather than
+allowed to grow our memory or the cost of publishing. A :class:`PeerSub` looks the topic up,
+connects to one random publisher and sends nothing. Unlike the Node subscriber, when its
+publisher goes away it looks the topic up again and connects to another publisher (avoiding
+the one that just failed, which the DHT may still list), with exponential backoff between
+``backoff_min_ms`` and ``backoff_max_ms``. Messages published while no publisher is connected
+are not seen: pub/sub is at-most-once, as in Node.
 
 *TLS.* Servers take an :class:`ssl.SSLContext` or a :class:`~grenex.grenache.tls.ServerTLS`.
 :class:`WsPeerRPCClient` takes ``ssl_for(name)`` (a context per service name) and
@@ -38,6 +39,7 @@ import contextlib
 import logging
 import random
 import ssl
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -48,6 +50,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from grenex.grenache._core import PeerClientBase, ServiceCore
+from grenex.grenache._limits import ConnectionLimits, LimitedServer, upgraded
 from grenex.grenache.errors import (
     GrenacheError,
     ProtocolError,
@@ -351,8 +354,78 @@ class WsPeerRPCClient(PeerClientBase):
 # ------------------------------------------------------------------------------------ pub/sub
 
 
+class _Sub:
+    """One subscriber of a :class:`PeerPub`: its socket and its cursor in the ring."""
+
+    __slots__ = ("address", "cursor", "protocol", "transport", "writer", "ws")
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.BaseRequest,
+        address: str,
+        cursor: int,
+    ) -> None:
+        self.ws = ws
+        self.protocol = request.protocol
+        self.transport = request.transport
+        self.address = address
+        self.cursor = cursor  # sequence number of the next frame to send it
+        self.writer: asyncio.Task[None] | None = None
+
+
+def ws_frame(msg: Message) -> bytes:
+    """The unmasked WebSocket frame (server to client) carrying ``msg``: text for str,
+    binary for bytes, FIN set, no compression."""
+    if isinstance(msg, str):
+        payload, first = msg.encode(), 0x81
+    else:
+        payload, first = bytes(msg), 0x82
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 126, n)
+    else:
+        head = struct.pack("!BBQ", first, 127, n)
+    return head + payload
+
+
+def _close_frame(code: int, reason: str) -> bytes:
+    data = struct.pack("!H", code) + reason.encode()[:123]
+    return bytes((0x88, len(data))) + data
+
+
+_CLOSE_POLICY: Final = 1008  # the subscriber broke the publisher's policy (fell too far behind)
+_CLOSE_GOING_AWAY: Final = 1001
+_BATCH_FRAMES_MAX: Final = 256  # frames handed to one subscriber's socket at once
+
+
+def _abort(transport: asyncio.Transport) -> None:
+    """Abort a connection that may be gone already. (CPython 3.11: once a closing transport
+    has flushed its buffer and closed, ``abort()`` raises AttributeError instead of doing
+    nothing.)"""
+    with contextlib.suppress(AttributeError, RuntimeError):
+        transport.abort()
+
+
 class PeerPub:
-    """A publisher: a WebSocket server that announces ``topic`` and fans out raw frames."""
+    """A publisher: a WebSocket server that announces ``topic`` and fans out raw frames.
+
+    Each published message is encoded once, as a WebSocket frame, into a ring of the last
+    ``ring_frames_max`` frames; each subscriber has a cursor into it and a writer that hands
+    the frames from its cursor to the head to its socket (references, not copies). A subscriber
+    more than ``ring_frames_max`` frames behind the head is dropped: sent a close frame (1008,
+    ``ERR_SLOW_SUBSCRIBER``) and disconnected (it may reconnect). Publishing costs the same
+    whatever the subscribers' backlogs: ``pub`` stores one frame and wakes the writers that
+    wait; every ``ring_frames_max // 4`` frames it sweeps the subscribers for ones too far
+    behind (their writers are blocked on a full socket) and releases the frames every
+    subscriber has passed.
+
+    ``subscribers_max``, ``subscribers_per_address_max``: connections in all and from one IP
+    (beyond them: ``503 ERR_SERVICE_BUSY`` at once); the upgrade request must arrive within
+    ``body_read_timeout_ms``. ``queue_max`` is the former name of ``ring_frames_max``.
+    """
 
     def __init__(
         self,
@@ -362,19 +435,48 @@ class PeerPub:
         host: str = "127.0.0.1",
         port: int = 0,
         ssl_context: ssl.SSLContext | ServerTLS | None = None,
-        queue_max: int = 1024,
+        ring_frames_max: int = 4096,
         subscribers_max: int = 1024,
+        subscribers_per_address_max: int = 256,
+        body_read_timeout_ms: int = 5_000,
+        close_timeout_ms: int = 1_000,
+        queue_max: int | None = None,
     ) -> None:
+        if queue_max is not None:
+            ring_frames_max = queue_max
+        if ring_frames_max < 1 or close_timeout_ms <= 0:
+            raise ValueError("ring_frames_max >= 1, close_timeout_ms > 0")
         self.link = link
         self.topic = topic
         self.host = host
         self._port = port
         self.ssl_context = ssl_context
-        self.queue_max = queue_max
+        self.ring_frames_max = ring_frames_max
         self.subscribers_max = subscribers_max
-        self._subs: dict[web.WebSocketResponse, asyncio.Queue[object]] = {}
+        self.subscribers_per_address_max = subscribers_per_address_max
+        self.close_timeout_ms = close_timeout_ms
+        # Connections, not only subscribers: a connection that never upgrades counts too.
+        self.limits = ConnectionLimits(
+            connections_max=subscribers_max,
+            connections_per_address_max=subscribers_per_address_max,
+            body_read_timeout_ms=body_read_timeout_ms,
+        )
+        self._ring: list[bytes | None] = [None] * ring_frames_max
+        self._head = 0  # sequence number of the next frame published
+        self._kept = 0  # frames older than this one have been released
+        self._sweep_every = max(1, ring_frames_max // 4)
+        self._until_sweep = self._sweep_every
+        self._wake: asyncio.Future[None] | None = None
+        self._subs: dict[web.WebSocketResponse, _Sub] = {}
+        # Dropped subscribers' connections, aborted if still open after close_timeout_ms.
+        self._closing: dict[asyncio.Transport, asyncio.TimerHandle] = {}
         self._runner: web.ServerRunner | None = None
+        self.published = 0
         self.dropped_slow = 0  # subscribers disconnected for not keeping up
+
+    @property
+    def queue_max(self) -> int:
+        return self.ring_frames_max
 
     @property
     def port(self) -> int:
@@ -384,11 +486,16 @@ class PeerPub:
     def subscribers(self) -> int:
         return len(self._subs)
 
+    @property
+    def ring_frames(self) -> int:
+        """Frames held in the ring now (released once every subscriber has passed them)."""
+        return self._head - self._kept
+
     async def start(self) -> None:
         """Bind, then (with a link and a topic) announce the topic every second."""
         if self._runner is None:
             runner = web.ServerRunner(
-                web.Server(self._handle, access_log=None),
+                LimitedServer(self._handle, limits=self.limits, access_log=None),
                 handle_signals=False,
                 shutdown_timeout=1.0,
             )
@@ -408,71 +515,127 @@ class PeerPub:
             await self.link.start_announcing(self.topic, self._port)
 
     def pub(self, msg: Message) -> int:
-        """Queue ``msg`` for every subscriber (never blocks); return how many got it."""
+        """Publish ``msg`` to every subscriber (never blocks); return how many subscribe."""
         if not isinstance(msg, str | bytes):
             raise TypeError("a published message is str (text frame) or bytes (binary frame)")
-        n = 0
-        for ws, queue in list(self._subs.items()):
-            try:
-                queue.put_nowait(msg)
-                n += 1
-            except asyncio.QueueFull:
-                self.dropped_slow += 1
-                log.warning("dropping a slow subscriber (%d messages queued)", self.queue_max)
-                self._drop(ws, queue)
-        return n
+        if not self._subs:
+            return 0  # nobody to send it to, and nobody joining later is owed it
+        size = self.ring_frames_max
+        self._ring[self._head % size] = ws_frame(msg)
+        self._head += 1
+        self.published += 1
+        if self._head - self._kept > size:
+            self._kept = self._head - size  # the oldest frame was just overwritten
+        wake, self._wake = self._wake, None
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        self._until_sweep -= 1
+        if self._until_sweep <= 0:
+            self._until_sweep = self._sweep_every
+            self._sweep()
+        return len(self._subs)
 
-    def _drop(self, ws: web.WebSocketResponse, queue: asyncio.Queue[object]) -> None:
-        self._subs.pop(ws, None)
-        # Make room for the sentinel: the writer then closes the socket.
-        while not queue.empty():
-            queue.get_nowait()
-        queue.put_nowait(_CLOSED)
+    def _sweep(self) -> None:
+        """Drop the subscribers too far behind; release the frames nobody needs any more."""
+        head, size = self._head, self.ring_frames_max
+        low = head
+        for sub in list(self._subs.values()):
+            if head - sub.cursor > size:
+                self._drop(sub, f"ERR_SLOW_SUBSCRIBER: more than {size} frames behind")
+            elif sub.cursor < low:
+                low = sub.cursor
+        ring = self._ring
+        for seq in range(self._kept, low):
+            ring[seq % size] = None
+        self._kept = max(self._kept, low)
+
+    async def _write(self, sub: _Sub) -> None:
+        """Hand the frames from the subscriber's cursor to the head to its socket."""
+        ring, size = self._ring, self.ring_frames_max
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                head = self._head
+                if sub.cursor >= head:
+                    if self._wake is None:
+                        self._wake = loop.create_future()
+                    await self._wake
+                    continue
+                if head - sub.cursor > size:
+                    self._drop(sub, f"ERR_SLOW_SUBSCRIBER: more than {size} frames behind")
+                    return
+                transport = sub.transport
+                if transport is None or transport.is_closing():
+                    return
+                end = min(head, sub.cursor + _BATCH_FRAMES_MAX)
+                frames = [ring[seq % size] for seq in range(sub.cursor, end)]
+                sub.cursor = end
+                transport.writelines(frames)  # type: ignore[arg-type]  # None only below _kept
+                # Wait while the socket's buffer is above its high-water mark (aiohttp's
+                # protocol implements the transport's flow control).
+                await sub.protocol._drain_helper()
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            pass
+
+    def _drop(self, sub: _Sub, reason: str, code: int = _CLOSE_POLICY) -> None:
+        """Disconnect a subscriber: a close frame after what is already queued, then the
+        connection closed; aborted if its socket does not drain within close_timeout_ms."""
+        if self._subs.pop(sub.ws, None) is None:
+            return
+        if code == _CLOSE_POLICY:
+            self.dropped_slow += 1
+            log.warning("dropping a slow subscriber %s: %s", sub.address, reason)
+        writer = sub.writer
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
+        transport = sub.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(_close_frame(code, reason))
+        transport.close()
+        self._closing[transport] = asyncio.get_running_loop().call_later(
+            self.close_timeout_ms / 1000, self._abort, transport
+        )
+
+    def _abort(self, transport: asyncio.Transport) -> None:
+        self._closing.pop(transport, None)
+        _abort(transport)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return web.Response(status=426, text="ERR_UPGRADE_REQUIRED: a websocket publisher")
+        upgraded(request)
         if len(self._subs) >= self.subscribers_max:
             return web.Response(status=503, text="ERR_SERVICE_BUSY: too many subscribers")
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=64 * 1024)
         await ws.prepare(request)
-        queue: asyncio.Queue[object] = asyncio.Queue(self.queue_max)
-        self._subs[ws] = queue
-        writer = asyncio.get_running_loop().create_task(self._write(ws, queue))
+        sub = _Sub(ws, request, address, self._head)
+        self._subs[ws] = sub
+        sub.writer = asyncio.get_running_loop().create_task(self._write(sub))
         try:
             async for _msg in ws:  # subscribers send nothing; read to see pings and the close
                 pass
         finally:
             self._subs.pop(ws, None)
-            writer.cancel()
+            sub.writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await writer
+                await sub.writer
         return ws
-
-    @staticmethod
-    async def _write(ws: web.WebSocketResponse, queue: asyncio.Queue[object]) -> None:
-        try:
-            while True:
-                msg = await queue.get()
-                if isinstance(msg, str):
-                    await ws.send_str(msg)
-                elif isinstance(msg, bytes):
-                    await ws.send_bytes(msg)
-                else:
-                    break
-        except (ConnectionError, RuntimeError, aiohttp.ClientError):
-            pass
-        with contextlib.suppress(Exception):
-            await ws.close()
 
     async def stop(self) -> None:
         if self.link is not None and self.topic is not None:
             await self.link.stop_announcing(self.topic, self._port)
-        for ws, queue in list(self._subs.items()):
-            self._drop(ws, queue)
+        for sub in list(self._subs.values()):
+            self._drop(sub, "publisher stopping", _CLOSE_GOING_AWAY)
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        closing, self._closing = self._closing, {}
+        for transport, handle in closing.items():
+            handle.cancel()
+            _abort(transport)
 
     async def __aenter__(self) -> Self:
         await self.start()
