@@ -65,7 +65,20 @@ class NodeConfig:
     recent_outcomes_max: int = 65_536  # applied outcomes kept for late forwarded answers
 
     # Events stream bounds.
-    events_queue_max: int = 100_000  # per subscriber, then it is dropped (it may reconnect)
+    # Frames kept in the broadcast ring: a subscriber further behind is dropped (it may
+    # reconnect and fill the gap with the events action).
+    events_ring_frames_max: int = 65_536
+    events_subscribers_max: int = 1_024
+    events_subscribers_per_address_max: int = 256
+
+    # Connection bounds on every server (beyond them: 503 ERR_SERVICE_BUSY at once, unread).
+    # On one host every node, client and test connects from 127.0.0.1: the per-address cap
+    # must leave room for all of them.
+    api_connections_max: int = 4_096
+    peer_connections_max: int = 1_024
+    connections_per_address_max: int = 1_024
+    body_read_timeout_ms: int = 5_000  # a request's head and body (client API, events)
+    peer_body_read_timeout_ms: int = 60_000  # snapshots travel in one message
 
     grape_request_timeout_ms: int = 4_000
     shutdown_transfer_ms: int = 3_000

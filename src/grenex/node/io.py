@@ -29,6 +29,7 @@ __all__ = [
     "ManualClock",
     "NodeIO",
     "Publisher",
+    "PublisherOptions",
     "RealIO",
     "ServeOptions",
 ]
@@ -43,6 +44,19 @@ class ServeOptions:
     handler_timeout_ms: int
     float_hook: Callable[[str], Any] | None = None
     websocket: bool = True
+    connections_max: int = 2_048
+    connections_per_address_max: int = 512
+    body_read_timeout_ms: int = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherOptions:
+    host: str
+    port: int
+    ring_frames_max: int
+    subscribers_max: int = 1_024
+    subscribers_per_address_max: int = 256
+    body_read_timeout_ms: int = 5_000
 
 
 class Endpoint(Protocol):
@@ -75,7 +89,7 @@ class NodeIO(Protocol):
 
     async def serve(self, handler: Handler, opts: ServeOptions) -> Endpoint: ...
 
-    async def publisher(self, host: str, port: int, queue_max: int) -> Publisher: ...
+    async def publisher(self, opts: PublisherOptions) -> Publisher: ...
 
     def clock(self) -> float:
         """Seconds, monotonic."""
@@ -122,12 +136,24 @@ class RealIO:
             handler_timeout_ms=opts.handler_timeout_ms,
             float_hook=opts.float_hook,
             websocket=opts.websocket,
+            connections_max=opts.connections_max,
+            connections_per_address_max=opts.connections_per_address_max,
+            body_read_timeout_ms=opts.body_read_timeout_ms,
         )
         await server.start()
         return _RealEndpoint(server)
 
-    async def publisher(self, host: str, port: int, queue_max: int) -> Publisher:
-        pub = PeerPub(None, None, host=host, port=port, queue_max=queue_max)
+    async def publisher(self, opts: PublisherOptions) -> Publisher:
+        pub = PeerPub(
+            None,
+            None,
+            host=opts.host,
+            port=opts.port,
+            ring_frames_max=opts.ring_frames_max,
+            subscribers_max=opts.subscribers_max,
+            subscribers_per_address_max=opts.subscribers_per_address_max,
+            body_read_timeout_ms=opts.body_read_timeout_ms,
+        )
         await pub.start()
         return pub
 
@@ -254,7 +280,7 @@ class FakeIO:
         )
         return _FakeEndpoint(self.net, dest)
 
-    async def publisher(self, host: str, port: int, queue_max: int) -> Publisher:
+    async def publisher(self, opts: PublisherOptions) -> Publisher:
         pub = FakePublisher(self._next_pub_port)
         self._next_pub_port += 1
         self.publishers.append(pub)

@@ -44,7 +44,7 @@ from grenex.node.config import NodeConfig
 from grenex.node.driving import DriverService
 from grenex.node.errors import NodeError
 from grenex.node.founding import Founding
-from grenex.node.io import Endpoint, NodeIO, Publisher, RealIO, ServeOptions
+from grenex.node.io import Endpoint, NodeIO, Publisher, PublisherOptions, RealIO, ServeOptions
 from grenex.node.membership import Membership
 from grenex.node.peer_api import PeerAPI, PeerLimitsIn
 from grenex.node.peers import PeerLimits, Peers
@@ -292,6 +292,9 @@ class Node:
                     concurrency_max=cfg.api_concurrency_max,
                     handler_timeout_ms=handler_timeout_ms,
                     float_hook=JsonNumber,
+                    connections_max=cfg.api_connections_max,
+                    connections_per_address_max=cfg.connections_per_address_max,
+                    body_read_timeout_ms=cfg.body_read_timeout_ms,
                 ),
             )
             self.peer_server = await io.serve(
@@ -303,9 +306,21 @@ class Node:
                     concurrency_max=cfg.peer_concurrency_max,
                     handler_timeout_ms=handler_timeout_ms,
                     websocket=False,
+                    connections_max=cfg.peer_connections_max,
+                    connections_per_address_max=cfg.connections_per_address_max,
+                    body_read_timeout_ms=cfg.peer_body_read_timeout_ms,
                 ),
             )
-            self.pub = await io.publisher(cfg.host, cfg.events_port, cfg.events_queue_max)
+            self.pub = await io.publisher(
+                PublisherOptions(
+                    cfg.host,
+                    cfg.events_port,
+                    cfg.events_ring_frames_max,
+                    subscribers_max=cfg.events_subscribers_max,
+                    subscribers_per_address_max=cfg.events_subscribers_per_address_max,
+                    body_read_timeout_ms=cfg.body_read_timeout_ms,
+                )
+            )
         except OSError as e:
             await self._close_io()
             raise NodeError(f"cannot listen on {cfg.host}: {e}") from None
