@@ -350,3 +350,19 @@ def test_grape_dht_listens_on_loopback_only() -> None:
                 line.split()[1] for line in udp if line.split()[1].endswith(f":{g.dht_port:04X}")
             ]
             assert local == [f"0100007F:{g.dht_port:04X}"], local  # 127.0.0.1, not 0.0.0.0
+
+
+async def test_a_subscriber_leaving_does_not_stall_the_others() -> None:
+    async with PeerPub(None) as pub, aiohttp.ClientSession() as session:
+        stay = await session.ws_connect(f"ws://127.0.0.1:{pub.port}/ws")
+        leave = await session.ws_connect(f"ws://127.0.0.1:{pub.port}/ws")
+        await async_wait_for(lambda: pub.subscribers == 2, 5.0)
+        pub.pub("one")
+        assert (await stay.receive(timeout=5)).data == "one"
+        assert (await leave.receive(timeout=5)).data == "one"
+        # Both writers now wait for the next frame; one subscriber goes away.
+        await leave.close()
+        await async_wait_for(lambda: pub.subscribers == 1, 5.0)
+        pub.pub("two")
+        assert (await stay.receive(timeout=5)).data == "two"
+        await stay.close()

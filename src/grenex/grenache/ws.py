@@ -559,7 +559,9 @@ class PeerPub:
                 if sub.cursor >= head:
                     if self._wake is None:
                         self._wake = loop.create_future()
-                    await self._wake
+                    # Shielded: every waiting writer shares this future, and cancelling one
+                    # writer (its subscriber left) must not cancel it for the others.
+                    await asyncio.shield(self._wake)
                     continue
                 if head - sub.cursor > size:
                     self._drop(sub, f"ERR_SLOW_SUBSCRIBER: more than {size} frames behind")
