@@ -147,6 +147,11 @@ async def test_connection_limit_waits_and_refused_is_not_delivered() -> None:
         assert all(r[0] == 200 for r in results)
         assert len(transport._all) <= 2
         port = srv.port
+    # the server is gone: wait until the client has seen its pooled connections close (a
+    # request on a pooled connection that fails before any reply may have been read, and
+    # is reported delivered; one refused on a fresh connection surely was not)
+    for c in list(transport._all):
+        await asyncio.wait_for(_closed(c), 5)
     with pytest.raises(TransportError) as info:
         await transport.post(f"http://127.0.0.1:{port}/", b"[]", timeout_s=5)
     assert not info.value.delivered

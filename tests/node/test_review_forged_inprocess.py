@@ -86,7 +86,6 @@ async def cluster() -> AsyncIterator[InProcCluster]:
         await c.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="review: a forged message still stops the node")
 @pytest.mark.parametrize(
     "forge",
     [

@@ -28,7 +28,6 @@ from grenex.grenache.errors import TransportError
 REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n[]"
 
 
-@pytest.mark.xfail(strict=True, reason="review: a read-then-dropped request is 'not delivered'")
 async def test_review_a_request_the_server_read_is_not_reported_undelivered() -> None:
     read: list[bytes] = []
     server: asyncio.Server | None = None

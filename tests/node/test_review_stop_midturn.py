@@ -19,8 +19,6 @@ import asyncio
 import random
 import threading
 
-import pytest
-
 from grenex.codec import encode_json
 from grenex.codec.peer import FwdDeclined
 from grenex.codec.stamp import unstamp
@@ -100,7 +98,6 @@ def _service(st: _BlockingStorage) -> tuple[DriverService, Peers]:
     return driver, peers
 
 
-@pytest.mark.xfail(strict=True, reason="review: stop mid-flush declines a proposed forward")
 async def test_review_a_forward_proposed_before_stop_is_not_declined() -> None:
     st = _BlockingStorage()
     driver, peers = _service(st)
@@ -130,7 +127,6 @@ async def test_review_a_forward_proposed_before_stop_is_not_declined() -> None:
         await asyncio.sleep(0)
 
 
-@pytest.mark.xfail(strict=True, reason="review: stop returns while the flush thread writes")
 async def test_review_stop_waits_for_a_flush_in_progress() -> None:
     """``Node.stop`` closes the storage right after ``DriverService.stop``: that must not
     return while a worker thread still writes and fsyncs the Ready (a closed file descriptor,

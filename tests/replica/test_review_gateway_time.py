@@ -26,8 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-import pytest
-
 from grenex.codec import encode_json
 from grenex.codec.stamp import stamp, unstamp
 from grenex.consensus import Entry, EntryKind, Role
@@ -101,7 +99,6 @@ def _times(log: _Log) -> list[tuple[int, int]]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="review: the stamp memo is keyed by index only")
 def test_review_times_never_go_back_after_a_lost_tail_and_a_new_leadership() -> None:
     fake = _Replica()
     replica = cast(Replica, fake)

@@ -377,9 +377,10 @@ class FastHttpTransport:
                         if conn.replies == 0 or conn.got_bytes:
                             raise
                         # A reused keep-alive connection closed before any byte of our reply:
-                        # the server dropped an idle socket as we wrote to it (the request was
-                        # not read). Retry once on a new connection; a dead peer then refuses
-                        # it, which is reported as not delivered.
+                        # the server dropped an idle socket as we wrote to it — or read the
+                        # request and died on it: the two look the same. Retry once on a new
+                        # connection; if the peer refuses it, the first attempt may still have
+                        # been read, so it counts as delivered (its outcome is unknown).
                         self._discard(conn)
                         conn = None
                         try:
@@ -390,7 +391,7 @@ class FastHttpTransport:
                             raise TransportError(
                                 f"ERR_REQUEST_GENERIC: request to {url} failed, reason: {exc}",
                                 peer=peer or dest,
-                                delivered=False,
+                                delivered=True,
                             ) from None
                         result = await conn.send(data)
                 except (OSError, _BadReplyError) as exc:

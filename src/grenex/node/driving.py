@@ -117,6 +117,7 @@ class DriverService:
         self._fwd_waiters: dict[tuple[str, int], asyncio.Future[FwdReply]] = {}
         self._next_token = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._flushing: asyncio.Future[None] | None = None  # a flush in its worker thread
         self.counters = {"inbox_dropped": 0, "forwards_failed": 0}
 
     # -- running -----------------------------------------------------------------------------
@@ -137,15 +138,23 @@ class DriverService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._flushing is not None:  # a cancelled turn's flush goes on in its thread
+            await asyncio.wait([self._flushing])
+            self._flushing = None
         self.stopped.set()
         why = Unavailable("the node is stopping; sending the same command again is safe")
         for fut in self._waiters.values():
             if not fut.done():
                 fut.set_exception(why)
         self._waiters.clear()
-        for f in self._fwd_waiters.values():
-            if not f.done():
+        queued = {(src, batch) for src, batch, _ in self._forwarded}  # not given to the gateway
+        for key, f in self._fwd_waiters.items():
+            if f.done():
+                continue
+            if key in queued:  # surely never proposed
                 f.set_result(FwdDeclined("the leader is stopping", False))
+            else:  # the gateway took it: proposed, maybe (its answer died with the turn)
+                f.set_exception(Unavailable("the leader stopped before answering the forward"))
         self._fwd_waiters.clear()
         for req in self._conf:
             if not req.done.done():
@@ -201,7 +210,12 @@ class DriverService:
         self._reports.clear()
         for rd in self.driver.turn(ticks, msgs, reports, self.io.wall_ms()):
             if self.durable:
-                await asyncio.to_thread(replica.flush, rd)
+                # shielded: a stop waits for a flush under way (its thread goes on writing
+                # anyway) before storage is closed
+                loop = asyncio.get_running_loop()
+                self._flushing = loop.run_in_executor(None, replica.flush, rd)
+                await asyncio.shield(self._flushing)
+                self._flushing = None
             else:
                 replica.flush(rd)
         self._dispatch(gw.take())

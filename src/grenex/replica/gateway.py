@@ -209,7 +209,9 @@ class Gateway(Generic[T]):
     _leaderless_since: int | None = None
     _now_ms: int = 0
     _last_time: int = 0  # the newest entry time seen (applied, proposed or read from the log)
-    _time_checked_at: int = -1  # the last log index _log_time looked at
+    # (index, term) of the last entry _log_time looked at: the same index and term mean the
+    # same log up to there (log matching), a new term at an old index means a new log tail
+    _time_checked_at: tuple[int, int] = (-1, -1)
     _out: list[Outcome[T] | Forward | ForwardAnswer] = field(default_factory=list)
     counters: dict[str, int] = field(
         default_factory=lambda: {
@@ -241,7 +243,13 @@ class Gateway(Generic[T]):
         self._next_tid += 1
         self._live[tid] = _Live(token, data, queued_at=self.now)
         self._queue.append(tid)
-        self._deadlines.append((self.now + self.limits.command_timeout_ticks, tid))
+        dl = self._deadlines
+        dl.append((self.now + self.limits.command_timeout_ticks, tid))
+        if len(dl) > 2 * self.limits.submitted_max:
+            # settled tokens' deadlines linger until due: drop them, so the deque stays
+            # bounded by the live tokens whatever the throughput
+            live = self._live
+            self._deadlines = deque(d for d in dl if d[1] in live)
         return True
 
     def forwarded(self, src: str, batch: int, datas: list[bytes]) -> None:
@@ -432,7 +440,8 @@ class Gateway(Generic[T]):
         back only when it starts proposing in a new position."""
         raft = replica.raft
         last = raft.log.last_index()
-        if last == self._time_checked_at:
+        key = (last, raft.log.last_term())
+        if key == self._time_checked_at:
             return self._last_time
         t = self._last_time
         lo = max(raft.log.first_index(), last - _STAMP_SCAN_ENTRIES + 1)
@@ -447,7 +456,7 @@ class Gateway(Generic[T]):
                     t = max(t, found)
                     break
             i -= 1
-        self._time_checked_at = last
+        self._time_checked_at = key
         self._last_time = t
         return t
 

@@ -49,6 +49,7 @@ from grenex.consensus import (
     Raft,
     Ready,
     Storage,
+    decode_conf_change,
 )
 from grenex.engine.events import Event
 from grenex.replica.state import ReplicaSnapshotError, ReplicaState
@@ -152,11 +153,15 @@ class Replica:
         if why is not None:
             return self._drop(why)
         snap = msg.snapshot
-        if snap is not None and snap.data:
+        if snap is not None:
+            if any(v in snap.conf.learners for v in snap.conf.voters):
+                return self._drop("a snapshot whose membership lists a node twice")
             try:
-                ReplicaState.restore(snap.data)
+                restored = ReplicaState.restore(snap.data)
             except (ReplicaSnapshotError, ValueError, TypeError, KeyError):
                 return self._drop("a snapshot that is not a replica snapshot")
+            if restored.index != snap.index:
+                return self._drop("a snapshot whose state is not at its index")
         if msg.type == MessageType.HEARTBEAT and msg.commit > raft.log.last_index():
             msg.commit = raft.log.last_index()
         self.raft.step(msg)
@@ -332,6 +337,11 @@ def insane(raft: Raft, m: Message) -> str | None:
                 have = log.term(e.index)
                 if have is not None and have != e.term:
                     return "entries that rewrite committed ones"
+            if e.kind == EntryKind.CONFIG:
+                try:
+                    decode_conf_change(e.data)
+                except ValueError:
+                    return "a membership entry that is not a membership change"
     elif t == MessageType.APP_RESP:
         if m.index > log.last_index() or (m.reject and m.reject_hint > log.last_index()):
             return "an acknowledgement of entries this node does not have"
