@@ -43,6 +43,11 @@ async def test_orders_order_and_cancel_all(cluster: LocalCluster) -> None:
         hit = await bo.place("ETH-USD", "sell", "0.5", "101", id="x2")
         assert hit.status == "filled"
 
+        # read your writes holds on bo's node; al's node shows the fill once it applied it
+        async def al_saw_the_fill() -> bool | None:
+            return True if (await al.status()).applied >= hit.seq else None
+
+        await until(al_saw_the_fill, 10, "al's node applied bo's fill")
         mine = await al.orders()
         assert [(o.id, o.market, o.side, o.price, o.qty, o.remaining) for o in mine] == [
             ("s1", "BTC-USD", "sell", "90000", "0.5", "0.5"),
