@@ -12,6 +12,11 @@ snapshot message without a snapshot each killed the follower (assertions in the 
 member's name with term 2^62 - 1 left the cluster without a leader.  The other two (entries
 rewriting committed ones, an acknowledgement beyond the leader's log) were already ignored by
 the core; they stay here as guards of the replica's own check, which now drops them first.
+A review then found four more that stopped a follower: a snapshot with empty data beyond the
+log (with a data directory the bogus file was even written first, so the node could not start
+again), a valid replica snapshot sent under another index, a snapshot whose membership lists
+a node as voter and learner, and an appended membership entry that does not decode (under the
+commit index).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import pytest
 from grenex.codec.api import service_names
 from grenex.codec.peer import RaftBatch, encode_peer_request
 from grenex.codec.raft import encode_message
-from grenex.consensus import Entry, EntryKind, Message, MessageType
+from grenex.consensus import ConfState, Entry, EntryKind, Message, MessageType, Snapshot
 from grenex.replica import Replica
 
 from .inproc import InProcCluster
@@ -66,6 +71,49 @@ def snapshot_without_data(leader: str, follower: str, r: Replica) -> Message:
     return Message(MessageType.SNAP, leader, follower, r.raft.status().term)
 
 
+def _conf(r: Replica) -> ConfState:
+    return r.raft.conf_state()
+
+
+def snapshot_with_empty_data(leader: str, follower: str, r: Replica) -> Message:
+    st = r.raft.status()
+    snap = Snapshot(st.last_index + 1000, st.term, _conf(r), b"")
+    return Message(MessageType.SNAP, leader, follower, st.term, snapshot=snap)
+
+
+def snapshot_of_another_index(leader: str, follower: str, r: Replica) -> Message:
+    st = r.raft.status()
+    data = r.state.snapshot()  # a valid replica snapshot, at the follower's applied index
+    snap = Snapshot(st.last_index + 1000, st.term, _conf(r), data)
+    return Message(MessageType.SNAP, leader, follower, st.term, snapshot=snap)
+
+
+def snapshot_with_a_broken_membership(leader: str, follower: str, r: Replica) -> Message:
+    st = r.raft.status()
+    conf = _conf(r)
+    broken = ConfState(conf.voters, (conf.voters[0],))
+    snap = Snapshot(st.last_index + 1000, st.term, broken, b"")
+    return Message(MessageType.SNAP, leader, follower, st.term, snapshot=snap)
+
+
+def undecodable_config_entry(leader: str, follower: str, r: Replica) -> Message:
+    st = r.raft.status()
+    last = st.last_index
+    term_last = r.raft.log.term(last)
+    assert term_last is not None
+    bad = Entry(last + 1, st.term, EntryKind.CONFIG, b"NONSENSE")
+    return Message(
+        MessageType.APP,
+        leader,
+        follower,
+        st.term,
+        index=last,
+        log_term=term_last,
+        entries=[bad],
+        commit=last + 1,
+    )
+
+
 @pytest.fixture
 async def cluster() -> AsyncIterator[InProcCluster]:
     c = InProcCluster(voters=3)
@@ -84,6 +132,10 @@ async def cluster() -> AsyncIterator[InProcCluster]:
         rewrite_committed,
         ack_beyond_the_log,
         snapshot_without_data,
+        snapshot_with_empty_data,
+        snapshot_of_another_index,
+        snapshot_with_a_broken_membership,
+        undecodable_config_entry,
     ],
 )
 async def test_a_forged_message_stops_no_node(cluster: InProcCluster, forge: Forge) -> None:
