@@ -23,14 +23,13 @@ A broken invariant in the pure core stops the node rather than let it diverge.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from grenex.codec.api import ApiError, Busy, Unavailable
+from grenex.codec.api import Busy, Unavailable
 from grenex.codec.peer import Forward as PeerForward
 from grenex.codec.peer import FwdAt, FwdDeclined, FwdNotLeader, FwdReply
 from grenex.consensus import (
@@ -302,10 +301,6 @@ class DriverService:
         self.wake.set()
         return fut
 
-    def forget(self, fut: asyncio.Future[Applied]) -> None:
-        """The client stopped waiting (its request timed out): nothing to do — the gateway's
-        own deadline settles the token, and the settled future is dropped then."""
-
     def forwarded(self, src: str, batch: int, datas: list[bytes]) -> asyncio.Future[FwdReply]:
         """A forward from ``src``; the future resolves with the answer to send back."""
         self._running()
@@ -363,13 +358,3 @@ class DriverService:
             "forwards_inflight": gw.inflight(),
             "dropped_messages": self.driver.dropped_messages,
         }
-
-
-def settle_exception(fut: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as retrieved (nobody awaits it any more)."""
-    if fut.done() and not fut.cancelled():
-        with contextlib.suppress(Exception):
-            fut.exception()
-
-
-__all__ += ["ApiError", "settle_exception"]

@@ -44,6 +44,7 @@ class Membership:
         self.peers = peers
         self.names = names
         self._fresh: list[str] = []  # the members whose peer names the link keeps fresh
+        self._conf: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     async def join(self, replica: Replica) -> None:
         """Until this node is a member: ask the leader to add it as a learner."""
@@ -75,10 +76,12 @@ class Membership:
 
     def keep_peers_fresh(self, replica: Replica) -> None:
         """A driver turn hook (see the module docstring)."""
-        conf = replica.raft.conf_state()
-        members = sorted(conf.voters) + sorted(conf.learners)
-        if members == self._fresh:
-            return
+        raft = replica.raft
+        conf = (raft.voters, raft.learners)  # tuples, replaced on a membership change
+        if conf == self._conf:
+            return  # every turn: one tuple comparison, nothing built
+        self._conf = conf
+        members = sorted(conf[0]) + sorted(conf[1])
         me, cluster = self.cfg.node_id, self.cfg.cluster
         names = [service_names(cluster, m)["peer"] for m in members if m != me]
         gone = [

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from grenex.codec.api import service_names
 from grenex.codec.peer import (
@@ -172,10 +173,9 @@ class Peers:
         except PeerWireError as e:
             raise AskError(str(e), True) from None
 
-    def spawn(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a fire-and-forget request task, kept until it ends (closed with the node)."""
-        assert asyncio.iscoroutine(coro)
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
