@@ -20,9 +20,9 @@ nothing remembered), peers chosen by the client's own random choice (``random.Ra
 
 * ``alone``: ``--requests`` sequential requests to ``ALONE`` (no impostor);
 * ``contested``: the same to ``CONTESTED`` (impostor announced);
-* ``contested_inflight``: the same with ``--inflight`` requests in flight at once (a new
-  client too): a burst can meet the impostor several times before the first failure is
-  remembered.
+* ``alone_inflight`` and ``contested_inflight``: the same with ``--inflight`` requests in
+  flight at once (a new client each): a burst can meet the impostor several times before the
+  first failure is remembered.
 
 Per phase: requests answered (by the client, and counted by the honest server), failed
 handshakes (``PeerAuthError`` as the client records them, and ClientHellos the impostor saw),
@@ -295,14 +295,15 @@ async def measure(
         per: dict[str, list[dict[str, Any]]] = {
             "alone": [],
             "contested": [],
+            "alone_inflight": [],
             "contested_inflight": [],
         }
         for r in range(rounds):
-            order = ("alone", "contested") if r % 2 == 0 else ("contested", "alone")
-            for ph in order:
-                name = ALONE if ph == "alone" else CONTESTED
-                per[ph].append(await phase(env, name, requests, 1, seed=r))
-            per["contested_inflight"].append(await phase(env, CONTESTED, requests, inflight, r))
+            first, second = ("alone", "contested") if r % 2 == 0 else ("contested", "alone")
+            for ph in (first, second, f"{first}_inflight", f"{second}_inflight"):
+                name = ALONE if ph.startswith("alone") else CONTESTED
+                at_once = inflight if ph.endswith("_inflight") else 1
+                per[ph].append(await phase(env, name, requests, at_once, seed=r))
         window = await window_phase(env, window_ms, window_s, seed=rounds)
     return summarise(per, window)
 
@@ -409,7 +410,7 @@ def print_report(results: dict[str, Any], out: Any = None) -> None:
     print(f"{results['requests']} requests per client; medians over rounds", file=out)
     head = ("phase", "total ms", "p50 µs", "p99 µs", "failed hs/client", "impostor hellos")
     print("{:19} {:>9} {:>8} {:>8} {:>18} {:>16}".format(*head), file=out)
-    for ph in ("alone", "contested", "contested_inflight"):
+    for ph in ("alone", "contested", "alone_inflight", "contested_inflight"):
         r = s[ph]
         fails = ",".join(map(str, r["failed_handshakes_per_client"]))
         hellos = ",".join(map(str, r["impostor_hellos_per_client"]))
