@@ -53,6 +53,16 @@ from typing import Any, Final, Literal, Self
 import msgspec
 
 from grenex.codec import api as wire
+from grenex.codec.envelope import (
+    KeyRotated,
+    MemberAdded,
+    MemberPromoted,
+    MemberRemoved,
+    Registered,
+)
+from grenex.codec.genesis import Genesis, GenesisError, read_genesis
+from grenex.codec.keys import SecretKey
+from grenex.codec.signer import KeySource, Signer
 from grenex.engine import (
     Amended,
     Cancelled,
@@ -103,7 +113,7 @@ __all__ = [
 
 DEFAULT_CLUSTER: Final = "main"
 # Commands in one ``batch`` request (the node's limit).
-BATCH_MAX: Final = 256
+BATCH_MAX: Final = 256  # commands in one signed batch (SPEC §8)
 DecimalLike = str | Decimal | int
 
 # An attempt is not started with less time than this left before the deadline.
@@ -215,9 +225,14 @@ def _item_error(message: str) -> GrenexClientError:
 # ---------------------------------------------------------------------------------- results
 
 
-def _decode_events(raw: Any) -> tuple[Event, ...]:
+AnyEvent = Event | Registered | KeyRotated | MemberAdded | MemberPromoted | MemberRemoved
+
+
+def _decode_events(raw: Any) -> tuple[Any, ...]:
+    if raw is None:  # a duplicate whose first outcome's events the node no longer keeps
+        return ()
     try:
-        return tuple(msgspec.convert(raw, list[Event]))
+        return tuple(msgspec.convert(raw, list[AnyEvent]))
     except msgspec.ValidationError as e:
         raise GrenexClientError(f"the node sent events this client cannot read: {e}") from None
 
@@ -230,7 +245,7 @@ class CommandResult:
     """
 
     seq: int
-    events: tuple[Event, ...]
+    events: tuple[Any, ...]
     client: str | None = None
     id: str | None = None
     # answered from the node's session table: the *first* outcome of this id (or req), not a
@@ -518,6 +533,17 @@ class OrderState:
 # ---------------------------------------------------------------------------------- helpers
 
 
+def _now_us() -> int:
+    """A nonce candidate: microseconds since the epoch (SPEC §8 allows a counter or this)."""
+    return time.time_ns() // 1000
+
+
+def _as_args(envelope_json: bytes) -> dict[str, str]:
+    """Envelope JSON as a request's ``args[0]``."""
+    out: dict[str, str] = msgspec.json.decode(envelope_json)
+    return out
+
+
 def new_order_id() -> str:
     """A fresh order id: a SPEC name, unique without coordination (ms time + 40 random bits)."""
     ms = time.time_ns() // 1_000_000
@@ -587,6 +613,10 @@ class GrenexClient:
         backoff_min: float = 0.05,
         backoff_max: float = 1.0,
         rng: random.Random | None = None,
+        key: SecretKey | None = None,
+        keys: KeySource | Mapping[str, SecretKey] | None = None,
+        genesis: Genesis | str | os.PathLike[str] | None = None,
+        register: bool = False,
     ) -> None:
         if min(timeout, attempt_timeout, read_timeout, grape_timeout, backoff_min) <= 0:
             raise ValueError("timeouts and backoff must be positive")
@@ -608,6 +638,24 @@ class GrenexClient:
             lookup_timeout_ms=max(grape_ms, min(LOOKUP_TIMEOUT_MS_MIN, int(timeout * 1000))),
         )
         self._rpc = PeerRPCClient(self.link, request_timeout_ms=int(attempt_timeout * 1000))
+        # SPEC §8: commands are signed for the genesis' cluster id with the account's key
+        if genesis is None and os.environ.get("GRENEX_GENESIS"):
+            genesis = os.environ["GRENEX_GENESIS"]
+        if genesis is not None and not isinstance(genesis, Genesis):
+            try:
+                genesis = read_genesis(genesis)
+            except GenesisError as e:
+                raise ValueError(f"genesis: {e}") from None
+        self.genesis: Genesis | None = genesis
+        if genesis is not None and cluster is None and not os.environ.get("GRENEX_CLUSTER"):
+            self.cluster = genesis.cluster
+        self.key = key
+        self._keys = keys
+        self.register_accounts = register  # register an unknown account on first use
+        self._registered: set[str] = set()
+        self._signer: Signer | None = None
+        if genesis is not None:
+            self._signer = Signer(genesis.cluster_id, self._key_for, _now_us)
         self._streams: set[EventStream] = set()
         # How long Grape lookups may take in one attempt (a lookup, and a fresh one when every
         # listed peer is dead), each Grape of the list tried once.
@@ -712,7 +760,7 @@ class GrenexClient:
         reply = await self._call(
             action, args, attempt_timeout=self.attempt_timeout, timeout=timeout, command=True
         )
-        if not isinstance(reply, dict) or "events" not in reply:
+        if not isinstance(reply, dict) or ("events" not in reply and "results" not in reply):
             raise GrenexClientError(f"unexpected reply to {action}: {str(reply)[:200]}")
         return reply
 
@@ -723,6 +771,43 @@ class GrenexClient:
         if not isinstance(reply, dict):
             raise GrenexClientError(f"unexpected reply to {action}: {str(reply)[:200]}")
         return reply
+
+    def _key_for(self, client: str) -> SecretKey:
+        if self._keys is not None:
+            try:
+                return self._keys[client] if isinstance(self._keys, Mapping) else self._keys(client)
+            except KeyError:
+                pass
+        if self.key is not None:
+            return self.key
+        raise ValueError(f"no key for account {client!r} (give key= or keys=)")
+
+    @property
+    def signer(self) -> Signer:
+        if self._signer is None:
+            raise ValueError("signing needs the cluster's genesis (genesis= or $GRENEX_GENESIS)")
+        return self._signer
+
+    def envelope(self, cmd: Mapping[str, Any]) -> dict[str, str]:
+        """One command (with ``client``) signed: ``{"cmd": TEXT, "sig": SIG}``."""
+        return _as_args(self.signer.command(cmd))
+
+    async def _signed(self, action: str, client: str, make: Any, timeout: float | None) -> Any:
+        """Send a freshly signed envelope (``make()`` signs it once; every retry of the
+        request carries the same bytes).  With ``register=True`` an account the node does not
+        know is registered first, once."""
+        args = make()
+        try:
+            return await self._command(action, args, timeout)
+        except BadRequest as e:
+            if not (
+                self.register_accounts
+                and e.message.endswith("unknown_client")
+                and client not in self._registered
+            ):
+                raise
+        await self.register(client, timeout=timeout)
+        return await self._command(action, make(), timeout)
 
     def _client(self, client: str | None) -> str:
         c = client or self.client_id
@@ -746,9 +831,11 @@ class GrenexClient:
         stp: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """Place an order (a market order without ``price``); retried with the same id."""
+        """Place an order (a market order without ``price``), signed for the account
+        ``client``; retried with the same signed envelope (exactly once, SPEC §6)."""
         args = self._place_args(market, side, qty, price, client, id, tif, post_only, stp)
-        reply = await self._command("place", args, timeout)
+        cmd = {"type": "place", **args}
+        reply = await self._signed("place", args["client"], lambda: self.envelope(cmd), timeout)
         return CommandResult.from_reply(reply, args["client"], args["id"])
 
     def _place_args(
@@ -787,46 +874,60 @@ class GrenexClient:
         *,
         timeout: float | None = None,
     ) -> list[CommandResult | GrenexClientError]:
-        """Place many orders in one request (the node's ``batch`` action, at most 256).
+        """Place many orders: one signed batch envelope (one log entry) per account and 256
+        orders (SPEC §8), each order with its own outcome, in order.
 
         Each order is a mapping of :meth:`place`'s arguments (``market``, ``side``, ``qty``,
         and optionally ``price``, ``client``, ``id``, ``tif``, ``post_only``, ``stp``); every
-        order gets its id here, so retrying the whole request (as this method does on a lost
-        reply) never places one twice. Each order is its own log entry with its own outcome —
-        not atomic: the result list holds, in order, a :class:`CommandResult` or the error for
-        that order (:class:`Unavailable`: retry it with the same id; :class:`BadRequest`).
-        """
+        order gets its id here and the envelope is signed once, so retrying it (as this
+        method does on a lost reply) never places one twice.  The result list holds, in order,
+        a :class:`CommandResult` or the error for that order's envelope."""
         placed = [self._place_args(**order) for order in orders]
-        if not placed:
-            return []
-        return await self._batch([{"type": "place", **args} for args in placed], timeout)
+        return await self._batches([{"type": "place", **args} for args in placed], timeout)
 
-    async def _batch(
+    async def _batches(
         self, commands: list[dict[str, Any]], timeout: float | None
     ) -> list[CommandResult | GrenexClientError]:
-        """One ``batch`` request (ids and reqs already in the commands, so it can be resent)."""
-        if not commands:
-            return []
-        reply = await self._call(
-            "batch",
-            {"commands": commands},
-            attempt_timeout=self.attempt_timeout,
-            timeout=timeout,
-            command=True,
-        )
-        results = reply.get("results") if isinstance(reply, dict) else None
+        """Commands (each with ``client``) as signed batches: consecutive commands of one
+        account, at most 256 a batch; results in the commands' order."""
+        out: list[CommandResult | GrenexClientError] = []
+        i = 0
+        while i < len(commands):
+            client = commands[i]["client"]
+            j = i
+            while j < len(commands) and j - i < BATCH_MAX and commands[j]["client"] == client:
+                j += 1
+            chunk = commands[i:j]
+            out.extend(await self._batch(client, chunk, timeout))
+            i = j
+        return out
+
+    async def _batch(
+        self, client: str, commands: list[dict[str, Any]], timeout: float | None
+    ) -> list[CommandResult | GrenexClientError]:
+        items = [{k: v for k, v in c.items() if k != "client"} for c in commands]
+
+        def make() -> dict[str, str]:
+            return _as_args(self.signer.batch(client, items))
+
+        try:
+            reply = await self._signed("submit", client, make, timeout)
+        except GrenexClientError as e:
+            return [e for _ in commands]
+        results = reply.get("results")
+        if results is None:  # a duplicate whose events were dropped: outcomes unknown here
+            results = [{"events": reply.get("events")} for _ in commands]
         if not isinstance(results, list) or len(results) != len(commands):
-            raise GrenexClientError(f"unexpected reply to batch: {str(reply)[:200]}")
+            raise GrenexClientError(f"unexpected reply to a batch: {str(reply)[:200]}")
         out: list[CommandResult | GrenexClientError] = []
         for cmd, r in zip(commands, results, strict=True):
-            args = {k: v for k, v in cmd.items() if k != "type"}
-            if isinstance(r, dict) and "events" in r and isinstance(r.get("seq"), int):
-                out.append(CommandResult.from_reply(r, args["client"], args["id"]))
-            else:
-                err = r.get("error") if isinstance(r, dict) else None
-                e = _item_error(err if isinstance(err, str) else f"unexpected result {r!r}")
-                e.command = args
-                out.append(e)
+            item = dict(r) if isinstance(r, dict) else {"events": None}
+            item["seq"] = reply.get("seq")
+            if "time" in reply:
+                item["time"] = reply["time"]
+            if reply.get("duplicate"):
+                item["duplicate"] = True
+            out.append(CommandResult.from_reply(item, client, cmd.get("id")))
         return out
 
     async def cancel(
@@ -834,13 +935,14 @@ class GrenexClient:
         client: str | None,
         id: str,
         *,
-        req: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """Cancel a resting order; a retry is answered with the first outcome (``req``)."""
-        args = {"client": self._client(client), "id": id, "req": req or new_order_id()}
-        reply = await self._command("cancel", args, timeout)
-        return CommandResult.from_reply(reply, args["client"], id)
+        """Cancel a resting order of the account; a retry carries the same signed envelope
+        and is answered with the first outcome."""
+        c = self._client(client)
+        cmd = {"type": "cancel", "client": c, "id": id}
+        reply = await self._signed("cancel", c, lambda: self.envelope(cmd), timeout)
+        return CommandResult.from_reply(reply, c, id)
 
     async def cancel_many(
         self,
@@ -849,18 +951,10 @@ class GrenexClient:
         *,
         timeout: float | None = None,
     ) -> list[CommandResult | GrenexClientError]:
-        """Cancel several orders in one ``batch`` request per 256 ids (each cancel its own log
-        entry with its own outcome, not atomic; each carries its own ``req``, so retrying the
-        request never cancels twice).  Results in order, as :meth:`place_many`."""
+        """Cancel several orders: one signed batch per 256 ids (each cancel with its own
+        outcome; retrying a batch never cancels twice).  Results in order."""
         c = self._client(client)
-        out: list[CommandResult | GrenexClientError] = []
-        for start in range(0, len(ids), BATCH_MAX):
-            chunk = [
-                {"type": "cancel", "client": c, "id": i, "req": new_order_id()}
-                for i in ids[start : start + BATCH_MAX]
-            ]
-            out.extend(await self._batch(chunk, timeout))
-        return out
+        return await self._batches([{"type": "cancel", "client": c, "id": i} for i in ids], timeout)
 
     async def cancel_all(
         self,
@@ -882,22 +976,31 @@ class GrenexClient:
         qty: DecimalLike | None = None,
         price: DecimalLike | None = None,
         *,
-        req: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
         """Amend a resting order: ``qty`` is the new remaining quantity."""
-        args: dict[str, Any] = {
-            "client": self._client(client),
-            "id": id,
-            "req": req or new_order_id(),
-        }
+        c = self._client(client)
+        cmd: dict[str, Any] = {"type": "amend", "client": c, "id": id}
         q, p = _decimal("qty", qty), _decimal("price", price)
         if q is not None:
-            args["qty"] = q
+            cmd["qty"] = q
         if p is not None:
-            args["price"] = p
-        reply = await self._command("amend", args, timeout)
-        return CommandResult.from_reply(reply, args["client"], id)
+            cmd["price"] = p
+        reply = await self._signed("amend", c, lambda: self.envelope(cmd), timeout)
+        return CommandResult.from_reply(reply, c, id)
+
+    def _operator(self) -> str:
+        if self.genesis is None:
+            raise ValueError("operator commands need the cluster's genesis")
+        return self.genesis.operator.client
+
+    async def _operator_command(
+        self, action: str, fields: dict[str, Any], timeout: float | None
+    ) -> CommandResult:
+        op = self._operator()
+        cmd = {"type": action, "client": op, **fields}
+        reply = await self._command(action, self.envelope(cmd), timeout)
+        return CommandResult.from_reply(reply, None, None)
 
     async def add_market(
         self,
@@ -905,26 +1008,70 @@ class GrenexClient:
         tick: DecimalLike,
         lot: DecimalLike,
         *,
-        req: str | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """Open a market through the log.
+        """Open a market through the log: an operator command, signed with the operator's
+        key (SPEC §8; anyone else is rejected ``not_operator``)."""
+        fields = {"market": market, "tick": _decimal("tick", tick), "lot": _decimal("lot", lot)}
+        return await self._operator_command("add_market", fields, timeout)
 
-        The command also carries a ``client`` (this client's id, or ``admin``): the node
-        remembers outcomes per client, so only then is a retried ``req`` answered with the
-        first outcome instead of ``market_exists``.
-        """
-        args = {
-            "market": market,
-            "tick": _decimal("tick", tick),
-            "lot": _decimal("lot", lot),
-            "client": self.client_id or "admin",
-            "req": req or new_order_id(),
-        }
-        reply = await self._command("add_market", args, timeout)
-        return CommandResult.from_reply(reply, None, None)
+    async def admit(
+        self, node: str, key: str, cert: str, *, timeout: float | None = None
+    ) -> CommandResult:
+        """Operator: admit node ``node`` (its key and certificate) as a learner."""
+        return await self._operator_command(
+            "admit", {"node": node, "key": key, "cert": cert}, timeout
+        )
+
+    async def promote(self, node: str, *, timeout: float | None = None) -> CommandResult:
+        """Operator: a learner becomes a voter (once it caught up)."""
+        return await self._operator_command("promote", {"node": node}, timeout)
+
+    async def remove(self, node: str, *, timeout: float | None = None) -> CommandResult:
+        """Operator: node ``node`` leaves the cluster (its id is never used again)."""
+        return await self._operator_command("remove", {"node": node}, timeout)
+
+    async def register(
+        self, client: str | None = None, *, timeout: float | None = None
+    ) -> CommandResult:
+        """Claim the account ``client`` for its key (SPEC §8 ``register``); succeeds, as a
+        duplicate, when the name is already bound to this key by the same register."""
+        c = self._client(client)
+        k = self._key_for(c)
+        reply = await self._command("register", _as_args(self.signer.register(c, k)), timeout)
+        res = CommandResult.from_reply(reply, c, None)
+        if not res.rejected or res.reason == "client_taken":
+            self._registered.add(c)
+        return res
+
+    async def rotate_key(
+        self, new_key: SecretKey, client: str | None = None, *, timeout: float | None = None
+    ) -> CommandResult:
+        """Bind the account to ``new_key`` (signed with the current key); later commands of
+        this client are signed with the new one when it was the client's ``key``."""
+        c = self._client(client)
+        cmd = {"type": "rotate_key", "client": c, "key": new_key.public_key}
+        reply = await self._command("rotate_key", self.envelope(cmd), timeout)
+        res = CommandResult.from_reply(reply, c, None)
+        if not res.rejected and self.key is not None and self._keys is None:
+            self.key = new_key
+        return res
 
     # ------------------------------------------------------------------ reads
+
+    async def account(
+        self, client: str | None = None, key: str | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """SPEC §7 ``account``: ``{"client", "key"}`` or ``{"state": "unknown"}``."""
+        args: dict[str, Any] = {"client": client} if client is not None else {"key": key}
+        out: dict[str, Any] = await self._read("account", args, timeout)
+        return out
+
+    async def members(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """SPEC §7 ``members``: ``{"index", "members": [{"id", "key", "cert", "role"}…]}``
+        (believe it from a voter)."""
+        out: dict[str, Any] = await self._read("members", {}, timeout)
+        return out
 
     async def book(
         self, market: str | None = None, *, timeout: float | None = None

@@ -25,11 +25,9 @@ from typing import Any, ClassVar, Final
 
 import msgspec
 
-from grenex.codec.commands import encode_json
 from grenex.engine import is_name
 
 __all__ = [
-    "BATCH_ACTION",
     "COMMAND_ACTIONS",
     "ERR_BAD_REQUEST",
     "ERR_BUSY",
@@ -39,6 +37,7 @@ __all__ = [
     "READ_ACTIONS",
     "RETRYABLE_CODES",
     "STATUS_WITH_HASH",
+    "SUBMIT_ACTION",
     "ApiError",
     "BadRequest",
     "Busy",
@@ -49,9 +48,7 @@ __all__ = [
     "Request",
     "StatusReply",
     "Unavailable",
-    "batch_requests",
-    "client_of",
-    "command_bytes",
+    "envelope_arg",
     "error_code",
     "int_or_default",
     "name_or_none",
@@ -70,7 +67,21 @@ RETRYABLE_CODES: Final = frozenset(
     {ERR_UNAVAILABLE, ERR_BUSY, "ERR_SERVICE_BUSY", "ERR_TIMEOUT", "ERR_HANDLER_TIMEOUT"}
 )
 
-COMMAND_ACTIONS: Final = ("place", "cancel", "amend", "add_market")
+# ``submit`` takes any envelope; the others an envelope whose command(s) are all of that type
+SUBMIT_ACTION: Final = "submit"
+COMMAND_ACTIONS: Final = (
+    "submit",
+    "place",
+    "cancel",
+    "amend",
+    "add_market",
+    "register",
+    "rotate_key",
+    "admit",
+    "join",
+    "promote",
+    "remove",
+)
 READ_ACTIONS: Final = (
     "book",
     "trades",
@@ -80,12 +91,9 @@ READ_ACTIONS: Final = (
     "orders",
     "order",
     "log",
+    "account",
+    "members",
 )
-# An extension of SPEC §7 (like an exchange's multi-order endpoint): several commands in one
-# request, each its own log entry with its own outcome; not atomic.
-BATCH_ACTION: Final = "batch"
-# Deeper JSON than this in a command is refused before it is encoded into the log.
-_DEPTH_MAX: Final = 8
 
 
 # -- replies (typed: the node encodes these, clients may decode them with msgspec) ---------------
@@ -113,6 +121,7 @@ class StatusReply(msgspec.Struct, frozen=True, omit_defaults=False):
     snapshot_index: int
     first_index: int
     last_index: int
+    cluster_id: str = ""
     pending: int = 0
     queued: int = 0
     forwards_inflight: int = 0
@@ -212,13 +221,13 @@ def parse_request(payload: Any) -> Request:
     action = payload.get("action")
     if type(action) is not str:
         raise BadRequest("action must be a string")
-    if action not in COMMAND_ACTIONS and action not in READ_ACTIONS and action != BATCH_ACTION:
+    if action not in COMMAND_ACTIONS and action not in READ_ACTIONS:
         shown = action[:40]
-        known = ", ".join((*COMMAND_ACTIONS, *READ_ACTIONS, BATCH_ACTION))
+        known = ", ".join((*COMMAND_ACTIONS, *READ_ACTIONS))
         raise BadRequest(f"unknown action {shown!r} (one of {known})")
     args = payload.get("args")
     if args is None or args == []:
-        if action in COMMAND_ACTIONS or action == BATCH_ACTION:
+        if action in COMMAND_ACTIONS:
             raise BadRequest(f"{action} needs args: [OBJECT]")
         return Request(action, {})
     if type(args) is not list or len(args) != 1 or type(args[0]) is not dict:
@@ -226,56 +235,13 @@ def parse_request(payload: Any) -> Request:
     return Request(action, args[0])
 
 
-def batch_requests(req: Request, commands_max: int) -> list[Request]:
-    """The commands of a ``batch``: ``{"commands": [{"type": ACTION, ...}, ...]}``."""
-    cmds = req.args.get("commands")
-    if type(cmds) is not list or not cmds:
-        raise BadRequest('batch needs {"commands": [COMMAND, ...]}')
-    if len(cmds) > commands_max:
-        raise BadRequest(f"at most {commands_max} commands in one batch")
-    out = []
-    for i, c in enumerate(cmds):
-        if type(c) is not dict or c.get("type") not in COMMAND_ACTIONS:
-            kinds = "/".join(COMMAND_ACTIONS)
-            raise BadRequest(f"commands[{i}] must be an object with type {kinds}")
-        out.append(Request(c["type"], c))
-    return out
-
-
-def _depth_ok(value: Any, depth: int) -> bool:
-    if depth > _DEPTH_MAX:
-        return False
-    if type(value) is dict:
-        return all(_depth_ok(v, depth + 1) for v in value.values())
-    if type(value) is list:
-        return all(_depth_ok(v, depth + 1) for v in value)
-    return True
-
-
-def command_bytes(req: Request, size_max: int) -> bytes:
-    """The log entry for a command request: SPEC §2 JSON with ``type`` first.
-
-    Shapes only: the engine decides validity (a bad field is a ``rejected`` event, not an
-    error).  Refused here: a ``type`` field that contradicts the action, nesting deeper than
-    any command needs, and commands larger than ``size_max`` bytes.
-    """
-    args = req.args
-    t = args.get("type")
-    if t is not None and t != req.action:
-        raise BadRequest(f"args.type {str(t)[:20]!r} contradicts action {req.action!r}")
-    if not _depth_ok(args, 1):
-        raise BadRequest("command nests too deeply")
-    cmd: dict[str, Any] = {"type": req.action}
-    for k, v in args.items():
-        if k != "type":
-            cmd[k] = v
-    try:
-        data = encode_json(cmd)
-    except (TypeError, ValueError, OverflowError) as e:  # pragma: no cover - JSON in, JSON out
-        raise BadRequest(f"cannot encode the command: {e}") from None
-    if len(data) > size_max:
-        raise BadRequest(f"command is {len(data)} bytes (at most {size_max})")
-    return data
+def envelope_arg(req: Request) -> tuple[str, str]:
+    """A command request's envelope (SPEC §8): ``args[0]`` is ``{"cmd": TEXT, "sig": SIG}``.
+    Only the shape is checked here; TEXT is checked (§8 checks 1–2) by the caller."""
+    text, sig = req.args.get("cmd"), req.args.get("sig")
+    if type(text) is not str or type(sig) is not str:
+        raise BadRequest('invalid_command: a command is an envelope {"cmd": TEXT, "sig": SIG}')
+    return text, sig
 
 
 def name_or_none(args: dict[str, Any], key: str) -> str | None:
@@ -295,8 +261,3 @@ def int_or_default(args: dict[str, Any], key: str, default: int, low: int, high:
     if type(v) is not int or not low <= v <= high:
         raise BadRequest(f"{key} must be an integer in [{low}, {high}]")
     return v
-
-
-def client_of(args: dict[str, Any]) -> str | None:
-    c = args.get("client")
-    return c if is_name(c) else None

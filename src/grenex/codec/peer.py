@@ -110,6 +110,11 @@ class FwdAt(msgspec.Struct, tag="at", frozen=True):
 
     first: int
     term: int
+    # commands of the batch the leader did not propose, by position: (position, reason).
+    # The others were appended at first, first + 1, … in their order.  Reason "duplicate":
+    # the envelope was executed before (its outcome is the first one); any other: a SPEC §8
+    # reason code (the envelope failed a check before the log)
+    skipped: list[tuple[int, str]] = []
 
 
 class FwdNotLeader(msgspec.Struct, tag="not_leader", frozen=True):

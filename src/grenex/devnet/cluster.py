@@ -3,7 +3,12 @@
 Used by ``grenex up``, ``grenex demo``, the real-process tests and the cluster benchmark.
 Every process it starts, it stops by PID (SIGTERM, then SIGKILL after a bounded wait), also
 when the caller is interrupted.  Nodes ``n1``…``nN`` are ``grenex node`` processes; the first
-``voters`` bootstrap the cluster, the rest join as learners.
+``voters`` bootstrap the cluster, the rest join as learners (admitted by the operator).
+
+Keys (SPEC §8): the cluster's :class:`~grenex.codec.signer.Keyring` (a random salt per cluster,
+so its keys are as unguessable as random ones) gives the operator's key, every node's key and,
+for tests and demos, any account's key; ``genesis.json`` and ``keys/*.key`` are written under
+the base directory, and every node runs with ``--genesis`` and its own ``--key``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,9 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from grenex.codec.api import STATUS_WITH_HASH, service_names, statuses_agree
+from grenex.codec.genesis import Genesis, parse_genesis
+from grenex.codec.keys import SecretKey, write_key_file
+from grenex.codec.signer import Keyring, Signer
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 from grenex.grenache.testing import GrapeCluster, astart_grapes
+from grenex.grenache.tls import b64url, check_cert, make_self_signed
 
 __all__ = ["DEFAULT_MARKETS", "ClusterError", "LocalCluster", "NodeProc"]
 
@@ -71,6 +83,11 @@ class LocalCluster:
     env: dict[str, str] = field(default_factory=dict)
     # GRENEX_CLUSTER_SECRET for every node: peer traffic signed and checked (None: open)
     secret: str | None = None
+    # keys of the operator, the nodes and (for tests and demos) any account
+    keyring: Keyring = field(default_factory=lambda: Keyring(salt=secrets.token_hex(16)))
+    genesis_join: str = "operator"
+    genesis: Genesis | None = None
+    genesis_path: Path | None = None
     procs: dict[str, NodeProc] = field(default_factory=dict)
     grape_cluster: GrapeCluster | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -100,6 +117,7 @@ class LocalCluster:
             self.base_dir = Path(self._tmp.name)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         try:
+            self._write_genesis()
             self.grape_cluster = await astart_grapes(self.grapes, dpa_ms=self.dpa_ms)
             self._link = Link(self.grape_urls)
             await self._link.start()
@@ -111,15 +129,52 @@ class LocalCluster:
                 self._spawn(self.procs[node_id])
             await self.wait_ready(list(self.procs), deadline - time.monotonic())
             await self.wait_leader(deadline - time.monotonic())
+            for node_id, np in self.procs.items():
+                if not np.voter:
+                    await self.admit(node_id)
             if open_markets:
                 for market, tick, lot in self.markets:
-                    await self.request(
-                        "n1", "add_market", {"market": market, "tick": tick, "lot": lot}
+                    await self.operator(
+                        "n1", {"type": "add_market", "market": market, "tick": tick, "lot": lot}
                     )
             await self.wait_members(deadline - time.monotonic())
         except BaseException:
             await self.stop()
             raise
+
+    def cert_of(self, node_id: str) -> str:
+        """The node's self-signed certificate (base64url DER) on its key."""
+        return b64url(make_self_signed(self.keyring.node_key(node_id).seed, node_id))
+
+    def _write_genesis(self) -> None:
+        assert self.base_dir is not None
+        keys = self.base_dir / "keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        kr = self.keyring
+        data = kr.genesis(
+            self.cluster,
+            self.voter_ids,
+            join=self.genesis_join,
+            cert=lambda k, node: b64url(make_self_signed(k.seed, node)),
+        )
+        path = self.base_dir / "genesis.json"
+        path.write_bytes(data)
+        self.genesis = parse_genesis(data, check_cert)
+        self.genesis_path = path
+        self._write_key(keys / "operator.key", kr.key(kr.operator))
+        self.signer = Signer(self.genesis.cluster_id, kr, lambda: time.time_ns() // 1000)
+
+    def _write_key(self, path: Path, key: SecretKey) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        write_key_file(path, key)
+
+    def key_path(self, node_id: str) -> Path:
+        assert self.base_dir is not None
+        path = self.base_dir / "keys" / f"{node_id}.key"
+        if not path.exists():
+            self._write_key(path, self.keyring.node_key(node_id))
+        return path
 
     def _node_proc(self, node_id: str, voter: bool) -> NodeProc:
         assert self.base_dir is not None
@@ -143,8 +198,10 @@ class LocalCluster:
             np.id,
             "--grape",
             ",".join(self.grape_urls),
-            "--cluster",
-            self.cluster,
+            "--genesis",
+            str(self.genesis_path),
+            "--key",
+            str(self.key_path(np.id)),
             "--tick-ms",
             str(self.tick_ms),
             "--ready-file",
@@ -155,11 +212,6 @@ class LocalCluster:
             args.append("--memory")
         else:
             args += ["--data-dir", str(np.data_dir)]
-        has_state = np.data_dir is not None and np.data_dir.exists() and any(np.data_dir.iterdir())
-        if np.voter and not has_state:
-            args += ["--voters", ",".join(self.voter_ids)]
-        elif not np.voter:
-            args.append("--join")
         log = np.log_path.open("ab")
         try:
             np.proc = subprocess.Popen(
@@ -262,7 +314,37 @@ class LocalCluster:
         self.procs[node_id] = self._node_proc(node_id, voter=False)
         self._spawn(self.procs[node_id])
         await self.wait_ready([node_id], timeout_s)
+        await self.admit(node_id)
         return node_id
+
+    async def admit(self, node_id: str, via: str | None = None) -> Any:
+        """The operator admits ``node_id`` (its key and certificate) as a learner."""
+        key = self.keyring.node_key(node_id).public_key
+        cmd = {"type": "admit", "node": node_id, "key": key, "cert": self.cert_of(node_id)}
+        return await self.operator(via or self.voter_ids[0], cmd)
+
+    async def operator(self, node_id: str, cmd: dict[str, Any], timeout_ms: int = 15_000) -> Any:
+        """A command signed with the operator's key, sent to ``node_id``."""
+        return await self.command(node_id, {**cmd, "client": self.keyring.operator}, timeout_ms)
+
+    async def command(self, node_id: str, cmd: dict[str, Any], timeout_ms: int = 15_000) -> Any:
+        """One command (with ``client``) signed with that account's keyring key."""
+        env = msgspec.json.decode(self.signer.command(cmd))
+        return await self.request(node_id, cmd["type"], env, timeout_ms)
+
+    async def register(self, node_id: str, client: str, timeout_ms: int = 15_000) -> Any:
+        env = msgspec.json.decode(self.signer.register(client))
+        return await self.request(node_id, "register", env, timeout_ms)
+
+    def client(self, node: str | None = None, **kw: Any) -> Any:
+        """A :class:`~grenex.client.GrenexClient` of this cluster that signs for any account
+        with the keyring's keys, registering accounts on first use."""
+        from grenex.client import GrenexClient
+
+        kw.setdefault("keys", self.keyring)
+        kw.setdefault("genesis", self.genesis)
+        kw.setdefault("register", True)
+        return GrenexClient(self.grape_urls, node=node, **kw)
 
     # ------------------------------------------------------------------ talking to nodes
 

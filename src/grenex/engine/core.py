@@ -686,6 +686,18 @@ class Engine:
     def resting_orders(self) -> int:
         return self._resting
 
+    def market_count(self) -> int:
+        """How many markets are open."""
+        return len(self._markets)
+
+    def client_counts(self, client: str) -> tuple[int, int]:
+        """``(resting orders, used ids)`` of ``client``, in constant time."""
+        cs = self._clients.get(client)
+        if cs is None:
+            return 0, 0
+        archived = len(cs.archive) if cs.archive is not None else 0
+        return len(cs.ids) - cs.retired, len(cs.ids) + archived
+
     def books(self, market: str | None = None, depth: int | None = None) -> list[dict[str, Any]]:
         """SPEC §4 snapshots of every open market (or one), markets by name; with ``depth``,
         at most that many orders per side (the work is bounded by it, not by the book)."""

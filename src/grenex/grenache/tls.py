@@ -90,6 +90,7 @@ __all__ = [
     "b64url",
     "cert_pem",
     "cert_public_key",
+    "check_cert",
     "check_self_signed",
     "current_peer",
     "fingerprint",
@@ -247,6 +248,15 @@ def check_self_signed(der: bytes) -> bytes:
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise CertificateError(f"not validly self-signed: {exc or type(exc).__name__}") from None
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def check_cert(der: bytes, key: str) -> bool:
+    """Whether ``der`` is a valid self-signed Ed25519 certificate on ``key`` (the 32-byte
+    public key in canonical base64url): the check a genesis or membership ``cert`` must pass."""
+    try:
+        return b64url(check_self_signed(der)) == key
+    except (CertificateError, ValueError):
+        return False
 
 
 def fingerprint(der: bytes) -> bytes:

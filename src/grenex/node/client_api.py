@@ -18,19 +18,22 @@ import asyncio
 import logging
 import os
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import msgspec
 
 from grenex.codec import api as wire
 from grenex.codec.api import ApiError, BadRequest, Busy, Compacted, Unavailable
+from grenex.codec.envelope import Envelope, Rejection, decode_text, encode_envelope
 from grenex.codec.stamp import unstamp
 from grenex.consensus import EntryKind, Role
 from grenex.engine import Trade
 from grenex.node.driving import DriverService
 from grenex.replica import Applied
 from grenex.replica import queries as q
+from grenex.replica.auth import Duplicate, Reject
+from grenex.replica.verdicts import Verdicts
 
 __all__ = ["ClientAPI", "ClientLimits"]
 
@@ -67,18 +70,50 @@ class _Bucket:
         self.stamp = stamp
 
 
-def reply_of(applied: Applied) -> dict[str, Any]:
-    """The answer to one applied command: its seq and its events (the JSON encoded once for
-    this entry, embedded as is)."""
-    events = applied.events
-    seq = events[0].seq if events else applied.index
+_raws: Final = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def outcome_reply(
+    seq: int,
+    time_ms: int | None,
+    batch: bool,
+    events_json: bytes | None,
+    results_json: bytes | None,
+) -> dict[str, Any]:
+    """A command's reply (SPEC §7): ``{"seq", "time", "events"}``, or for a batch ``{"seq",
+    "time", "results": [{"events"}...]}``; the JSON encoded once when applied, embedded as is.
+    ``events_json`` None (a duplicate): the per-command lists are ``results_json`` (None when
+    the window dropped them: ``"events": null``)."""
     reply: dict[str, Any] = {"seq": seq}
-    if applied.outcome_time is not None:
-        reply["time"] = applied.outcome_time  # the leader's stamp (SPEC §6)
-    reply["events"] = msgspec.Raw(applied.events_json)
-    if applied.duplicate:
-        reply["duplicate"] = True  # answered from the session table: the first outcome
+    if time_ms is not None:
+        reply["time"] = time_ms  # the leader's stamp (SPEC §6)
+    if not batch:
+        if events_json is None:
+            raws = _raws.decode(results_json) if results_json is not None else None
+            reply["events"] = raws[0] if raws else None
+        else:
+            reply["events"] = msgspec.Raw(events_json)
+        return reply
+    if results_json is None:
+        reply["events"] = None
+        return reply
+    reply["results"] = [{"events": r} for r in _raws.decode(results_json)]
     return reply
+
+
+def reply_of(applied: Applied) -> dict[str, Any]:
+    """The answer to one applied envelope (see :func:`outcome_reply`)."""
+    if applied.duplicate:
+        reply = outcome_reply(
+            applied.outcome_seq, applied.outcome_time, applied.batch, None, applied.results_json
+        )
+        reply["duplicate"] = True  # answered from the account's window: the first outcome
+        return reply
+    if applied.batch:
+        return outcome_reply(
+            applied.index, applied.time, True, applied.events_json, applied.results_json
+        )
+    return outcome_reply(applied.index, applied.time, False, applied.events_json, None)
 
 
 def _with_time(trade: Trade, time_ms: int | None) -> dict[str, Any]:
@@ -98,8 +133,14 @@ class ClientAPI:
         limits: ClientLimits,
         clock: Callable[[], float],
         snapshot_index: Callable[[], int],
+        wall_ms: Callable[[], int],
+        verdicts: Verdicts,
+        verify: Callable[[Envelope, bytes], Awaitable[bool]],
     ) -> None:
         self.node_id = node_id
+        self.wall_ms = wall_ms
+        self.verdicts = verdicts
+        self.verify = verify  # verifies off the loop (a thread), filling ``verdicts``
         self.driver = driver
         self.limits = limits
         self.clock = clock
@@ -131,8 +172,6 @@ class ClientAPI:
             action = req.action
             if action in wire.COMMAND_ACTIONS:
                 return await self._command(req)
-            if action == wire.BATCH_ACTION:
-                return await self._batch(req)
             return self._read(req)
         except ApiError:
             raise
@@ -165,6 +204,16 @@ class ClientAPI:
             if client is None or oid is None:
                 raise BadRequest("order needs a client and an id")
             return q.order(state, client, oid)
+        if action == "members":
+            return q.members(state)
+        if action == "account":
+            key = args.get("key")
+            if args.get("client") is None and type(key) is str and len(key) <= 64:
+                return q.account(state, None, key)
+            client = wire.name_or_none(args, "client")
+            if client is None:
+                raise BadRequest("account needs a client or a key")
+            return q.account(state, client, None)
         return self.status(args)
 
     # -- commands ------------------------------------------------------------------------------
@@ -186,42 +235,41 @@ class ClientAPI:
         b.tokens -= 1
         return True
 
-    def _submit(self, req: wire.Request) -> asyncio.Future[Applied]:
-        data = wire.command_bytes(req, self.limits.command_bytes_max)
-        client = wire.client_of(req.args)
-        if client is not None and not self._rate_ok(client):
-            raise Busy(f"rate limit for client {client}; retry later")
-        return self.driver.submit(data)
-
     async def _command(self, req: wire.Request) -> Any:
-        fut = self._submit(req)
-        return reply_of(await fut)
-
-    async def _batch(self, req: wire.Request) -> Any:
-        """Each command of a batch is its own log entry with its own outcome (not atomic):
-        ``{"results": [{"seq", "events"} | {"error": "ERR_GRENEX_…"}, ...]}`` in order.
-        One wait for the whole batch."""
-        reqs = wire.batch_requests(req, self.limits.batch_commands_max)
-        futs: list[asyncio.Future[Applied] | ApiError] = []
-        for r in reqs:
-            try:
-                futs.append(self._submit(r))
-            except ApiError as e:
-                futs.append(e)
-        live = [f for f in futs if isinstance(f, asyncio.Future)]
-        if live:
-            await asyncio.wait(live)
-        results: list[Any] = []
-        for f in futs:
-            if isinstance(f, ApiError):
-                results.append({"error": str(f)})
-            elif (exc := f.exception()) is not None:
-                if not isinstance(exc, ApiError):
-                    raise exc
-                results.append({"error": str(exc)})
-            else:
-                results.append(reply_of(f.result()))
-        return {"results": results}
+        """SPEC §8 checks 1–5 here (the receiving node), then the log; see the module doc."""
+        text, sig = wire.envelope_arg(req)
+        env = decode_text(text, sig)
+        if type(env) is Rejection:
+            raise BadRequest(env.reason)
+        assert type(env) is Envelope
+        if req.action != wire.SUBMIT_ACTION:
+            for c in env.commands:
+                if c.get("type") != req.action:
+                    raise BadRequest(f"invalid_command: {req.action} takes only {req.action}")
+        state = self.driver.replica.state
+        signer = state.auth.signer(env)
+        if type(signer) is Reject:
+            raise BadRequest(signer.reason)
+        assert type(signer) is bytes
+        if not self._rate_ok(env.client):
+            raise Busy(f"rate limit for account {env.client}; retry later")
+        verdicts = self.verdicts
+        if not verdicts.known(env, signer):
+            await self.verify(env, signer)
+        state = self.driver.replica.state  # a snapshot may have replaced it meanwhile
+        v = state.auth.check(env, self.wall_ms(), verdicts(env, signer), signer)
+        if type(v) is Reject:
+            raise BadRequest(v.reason)
+        if type(v) is Duplicate:
+            reply = outcome_reply(v.seq, v.time, env.batch, None, v.events)
+            reply["duplicate"] = True
+            return reply
+        data = encode_envelope(env.text, env.sig)
+        if len(data) > self.limits.command_bytes_max:
+            raise BadRequest(
+                f"invalid_command: {len(data)} bytes (at most {self.limits.command_bytes_max})"
+            )
+        return reply_of(await self.driver.submit(data))
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -346,6 +394,7 @@ class ClientAPI:
             snapshot_index=self.snapshot_index(),
             first_index=st.first_index,
             last_index=st.last_index,
+            cluster_id=replica.state.cluster_id,
             pending=extra["pending"],
             queued=extra["queued"],
             forwards_inflight=extra["forwards_inflight"],

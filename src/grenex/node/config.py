@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from grenex.codec.genesis import Genesis
+from grenex.codec.keys import SecretKey
+
 __all__ = ["NodeConfig"]
 
 
@@ -22,6 +25,12 @@ class NodeConfig:
     data_dir: Path | None = None  # None: in-memory storage (lost on exit)
     voters: tuple[str, ...] = ()  # bootstrap a new cluster with these voters
     join: bool = False  # join a running cluster as a learner
+    # The cluster's genesis (SPEC §8; required) and this node's own key (its identity: peer
+    # TLS certificate, the ``join`` command).  Founding voters are the genesis' voters.
+    genesis: Genesis | None = None
+    key: SecretKey | None = None
+    verify_threads: int = 2  # signatures are verified in these threads, off the loop
+    verdicts_max: int = 65_536  # signature verdicts kept for reuse at apply
     # Shared by every node of the cluster: peer payloads are HMAC-signed with it and unsigned
     # ones refused.  None: the peer endpoint is open (keep it on a private network).
     secret: bytes | None = None
@@ -36,7 +45,7 @@ class NodeConfig:
 
     # Client API bounds.
     api_body_bytes_max: int = 1024 * 1024  # a batch of commands fits
-    command_bytes_max: int = 4 * 1024
+    command_bytes_max: int = 96 * 1024  # one envelope in the log (TEXT ≤ 64 KiB, escaped)
     batch_commands_max: int = 256
     command_timeout_ms: int = 10_000  # a command not applied by then: ERR_GRENEX_UNAVAILABLE
     handler_slack_ms: int = 5_000  # a request handler's time beyond command_timeout_ms

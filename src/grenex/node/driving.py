@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from grenex.codec.api import Busy, Unavailable
+from grenex.codec.api import BadRequest, Busy, Unavailable
 from grenex.codec.peer import Forward as PeerForward
 from grenex.codec.peer import FwdAt, FwdDeclined, FwdNotLeader, FwdReply
 from grenex.consensus import (
@@ -230,6 +230,8 @@ class DriverService:
                     fut.set_result(out.applied)
                 elif out.fate == Fate.BUSY:
                     fut.set_exception(Busy(out.why))
+                elif out.fate == Fate.INVALID:
+                    fut.set_exception(BadRequest(out.why))
                 elif out.fate == Fate.REFUSED:
                     fut.set_exception(
                         Unavailable(f"{out.why}; nothing was done: send the command again")

@@ -14,7 +14,10 @@ from typing import Any
 
 import click
 
+from grenex.codec.genesis import GenesisError, read_genesis
+from grenex.codec.keys import KeyFileError, read_key_file
 from grenex.grenache.link import parse_grapes
+from grenex.grenache.tls import check_cert
 from grenex.node.config import NodeConfig
 from grenex.node.errors import NodeError
 from grenex.node.gcpolicy import GcPolicy
@@ -64,7 +67,23 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
 
 @click.command("node")
 @click.option("--id", "node_id", required=True, help="This node's id (1-64 of A-Za-z0-9._:-).")
-@click.option("--voters", default="", help="Bootstrap a new cluster with these voters: ID,ID,…")
+@click.option(
+    "--genesis",
+    "genesis_path",
+    envvar="GRENEX_GENESIS",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The cluster's genesis file (SPEC §8): its voters found the cluster.",
+)
+@click.option(
+    "--key",
+    "key_path",
+    envvar="GRENEX_NODE_KEY",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This node's key file (its identity; required for a genesis voter's TLS).",
+)
+@click.option("--voters", default="", help="(Deprecated: the genesis names the voters.)")
 @click.option("--join", is_flag=True, help="Join a running cluster as a learner.")
 @click.option("--memory", is_flag=True, help="Keep the log in memory (lost on exit).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
@@ -104,6 +123,8 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
 @click.option("-v", "--verbose", count=True)
 def node_command(
     node_id: str,
+    genesis_path: Path,
+    key_path: Path | None,
     voters: str,
     join: bool,
     memory: bool,
@@ -143,10 +164,24 @@ def node_command(
         grapes = tuple(parse_grapes(grape))
     except ValueError as e:
         raise click.UsageError(f"--grape: {e}") from None
+    try:
+        genesis = read_genesis(genesis_path, check_cert)
+    except GenesisError as e:
+        raise click.UsageError(f"--genesis: {e}") from None
+    key = None
+    if key_path is not None:
+        try:
+            key = read_key_file(key_path)
+        except KeyFileError as e:
+            raise click.UsageError(f"--key: {e}") from None
+    if cluster != "main" and cluster != genesis.cluster:
+        raise click.UsageError(f"--cluster {cluster} is not the genesis' {genesis.cluster}")
     cfg = NodeConfig(
         node_id=node_id,
+        genesis=genesis,
+        key=key,
         grapes=grapes,
-        cluster=cluster,
+        cluster=genesis.cluster,
         host=host,
         port=port,
         peer_port=peer_port,

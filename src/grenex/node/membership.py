@@ -12,16 +12,18 @@ name warm in the Grape link.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from grenex.codec.api import service_names
 from grenex.codec.peer import Join, JoinReply
+from grenex.consensus import InvalidConfChangeError, NotLeader, ProposalDroppedError, Role
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 from grenex.node.config import NodeConfig
 from grenex.node.io import NodeIO
 from grenex.node.peers import AskError, Peers
 from grenex.replica import Replica
 
-__all__ = ["Membership"]
+__all__ = ["Membership", "Reconciler"]
 
 log = logging.getLogger("grenex.node")
 
@@ -92,3 +94,58 @@ class Membership:
         if names:
             self.link.keep_fresh(*names)
         self._fresh = members
+
+
+class Reconciler:
+    """The leader's side of SPEC §8 membership: the replicated member list (``admit``,
+    ``join``, ``promote``, ``remove`` applied by every replica) is the authority; the leader
+    brings the consensus configuration to it with Raft conf changes, one at a time:
+
+    * a member the list holds as a learner and the configuration lacks: added as a learner;
+    * a member the list holds as a voter and the configuration as a learner: promoted once its
+      log has caught up with the commit index (a voter that lacks committed entries could elect
+      a leader without them), so a promotion waits while it catches up;
+    * a member the list says was removed: removed from the configuration.
+
+    A driver turn hook; it scans only when the member list, the configuration or the role
+    changed, or while a change is still to make."""
+
+    def __init__(self) -> None:
+        self._seen: tuple[int, tuple[str, ...], tuple[str, ...], int] | None = None
+        self.changes = 0
+
+    def turn(self, replica: Replica) -> None:
+        raft = replica.raft
+        auth = replica.state.auth
+        key = (auth.members_version, raft.voters, raft.learners, int(raft.role))
+        if key == self._seen or raft.role != Role.LEADER:
+            self._seen = key
+            return
+        voters, learners = raft.voters, raft.learners
+        progress: dict[str, Any] | None = None
+        pending = False
+        for m in auth.members_all():
+            try:
+                if m.role == "learner" and m.id not in voters and m.id not in learners:
+                    replica.add_learner(m.id)
+                elif m.role == "voter" and m.id in learners:
+                    if progress is None:
+                        progress = raft.progress()
+                    p = progress.get(m.id)
+                    if p is None or p.match < raft.log.committed:
+                        pending = True
+                        continue
+                    replica.promote(m.id)
+                elif m.role == "removed" and (m.id in voters or m.id in learners):
+                    replica.remove(m.id)
+                else:
+                    continue
+            except (NotLeader, ProposalDroppedError, InvalidConfChangeError) as e:
+                log.info("membership: %s waits (%s)", m.id, e)
+                pending = True
+                break
+            self.changes += 1
+            log.info("membership: %s brought to %s", m.id, m.role)
+            pending = True  # one change at a time: look again next turn
+            break
+        self._seen = None if pending else key

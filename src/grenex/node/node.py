@@ -27,8 +27,12 @@ import logging
 import os
 import random
 import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from grenex.codec.api import service_names
+from grenex.codec.envelope import Envelope, decode_envelope_json
+from grenex.codec.genesis import Genesis
 from grenex.consensus import (
     Config,
     MemoryStorage,
@@ -45,14 +49,16 @@ from grenex.node.driving import DriverService
 from grenex.node.errors import NodeError
 from grenex.node.founding import Founding
 from grenex.node.io import Endpoint, NodeIO, Publisher, PublisherOptions, RealIO, ServeOptions
-from grenex.node.membership import Membership
+from grenex.node.membership import Membership, Reconciler
 from grenex.node.peer_api import PeerAPI, PeerLimitsIn
 from grenex.node.peers import PeerLimits, Peers
 from grenex.node.publisher import EventsPublisher
 from grenex.node.snapshotter import BackgroundSnapshots
 from grenex.replica import Applied, Replica, ReplicaConfig
+from grenex.replica.auth import Duplicate, Reject
 from grenex.replica.driver import InlineSnapshots, Snapshots
 from grenex.replica.gateway import Gateway, GatewayLimits
+from grenex.replica.verdicts import Verdicts
 
 __all__ = ["Node", "NodeError"]
 
@@ -97,6 +103,24 @@ class Node:
     """One grenex node.  ``await node.start()``, then ``await node.stop()``."""
 
     def __init__(self, config: NodeConfig, io: NodeIO | None = None) -> None:
+        g = config.genesis
+        if g is None:
+            raise NodeError("a node needs the cluster's genesis (--genesis FILE)")
+        if config.cluster != g.cluster:
+            if config.cluster != "main":  # the default: the genesis names the cluster
+                raise NodeError(f"--cluster {config.cluster} is not the genesis' {g.cluster}")
+            config = replace(config, cluster=g.cluster)
+        ids = tuple(v.id for v in g.voters)
+        if not config.join and config.node_id in ids:
+            if config.voters and tuple(config.voters) != ids:
+                raise NodeError("the founding voters are the genesis' voters")
+            config = replace(config, voters=ids)
+        elif not config.voters:
+            config = replace(config, join=True)
+        self.verdicts = Verdicts(g.cluster_id, config.verdicts_max)
+        self._verify_pool = ThreadPoolExecutor(
+            max(1, config.verify_threads), thread_name_prefix="verify"
+        )
         self.cfg = config
         self.io: NodeIO = io if io is not None else RealIO()
         self.names = service_names(config.cluster, config.node_id)
@@ -204,6 +228,7 @@ class Node:
         replica = Replica(
             ReplicaConfig(
                 raft=raft_cfg,
+                genesis=self._genesis(),
                 snapshot_interval_entries=cfg.snapshot_interval_entries,
                 compaction_retain_entries=cfg.compaction_retain_entries,
                 auto_snapshot=False,  # the snapshot service takes them, between turns
@@ -211,8 +236,58 @@ class Node:
             storage,
             random.Random(os.urandom(16)),  # the shell may use real randomness
         )
+        replica.verifier = self.verdicts
         self.replica = replica
         return replica, probing
+
+    def _genesis(self) -> Genesis:
+        g = self.cfg.genesis
+        assert g is not None
+        return g
+
+    # -- signatures, off the loop ------------------------------------------------------------
+
+    async def verify(self, env: Envelope, key: bytes) -> bool:
+        """Verify ``env``'s signature by ``key`` in a worker thread (PyNaCl releases the GIL);
+        the verdict is kept for the checks before the log and at apply."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._verify_pool, self.verdicts.verify, env, key)
+
+    def _verify_datas(self, datas: list[bytes]) -> None:
+        """In a worker thread: verify every envelope among ``datas`` whose signer the applied
+        state knows (log entries received, forwarded commands)."""
+        replica = self.replica
+        if replica is None:
+            return
+        verdicts = self.verdicts
+        for d in datas:
+            env = decode_envelope_json(d)
+            if type(env) is not Envelope:
+                continue
+            signer = replica.state.auth.signer(env)
+            if type(signer) is bytes and not verdicts.known(env, signer):
+                verdicts.verify(env, signer)
+
+    async def prepare(self, datas: list[bytes]) -> None:
+        """Verify forwarded commands before the gateway looks at them."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._verify_pool, self._verify_datas, datas)
+
+    def prefetch(self, datas: list[bytes]) -> None:
+        """Start verifying log entries as they arrive (their verdicts wait at apply)."""
+        if datas:
+            self._verify_pool.submit(self._verify_datas, datas)
+
+    def _precheck(self, data: bytes) -> str | None:
+        """The leader's SPEC §8 checks 1–5 before it appends (gateway hook)."""
+        replica = self.replica
+        assert replica is not None
+        _env, v = replica.state.precheck(data, self.io.wall_ms(), self.verdicts)
+        if type(v) is Reject:
+            return v.reason
+        if type(v) is Duplicate:
+            return "duplicate"
+        return None
 
     def _build_services(self, replica: Replica) -> None:
         cfg = self.cfg
@@ -246,7 +321,10 @@ class Node:
             # forward batch numbers never repeat across restarts: a late answer meant for a
             # previous run's batch must not match a new one (found by simulator seed 342)
             gateway=Gateway(
-                cfg.node_id, gateway_limits(cfg), first_batch=secrets.randbits(FIRST_BATCH_BITS)
+                cfg.node_id,
+                gateway_limits(cfg),
+                first_batch=secrets.randbits(FIRST_BATCH_BITS),
+                precheck=self._precheck,
             ),
             snapshots=snapshots,
             peers=self.peers,
@@ -260,8 +338,17 @@ class Node:
         self.driver.add_turn_hook(self.founding.turn)
         self.membership = Membership(cfg, self.io, self.link, self.rpc, self.peers, self.names)
         self.driver.add_turn_hook(self.membership.keep_peers_fresh)
+        self.reconciler = Reconciler()
+        self.driver.add_turn_hook(self.reconciler.turn)
         self.api = ClientAPI(
-            cfg.node_id, self.driver, client_limits(cfg), self.io.clock, self._snapshot_index
+            cfg.node_id,
+            self.driver,
+            client_limits(cfg),
+            self.io.clock,
+            self._snapshot_index,
+            self.io.wall_ms,
+            self.verdicts,
+            self.verify,
         )
         self.peer_api = PeerAPI(
             cfg.node_id,
@@ -276,6 +363,8 @@ class Node:
             on_probe=self.founding.on_probe,
             on_rejoin=self.founding.on_rejoin,
             accepts_raft=self.founding.accepts_raft,
+            prepare=self.prepare,
+            prefetch=self.prefetch,
         )
 
     async def _listen(self) -> None:
@@ -391,6 +480,7 @@ class Node:
         if isinstance(self.snapshots, BackgroundSnapshots):
             await self.snapshots.close()
         await self._close_io()
+        self._verify_pool.shutdown(wait=False, cancel_futures=True)
         close = getattr(self.storage, "close", None)
         if callable(close):
             with contextlib.suppress(Exception):

@@ -31,7 +31,14 @@ from grenex.codec.peer import (
     encode_peer_reply,
 )
 from grenex.codec.raft import decode_message
-from grenex.consensus import InvalidConfChangeError, NotLeader, ProposalDroppedError, Role
+from grenex.codec.stamp import unstamp
+from grenex.consensus import (
+    EntryKind,
+    InvalidConfChangeError,
+    NotLeader,
+    ProposalDroppedError,
+    Role,
+)
 from grenex.engine import is_name
 from grenex.node.driving import DriverService
 
@@ -57,7 +64,13 @@ class PeerAPI:
         on_probe: Callable[[Probe], PeerReply] | None = None,
         on_rejoin: Callable[[Rejoin], Awaitable[PeerReply]] | None = None,
         accepts_raft: Callable[[], bool] | None = None,
+        prepare: Callable[[list[bytes]], Awaitable[None]] | None = None,
+        prefetch: Callable[[list[bytes]], None] | None = None,
     ) -> None:
+        # verify forwarded commands (awaited) and received log entries (in the background) in
+        # threads, before the gateway and the apply look at them
+        self.prepare = prepare
+        self.prefetch = prefetch
         self.node_id = node_id
         self.driver = driver
         self.limits = limits
@@ -106,6 +119,11 @@ class PeerAPI:
         # a message's sender must be the batch's sender (one node cannot speak for another
         # through its batch; authenticating the batch's sender is the transport's job)
         ok = [m for m in decoded if m.src == msg.src]
+        if self.prefetch is not None:
+            datas = [
+                unstamp(e.data)[1] for m in ok for e in m.entries if e.kind == EntryKind.NORMAL
+            ]
+            self.prefetch(datas)
         taken, dropped = self.driver.deliver(ok)
         return RaftAck(taken, dropped + len(decoded) - len(ok))
 
@@ -118,6 +136,8 @@ class PeerAPI:
             or msg.batch < 0
         ):
             raise BadRequest("a forward holds 1..max commands of bounded size")
+        if self.prepare is not None:
+            await self.prepare(list(msg.cmds))
         fut = self.driver.forwarded(msg.src, msg.batch, list(msg.cmds))
         try:
             return await asyncio.wait_for(asyncio.shield(fut), lim.forward_wait_ms / 1000)
@@ -130,6 +150,11 @@ class PeerAPI:
         replica = self.driver.replica
         if msg.src in replica.raft.conf_state().members():
             return JoinReply(True, True)
+        m = replica.state.auth.member(msg.src)
+        if m is None or m.role == "removed":
+            # SPEC §8: only a node the operator admitted (or that joined with a signed
+            # ``join`` when the genesis is open) becomes a member
+            return JoinReply(False, False, f"{msg.src} is not admitted (SPEC §8 admit/join)")
         if replica.raft.role != Role.LEADER:
             return JoinReply(False, False, f"not the leader (leader: {replica.raft.lead})")
         try:

@@ -2,16 +2,17 @@
 
 Start at :class:`Replica` (the driver protocol is in its module docstring), :class:`Applied`
 (what a committed command produced), :class:`Proposals` (matching outcomes to proposers), and
-``sessions`` (the exactly-once rules and their bounds).
+``auth`` (SPEC §8: accounts, nonces and exactly-once, membership).
 """
 
 from grenex.replica.replica import Applied, Proposals, Replica, ReplicaConfig
-from grenex.replica.sessions import Outcome, Sessions, session_keys
 from grenex.replica.state import (
     SNAPSHOT_VERSION,
+    Outcome,
     ReplicaError,
     ReplicaSnapshotError,
     ReplicaState,
+    Verifier,
 )
 
 __all__ = [
@@ -24,6 +25,5 @@ __all__ = [
     "ReplicaError",
     "ReplicaSnapshotError",
     "ReplicaState",
-    "Sessions",
-    "session_keys",
+    "Verifier",
 ]

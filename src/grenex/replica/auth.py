@@ -292,6 +292,7 @@ class Auth:
         "cluster_id",
         "events_bytes_per_account_max",
         "genesis",
+        "members_version",
         "nonces_max",
     )
 
@@ -313,6 +314,7 @@ class Auth:
         self._members: dict[str, Member] = {}
         self._member_keys: dict[str, str] = {}  # key -> id, current members only
         self._learners = 0
+        self.members_version = 0  # bumped on every membership change (not replicated state)
         op = genesis.operator
         raw = parse_key(op.key)
         assert raw is not None, "a parsed genesis holds valid keys"
@@ -351,6 +353,11 @@ class Auth:
         """Current members (voters and learners), by id."""
         ms = self._members
         return [ms[k] for k in sorted(ms) if ms[k].role != "removed"]
+
+    def members_all(self) -> list[Member]:
+        """Every node id ever used, removed ones too, by id."""
+        ms = self._members
+        return [ms[k] for k in sorted(ms)]
 
     def kept(self, client: str) -> list[Kept]:
         """The account's kept nonces, ascending (empty for an unknown account)."""
@@ -526,6 +533,7 @@ class Auth:
             assert m.role == "learner"
             m.role = "voter"
             self._learners -= 1
+            self.members_version += 1
             return [MemberPromoted(seq, m.id)]
         if t == "remove":
             m = self._members[cmd["node"]]
@@ -533,6 +541,7 @@ class Auth:
                 self._learners -= 1
             m.role = "removed"
             del self._member_keys[m.key]
+            self.members_version += 1
             return [MemberRemoved(seq, m.id)]
         raise AssertionError(f"not an account command: {t!r}")
 
@@ -719,6 +728,7 @@ class Auth:
         self._by_key[a.key] = a.name
 
     def _add_member(self, m: Member) -> None:
+        self.members_version += 1
         self._members[m.id] = m
         if m.role != "removed":
             self._member_keys[m.key] = m.id

@@ -44,6 +44,7 @@ insertion; nothing from the network is asserted on.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Generic, NamedTuple, TypeVar
@@ -98,6 +99,7 @@ class Fate(IntEnum):
     REFUSED = 2  # never proposed: nothing happened
     BUSY = 3  # never proposed: a bound was reached; retry later
     UNKNOWN = 4  # may have executed: retry with the same command
+    INVALID = 5  # never proposed: it failed a SPEC §8 check before the log (``why``: reason)
 
 
 class Outcome(NamedTuple, Generic[T]):
@@ -110,6 +112,7 @@ class Outcome(NamedTuple, Generic[T]):
 class At(NamedTuple):
     first: int
     term: int
+    skipped: tuple[tuple[int, str], ...] = ()  # (position, reason) not proposed
 
 
 class NotLeaderHere(NamedTuple):
@@ -127,7 +130,7 @@ ForwardReply = At | NotLeaderHere | Declined
 def reply_to_wire(reply: ForwardReply) -> FwdReply:
     """A leader's answer to a forward, as the peer message that carries it."""
     if isinstance(reply, At):
-        return FwdAt(reply.first, reply.term)
+        return FwdAt(reply.first, reply.term, list(reply.skipped))
     if isinstance(reply, NotLeaderHere):
         return FwdNotLeader(reply.leader)
     return FwdDeclined(reply.why, reply.busy)
@@ -136,7 +139,7 @@ def reply_to_wire(reply: ForwardReply) -> FwdReply:
 def reply_from_wire(reply: FwdReply) -> ForwardReply:
     """The peer message's answer, as the gateway takes it."""
     if isinstance(reply, FwdAt):
-        return At(reply.first, reply.term)
+        return At(reply.first, reply.term, tuple((int(p), str(r)) for p, r in reply.skipped))
     if isinstance(reply, FwdNotLeader):
         return NotLeaderHere(reply.leader)
     return Declined(reply.why, reply.busy)
@@ -193,6 +196,9 @@ class Gateway(Generic[T]):
     # another command's entry.  The shell draws it per start (the simulator: incarnation
     # << 32; the node: random or clock bits).
     first_batch: int = 0
+    # the leader's SPEC §8 checks 1–5 before it appends a command (its log bytes): None to
+    # propose it, "duplicate" when it was executed before, or a §8 reason code
+    precheck: Callable[[bytes], str | None] | None = None
     _next_tid: int = 0
     _next_batch: int = 0
     _live: dict[int, _Live[T]] = field(default_factory=dict)
@@ -223,6 +229,7 @@ class Gateway(Generic[T]):
             "refused": 0,
             "busy": 0,
             "unknown": 0,
+            "invalid": 0,
         }
     )
 
@@ -277,11 +284,25 @@ class Gateway(Generic[T]):
             return
         if isinstance(reply, At):
             first, term = reply.first, reply.term
-            if first < 1 or term < 1:  # nonsense from the network: we cannot tell
+            skipped = dict(reply.skipped)
+            n = len(fl.tids)
+            if (
+                len(skipped) != len(reply.skipped)
+                or any(not 0 <= p < n for p in skipped)
+                or (len(skipped) < n and (first < 1 or term < 1))
+            ):  # nonsense from the network: we cannot tell
                 self._settle(fl.tids, Fate.UNKNOWN, "the leader answered nonsense")
                 return
-            for i, tid in enumerate(fl.tids):
-                self._wait_for(tid, first + i, term)
+            i = 0
+            for pos, tid in enumerate(fl.tids):
+                why = skipped.get(pos)
+                if why is None:
+                    self._wait_for(tid, first + i, term)
+                    i += 1
+                elif why == "duplicate":
+                    self._settle([tid], Fate.UNKNOWN, "executed before: send it again")
+                else:
+                    self._settle([tid], Fate.INVALID, why)
         elif isinstance(reply, NotLeaderHere):
             self._requeue(fl.tids)  # nothing was proposed: send to whoever leads next
         else:
@@ -369,6 +390,20 @@ class Gateway(Generic[T]):
             if not leads:
                 self._answer(src, batch, NotLeaderHere(leader))
                 continue
+            skipped: list[tuple[int, str]] = []
+            check = self.precheck
+            if check is not None:
+                keep: list[bytes] = []
+                for pos, d in enumerate(datas):
+                    why = check(d)
+                    if why is None:
+                        keep.append(d)
+                    else:
+                        skipped.append((pos, why))
+                datas = keep
+            if not datas:
+                self._answer(src, batch, At(0, 0, tuple(skipped)))
+                continue
             try:
                 first, term = raft.propose_many(self._stamped(replica, datas))
             except NotLeader as e:
@@ -377,7 +412,7 @@ class Gateway(Generic[T]):
             except ProposalDroppedError as e:
                 self._answer(src, batch, Declined(str(e), True))
             else:
-                self._answer(src, batch, At(first, term))
+                self._answer(src, batch, At(first, term, tuple(skipped)))
         if not self._queue:
             return
         if leads:
@@ -415,6 +450,20 @@ class Gateway(Generic[T]):
         if not tids:
             return
         live = self._live
+        check = self.precheck
+        if check is not None:
+            keep: list[int] = []
+            for t in tids:
+                why = check(live[t].data)
+                if why is None:
+                    keep.append(t)
+                elif why == "duplicate":
+                    self._settle([t], Fate.UNKNOWN, "executed before: send it again")
+                else:
+                    self._settle([t], Fate.INVALID, why)
+            tids = keep
+            if not tids:
+                return
         try:
             first, term = replica.raft.propose_many(
                 self._stamped(replica, [live[t].data for t in tids])

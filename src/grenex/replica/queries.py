@@ -2,15 +2,15 @@
 a replica's state at its applied index.
 
 Every replica at the same index answers the same, since they read only replicated state: the
-engine (open markets, resting orders, used ids) and the session table (the first outcome of a
-recent ``place``).  Nothing here writes, and nothing walks more than one account's orders.
+engine (open markets, resting orders, used ids) and the accounts' nonce windows (the outcomes of
+an account's recent envelopes, SPEC §8).  Nothing here writes, and nothing walks more than one account's orders.
 
 What can be known, and what cannot
 ----------------------------------
 The engine keeps resting orders (their remaining quantity, price, side) and every order id a
 client ever used, but no history: when an order leaves the book it forgets it, so *filled* and
-*cancelled* can no longer be told apart from the engine alone.  The session table remembers the
-outcome of a client's recent ``place`` commands (bounded: see :mod:`grenex.replica.sessions`), so
+*cancelled* can no longer be told apart from the engine alone.  An account's nonce window keeps
+the outcomes of its last ``limits.nonces`` envelopes (see :mod:`grenex.replica.auth`), so
 an order that never rested (filled at once, IOC/FOK remainder cancelled, self-trade, rejected)
 is reported as such while that outcome is kept.  Otherwise ``order`` answers:
 
@@ -36,11 +36,30 @@ import msgspec
 from grenex.engine import Accepted, Cancelled, Event, Filled, Rejected, Resting, is_name
 from grenex.replica.state import ReplicaState
 
-__all__ = ["QUERY_ACTIONS", "QueryError", "answer", "markets", "order", "orders"]
+__all__ = [
+    "QUERY_ACTIONS",
+    "QueryError",
+    "account",
+    "answer",
+    "markets",
+    "members",
+    "order",
+    "orders",
+]
 
-QUERY_ACTIONS: Final = ("markets", "orders", "order")
+QUERY_ACTIONS: Final = ("account", "markets", "members", "orders", "order")
 
-_events_dec: Final = msgspec.json.Decoder(list[Event])
+_outcome_dec: Final = msgspec.json.Decoder(list[list[Any]], float_hook=str)
+_ENGINE_TYPES: Final = (
+    "accepted",
+    "amended",
+    "cancelled",
+    "filled",
+    "market_added",
+    "rejected",
+    "resting",
+    "trade",
+)
 
 
 class QueryError(ValueError):
@@ -62,6 +81,30 @@ def markets(state: ReplicaState) -> dict[str, Any]:
     }
 
 
+def account(state: ReplicaState, client: str | None, key: str | None) -> dict[str, Any]:
+    """SPEC §7 ``account``: ``{"client", "key"}`` of the account named (or bound to ``key``),
+    or ``{"state": "unknown"}``."""
+    auth = state.auth
+    if client is None and key is not None:
+        client = auth.account_of_key(key)
+    k = auth.account_key(client) if client is not None else None
+    if client is None or k is None:
+        return {"state": "unknown"}
+    return {"client": client, "key": k}
+
+
+def members(state: ReplicaState) -> dict[str, Any]:
+    """SPEC §7 ``members``: the current members (voters and learners) by id, at the applied
+    index: each with its key, certificate (base64url DER, or null) and role."""
+    return {
+        "index": state.index,
+        "members": [
+            {"id": m.id, "key": m.key, "cert": m.cert, "role": m.role}
+            for m in state.auth.members()
+        ],
+    }
+
+
 def orders(state: ReplicaState, client: str, market: str | None = None) -> dict[str, Any]:
     """``{"orders": [{"id", "market", "side", "price", "qty", "remaining"}...]}``: the client's
     resting orders (in one market, or all), by market, side (buy first), best price first,
@@ -70,6 +113,7 @@ def orders(state: ReplicaState, client: str, market: str | None = None) -> dict[
         o for o in state.engine.client_orders(client) if market is None or o["market"] == market
     ]
     rows.sort(key=_priority)
+    placed = _placed_map(state, client) if rows else {}
     return {
         "orders": [
             {
@@ -77,7 +121,7 @@ def orders(state: ReplicaState, client: str, market: str | None = None) -> dict[
                 "market": o["market"],
                 "side": o["side"],
                 "price": o["price"],
-                "qty": _placed_qty(state, client, o["id"]),
+                "qty": _accepted_qty(placed.get(o["id"])),
                 "remaining": o["remaining"],
             }
             for o in rows
@@ -130,6 +174,13 @@ def answer(state: ReplicaState, action: str, args: dict[str, Any]) -> dict[str, 
     when its arguments are not as SPEC §7 says (unknown extra fields are ignored)."""
     if action == "markets":
         return markets(state)
+    if action == "members":
+        return members(state)
+    if action == "account":
+        key = args.get("key")
+        if args.get("client") is None and type(key) is str and len(key) <= 64:
+            return account(state, None, key)
+        return account(state, _name(args, "client"), None)
     if action == "orders":
         return orders(state, _name(args, "client"), _name(args, "market", optional=True))
     if action == "order":
@@ -158,17 +209,46 @@ def _priority(o: dict[str, str]) -> tuple[str, int, Decimal, str]:
     return o["market"], 1, price, o["id"]
 
 
+def _placed_map(state: ReplicaState, client: str) -> dict[str, tuple[int, list[Event]]]:
+    """order id -> (seq, events) of the ``place`` commands whose outcomes the account's nonce
+    window still keeps (at most ``limits.nonces`` outcomes, decoded once per call)."""
+    out: dict[str, tuple[int, list[Event]]] = {}
+    for k in state.auth.kept(client):
+        if k.events is None:
+            continue
+        try:
+            per_command = _outcome_dec.decode(k.events)
+        except (msgspec.DecodeError, ValueError):
+            continue
+        for raw in per_command:
+            events = _engine_events(raw)
+            for e in events:
+                if type(e) is Accepted and e.client == client:
+                    out[e.id] = (k.seq, events)
+                    break
+                if type(e) is Rejected and e.cmd == "place" and e.client == client and e.id:
+                    # a retry that reached the engine: not the order's fate
+                    if e.reason != "duplicate_id":
+                        out.setdefault(e.id, (k.seq, events))
+                    break
+    return out
+
+
+def _engine_events(raw: list[Any]) -> list[Event]:
+    """The engine's events in one command's outcome (§8 events such as ``registered`` skipped)."""
+    out: list[Event] = []
+    for d in raw:
+        if type(d) is dict and d.get("type") in _ENGINE_TYPES:
+            try:
+                out.append(msgspec.convert(d, Event))
+            except msgspec.ValidationError:
+                continue
+    return out
+
+
 def _placed(state: ReplicaState, client: str, order_id: str) -> tuple[int, list[Event]] | None:
-    """(seq, events) of the ``place`` that used the id, while the session table keeps it."""
-    out = state.sessions.lookup(client, ("i:" + order_id,))
-    if out is None:
-        return None
-    events = _events_dec.decode(out.events_json)
-    for e in events:
-        # a retry that reached the engine after its outcome was evicted: not the order's fate
-        if type(e) is Rejected and e.reason == "duplicate_id":
-            return None
-    return out.index, events
+    """(seq, events) of the ``place`` that used the id, while the account's window keeps it."""
+    return _placed_map(state, client).get(order_id)
 
 
 def _accepted_qty(placed: tuple[int, list[Event]] | None) -> str | None:
@@ -177,10 +257,6 @@ def _accepted_qty(placed: tuple[int, list[Event]] | None) -> str | None:
             if type(e) is Accepted:
                 return e.qty
     return None
-
-
-def _placed_qty(state: ReplicaState, client: str, order_id: str) -> str | None:
-    return _accepted_qty(_placed(state, client, order_id))
 
 
 def _final(events: list[Event], client: str, order_id: str) -> Event | None:

@@ -35,7 +35,7 @@ import heapq
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from grenex.codec.stamp import unstamp
 from grenex.consensus import (
@@ -51,8 +51,8 @@ from grenex.consensus import (
     Storage,
     decode_conf_change,
 )
-from grenex.engine.events import Event
-from grenex.replica.state import ReplicaSnapshotError, ReplicaState
+from grenex.codec.genesis import CertCheck, Genesis
+from grenex.replica.state import ReplicaSnapshotError, ReplicaState, Verifier
 
 __all__ = ["TERM_JUMP_MAX", "Applied", "Proposals", "Replica", "ReplicaConfig", "insane"]
 
@@ -60,13 +60,14 @@ __all__ = ["TERM_JUMP_MAX", "Applied", "Proposals", "Replica", "ReplicaConfig", 
 @dataclass(frozen=True, slots=True)
 class ReplicaConfig:
     raft: Config
+    # the cluster's genesis (SPEC §8): accounts, operator, limits — the state machine's root
+    genesis: Genesis
     # Snapshot the state machine after this many entries applied since the last snapshot.
     snapshot_interval_entries: int = 8192
     # Entries kept below a snapshot, so a slightly lagging member gets entries, not a snapshot.
     compaction_retain_entries: int = 1024
-    # Session bounds: part of the state machine, must be equal on every replica (sessions.py).
-    session_outcomes_per_client_max: int = 4096
-    session_outcomes_max: int = 131_072
+    # the X.509 checks of a member's certificate (``grenex.grenache.tls``); None: form only
+    cert_check: CertCheck | None = None
     # False: apply() never snapshots; the shell calls snapshot_point/store_snapshot itself.
     auto_snapshot: bool = True
 
@@ -88,15 +89,21 @@ class Applied(NamedTuple):
     term: int
     kind: int
     data: bytes
-    events: list[Event]
+    events: list[Any]
     duplicate: bool
-    # the events as one JSON array, encoded once when applied and shared by the session
-    # table, the reply and the events stream (b"[]" for entries without events)
+    # the stream's events as one JSON array, encoded once when applied and shared by the
+    # reply and the events stream (b"[]" for entries without events; a batch's carry ``n``)
     events_json: bytes = b"[]"
     # the leader's time stamp (ms since the epoch; SPEC §6), None for an unstamped entry
     time: int | None = None
     # the time of the outcome answered: ``time``, or for a duplicate the first execution's
     outcome_time: int | None = None
+    # the outcome's log index: ``index``, or for a duplicate the first execution's
+    outcome_seq: int = 0
+    # a batch's (or a duplicate's) per-command event lists, one JSON array of arrays; None for
+    # a single command (its reply is ``events_json``) or a duplicate whose events were dropped
+    results_json: bytes | None = None
+    batch: bool = False
 
 
 class Replica:
@@ -114,10 +121,12 @@ class Replica:
         self.snapshots_taken = 0
         self.snapshots_installed = 0
         self.dropped: dict[str, int] = {}  # messages dropped by step(), by reason
+        # signature verdicts computed earlier (in threads), reused at apply; None: verify there
+        self.verifier: Verifier | None = None
 
     def _restore(self, data: bytes) -> ReplicaState:
         c = self.config
-        return ReplicaState.restore(data, c.session_outcomes_per_client_max, c.session_outcomes_max)
+        return ReplicaState.restore(c.genesis, data, c.cert_check)
 
     # -- inputs --------------------------------------------------------------------------------
 
@@ -157,7 +166,7 @@ class Replica:
             if any(v in snap.conf.learners for v in snap.conf.voters):
                 return self._drop("a snapshot whose membership lists a node twice")
             try:
-                restored = ReplicaState.restore(snap.data)
+                restored = self._restore(snap.data)
             except (ReplicaSnapshotError, ValueError, TypeError, KeyError):
                 return self._drop("a snapshot that is not a replica snapshot")
             if restored.index != snap.index:
@@ -242,11 +251,22 @@ class Replica:
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
                 time_ms, data = unstamp(e.data)
-                events, dup, events_json, first = state.apply_command(
-                    e.index, e.term, data, time_ms
-                )
+                o = state.apply_command(e.index, e.term, data, time_ms, self.verifier)
                 out.append(
-                    Applied(e.index, e.term, e.kind, data, events, dup, events_json, time_ms, first)
+                    Applied(
+                        e.index,
+                        e.term,
+                        e.kind,
+                        data,
+                        o.events,
+                        o.duplicate,
+                        o.events_json,
+                        time_ms,
+                        o.time,
+                        o.seq,
+                        o.results_json,
+                        o.batch,
+                    )
                 )
             else:
                 state.skip(e.index, e.term)

@@ -1,38 +1,49 @@
-"""The replicated state machine: the engine plus the session table, at a log position.
+"""The replicated state machine: the engine and the §8 accounts, at a log position.
 
-A committed NORMAL entry's data is one SPEC §2 command as JSON bytes (optionally with ``req``);
-its events get ``seq`` = the entry's log index.  :meth:`ReplicaState.apply_command` is the only
-way commands reach the engine, so every replica runs the same exactly-once decisions.
+A committed NORMAL entry's data is one SPEC §8 envelope as JSON bytes.  :meth:`ReplicaState.
+apply_command` is the only way commands reach the engine: it runs §8 checks 1–2
+(:func:`grenex.codec.envelope.decode_envelope_json`), then 2–6 and the commands themselves
+through :class:`~grenex.replica.auth.Auth` (accounts, nonce windows, membership), with the
+engine as the callback for §2 commands; so every replica takes the same decisions.
 
-The snapshot is canonical MessagePack::
+What an entry produced (:class:`Outcome`): the events for the stream (a batch's events carry
+``n``, their command's position), and what a reply needs: for a batch the per-command event
+lists, for a duplicate (the envelope was executed before) the first outcome, kept in the
+account's window.
 
-    [version, index, term, engine_snapshot_bytes, sessions_evictions,
-     [[client, [[key, index, events_json_bytes], ...]], ...],   (clients by name)
-     outcomes_per_client_max, outcomes_max]                      (version 2)
-
-Equal states give equal bytes, so :meth:`ReplicaState.state_hash` (sha256 of them) lets two
-replicas at the same index prove they are equal.  The session bounds are part of the state
-machine's definition: every replica of a cluster must use the same values, so they are
-recorded in the snapshot (version 2) and a restored state keeps the recorded bounds, whatever
-the restoring node's configuration says (a version-1 snapshot takes the configured ones).
+The snapshot is canonical MessagePack ``[3, index, term, engine_snapshot, auth_snapshot]``;
+equal states give equal bytes, so :meth:`ReplicaState.state_hash` lets two replicas at the same
+index prove they are equal (books, accounts, nonces and outcomes, membership).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from grenex.codec import decode_command
-from grenex.engine import Engine
-from grenex.engine.events import Event
-from grenex.replica.sessions import Outcome, Sessions, session_keys
+from grenex.codec import encode_json
+from grenex.codec.envelope import Envelope, Rejection, decode_envelope_json
+from grenex.codec.genesis import CertCheck, Genesis
+from grenex.engine import Engine, Rejected
+from grenex.replica.auth import Auth, AuthSnapshotError, Duplicate, Fresh, Reject
 
-__all__ = ["SNAPSHOT_VERSION", "ReplicaError", "ReplicaSnapshotError", "ReplicaState"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "Outcome",
+    "ReplicaError",
+    "ReplicaSnapshotError",
+    "ReplicaState",
+    "Verifier",
+]
 
-SNAPSHOT_VERSION: Final = 2
-_VERSIONS: Final = (1, 2)
+SNAPSHOT_VERSION: Final = 3
+
+Verifier = Callable[[Envelope, bytes], bool]
+"""``(envelope, signer key) -> the signature verifies``: a pure function (a cache of verdicts
+computed earlier, in threads, is one)."""
 
 
 class ReplicaError(Exception):
@@ -44,16 +55,19 @@ class ReplicaSnapshotError(ReplicaError, ValueError):
     """Snapshot bytes that are not a valid replica snapshot."""
 
 
-class _SessionItem(msgspec.Struct, array_like=True, gc=False):
-    key: str
-    index: int
-    events: bytes  # canonical JSON of the event list
-    time: int | None = None  # the entry's time stamp (version 2)
+class Outcome(NamedTuple):
+    """What one entry produced (see the module docstring)."""
 
-
-class _ClientItems(msgspec.Struct, array_like=True, gc=False):
-    client: str
-    items: list[_SessionItem]
+    events: list[Any]  # this entry's events, for the stream (none for a duplicate)
+    duplicate: bool  # answered from the account's window: nothing ran
+    events_json: bytes  # the stream's ``events`` array (a batch's events with ``n``)
+    time: int | None  # the outcome's time: the entry's, or the first execution's
+    seq: int  # the outcome's log index: the entry's, or the first execution's
+    # a batch's (or a duplicate's) per-command event lists as one JSON array of arrays; None
+    # for a single command (its reply is ``events_json``) or a duplicate whose events were
+    # dropped from the window (its reply says ``"events": null``)
+    results_json: bytes | None
+    batch: bool
 
 
 class _Snap(msgspec.Struct, array_like=True, gc=False):
@@ -61,59 +75,142 @@ class _Snap(msgspec.Struct, array_like=True, gc=False):
     index: int
     term: int
     engine: bytes
-    evictions: int
-    sessions: list[_ClientItems]
-    outcomes_per_client_max: int = 0  # version 2
-    outcomes_max: int = 0  # version 2
+    auth: bytes
 
 
 _enc: Final = msgspec.msgpack.Encoder()
 _dec: Final = msgspec.msgpack.Decoder(_Snap)
-_json_enc: Final = msgspec.json.Encoder()
-_events_dec: Final = msgspec.json.Decoder(list[Event])
+
+
+class _Counters:
+    """What §8 check 6's limits read from the engine."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def markets(self) -> int:
+        return self.engine.market_count()
+
+    def resting_orders(self, client: str) -> int:
+        return self.engine.client_counts(client)[0]
+
+    def used_ids(self, client: str) -> int:
+        return self.engine.client_counts(client)[1]
+
+
+def _with_n(results: list[list[Any]]) -> bytes:
+    """The stream's events of a batch: every event with ``n`` (its command's position)."""
+    parts: list[bytes] = []
+    for n, evs in enumerate(results):
+        head = b'{"n":%d,' % n
+        parts.extend(head + encode_json(e)[1:] for e in evs)
+    return b"[" + b",".join(parts) + b"]"
 
 
 class ReplicaState:
-    """Engine + sessions + the position of the last applied entry."""
+    """Engine + accounts (:class:`Auth`) + the position of the last applied entry."""
 
-    __slots__ = ("engine", "index", "sessions", "term")
+    __slots__ = ("_counters", "auth", "engine", "genesis", "index", "term")
 
     def __init__(
         self,
+        genesis: Genesis,
         engine: Engine | None = None,
-        sessions: Sessions | None = None,
+        auth: Auth | None = None,
         index: int = 0,
         term: int = 0,
+        cert_check: CertCheck | None = None,
     ) -> None:
+        self.genesis = genesis
         self.engine = engine if engine is not None else Engine()
-        self.sessions = sessions if sessions is not None else Sessions()
+        self.auth = auth if auth is not None else Auth(genesis, cert_check=cert_check)
+        self._counters = _Counters(self.engine)
         self.index = index
         self.term = term
 
-    def apply_command(
-        self, index: int, term: int, data: bytes, time_ms: int | None = None
-    ) -> tuple[list[Event], bool, bytes, int | None]:
-        """Apply one committed command; returns (events, duplicate, events as JSON, time).
+    @property
+    def cluster_id(self) -> str:
+        return self.genesis.cluster_id
 
-        ``duplicate`` means a retry answered from the session table with the *original*
-        outcome: its events (their ``seq`` is the original index) and the time stamp of the
-        entry that executed it; the engine did not run.  Otherwise the time is ``time_ms``.
-        The JSON is encoded once here and shared (sessions, reply, events stream).
-        """
+    def apply_command(
+        self,
+        index: int,
+        term: int,
+        data: bytes,
+        time_ms: int | None = None,
+        verifier: Verifier | None = None,
+    ) -> Outcome:
+        """Apply one committed envelope at ``index`` with the entry's time (SPEC §8 checks in
+        order, then §2).  ``verifier`` may supply signature verdicts computed earlier."""
         assert index > self.index, (index, self.index)
         self.index = index
         self.term = term
-        cmd = decode_command(data)
-        sk = session_keys(cmd)
-        if sk is not None:
-            out = self.sessions.lookup(sk[0], sk[1])
-            if out is not None:
-                return _events_dec.decode(out.events_json), True, out.events_json, out.time
-        events = self.engine.apply(cmd, index)
-        events_json = _json_enc.encode(events)
-        if sk is not None:
-            self.sessions.record(sk[0], sk[1], Outcome(index, events_json, time_ms))
-        return events, False, events_json, time_ms
+        t = time_ms if time_ms is not None else 0
+        env = decode_envelope_json(data)
+        if type(env) is Rejection:
+            ev = Rejected(index, env.cmd, env.reason, env.client)
+            evs: list[Any] = [ev]
+            return Outcome(evs, False, encode_json(evs), time_ms, index, None, False)
+        assert type(env) is Envelope
+        auth = self.auth
+        verified: bool | None = None
+        key: bytes | None = None
+        if verifier is not None:
+            signer = auth.signer(env)
+            if type(signer) is bytes:
+                key = signer
+                verified = verifier(env, signer)
+        engine = self.engine
+        a = auth.apply(
+            env,
+            index,
+            t,
+            lambda cmd: engine.apply(cmd, index),
+            self._counters,
+            verified,
+            key,
+        )
+        v = a.verdict
+        if type(v) is Duplicate:
+            return Outcome([], True, b"[]", v.time, v.seq, v.events, env.batch)
+        results = a.results
+        if type(v) is Reject and env.batch:
+            # the whole batch failed a check: one rejected event, the same answer for each
+            rej = results[0]
+            ej = encode_json(rej)
+            rj = b"[" + b",".join([ej] * len(env.commands)) + b"]"
+            return Outcome(rej, False, ej, time_ms, index, rj, True)
+        if env.batch:
+            flat = [e for evs2 in results for e in evs2]
+            rj = a.outcome if a.outcome is not None else encode_json(results)
+            return Outcome(flat, False, _with_n(results), time_ms, index, rj, True)
+        events = results[0]
+        return Outcome(events, False, encode_json(events), time_ms, index, None, False)
+
+    def precheck(
+        self, data: bytes, now_ms: int, verifier: Verifier | None = None
+    ) -> tuple[Envelope | None, Reject | Duplicate | Fresh]:
+        """SPEC §8 checks 1–5 of envelope JSON ``data`` against this (applied) state, at
+        ``now_ms`` (the node's clock), changing nothing: what the receiving node and the
+        leader run before a command may enter the log.  The envelope (None when checks 1–2
+        failed) and the verdict (a :class:`Reject`'s reason is the §8 reason code)."""
+        env = decode_envelope_json(data)
+        if type(env) is Rejection:
+            return None, Reject(env.reason)
+        assert type(env) is Envelope
+        auth = self.auth
+        verified: bool | None = None
+        key: bytes | None = None
+        if verifier is not None:
+            signer = auth.signer(env)
+            if type(signer) is not bytes:
+                assert type(signer) is Reject
+                return env, signer
+            key = signer
+            verified = verifier(env, signer)
+        return env, auth.check(env, now_ms, verified, key)
 
     def skip(self, index: int, term: int) -> None:
         """An entry that is not a command (no-op, membership change) was applied."""
@@ -124,22 +221,9 @@ class ReplicaState:
     # -- snapshots ----------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        state = self.sessions.to_state()
-        sessions = [
-            _ClientItems(c, [_SessionItem(k, i, evs, t) for k, i, evs, t in items])
-            for c, items in state[1]
-        ]
-        ss = self.sessions
         return _enc.encode(
             _Snap(
-                SNAPSHOT_VERSION,
-                self.index,
-                self.term,
-                self.engine.snapshot(),
-                state[0],
-                sessions,
-                ss.outcomes_per_client_max,
-                ss.outcomes_max,
+                SNAPSHOT_VERSION, self.index, self.term, self.engine.snapshot(), self.auth.snapshot()
             )
         )
 
@@ -148,29 +232,19 @@ class ReplicaState:
 
     @classmethod
     def restore(
-        cls, blob: bytes, outcomes_per_client_max: int = 4096, outcomes_max: int = 131_072
+        cls, genesis: Genesis, blob: bytes, cert_check: CertCheck | None = None
     ) -> ReplicaState:
-        """The state a :meth:`snapshot` wrote (``b""``: the empty state at index 0)."""
+        """The state a :meth:`snapshot` wrote (``b""``: the genesis state at index 0)."""
         if not blob:
-            return cls(Engine(), Sessions(outcomes_per_client_max, outcomes_max))
+            return cls(genesis, cert_check=cert_check)
         try:
             s = _dec.decode(blob)
-            if s.v not in _VERSIONS:
+            if s.v != SNAPSHOT_VERSION:
                 raise ReplicaSnapshotError(f"unsupported replica snapshot version {s.v}")
-            if s.v >= 2:
-                if s.outcomes_per_client_max < 1 or s.outcomes_max < 1:
-                    raise ReplicaSnapshotError("session bounds must be positive")
-                outcomes_per_client_max = s.outcomes_per_client_max
-                outcomes_max = s.outcomes_max
             engine = Engine.restore(s.engine)
-            for ci in s.sessions:
-                for it in ci.items:
-                    _events_dec.decode(it.events)  # validated now, decoded again when needed
-        except (msgspec.DecodeError, ValueError) as e:
+            auth = Auth.restore(genesis, s.auth, cert_check=cert_check)
+        except (msgspec.DecodeError, ValueError, AuthSnapshotError) as e:
+            if isinstance(e, ReplicaSnapshotError):
+                raise
             raise ReplicaSnapshotError(f"bad replica snapshot: {e}") from None
-        clients = [
-            (ci.client, [(it.key, it.index, it.events, it.time) for it in ci.items])
-            for ci in s.sessions
-        ]
-        sessions = Sessions.from_state(s.evictions, clients, outcomes_per_client_max, outcomes_max)
-        return cls(engine, sessions, s.index, s.term)
+        return cls(genesis, engine, auth, s.index, s.term, cert_check)
