@@ -15,7 +15,9 @@ import random
 
 import pytest
 
+from grenex.codec.genesis import parse_genesis
 from grenex.codec.raft import POSITION_MAX, WireError, decode_message, encode_message
+from grenex.codec.signer import Keyring
 from grenex.consensus import (
     Config,
     ConfState,
@@ -29,6 +31,8 @@ from grenex.consensus import (
 from grenex.replica import Replica, ReplicaConfig
 
 from .harness import Cluster
+
+GENESIS = parse_genesis(Keyring("hostile").genesis("main", ["n1", "n2", "n3"]))
 
 
 @pytest.mark.parametrize("field", ["term", "index", "commit", "log_term", "reject_hint"])
@@ -59,7 +63,7 @@ def test_a_leader_ignores_an_ack_beyond_its_log() -> None:
 def test_a_replica_drops_a_garbage_snapshot() -> None:
     st = MemoryStorage()
     bootstrap(st, ["n1", "n2", "n3"])
-    rep = Replica(ReplicaConfig(raft=Config(id="n2")), st, random.Random(1))
+    rep = Replica(ReplicaConfig(raft=Config(id="n2"), genesis=GENESIS), st, random.Random(1))
     snap = Snapshot(1000, 5, ConfState(("n1", "n2", "n3")), b"not a replica snapshot")
     msg = Message(MessageType.SNAP, "n1", "n2", 5, snapshot=snap)
     assert rep.step(msg) is False
@@ -71,7 +75,7 @@ def test_a_replica_drops_a_garbage_snapshot() -> None:
 def test_a_member_ignores_strangers() -> None:
     st = MemoryStorage()
     bootstrap(st, ["n1", "n2", "n3"])
-    rep = Replica(ReplicaConfig(raft=Config(id="n2")), st, random.Random(1))
+    rep = Replica(ReplicaConfig(raft=Config(id="n2"), genesis=GENESIS), st, random.Random(1))
     while (rd := rep.ready()) is not None:  # apply the bootstrap entries: n2 knows its peers
         rep.persist(rd)
         rep.apply(rd)

@@ -12,12 +12,16 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from grenex.codec import encode_json
+from grenex.codec.genesis import parse_genesis
+from grenex.codec.signer import Keyring, Signer
 from grenex.consensus import Config, Message, Role, bootstrap
 from grenex.replica import Replica, ReplicaConfig
 from grenex.storage import DiskStorage
 
 IDS = ("n1", "n2", "n3")
+KEYS = Keyring("restart")
+GENESIS = parse_genesis(KEYS.genesis("main", IDS))
+SIGNER = Signer(GENESIS.cluster_id, KEYS)  # counter nonces: deterministic envelopes
 
 
 class DiskCluster:
@@ -35,7 +39,10 @@ class DiskCluster:
 
     def _replica(self, nid: str, d: DiskStorage) -> Replica:
         cfg = ReplicaConfig(
-            Config(id=nid), snapshot_interval_entries=8, compaction_retain_entries=2
+            Config(id=nid),
+            genesis=GENESIS,
+            snapshot_interval_entries=8,
+            compaction_retain_entries=2,
         )
         return Replica(cfg, d, random.Random(self.rng.random()))
 
@@ -70,7 +77,7 @@ class DiskCluster:
 
 
 def order(i: int) -> bytes:
-    return encode_json(
+    return SIGNER.command(
         {
             "type": "place",
             "client": "c",
@@ -86,7 +93,9 @@ def order(i: int) -> bytes:
 def test_restart_from_directory_keeps_term_vote_log_and_state(tmp_path: Path) -> None:
     c = DiskCluster(tmp_path)
     c.run(40)
-    c.leader().propose(encode_json({"type": "add_market", "market": "M", "tick": "1", "lot": "1"}))
+    market = {"type": "add_market", "client": KEYS.operator, "market": "M", "tick": "1", "lot": "1"}
+    c.leader().propose(SIGNER.command(market))
+    c.leader().propose(SIGNER.register("c"))
     for i in range(20):
         c.leader().propose(order(i))
         c.run(1)
@@ -126,3 +135,6 @@ def test_restart_from_directory_keeps_term_vote_log_and_state(tmp_path: Path) ->
     assert len(hashes) == 1, hashes
     for r in c.nodes.values():
         r.state.engine.check_invariants()
+        # the signed orders executed (not rejected by the §8 checks): 20 orders of c on M
+        assert r.state.auth.account_key("c") == KEYS.key("c").public_key
+        assert r.state.engine.client_counts("c")[1] == 21
