@@ -5,7 +5,8 @@ How: three real node processes on real Grapes with ``GRENEX_CLUSTER_SECRET`` set
 signed); a well-formed but unsigned consensus batch, one signed with another secret, and an
 unsigned forwarded command are each refused — sent with a member's certificate (the peer
 service is mutual TLS: a stranger without one is refused in the handshake) — with
-``ERR_GRENEX_BAD_REQUEST``; nothing reached the log (the applied index and state hash do not move) and the cluster still commits.
+``ERR_GRENEX_BAD_REQUEST``; nothing reached the log (the applied index and state hash do not
+move) and the cluster still commits.
 """
 
 from __future__ import annotations
