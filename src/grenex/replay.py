@@ -6,12 +6,12 @@ not with the input.  Lines are split on ``\\n`` only; a line holding only spaces
 A gzip file is recognised by its magic bytes and read as its decompressed text.
 
 An export (what ``grenex export`` writes: its first line is a header object with the key
-``"grenex_export"``) is replayed as the node applied it: each entry's command goes through a
-fresh replicated state (the engine *and* the session table, so a retried command that reached
-the log twice is absorbed as it was on the node, emitting nothing), with ``seq`` = the entry's
-log index, and every event is printed with the entry's ``time``.  Signatures (SPEC §8) do not
-exist yet, so there is nothing to check and no cluster id to recompute: the header's
-``"genesis"`` is null.
+``"grenex_export"``) is replayed as the node applied it: the header carries the cluster's
+genesis file (its exact text), from which the replay recomputes the cluster id; each entry's
+envelope then goes through a fresh replicated state built from that genesis — SPEC §8
+signatures, accounts, nonce windows and all, so an envelope that reached the log twice is
+absorbed as it was on the node, emitting nothing — with ``seq`` = the entry's log index, and
+every event is printed with the entry's ``time``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import msgspec
 
 from grenex.codec import decode_command, encode_json
 from grenex.engine import Engine, Event
+from grenex.codec.genesis import Genesis, GenesisError, parse_genesis
 from grenex.replica.state import ReplicaState
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ExportLine",
     "export_entries",
     "export_header",
+    "genesis_of",
     "open_input",
     "replay_command",
     "replay_export",
@@ -102,11 +104,30 @@ def check_header(header: dict[str, Any]) -> None:
         raise ExportError(
             f"export format {version!r} is not supported (this grenex reads {EXPORT_VERSION})"
         )
+    genesis_of(header)
     first = header.get("first", 1)
     if first != 1:
         raise ExportError(
             f"the export starts at log index {first!r}: a replay needs the whole log from 1"
         )
+
+
+def genesis_of(header: dict[str, Any]) -> Genesis:
+    """The genesis an export's header carries (the file's exact text); the cluster id is
+    recomputed from it and must match the header's ``cluster_id`` when that is given."""
+    text = header.get("genesis")
+    if type(text) is not str:
+        raise ExportError("the export's header has no genesis (an export from before SPEC §8?)")
+    try:
+        g = parse_genesis(text.encode("utf-8"))
+    except (GenesisError, UnicodeEncodeError) as e:
+        raise ExportError(f"the export's genesis is not valid: {e}") from None
+    want = header.get("cluster_id")
+    if want is not None and want != g.cluster_id:
+        raise ExportError(
+            f"the export says cluster id {str(want)[:64]!r}, its genesis gives {g.cluster_id}"
+        )
+    return g
 
 
 def export_entries(
@@ -132,8 +153,8 @@ def export_entries(
                     f"line {lineno}: log index {e.seq} after {last} (an export is in log order)"
                 )
             last = e.seq
-            events, duplicate, _json, _t = apply(e.seq, 0, e.cmd.encode(), e.time)
-            yield e.seq, e.time, [] if duplicate else events
+            o = apply(e.seq, 0, e.cmd.encode(), e.time)
+            yield e.seq, e.time, [] if o.duplicate else o.events
 
 
 def replay_export(state: ReplicaState, src: IO[bytes], out: IO[bytes], book: bool = False) -> int:
@@ -371,7 +392,7 @@ def replay_command(file: str, book: bool, summary: bool) -> None:
         header = export_header(first)
         if header is not None:
             check_header(header)
-            state = ReplicaState()
+            state = ReplicaState(genesis_of(header))
             if summary:
                 entries = ((s, ev) for s, _t, ev in export_entries(state, src))
                 summarize(state.engine, entries, source, "log entries")

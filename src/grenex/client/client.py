@@ -52,6 +52,7 @@ from typing import Any, Final, Literal, Self
 
 import msgspec
 
+from grenex.client.pins import MemberPins
 from grenex.codec import api as wire
 from grenex.codec.envelope import (
     KeyRotated,
@@ -637,7 +638,6 @@ class GrenexClient:
             # never longer than this client would wait for a whole command
             lookup_timeout_ms=max(grape_ms, min(LOOKUP_TIMEOUT_MS_MIN, int(timeout * 1000))),
         )
-        self._rpc = PeerRPCClient(self.link, request_timeout_ms=int(attempt_timeout * 1000))
         # SPEC §8: commands are signed for the genesis' cluster id with the account's key
         if genesis is None and os.environ.get("GRENEX_GENESIS"):
             genesis = os.environ["GRENEX_GENESIS"]
@@ -654,8 +654,16 @@ class GrenexClient:
         self.register_accounts = register  # register an unknown account on first use
         self._registered: set[str] = set()
         self._signer: Signer | None = None
+        self.pins: MemberPins | None = None
         if genesis is not None:
             self._signer = Signer(genesis.cluster_id, self._key_for, _now_us)
+            self.pins = MemberPins(genesis)
+        # TLS pinned to the members' certificates (SPEC §8); without a genesis: plain HTTP
+        self._rpc = PeerRPCClient(
+            self.link,
+            request_timeout_ms=int(attempt_timeout * 1000),
+            ssl_for=self.pins.ssl_for if self.pins is not None else None,
+        )
         self._streams: set[EventStream] = set()
         # How long Grape lookups may take in one attempt (a lookup, and a fresh one when every
         # listed peer is dead), each Grape of the list tried once.
@@ -679,7 +687,31 @@ class GrenexClient:
         # this client's node (or the nodes) looked up in the background from now on, so a
         # command never waits on the DHT (seconds while any of its hosts is unreachable)
         self.link.keep_fresh(self.service)
+        if self.pins is not None and self.node is not None and not self.pins.knows(self.node):
+            await self.learn_members()
         return self
+
+    async def learn_members(self, *, timeout: float | None = None) -> int:
+        """Learn the members' certificates from a genesis voter's ``members`` reply (over a
+        connection pinned to that voter); returns how many members are known."""
+        if self.pins is None:
+            return 0
+        last: Exception | None = None
+        for voter in self.pins.voters:
+            name = wire.service_names(self.cluster, voter)["node"]
+            try:
+                reply = await self._rpc.request(
+                    name,
+                    {"action": "members", "args": [{}]},
+                    timeout_ms=int((timeout or self.read_timeout) * 1000),
+                )
+            except GrenacheError as e:
+                last = e
+                continue
+            return self.pins.learn(reply)
+        if last is not None and self.node is not None and not self.pins.knows(self.node):
+            raise Unavailable(f"no voter told this client the members: {last}")
+        return len(self.pins.members)
 
     async def __aexit__(
         self,
@@ -1147,13 +1179,13 @@ class GrenexClient:
         except msgspec.ValidationError as e:
             raise GrenexClientError(f"the node sent a log this client cannot read: {e}") from None
 
-    def export_lines(self) -> AsyncIterator[bytes]:
+    def export_lines(self, genesis: bytes | None = None) -> AsyncIterator[bytes]:
         """The chosen node's committed log as ``grenex export`` lines (a header, then one line
         per command entry), fetched page by page as they are consumed; see
         :mod:`grenex.client.export`."""
         from grenex.client.export import export_lines
 
-        return export_lines(self)
+        return export_lines(self, genesis)
 
     async def events_after(
         self, since: int = 0, limit: int | None = None, *, timeout: float | None = None
@@ -1275,8 +1307,13 @@ class EventStream:
     def __init__(self, owner: GrenexClient, market: str | None, queue_max: int) -> None:
         self._owner = owner
         self.market = market
+        pins = owner.pins
         self._sub = PeerSub(
-            owner.link, owner.events_topic, queue_max=queue_max, backoff_max_ms=2_000
+            owner.link,
+            owner.events_topic,
+            queue_max=queue_max,
+            backoff_max_ms=2_000,
+            ssl_context=pins.ssl_for(owner.events_topic) if pins is not None else None,
         )
         self._started = False
         self._closed = False

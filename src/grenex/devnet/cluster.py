@@ -28,13 +28,14 @@ from typing import Any
 
 import msgspec
 
+from grenex.client.pins import MemberPins
 from grenex.codec.api import STATUS_WITH_HASH, service_names, statuses_agree
 from grenex.codec.genesis import Genesis, parse_genesis
 from grenex.codec.keys import SecretKey, write_key_file
 from grenex.codec.signer import Keyring, Signer
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 from grenex.grenache.testing import GrapeCluster, astart_grapes
-from grenex.grenache.tls import b64url, check_cert, make_self_signed
+from grenex.grenache.tls import b64url, check_cert, make_self_signed, unb64url
 
 __all__ = ["DEFAULT_MARKETS", "ClusterError", "LocalCluster", "NodeProc"]
 
@@ -89,6 +90,7 @@ class LocalCluster:
     genesis: Genesis | None = None
     genesis_path: Path | None = None
     procs: dict[str, NodeProc] = field(default_factory=dict)
+    pins: MemberPins | None = None  # the nodes' certificates this process trusts
     grape_cluster: GrapeCluster | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     _link: Link | None = None
@@ -121,7 +123,14 @@ class LocalCluster:
             self.grape_cluster = await astart_grapes(self.grapes, dpa_ms=self.dpa_ms)
             self._link = Link(self.grape_urls)
             await self._link.start()
-            self._client = PeerRPCClient(self._link, request_timeout_ms=5_000)
+            assert self.genesis is not None
+            self.pins = MemberPins(self.genesis)
+            for i in range(1, self.nodes + 1):
+                node = f"n{i}"
+                self.pins.add(node, unb64url(self.cert_of(node)))
+            self._client = PeerRPCClient(
+                self._link, request_timeout_ms=5_000, ssl_for=self.pins.ssl_for
+            )
             deadline = time.monotonic() + timeout_s
             for i in range(1, self.nodes + 1):
                 node_id = f"n{i}"
@@ -311,6 +320,8 @@ class LocalCluster:
     async def add_node(self, timeout_s: float = 30.0) -> str:
         """Start one more node; it joins as a learner."""
         node_id = f"n{len(self.procs) + 1}"
+        if self.pins is not None:
+            self.pins.add(node_id, unb64url(self.cert_of(node_id)))
         self.procs[node_id] = self._node_proc(node_id, voter=False)
         self._spawn(self.procs[node_id])
         await self.wait_ready([node_id], timeout_s)

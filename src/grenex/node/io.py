@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from grenex.grenache import Link, PeerPub, PeerRPCClient, PeerRPCServer
-from grenex.grenache._core import Handler
+from grenex.grenache._core import Handler, PeerHandler
 from grenex.grenache.fakes import FakeGrape, FakeNetwork
+from grenex.grenache.tls import ServerTLS
 
 __all__ = [
     "Endpoint",
@@ -47,6 +49,8 @@ class ServeOptions:
     connections_max: int = 2_048
     connections_per_address_max: int = 512
     body_read_timeout_ms: int = 5_000
+    tls: ServerTLS | None = None  # TLS 1.3 (mutual when it has anchors); None: plain
+    with_peer_cert: bool = False  # the handler gets the peer's certificate (mutual TLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class PublisherOptions:
     subscribers_max: int = 1_024
     subscribers_per_address_max: int = 256
     body_read_timeout_ms: int = 5_000
+    tls: ServerTLS | None = None
 
 
 class Endpoint(Protocol):
@@ -83,11 +88,20 @@ class Publisher(Protocol):
 
 
 class NodeIO(Protocol):
+    # whether connections carry TLS (False only for the in-process fake network, which has no
+    # sockets: there the node serves without certificates and cannot bind senders to them)
+    secure: bool
+
     def link(self, grapes: list[str], request_timeout_ms: int) -> Link: ...
 
-    def rpc_client(self, link: Link, request_timeout_ms: int) -> PeerRPCClient: ...
+    def rpc_client(
+        self,
+        link: Link,
+        request_timeout_ms: int,
+        ssl_for: Callable[[str], ssl.SSLContext | None] | None = None,
+    ) -> PeerRPCClient: ...
 
-    async def serve(self, handler: Handler, opts: ServeOptions) -> Endpoint: ...
+    async def serve(self, handler: Handler | PeerHandler, opts: ServeOptions) -> Endpoint: ...
 
     async def publisher(self, opts: PublisherOptions) -> Publisher: ...
 
@@ -120,15 +134,24 @@ class _RealEndpoint:
 class RealIO:
     """Sockets, Grapes and the monotonic clock."""
 
+    secure = True  # real TLS: certificates, pinning, mutual TLS on the peer service
+
     def link(self, grapes: list[str], request_timeout_ms: int) -> Link:
         return Link(grapes, request_timeout_ms=request_timeout_ms)
 
-    def rpc_client(self, link: Link, request_timeout_ms: int) -> PeerRPCClient:
-        return PeerRPCClient(link, request_timeout_ms=request_timeout_ms)
+    def rpc_client(
+        self,
+        link: Link,
+        request_timeout_ms: int,
+        ssl_for: Callable[[str], ssl.SSLContext | None] | None = None,
+    ) -> PeerRPCClient:
+        return PeerRPCClient(link, request_timeout_ms=request_timeout_ms, ssl_for=ssl_for)
 
-    async def serve(self, handler: Handler, opts: ServeOptions) -> Endpoint:
+    async def serve(self, handler: Handler | PeerHandler, opts: ServeOptions) -> Endpoint:
         server = PeerRPCServer(
             handler,
+            ssl_context=opts.tls,
+            with_peer_cert=opts.with_peer_cert,
             host=opts.host,
             port=opts.port,
             body_bytes_max=opts.body_bytes_max,
@@ -147,6 +170,7 @@ class RealIO:
         pub = PeerPub(
             None,
             None,
+            ssl_context=opts.tls,
             host=opts.host,
             port=opts.port,
             ring_frames_max=opts.ring_frames_max,
@@ -247,6 +271,8 @@ class FakeIO:
     """One in-process world: a fake Grape (DHT), a fake network, a manual clock.  Give every
     node of a test the same ``FakeIO``."""
 
+    secure = False  # no sockets, no TLS (see NodeIO.secure)
+
     def __init__(self, clock: ManualClock | None = None) -> None:
         self.manual = clock or ManualClock()
         self.grape = FakeGrape(clock=self.manual.time)
@@ -262,7 +288,12 @@ class FakeIO:
             clock=self.manual.time,
         )
 
-    def rpc_client(self, link: Link, request_timeout_ms: int) -> PeerRPCClient:
+    def rpc_client(
+        self,
+        link: Link,
+        request_timeout_ms: int,
+        ssl_for: Callable[[str], ssl.SSLContext | None] | None = None,
+    ) -> PeerRPCClient:
         return PeerRPCClient(
             link,
             request_timeout_ms=request_timeout_ms,
@@ -270,9 +301,17 @@ class FakeIO:
             clock=self.manual.time,
         )
 
-    async def serve(self, handler: Handler, opts: ServeOptions) -> Endpoint:
+    async def serve(self, handler: Handler | PeerHandler, opts: ServeOptions) -> Endpoint:
+        h: Handler
+        if opts.with_peer_cert:
+            peer_handler = cast(PeerHandler, handler)
+
+            def h(key: str, payload: Any) -> Any:
+                return peer_handler(key, payload, None)  # no TLS in the fake network
+        else:
+            h = cast(Handler, handler)
         dest = self.net.serve(
-            handler,
+            h,
             body_bytes_max=opts.body_bytes_max,
             concurrency_max=opts.concurrency_max,
             handler_timeout_ms=opts.handler_timeout_ms,

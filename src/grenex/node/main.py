@@ -174,7 +174,7 @@ def node_command(
             key = read_key_file(key_path)
         except KeyFileError as e:
             raise click.UsageError(f"--key: {e}") from None
-    if cluster != "main" and cluster != genesis.cluster:
+    if cluster not in ("main", genesis.cluster):
         raise click.UsageError(f"--cluster {cluster} is not the genesis' {genesis.cluster}")
     cfg = NodeConfig(
         node_id=node_id,

@@ -48,6 +48,7 @@ from grenex.node.config import NodeConfig
 from grenex.node.driving import DriverService
 from grenex.node.errors import NodeError
 from grenex.node.founding import Founding
+from grenex.node.identity import NodeIdentity
 from grenex.node.io import Endpoint, NodeIO, Publisher, PublisherOptions, RealIO, ServeOptions
 from grenex.node.membership import Membership, Reconciler
 from grenex.node.peer_api import PeerAPI, PeerLimitsIn
@@ -140,6 +141,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._stopping = False
+        self.identity: NodeIdentity | None = None
 
     # -- parts ---------------------------------------------------------------------------------
 
@@ -169,12 +171,24 @@ class Node:
         """Open storage, build the services, listen, announce, run."""
         cfg, io = self.cfg, self.io
         replica, probing = self._open_replica()
+        self.identity = None
+        if io.secure:
+            if cfg.key is None:
+                raise NodeError("a node needs its key (--key FILE): its TLS identity")
+            self.identity = NodeIdentity(cfg.node_id, cfg.cluster, cfg.key, replica.state.auth)
+            why = self.identity.check_own(replica.state.auth)
+            if why is not None:
+                raise NodeError(why)
         self.link = io.link(list(cfg.grapes), cfg.grape_request_timeout_ms)
         try:
             await self.link.start()
         except GrenacheError as e:
             raise NodeError(f"cannot reach the Grapes: {e}") from None
-        self.rpc = io.rpc_client(self.link, cfg.peer_request_timeout_ms)
+        self.rpc = io.rpc_client(
+            self.link,
+            cfg.peer_request_timeout_ms,
+            self.identity.ssl_for if self.identity is not None else None,
+        )
         self.founding = Founding(cfg.node_id, cfg.voters, replica, probing)
         self._build_services(replica)
         await self._listen()
@@ -340,6 +354,8 @@ class Node:
         self.driver.add_turn_hook(self.membership.keep_peers_fresh)
         self.reconciler = Reconciler()
         self.driver.add_turn_hook(self.reconciler.turn)
+        if self.identity is not None:
+            self.driver.add_turn_hook(self.identity.turn)
         self.api = ClientAPI(
             cfg.node_id,
             self.driver,
@@ -365,11 +381,13 @@ class Node:
             accepts_raft=self.founding.accepts_raft,
             prepare=self.prepare,
             prefetch=self.prefetch,
+            identity=self.identity,
         )
 
     async def _listen(self) -> None:
         cfg, io = self.cfg, self.io
         assert self.api is not None and self.peer_api is not None
+        ident = self.identity
         handler_timeout_ms = cfg.command_timeout_ms + cfg.handler_slack_ms
         try:
             self.api_server = await io.serve(
@@ -384,6 +402,7 @@ class Node:
                     connections_max=cfg.api_connections_max,
                     connections_per_address_max=cfg.connections_per_address_max,
                     body_read_timeout_ms=cfg.body_read_timeout_ms,
+                    tls=ident.api_tls if ident is not None else None,
                 ),
             )
             self.peer_server = await io.serve(
@@ -398,6 +417,8 @@ class Node:
                     connections_max=cfg.peer_connections_max,
                     connections_per_address_max=cfg.connections_per_address_max,
                     body_read_timeout_ms=cfg.peer_body_read_timeout_ms,
+                    tls=ident.peer_tls if ident is not None else None,
+                    with_peer_cert=True,
                 ),
             )
             self.pub = await io.publisher(
@@ -408,6 +429,7 @@ class Node:
                     subscribers_max=cfg.events_subscribers_max,
                     subscribers_per_address_max=cfg.events_subscribers_per_address_max,
                     body_read_timeout_ms=cfg.body_read_timeout_ms,
+                    tls=ident.api_tls if ident is not None else None,
                 )
             )
         except OSError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -35,14 +35,20 @@ from grenex.codec.stamp import unstamp
 from grenex.consensus import (
     EntryKind,
     InvalidConfChangeError,
+    MessageType,
     NotLeader,
     ProposalDroppedError,
     Role,
 )
 from grenex.engine import is_name
+from grenex.grenache.tls import PeerCert
 from grenex.node.driving import DriverService
+from grenex.node.identity import NodeIdentity
 
 __all__ = ["PeerAPI", "PeerLimitsIn"]
+
+# the consensus messages a learner may send: answers to the leader's appends and heartbeats
+_LEARNER_RAFT: Final = (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP)
 
 
 class PeerLimitsIn(msgspec.Struct, frozen=True):
@@ -66,7 +72,10 @@ class PeerAPI:
         accepts_raft: Callable[[], bool] | None = None,
         prepare: Callable[[list[bytes]], Awaitable[None]] | None = None,
         prefetch: Callable[[list[bytes]], None] | None = None,
+        identity: NodeIdentity | None = None,
     ) -> None:
+        # with TLS: who may say what (the sender bound to its certificate, its role's types)
+        self.identity = identity
         # verify forwarded commands (awaited) and received log entries (in the background) in
         # threads, before the gateway and the apply look at them
         self.prepare = prepare
@@ -80,7 +89,7 @@ class PeerAPI:
         self.accepts_raft = accepts_raft  # False: not founded yet (founding.py), drop consensus
         self.refused = 0
 
-    async def handle(self, key: str, payload: Any) -> Any:
+    async def handle(self, key: str, payload: Any, peer: PeerCert | None = None) -> Any:
         try:
             msg = decode_peer_request(payload, self.secret)
         except PeerWireError as e:
@@ -89,7 +98,31 @@ class PeerAPI:
         if not is_name(msg.src):
             self.refused += 1
             raise BadRequest("src must be a node name")
+        ident = self.identity
+        if ident is not None:
+            sender = ident.sender(peer)
+            if sender is None or sender != msg.src:
+                self.refused += 1
+                raise BadRequest(f"the sender is not {msg.src[:64]} (SPEC §8: bound to its cert)")
+            if not self._allowed(msg, ident.role(sender)):
+                self.refused += 1
+                raise BadRequest(f"{type(msg).__name__} is not for a {ident.role(sender)}")
         return encode_peer_reply(await self._answer(msg))
+
+    @staticmethod
+    def _allowed(msg: PeerMessage, role: str | None) -> bool:
+        """SPEC §8: a role sends only its own message types.  Voters: everything; learners
+        (every participant's node): forwarded commands, joins, and their answers to the
+        leader's consensus messages (append and heartbeat responses), nothing that could sway
+        an election or install a log."""
+        if role == "voter":
+            return True
+        if role != "learner":
+            return False
+        if isinstance(msg, Forward | Join):
+            return True
+        # a learner's consensus messages are filtered by type in _raft (decoded once there)
+        return isinstance(msg, RaftBatch)
 
     async def _answer(self, msg: PeerMessage) -> PeerReply:
         if isinstance(msg, RaftBatch):
@@ -119,6 +152,9 @@ class PeerAPI:
         # a message's sender must be the batch's sender (one node cannot speak for another
         # through its batch; authenticating the batch's sender is the transport's job)
         ok = [m for m in decoded if m.src == msg.src]
+        ident = self.identity
+        if ident is not None and ident.role(msg.src) != "voter":
+            ok = [m for m in ok if m.type in _LEARNER_RAFT]
         if self.prefetch is not None:
             datas = [
                 unstamp(e.data)[1] for m in ok for e in m.entries if e.kind == EntryKind.NORMAL
