@@ -24,7 +24,9 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -34,7 +36,9 @@ from rich.table import Table
 from rich.text import Text
 
 from grenex.client.client import (
+    BATCH_MAX,
     DEFAULT_CLUSTER,
+    BadRequest,
     Book,
     BookSnapshot,
     CommandResult,
@@ -57,11 +61,19 @@ from grenex.client.health import (
     status_table,
 )
 from grenex.client.timefmt import iso_ms
+from grenex.codec.envelope import (
+    KeyRotated,
+    MemberAdded,
+    MemberPromoted,
+    MemberRemoved,
+    Registered,
+)
+from grenex.codec.genesis import Genesis, GenesisError, parse_genesis
+from grenex.codec.keys import KeyFileError, SecretKey, read_key_file
 from grenex.engine import (
     Accepted,
     Amended,
     Cancelled,
-    Event,
     Filled,
     MarketAdded,
     Rejected,
@@ -69,6 +81,7 @@ from grenex.engine import (
     Trade,
 )
 from grenex.grenache import DEFAULT_GRAPE
+from grenex.grenache.tls import check_cert
 
 __all__ = [
     "REMEDIES",
@@ -134,6 +147,9 @@ def run_client(fn: Callable[[], Awaitable[T]], what: str | None = None) -> T:
     is unknown, the line says so and how to retry it safely."""
     try:
         return asyncio.run(_call(fn))
+    except BadRequest as e:
+        why = BAD_REQUEST_REMEDIES.get(e.message.rpartition(":")[2].strip())
+        fail(e.message + (f": {why}" if why else ""))
     except GrenexClientError as e:
         fail(unknown_outcome(e, what) or e.message or e.code)
     except ValueError as e:  # e.g. a --grape that is not a URL list
@@ -142,30 +158,47 @@ def run_client(fn: Callable[[], Awaitable[T]], what: str | None = None) -> T:
         fail("interrupted", 130)
 
 
+def _sent_command(cmd: dict[str, Any]) -> dict[str, Any]:
+    """The command inside what was sent: a signed envelope's TEXT (SPEC §8), decoded."""
+    text = cmd.get("cmd")
+    if isinstance(text, str):
+        try:
+            inner = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            return {}
+        return inner if isinstance(inner, dict) else {}
+    return cmd
+
+
 def unknown_outcome(e: GrenexClientError, what: str | None) -> str | None:
     """The line for a command whose outcome is unknown (it may or may not have executed), or
     None when ``e`` is not that (nothing was sent, or the node refused it)."""
-    cmd = e.command
-    if what is None or cmd is None or not isinstance(e, Unavailable):
+    if what is None or e.command is None or not isinstance(e, Unavailable):
         return None
     if isinstance(e, GrapeUnavailable) and e.attempts <= 1:
         return None  # no Grape at all: nothing was sent
+    cmd = _sent_command(e.command)
     head = "no leader reachable or no answer in time: the outcome is unknown"
-    if "commands" in cmd:
-        n = len(cmd["commands"])
-        safe = f"retrying the same command is safe (each of its {n} commands carries its req)"
-        return f"{head} ({what}); {safe} [{e.message}]"
+    client = cmd.get("client")
+    if "batch" in cmd:
+        n = len(cmd["batch"]) if isinstance(cmd["batch"], list) else 0
+        safe = (
+            f"running it again is safe (it lists the resting orders again; each of the {n} "
+            "cancels it sent executes at most once)"
+        )
+        return f"{head} ({what} {client}); {safe} [{e.message}]"
     oid = cmd.get("id")
     if what == "place" and oid is not None:
-        order = _order(cmd.get("client"), oid)
+        order = _order(client, oid)
         safe = (
             f"retrying the same command with the same id (--id {oid}) is safe: it never "
-            f"executes twice; or ask: grenex order --client {cmd.get('client')} --id {oid}"
+            "executes twice (if the first got through, the retry is rejected duplicate_id); "
+            f"or ask: grenex order --client {client} --id {oid}"
         )
         return f"{head} ({what} {order}); {safe} [{e.message}]"
     if oid is not None:
         safe = "retrying the same command is safe (cancel and amend carry absolute values)"
-        return f"{head} ({what} {_order(cmd.get('client'), oid)}); {safe} [{e.message}]"
+        return f"{head} ({what} {_order(client, oid)}); {safe} [{e.message}]"
     return f"{head} ({what}); retrying the same command is safe [{e.message}]"
 
 
@@ -173,8 +206,75 @@ async def _call(fn: Callable[[], Awaitable[T]]) -> T:
     return await fn()
 
 
+@dataclass(frozen=True, slots=True)
+class GenesisFile:
+    """The genesis a command was given (``--genesis`` / ``$GRENEX_GENESIS``): its path, its
+    exact bytes (what ``export`` copies) and what they say."""
+
+    path: Path
+    data: bytes
+    genesis: Genesis
+
+
+_GENESIS_META = "grenex.genesis"
+
+
+def read_genesis_file(path: str | os.PathLike[str]) -> GenesisFile:
+    """The genesis at ``path``, checked (certificates included); GenesisError otherwise."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise GenesisError(f"cannot read genesis {os.fspath(p)!r}: {e.strerror}") from None
+    return GenesisFile(p, data, parse_genesis(data, check_cert))
+
+
+def _genesis_callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is None or value == "":
+        return
+    try:
+        ctx.meta[_GENESIS_META] = read_genesis_file(value)
+    except GenesisError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
+def current_genesis() -> GenesisFile | None:
+    """The genesis the running command was given, if any."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    found = ctx.find_root().meta.get(_GENESIS_META)
+    return found if isinstance(found, GenesisFile) else None
+
+
+def need_genesis(what: str) -> GenesisFile:
+    """The genesis, or a usage error: ``what`` (signing, exporting) needs it."""
+    g = current_genesis()
+    if g is None:
+        raise _OneLineUsageError(
+            f"{what} needs the cluster's genesis: give --genesis FILE or set GRENEX_GENESIS "
+            "(grenex up writes it as genesis.json in its state directory)"
+        )
+    return g
+
+
+def cluster_name(cluster: str | None) -> str:
+    """The cluster's name: the genesis' when one is given (``--cluster`` must then match it),
+    else ``--cluster`` / ``$GRENEX_CLUSTER``, else ``main``."""
+    g = current_genesis()
+    if g is None:
+        return cluster or DEFAULT_CLUSTER
+    if cluster and cluster != g.genesis.cluster:
+        raise _OneLineUsageError(
+            f"--cluster {cluster!r} does not match the genesis' cluster "
+            f"{g.genesis.cluster!r} ({g.path})"
+        )
+    return g.genesis.cluster
+
+
 def network_options(f: F) -> F:
-    """``--grape``, ``--cluster`` and ``--timeout``: where the cluster is, how long to try."""
+    """``--grape``, ``--cluster``, ``--genesis`` and ``--timeout``: where the cluster is,
+    which one it is, how long to try."""
     f = click.option(
         "--timeout",
         type=click.FloatRange(min=0.1),
@@ -183,10 +283,23 @@ def network_options(f: F) -> F:
         help="Give up after this many seconds (retries included).",
     )(f)
     f = click.option(
+        "--genesis",
+        envvar="GRENEX_GENESIS",
+        type=click.Path(dir_okay=False),
+        default=None,
+        expose_value=False,
+        callback=_genesis_callback,
+        help=(
+            "The cluster's genesis file (SPEC §8), needed to sign; it names the cluster "
+            "[default: $GRENEX_GENESIS]."
+        ),
+    )(f)
+    f = click.option(
         "--cluster",
-        default=lambda: os.environ.get("GRENEX_CLUSTER") or DEFAULT_CLUSTER,
-        show_default="main or $GRENEX_CLUSTER",
-        help="Cluster name (the Grenache names are grenex:<cluster>:...).",
+        envvar="GRENEX_CLUSTER",
+        default=None,
+        show_default="the genesis' name, else $GRENEX_CLUSTER or main",
+        help="Cluster name (the Grenache names are grenex:<cluster>:...); must match the genesis.",
     )(f)
     f = click.option(
         "--grape",
@@ -197,15 +310,52 @@ def network_options(f: F) -> F:
     return f
 
 
+def _key_callback(ctx: click.Context, param: click.Parameter, value: Any) -> SecretKey | None:
+    if value is None or value == "":
+        return None
+    try:
+        return read_key_file(value)
+    except KeyFileError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
+def key_option(
+    name: str = "--key",
+    help: str = "The account's key file (SPEC §8) [default: $GRENEX_KEY].",
+    envvar: str | None = "GRENEX_KEY",
+    dest: str = "key",
+) -> Callable[[F], F]:
+    """``--key FILE``: the key that signs (read here; its seed is never printed)."""
+    return click.option(
+        name,
+        dest,
+        envvar=envvar,
+        type=click.Path(dir_okay=False),
+        default=None,
+        callback=_key_callback,
+        help=help,
+    )
+
+
+def need_key(key: SecretKey | None, what: str) -> SecretKey:
+    if key is None:
+        raise _OneLineUsageError(f"{what} is signed: give --key FILE or set GRENEX_KEY")
+    return key
+
+
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 
 
 def make_client(
-    grape: str, cluster: str, node: str | None, timeout: float, **kw: Any
+    grape: str, cluster: str | None, node: str | None, timeout: float, **kw: Any
 ) -> GrenexClient:
+    """A client of the cluster the command names (its genesis, when given, for signing)."""
+    g = current_genesis()
+    if g is not None:
+        kw.setdefault("genesis", g.genesis)
     return GrenexClient(
         grape,
-        cluster,
+        cluster_name(cluster),
         node,
         timeout=timeout,
         attempt_timeout=min(12.0, timeout),
@@ -228,10 +378,12 @@ def print_json(value: Any) -> None:
 
 
 def _order(client: str | None, oid: str | None) -> str:
-    return f"{client}/{oid}" if client is not None else (oid or "")
+    if client is None:
+        return oid or ""
+    return f"{client}/{oid}" if oid is not None else client
 
 
-def _event_row(e: Event) -> list[str]:
+def _event_row(e: Any) -> list[str]:
     """event, order, market, side, price, qty, note."""
     if type(e) is Accepted:
         return [
@@ -275,6 +427,16 @@ def _event_row(e: Event) -> list[str]:
             "",
             f"{e.cmd}: {e.reason}",
         ]
+    if type(e) is Registered:
+        return ["registered", e.client, "", "", "", "", f"key {e.key}"]
+    if type(e) is KeyRotated:
+        return ["key_rotated", e.client, "", "", "", "", f"key {e.key}"]
+    if type(e) is MemberAdded:
+        return ["member_added", f"node {e.node}", "", "", "", "", f"{e.role}, key {e.key}"]
+    if type(e) is MemberPromoted:
+        return ["member_promoted", f"node {e.node}", "", "", "", "", "voter"]
+    if type(e) is MemberRemoved:
+        return ["member_removed", f"node {e.node}", "", "", "", "", ""]
     return [type(e).__name__, "", "", "", "", "", ""]  # pragma: no cover
 
 
@@ -283,6 +445,11 @@ _STATUS_STYLE = {
     "resting": "bold cyan",
     "amended": "bold cyan",
     "market_added": "bold green",
+    "registered": "bold green",
+    "key_rotated": "bold green",
+    "member_added": "bold green",
+    "member_promoted": "bold green",
+    "member_removed": "bold green",
     "cancelled": "bold yellow",
     "rejected": "bold red",
 }
@@ -315,8 +482,8 @@ def _summary(what: str, r: CommandResult) -> Text:
     if r.duplicate:
         head.append("\n")
         head.append(
-            "duplicate: this id (or request) was used before; this is its FIRST outcome, "
-            "and nothing new was executed now",
+            "duplicate: the node already had this exact signed command (an earlier attempt "
+            "got through); this is its FIRST outcome, and nothing new was executed now",
             style="bold yellow",
         )
     return head
@@ -353,6 +520,26 @@ REMEDIES: dict[str, str] = {
         "see grenex orders / grenex order"
     ),
     "invalid_amend": "give --qty, --price or both",
+}
+
+
+# What to do about each reason a node refuses a signed command before the log (SPEC §8).
+BAD_REQUEST_REMEDIES: dict[str, str] = {
+    "unknown_client": (
+        "no account of that name: register it first (grenex register --client NAME --key FILE)"
+    ),
+    "bad_signature": (
+        "the key does not sign for that account (another key is bound to it, or the genesis "
+        "is not this cluster's): check --key, --client and --genesis"
+    ),
+    "client_taken": "that account name is bound to another key: choose another --client",
+    "key_taken": "that key is bound to another account already (see grenex keys show)",
+    "invalid_key": "not a valid Ed25519 public key",
+    "stale_nonce": (
+        "the account has newer commands than this one (another process signing for it?); "
+        "run it again"
+    ),
+    "invalid_nonce": "the nonce is not a counter or microseconds since the epoch",
 }
 
 
@@ -445,9 +632,43 @@ def check_decimal(option: str, value: str | None) -> None:
         raise _OneLineUsageError(f"{option} {value!r} is not a decimal here: write {fixed}")
 
 
+def signing_key(cluster: str | None, key: SecretKey | None, what: str) -> SecretKey:
+    """The key ``what`` is signed with, checked with the genesis (usage errors, exit 2, when
+    either is missing or --cluster contradicts the genesis).  Call it before any network work."""
+    need_genesis(what)
+    k = need_key(key, what)
+    cluster_name(cluster)
+    return k
+
+
+async def account_of(c: GrenexClient, client_id: str | None) -> str:
+    """``--client`` when given, else the account the client's key is bound to (asked of the
+    node: ``account {key}``); it becomes the client's default account."""
+    if client_id is None:
+        assert c.key is not None
+        reply = await c.account(key=c.key.public_key)
+        name = reply.get("client")
+        if not isinstance(name, str):
+            raise GrenexClientError(
+                f"the key {c.key.public_key} is bound to no account: register one first "
+                "(grenex register --client NAME --key FILE), or give --client"
+            )
+        client_id = name
+    c.client_id = client_id
+    return client_id
+
+
+_client_option = click.option(
+    "--client",
+    "client_id",
+    default=None,
+    help="The account [default: the account the key is bound to].",
+)
+
+
 @click.command("place", cls=ClientCommand)
 @click.option("--node", required=True, help="The node to send the order to.")
-@click.option("--client", "client_id", default=None, help="Client id [default: the node id].")
+@_client_option
 @click.option("--market", required=True, help="Market, e.g. BTC-USD.")
 @click.option("--side", required=True, type=click.Choice(["buy", "sell"]))
 @click.option("--qty", required=True, help="Quantity (a decimal; a multiple of the lot).")
@@ -466,6 +687,7 @@ def check_decimal(option: str, value: str | None) -> None:
     help="Self-trade prevention [default: cancel_maker].",
 )
 @click.option("--id", "order_id", default=None, help="Order id [default: a fresh unique id].")
+@key_option()
 @network_options
 @_json_option
 def place_command(
@@ -479,27 +701,30 @@ def place_command(
     post_only: bool,
     stp: str | None,
     order_id: str | None,
+    key: SecretKey | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Place an order through a node; prints its events (trades, resting, ...).
+    """Place an order through a node, signed with --key; prints its events (trades, ...).
 
     The order is printed as CLIENT/ID; cancel, amend and order accept that as --id.  If the
     outcome is unknown (no leader, no answer in time), running it again with the same --id
-    is safe: an id executes at most once."""
+    is safe: an id executes at most once (a second one is rejected duplicate_id)."""
     check_decimal("--qty", qty)
     check_decimal("--price", price)
+    k = signing_key(cluster, key, "place")
 
     async def go() -> tuple[CommandResult, str | None]:
-        async with make_client(grape, cluster, node, timeout) as c:
+        async with make_client(grape, cluster, node, timeout, key=k) as c:
+            who = await account_of(c, client_id)
             r = await c.place(
                 market,
                 side,
                 qty,
                 price,
-                client=client_id,
+                client=who,
                 id=order_id,
                 tif=tif.upper() if tif else None,
                 post_only=True if post_only else None,
@@ -513,35 +738,39 @@ def place_command(
 
 @click.command("cancel", cls=ClientCommand)
 @click.option("--node", required=True, help="The node to send the cancel to.")
-@click.option("--client", "client_id", default=None, help="Client id [default: the node id].")
+@_client_option
 @click.option("--id", "order_id", required=True, help="The order's id (ID or CLIENT/ID).")
+@key_option()
 @network_options
 @_json_option
 def cancel_command(
     node: str,
     client_id: str | None,
     order_id: str,
+    key: SecretKey | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Cancel a resting order."""
+    """Cancel a resting order (signed with --key)."""
     client_id, order_id = order_ref(client_id, order_id)
+    k = signing_key(cluster, key, "cancel")
 
     async def go() -> CommandResult:
-        async with make_client(grape, cluster, node, timeout) as c:
-            return await c.cancel(client_id, order_id)
+        async with make_client(grape, cluster, node, timeout, key=k) as c:
+            return await c.cancel(await account_of(c, client_id), order_id)
 
     report("cancel", run_client(go, "cancel"), as_json)
 
 
 @click.command("amend", cls=ClientCommand)
 @click.option("--node", required=True, help="The node to send the amend to.")
-@click.option("--client", "client_id", default=None, help="Client id [default: the node id].")
+@_client_option
 @click.option("--id", "order_id", required=True, help="The order's id (ID or CLIENT/ID).")
 @click.option("--qty", default=None, help="New remaining quantity.")
 @click.option("--price", default=None, help="New price.")
+@key_option()
 @network_options
 @_json_option
 def amend_command(
@@ -550,8 +779,9 @@ def amend_command(
     order_id: str,
     qty: str | None,
     price: str | None,
+    key: SecretKey | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -559,14 +789,40 @@ def amend_command(
     client_id, order_id = order_ref(client_id, order_id)
     check_decimal("--qty", qty)
     check_decimal("--price", price)
+    k = signing_key(cluster, key, "amend")
 
     async def go() -> tuple[CommandResult, str | None]:
-        async with make_client(grape, cluster, node, timeout) as c:
-            r = await c.amend(client_id, order_id, qty=qty, price=price)
+        async with make_client(grape, cluster, node, timeout, key=k) as c:
+            who = await account_of(c, client_id)
+            r = await c.amend(who, order_id, qty=qty, price=price)
             return r, await remedy_for(c, r)
 
     r, remedy = run_client(go, "amend")
     report("amend", r, as_json, remedy)
+
+
+def check_operator(key: SecretKey, what: str) -> None:
+    """Operator commands are signed with the genesis operator's key: say so before sending
+    anything when ``key`` is another one (exit 1)."""
+    g = need_genesis(what).genesis
+    if key.public_key != g.operator.key:
+        fail(
+            f"{what} is an operator command: --key must be the operator's key (the genesis "
+            f"names operator {g.operator.client!r} with key {g.operator.key}); this key is "
+            f"{key.public_key}"
+        )
+
+
+def operator_key(cluster: str | None, key: SecretKey | None, what: str) -> SecretKey:
+    """:func:`signing_key`, and it must be the genesis operator's."""
+    k = signing_key(cluster, key, what)
+    check_operator(k, what)
+    return k
+
+
+_operator_key_option = key_option(
+    help="The operator's key file (the genesis' operator) [default: $GRENEX_KEY]."
+)
 
 
 @click.command("add-market", cls=ClientCommand)
@@ -574,6 +830,7 @@ def amend_command(
 @click.option("--tick", required=True, help="Price step (a decimal).")
 @click.option("--lot", required=True, help="Quantity step (a decimal).")
 @click.option("--node", default=None, help="Send it to this node [default: any node].")
+@_operator_key_option
 @network_options
 @_json_option
 def add_market_command(
@@ -581,15 +838,17 @@ def add_market_command(
     tick: str,
     lot: str,
     node: str | None,
+    key: SecretKey | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Open a market (through the replicated log, like any command)."""
+    """Open a market (an operator command, through the replicated log like any command)."""
+    k = operator_key(cluster, key, "add-market")
 
     async def go() -> CommandResult:
-        async with make_client(grape, cluster, node, timeout) as c:
+        async with make_client(grape, cluster, node, timeout, key=k) as c:
             return await c.add_market(market, tick, lot)
 
     report("add-market", run_client(go, "add-market"), as_json)
@@ -666,7 +925,7 @@ def book_command(
     market: str | None,
     depth: int | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -708,7 +967,7 @@ def trades_command(
     limit: int,
     since: int | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -778,7 +1037,7 @@ def trades_table(
 @network_options
 @_json_option
 def status_command(
-    node: str | None, max_lag: int, grape: str, cluster: str, timeout: float, as_json: bool
+    node: str | None, max_lag: int, grape: str, cluster: str | None, timeout: float, as_json: bool
 ) -> None:
     """Role, term, leader, commit/applied and state hash of one node or every node.
 
@@ -845,7 +1104,7 @@ def _kind(s: NodeStatus) -> str:
 @network_options
 @_json_option
 def markets_command(
-    node: str | None, grape: str, cluster: str, timeout: float, as_json: bool
+    node: str | None, grape: str, cluster: str | None, timeout: float, as_json: bool
 ) -> None:
     """The open markets with their tick (price step) and lot (quantity step)."""
 
@@ -891,7 +1150,7 @@ def orders_command(
     market: str | None,
     node: str | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -959,7 +1218,7 @@ def order_command(
     order_id: str,
     node: str | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -1002,37 +1261,43 @@ def order_command(
 
 @click.command("cancel-all", cls=ClientCommand)
 @click.option("--node", required=True, help="The node to send the cancels to.")
-@click.option("--client", "client_id", required=True, help="The account whose orders to cancel.")
+@_client_option
 @click.option("--market", default=None, help="Only this market [default: every market].")
+@key_option()
 @network_options
 @_json_option
 def cancel_all_command(
     node: str,
-    client_id: str,
+    client_id: str | None,
     market: str | None,
+    key: SecretKey | None,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Cancel an account's resting orders (in one market, or all).
+    """Cancel an account's resting orders (in one market, or all), signed with --key.
 
-    It lists the orders (as `grenex orders` does), then sends one cancel per order in one
-    `batch` request (one per 256 orders). Each cancel is its own log entry with its own
-    outcome; the batch is not atomic. Orders placed after the listing are NOT cancelled; an
-    order that filled meanwhile is reported unknown_order. Exit 1 if any cancel failed."""
+    It lists the orders (as `grenex orders` does), then sends the cancels as signed batches
+    (one envelope, one log entry, per 256 orders). Each cancel has its own outcome; a batch
+    is not all-or-nothing. Orders placed after the listing are NOT cancelled; an order that
+    filled meanwhile is reported unknown_order. Exit 1 if any cancel failed."""
+    k = signing_key(cluster, key, "cancel-all")
 
-    async def go() -> tuple[list[OpenOrder], list[CommandResult | GrenexClientError]]:
-        async with make_client(grape, cluster, node, timeout) as c:
-            listed = await c.orders(client_id, market)
-            return listed, await c.cancel_many(client_id, [o.id for o in listed])
+    async def go() -> tuple[str, list[OpenOrder], list[CommandResult | GrenexClientError]]:
+        async with make_client(grape, cluster, node, timeout, key=k) as c:
+            who = await account_of(c, client_id)
+            listed = await c.orders(who, market)
+            return who, listed, await c.cancel_many(who, [o.id for o in listed])
 
-    listed, results = run_client(go, "cancel-all")
+    who, listed, results = run_client(go, "cancel-all")
     cancelled = [r for r in results if isinstance(r, CommandResult) and r.status == "cancelled"]
     failed = [r for r in results if not (isinstance(r, CommandResult) and r.status == "cancelled")]
+    batches = (len(listed) + BATCH_MAX - 1) // BATCH_MAX
     if as_json:
         print_json(
             {
+                "client": who,
                 "listed": [_open_order_json(o) for o in listed],
                 "results": [
                     r.to_json() if isinstance(r, CommandResult) else {"error": r.message}
@@ -1040,16 +1305,18 @@ def cancel_all_command(
                 ],
                 "cancelled": len(cancelled),
                 "failed": len(failed),
+                "batches": batches,
             }
         )
     else:
         out = console()
         where = f" in {market}" if market else ""
         out.print(
-            f"cancel-all {client_id}{where}: {len(listed)} resting order"
+            f"cancel-all {who}{where}: {len(listed)} resting order"
             f"{'' if len(listed) == 1 else 's'} listed, {len(cancelled)} cancelled"
             + (f", {len(failed)} not cancelled" if failed else "")
-            + " (one batch request; orders placed after the listing are not cancelled)"
+            + f" ({batches} signed cancel batch{'' if batches == 1 else 'es'}; orders placed "
+            "after the listing are not cancelled)"
         )
         for o, r in zip(listed, results, strict=True):
             if isinstance(r, CommandResult):
@@ -1058,7 +1325,7 @@ def cancel_all_command(
                     note += f", {_cancelled_qty(r)} was resting"
             else:
                 note = f"error: {r.message}"
-            out.print(f"  {_order(client_id, o.id)} {o.market} {o.side} {o.price}: {note}")
+            out.print(f"  {_order(who, o.id)} {o.market} {o.side} {o.price}: {note}")
     if failed:
         sys.exit(1)
 

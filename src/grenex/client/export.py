@@ -2,17 +2,20 @@
 
 The format (version 1)::
 
-    {"grenex_export": 1, "cluster": NAME, "node": ID, "genesis": null, "first": 1}
+    {"grenex_export": 1, "cluster": NAME, "cluster_id": HEX, "node": ID, "genesis": TEXT,
+     "first": 1}
     {"seq": 1, "time": 1765000000000, "cmd": "{\\"type\\":\\"add_market\\",...}"}
     ...
 
 Line 1 is the header; then one line per *command* entry of the log, in log order: ``seq`` is
 the entry's log index (entries that carry no command, such as the leader's no-op or a
 membership change, are not written, so indexes may skip), ``time`` the leader's stamp
-(SPEC §6; null for an entry written before stamps existed) and ``cmd`` the command's text
-exactly as it was logged.  ``genesis`` is null: signatures (SPEC §8) do not exist yet, so there
-is no genesis to name.  ``first`` is the first log index the export covers, always 1: an export
-is the whole log.
+(SPEC §6; null for an entry written before stamps existed) and ``cmd`` the signed envelope
+(SPEC §8) exactly as it was logged.  ``genesis`` is the cluster's genesis file, its exact text
+(``--genesis``), from which ``grenex replay`` recomputes the cluster id (``cluster_id``) and
+checks every signature again; the node's ``status`` must report that cluster id, or nothing
+is exported.  ``first`` is the first log index the export covers, always 1: an export is the
+whole log.
 
 Bounded memory: the log is read with the node's ``log`` action a page at a time (at most 1,000
 entries or 4 MiB) and every page is written before the next is asked for.  The export ends at
@@ -26,6 +29,7 @@ log and the export fails with ``ERR_GRENEX_COMPACTED`` and the first index it st
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -36,7 +40,14 @@ import click
 import msgspec
 
 from grenex.client.client import Compacted, GrenexClient, GrenexClientError
-from grenex.client.commands import ClientCommand, fail, make_client, network_options, run_client
+from grenex.client.commands import (
+    ClientCommand,
+    fail,
+    make_client,
+    need_genesis,
+    network_options,
+    run_client,
+)
 
 __all__ = [
     "EXPORT_VERSION",
@@ -54,31 +65,58 @@ PAGE_ENTRIES: Final = 1_000  # entries asked per ``log`` request (the node's max
 _encode = msgspec.json.Encoder().encode
 
 
-def export_header(cluster: str, node: str) -> dict[str, Any]:
-    """The first line of an export."""
+def export_header(cluster: str, node: str, genesis: bytes) -> dict[str, Any]:
+    """The first line of an export: ``genesis`` is the genesis file's exact bytes (UTF-8)."""
     return {
         "grenex_export": EXPORT_VERSION,
         "cluster": cluster,
+        "cluster_id": hashlib.sha256(genesis).hexdigest(),
         "node": node,
-        "genesis": None,
+        "genesis": genesis.decode("utf-8"),
         "first": 1,
     }
 
 
+def _genesis_bytes(genesis: bytes | None) -> bytes:
+    if genesis is not None:
+        return genesis
+    path = os.environ.get("GRENEX_GENESIS")
+    if not path:
+        raise ValueError(
+            "an export carries the cluster's genesis file: pass genesis=<its bytes> or set "
+            "GRENEX_GENESIS"
+        )
+    with open(path, "rb") as f:
+        return f.read()
+
+
 async def export_pages(
-    client: GrenexClient, *, page: int = PAGE_ENTRIES, timeout: float | None = None
+    client: GrenexClient,
+    genesis: bytes | None = None,
+    *,
+    page: int = PAGE_ENTRIES,
+    timeout: float | None = None,
 ) -> AsyncIterator[tuple[bytes, int, int]]:
     """An export a page at a time: ``(lines, command entries in them, last index)``; the
     header comes first, alone (0 entries).  See :func:`export_lines`."""
     if client.node is None:
         raise ValueError("an export is one node's log: construct GrenexClient with node=...")
+    genesis = _genesis_bytes(genesis)
+    want = hashlib.sha256(genesis).hexdigest()
+    have = (await client.status(timeout=timeout)).raw.get("cluster_id")
+    if have != want:
+        raise GrenexClientError(
+            f"node {client.node} reports cluster id {str(have)[:64]}, but the genesis given "
+            f"is of cluster id {want}: export with that node's own genesis"
+        )
     since = 0
     target: int | None = None
     while True:
         reply = await client.log(since, page, timeout=timeout)
         if target is None:  # the first page came: the node can export (else nothing written)
             target = reply.applied
-            yield _encode(export_header(client.cluster, client.node)) + b"\n", 0, 0
+            header = export_header(client.cluster, client.node, genesis)
+            yield _encode(header) + b"\n", 0, 0
         if reply.entries:
             lines = b"".join(_encode(e) + b"\n" for e in reply.entries)
             yield lines, len(reply.entries), reply.entries[-1].seq
@@ -92,16 +130,22 @@ async def export_pages(
 
 
 async def export_lines(
-    client: GrenexClient, *, page: int = PAGE_ENTRIES, timeout: float | None = None
+    client: GrenexClient,
+    genesis: bytes | None = None,
+    *,
+    page: int = PAGE_ENTRIES,
+    timeout: float | None = None,
 ) -> AsyncIterator[bytes]:
-    """The lines of an export of ``client``'s chosen node, each ending in ``\\n``: the header,
+    """The lines of an export of ``client``'s chosen node, each ending in ``\\n``: the header
+    (carrying ``genesis``, the genesis file's exact bytes; default: the file
+    ``$GRENEX_GENESIS`` names),
     then the committed log up to the node's applied index when the first page came, read a
     page at a time as the lines are consumed (bounded memory).
 
     Raises :class:`~grenex.client.client.Compacted` when the node no longer holds the whole
     log, and ``ValueError`` when the client has no chosen node (an export is one node's log).
     """
-    async for lines, _n, _last in export_pages(client, page=page, timeout=timeout):
+    async for lines, _n, _last in export_pages(client, genesis, page=page, timeout=timeout):
         for line in lines.splitlines(keepends=True):
             yield line
 
@@ -117,16 +161,17 @@ def compacted_message(node: str, e: Compacted) -> str:
 
 
 async def _export(
-    grape: str, cluster: str, node: str | None, timeout: float, out: IO[bytes]
+    grape: str, cluster: str | None, node: str | None, timeout: float, out: IO[bytes]
 ) -> tuple[str, int, int]:
     """Write the export to ``out``; (node, command entries, last index written)."""
+    genesis = need_genesis("export").data
     if node is None:
         async with make_client(grape, cluster, None, timeout) as anyone:
             node = (await anyone.status()).node
     entries = last = 0
     async with make_client(grape, cluster, node, timeout) as c:
         try:
-            async for lines, n, at in export_pages(c, timeout=timeout):
+            async for lines, n, at in export_pages(c, genesis, timeout=timeout):
                 out.write(lines)
                 out.flush()
                 entries += n
@@ -147,18 +192,21 @@ async def _export(
 )
 @network_options
 def export_command(
-    node: str | None, out_path: Path | None, grape: str, cluster: str, timeout: float
+    node: str | None, out_path: Path | None, grape: str, cluster: str | None, timeout: float
 ) -> None:
     """Export a node's committed log as JSON lines, for `grenex replay`.
 
-    Line 1 is a header ({"grenex_export": 1, "cluster", "node", "genesis": null, "first": 1}),
-    then one line per command entry: {"seq": log index, "time": ms since the epoch, "cmd":
-    the command's text as logged}.  Streamed a page at a time, up to the node's applied index
-    when the export starts.  `grenex replay FILE` reproduces the node's events and books.
+    Line 1 is a header ({"grenex_export": 1, "cluster", "cluster_id", "node", "genesis": the
+    genesis file's text, "first": 1}), then one line per command entry: {"seq": log index,
+    "time": ms since the epoch, "cmd": the signed envelope as logged}.  Needs --genesis (or
+    $GRENEX_GENESIS): the node must report that genesis' cluster id.  Streamed a page at a
+    time, up to the node's applied index when the export starts.  `grenex replay FILE`
+    reproduces the node's events and books.
 
     Fails (exit 1) when the node compacted its log below a snapshot: it no longer holds
     entry 1 (see --snapshot-interval of `grenex node`).
     """
+    need_genesis("export")
     if out_path is None:
         try:
             run_client(lambda: _export(grape, cluster, node, timeout, sys.stdout.buffer))

@@ -385,7 +385,7 @@ async def _tail(*args: Any) -> None:
 
 async def _tail_body(
     grape: str,
-    cluster: str,
+    cluster: str | None,
     node: str | None,
     timeout: float,
     since: int | None,
@@ -427,7 +427,7 @@ def tail_command(
     market: str | None,
     as_json: bool,
     grape: str,
-    cluster: str,
+    cluster: str | None,
     timeout: float,
 ) -> None:
     """Print the cluster's events as they are applied, one line each, until Ctrl-C.

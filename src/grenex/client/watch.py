@@ -283,7 +283,7 @@ class _Watcher:
 
 
 async def watch(
-    grape: str, cluster: str, node: str, market: str, depth: int, poll: float, timeout: float
+    grape: str, cluster: str | None, node: str, market: str, depth: int, poll: float, timeout: float
 ) -> int:
     """Run the live view until SIGINT/SIGTERM, and return that signal's number; raise
     GrenexClientError if it cannot start."""
@@ -346,7 +346,7 @@ async def watch(
 )
 @network_options
 def watch_command(
-    node: str, market: str, depth: int, poll: float, grape: str, cluster: str, timeout: float
+    node: str, market: str, depth: int, poll: float, grape: str, cluster: str | None, timeout: float
 ) -> None:
     """A live ladder of one market: depth, spread, last trades, applied index and leader.
 

@@ -77,6 +77,7 @@ class LocalCluster:
     cluster: str = "main"
     memory: bool = True
     base_dir: Path | None = None  # logs (and data dirs); a temporary directory by default
+    state_dir: Path | None = None  # genesis.json and keys/ (default: base_dir)
     dpa_ms: int = 4_000
     tick_ms: int = 50
     markets: tuple[tuple[str, str, str], ...] = DEFAULT_MARKETS
@@ -155,9 +156,15 @@ class LocalCluster:
         """The node's self-signed certificate (base64url DER) on its key."""
         return b64url(make_self_signed(self.keyring.node_key(node_id).seed, node_id))
 
+    @property
+    def keys_dir(self) -> Path:
+        """Where ``operator.key`` and ``<node id>.key`` are (``keys/`` under the state dir)."""
+        base = self.state_dir or self.base_dir
+        assert base is not None
+        return base / "keys"
+
     def _write_genesis(self) -> None:
-        assert self.base_dir is not None
-        keys = self.base_dir / "keys"
+        keys = self.keys_dir
         keys.mkdir(parents=True, exist_ok=True)
         kr = self.keyring
         data = kr.genesis(
@@ -166,7 +173,7 @@ class LocalCluster:
             join=self.genesis_join,
             cert=lambda k, node: b64url(make_self_signed(k.seed, node)),
         )
-        path = self.base_dir / "genesis.json"
+        path = keys.parent / "genesis.json"
         path.write_bytes(data)
         self.genesis = parse_genesis(data, check_cert)
         self.genesis_path = path
@@ -179,8 +186,7 @@ class LocalCluster:
         write_key_file(path, key)
 
     def key_path(self, node_id: str) -> Path:
-        assert self.base_dir is not None
-        path = self.base_dir / "keys" / f"{node_id}.key"
+        path = self.keys_dir / f"{node_id}.key"
         if not path.exists():
             self._write_key(path, self.keyring.node_key(node_id))
         return path

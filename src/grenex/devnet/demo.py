@@ -6,10 +6,12 @@ that place, cancel and amend orders through their OWN nodes at the same time, sh
 the point: every replica's state hash and books, side by side, must be identical (exit 0) or
 the demo fails (exit 1).  Everything it started is stopped, also on Ctrl-C or SIGTERM.
 
-Each trader trades through its own :class:`~grenex.client.GrenexClient`, pinned to its node:
-a command whose answer is lost is sent again by the client with the same id (or ``req``), and
-the node answers the repeat with the first outcome (SPEC §6), so the demo keeps no retry loop
-of its own.  A command the client gives up on (its deadline passed) is counted as failed.
+Each trader has its own account and its own random key (SPEC §8): it registers the account
+first, then trades through its own :class:`~grenex.client.GrenexClient`, pinned to its node,
+signing every command with its key.  A command whose answer is lost is sent again by the
+client as the same signed envelope, and the node answers the repeat with the first outcome
+(SPEC §6), so the demo keeps no retry loop of its own.  A command the client gives up on
+(its deadline passed) is counted as failed.
 ``grenex up`` (:mod:`grenex.devnet.up`) starts the same network and keeps it running.
 """
 
@@ -21,9 +23,11 @@ import hashlib
 import json
 import random
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -35,7 +39,7 @@ from rich.table import Table
 
 from grenex.client import CommandResult, GrenexClient, GrenexClientError
 from grenex.codec.api import STATUS_WITH_HASH, statuses_agree
-from grenex.devnet._cli import check_grape, run_until_signal
+from grenex.devnet._cli import StoredKeyring, check_grape, run_until_signal
 from grenex.devnet.cluster import ClusterError, LocalCluster
 from grenex.grenache import GrenacheError
 
@@ -122,14 +126,24 @@ COMMAND_TIMEOUT_S = 30.0
 
 
 def _client_for(cluster: LocalCluster, trader: Trader) -> GrenexClient:
+    """The trader's own client: its node, its account, its key (and nobody else's)."""
     return GrenexClient(
         cluster.grape_urls,
         cluster.cluster,
         trader.node,
         client_id=trader.name,
+        key=cluster.keyring.key(trader.name),
+        genesis=cluster.genesis,
         timeout=COMMAND_TIMEOUT_S,
         attempt_timeout=ATTEMPT_TIMEOUT_S,
     )
+
+
+async def _register(client: GrenexClient, trader: Trader) -> None:
+    """The trader claims its account for its key, through its own node."""
+    r = await client.register(trader.name)
+    if r.rejected and r.reason != "client_taken":
+        raise ClusterError(f"{trader.name} could not register: {r.reason}")
 
 
 async def _send(client: GrenexClient, action: str, args: dict[str, Any]) -> CommandResult:
@@ -297,7 +311,28 @@ async def _demo(
     orders: int, nodes: int, voters: int, traders: int, grapes: int, duration: float
 ) -> bool:
     console = Console()
-    cluster = LocalCluster(nodes=nodes, voters=voters, grapes=grapes, secret=secrets.token_hex(16))
+    with tempfile.TemporaryDirectory(prefix="grenex-demo-") as tmp:
+        return await _demo_in(Path(tmp), console, orders, nodes, voters, traders, grapes, duration)
+
+
+async def _demo_in(
+    base: Path,
+    console: Console,
+    orders: int,
+    nodes: int,
+    voters: int,
+    traders: int,
+    grapes: int,
+    duration: float,
+) -> bool:
+    cluster = LocalCluster(
+        nodes=nodes,
+        voters=voters,
+        grapes=grapes,
+        base_dir=base,
+        secret=secrets.token_hex(16),
+        keyring=StoredKeyring(base / "keys"),  # random keys, one file each (mode 0600)
+    )
     console.print(
         f"[bold]grenex demo[/]: {grapes} Grapes, {nodes} nodes ({voters} voters, "
         f"{nodes - voters} learners), {traders} traders, {orders} commands"
@@ -316,6 +351,11 @@ async def _demo(
         stats = Stats()
         async with contextlib.AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(_client_for(cluster, t)) for t in crowd]
+            await asyncio.gather(*(_register(c, t) for c, t in zip(clients, crowd, strict=True)))
+            console.print(
+                f"{len(crowd)} traders registered, each with its own account and key: "
+                + ", ".join(f"{t.name}→{t.node}" for t in crowd)
+            )
             tasks = [
                 asyncio.create_task(_trade(c, t, stats, n))
                 for c, t, n in zip(clients, crowd, shares, strict=True)

@@ -5,17 +5,21 @@ Starts Grapes and a cluster (3 voters + 2 learners by default) on loopback with
 it running until Ctrl-C or SIGTERM; then every process it started is stopped by PID.
 
 The state directory (``--state-dir``; else the ``--data-dir``; else a new temporary directory,
-removed at the end) holds ``up.json``, the network as it is now::
+removed at the end) holds the cluster's ``genesis.json`` (SPEC §8), its keys ``keys/operator.key``
+and ``keys/<node id>.key`` (random, mode 0600; kept and reused when ``up`` runs again on the
+same state directory, so durable nodes find their logs again), and ``up.json``, the network as
+it is now::
 
-    {"grapes": [URL…], "genesis": null, "cluster": NAME, "memory": BOOL,
+    {"grapes": [URL…], "genesis": PATH, "cluster": NAME, "memory": BOOL,
      "nodes": [{"id", "pid", "api_port", "peer_port", "events_port", "voter"}…],
      "exited": [{"id", "pid", "exit_code", "voter"}…], "exited_grapes": [{"url", "pid",
      "exit_code"}…]}
 
-``genesis`` stays null until signed genesis files exist.  ``up`` watches every process it
-started: when one exits it says so at once (one line naming it and its exit code), rewrites
-``up.json`` atomically (the process moves from ``nodes``/``grapes`` to ``exited``), and when
-every voter is gone it stops the rest and exits 1.  ``up.json`` is removed when ``up`` stops.
+``genesis`` is the path of ``genesis.json``.  ``up`` prints where the genesis and the
+operator's key file are, never a key.  It watches every process it started: when one exits
+it says so at once (one line naming it and its exit code), rewrites ``up.json`` atomically
+(the process moves from ``nodes``/``grapes`` to ``exited``), and when every voter is gone it
+stops the rest and exits 1.  ``up.json`` is removed when ``up`` stops.
 The cluster secret is kept in ``cluster.secret`` (mode 0600) beside it and never printed.
 """
 
@@ -37,7 +41,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from grenex.devnet._cli import check_grape, run_until_signal
+from grenex.devnet._cli import StoredKeyring, check_grape, run_until_signal
 from grenex.devnet.cluster import ClusterError, LocalCluster
 
 __all__ = ["UP_JSON", "up_command"]
@@ -100,7 +104,7 @@ class Watch:
         grapes = list(gc.grapes) if gc is not None else []
         return {
             "grapes": [g.api_url for g in grapes if g.api_url not in self.exited_grapes],
-            "genesis": None,
+            "genesis": str(c.genesis_path) if c.genesis_path is not None else None,
             "cluster": c.cluster,
             "memory": self.memory,
             "nodes": [
@@ -194,7 +198,9 @@ async def _up(
         grapes=grapes,
         memory=data_dir is None,
         base_dir=data_dir or state,
+        state_dir=state,
         secret=_secret_for(data_dir or state),
+        keyring=StoredKeyring(state / "keys"),
     )
     w = Watch(cluster, state, memory=data_dir is None)
     try:
@@ -221,20 +227,37 @@ async def _up(
         else:
             console.print(f"Durable logs under {data_dir}")
         secret_file = (data_dir or state) / "cluster.secret"
+        genesis = cluster.genesis_path
+        op_key = cluster.keys_dir / "operator.key"
+        assert cluster.genesis is not None
         console.print(
             f"State: {state}  ({UP_JSON}: the network as it is now, rewritten when a "
             "process exits)",
             soft_wrap=True,
         )
         console.print(
+            f"Genesis: {genesis}  (cluster {cluster.cluster}, id "
+            f"{cluster.genesis.cluster_id[:16]}…)\n"
+            f"Operator key: {op_key}  (account {cluster.genesis.operator.client}; signs "
+            "add-market, admit, promote, remove)",
+            soft_wrap=True,
+        )
+        new = f"n{nodes + 1}"
+        console.print(
             "Try, in another terminal:\n"
             f"  export GRENEX_GRAPE={grape}\n"
+            f"  export GRENEX_GENESIS={genesis}\n"
             "  grenex status\n"
-            "  grenex place --node n2 --market BTC-USD --side buy --qty 0.5 --price 64000\n"
+            "  grenex keys new me.key && grenex register --client me --key me.key\n"
+            "  grenex place --node n2 --key me.key --market BTC-USD --side buy --qty 0.5 "
+            "--price 64000\n"
             "  grenex watch --node n2 --market BTC-USD\n"
-            "A node started by hand joins with the cluster secret (peer traffic is signed):\n"
-            f"  GRENEX_CLUSTER_SECRET=$(cat {secret_file}) grenex node --id n{nodes + 1} "
-            f"--join --memory --grape {grape}\n"
+            "A node started by hand (peer traffic is signed with the cluster secret) serves "
+            "once the operator admits it:\n"
+            f"  grenex keys new {new}.key\n"
+            f"  GRENEX_CLUSTER_SECRET=$(cat {secret_file}) grenex node --id {new} "
+            f"--key {new}.key --memory --grape {grape}\n"
+            f"  grenex admit --node {new} --node-key {new}.key --key {op_key}\n"
             "Ctrl-C stops everything.",
             soft_wrap=True,
         )
@@ -264,8 +287,9 @@ async def _up(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help=(
-        "Where up.json (the running network: Grapes, nodes, pids, ports) and the cluster "
-        "secret are kept [default: the --data-dir, else a new temporary directory]."
+        "Where genesis.json, keys/ (the operator's and the nodes' key files), up.json (the "
+        "running network: Grapes, nodes, pids, ports) and the cluster secret are kept "
+        "[default: the --data-dir, else a new temporary directory]."
     ),
 )
 def up_command(
