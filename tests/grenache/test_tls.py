@@ -281,6 +281,36 @@ async def test_impostor_announcing_the_name_is_skipped_once_per_window(
         await link.stop_announcing(name, fake_srv.port)
 
 
+async def test_a_burst_of_requests_costs_one_failed_handshake_not_one_each(
+    link: Link, grapes: GrapeCluster
+) -> None:
+    """64 requests at once from a fresh client, an impostor announcing the same name: the
+    first request to each peer authenticates it and the others wait for that verdict, so the
+    impostor sees one handshake, not one per request that happened to pick it."""
+    seed1, cert1 = ident(1)
+    seed9, cert9 = ident(9)
+    name = unique("grenex:main:node:n1")
+    real_tls = server_context(cert1, seed1)
+    fake_tls = server_context(cert9, seed9)
+    async with (
+        PeerRPCServer(Recorder("n1"), ssl_context=real_tls, with_peer_cert=True) as real_srv,
+        PeerRPCServer(Recorder("impostor"), ssl_context=fake_tls, with_peer_cert=True) as fake_srv,
+    ):
+        await link.start_announcing(name, real_srv.port)
+        await link.start_announcing(name, fake_srv.port)
+        await async_wait_for(lambda: listed(link, name, 2), 10.0, message="both announced")
+        pinned = pinned_client_context([cert1])
+        async with PeerRPCClient(link, ssl_for=lambda s: pinned if s == name else None) as client:
+            for _round in range(5):  # until the random picks sent someone to the impostor
+                replies = await asyncio.gather(*(client.request(name, i) for i in range(64)))
+                assert all(r["server"] == "n1" for r in replies)
+                if fake_tls.hellos:
+                    break
+            assert fake_tls.hellos == 1
+        await link.stop_announcing(name, real_srv.port)
+        await link.stop_announcing(name, fake_srv.port)
+
+
 async def test_only_impostors_announce_the_name(link: Link, grapes: GrapeCluster) -> None:
     seed9, cert9 = ident(9)
     _, cert1 = ident(1)

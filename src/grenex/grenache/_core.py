@@ -33,6 +33,7 @@ argument; any handler can read it with :func:`grenex.grenache.tls.current_peer`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -258,6 +259,13 @@ class PeerClientBase:
         self._rng = rng or random.Random()
         self._clock = clock
         self._dead: OrderedDict[str, float] = OrderedDict()  # dest -> dead until (monotonic)
+        # With TLS (a subclass sets ``gate_first``), the first exchange with a (name, dest)
+        # pair is its authentication: requests that pick the same pair meanwhile wait for its
+        # outcome instead of each dialling a possible impostor (a burst of concurrent requests
+        # would otherwise cost one failed handshake each, not one in all).
+        self.gate_first = False
+        self._proven: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._first: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     # ------------------------------------------------------------------------- subclass API
 
@@ -310,10 +318,18 @@ class PeerClientBase:
         return True
 
     def mark_untrusted(self, name: str, dest: str) -> None:
+        self._proven.pop((name, dest), None)
         self._untrusted[(name, dest)] = self._clock() + self.untrusted_peer_ms / 1000
         self._untrusted.move_to_end((name, dest))
         while len(self._untrusted) > self.dead_peers_max:
             self._untrusted.popitem(last=False)
+
+    def _prove(self, name: str, dest: str) -> None:
+        pair = (name, dest)
+        self._proven[pair] = None
+        self._proven.move_to_end(pair)
+        while len(self._proven) > self.dead_peers_max:
+            self._proven.popitem(last=False)
 
     def forget_untrusted(self) -> None:
         """Dial every peer again (e.g. after the pins changed)."""
@@ -392,6 +408,19 @@ class PeerClientBase:
                 if dest is None:
                     break
             tried.append(dest)
+            first: asyncio.Future[None] | None = None
+            if self.gate_first:
+                pair = (key, dest)
+                if pair not in self._proven:
+                    pending = self._first.get(pair)
+                    if pending is not None:
+                        # another request is authenticating this peer: wait for its verdict
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(asyncio.shield(pending), timeout_s)
+                        if self.is_untrusted(key, dest):
+                            continue
+                    else:
+                        first = self._first[pair] = asyncio.get_running_loop().create_future()
             try:
                 result = await self._exchange(
                     dest, rid, key, payload, compress=compress, timeout_s=timeout_s
@@ -402,6 +431,12 @@ class PeerClientBase:
                 self._failed(key, dest, exc)
                 last = exc
                 continue
+            finally:
+                if first is not None:
+                    self._first.pop((key, dest), None)
+                    first.set_result(None)
+            if self.gate_first:
+                self._prove(key, dest)
             self._mark_alive(dest)
             return result
         if last is not None:

@@ -349,6 +349,7 @@ class PeerRPCClient(PeerClientBase):
         else:
             self._poster = transport
         self._ssl_for = ssl_for
+        self.gate_first = ssl_for is not None or ssl_context is not None
         self._prefix = "https://" if ssl_context is not None else "http://"
 
     async def _exchange(

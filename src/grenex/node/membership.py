@@ -14,10 +14,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
+
 from grenex.codec.api import service_names
 from grenex.codec.peer import Join, JoinReply
+from grenex.codec.signer import Signer
 from grenex.consensus import InvalidConfChangeError, NotLeader, ProposalDroppedError, Role
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
+from grenex.grenache.tls import b64url, make_self_signed
 from grenex.node.config import NodeConfig
 from grenex.node.io import NodeIO
 from grenex.node.peers import AskError, Peers
@@ -49,9 +53,21 @@ class Membership:
         self._conf: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     async def join(self, replica: Replica) -> None:
-        """Until this node is a member: ask the leader to add it as a learner."""
+        """Until this node is a member of the consensus configuration.  SPEC §8: the operator
+        admits a node (``admit``), or, when the genesis says ``"join": "open"``, the node
+        joins itself with a ``join`` command signed by its own key (sent here, once, to any
+        node's client API).  The leader then adds every admitted member as a learner
+        (:class:`Reconciler`); until it has, this node asks the leader now and then (peer
+        ``Join``), which helps only once the admission is applied there."""
         cfg = self.cfg
+        g = cfg.genesis
+        sent = False
+        waited = 0
         while cfg.node_id not in replica.raft.conf_state().members():
+            if g is not None and g.join == "open" and cfg.key is not None and not sent:
+                sent = await self._send_join(g.cluster_id)
+            elif not sent and waited % 30 == 0:
+                log.warning("%s waits to be admitted by the operator (grenex admit)", cfg.node_id)
             leader = await self._find_leader()
             if leader is not None:
                 try:
@@ -60,8 +76,34 @@ class Membership:
                         log.info("join: %s", reply.why)
                 except AskError as e:
                     log.info("join: %s", e)
+            waited += 1
             await self.io.sleep(cfg.join_retry_ms / 1000)
         log.info("%s is a member", cfg.node_id)
+
+    async def _send_join(self, cluster_id: str) -> bool:
+        """The signed ``join`` command (SPEC §8), to any node's client API."""
+        cfg = self.cfg
+        assert cfg.key is not None
+        cmd = {
+            "type": "join",
+            "client": cfg.node_id,
+            "node": cfg.node_id,
+            "key": cfg.key.public_key,
+            "cert": b64url(make_self_signed(cfg.key.seed, cfg.node_id)),
+            "nonce": self.io.wall_ms() * 1000,
+        }
+        env = msgspec.json.decode(Signer(cluster_id, {}).command(cmd, cfg.key))
+        try:
+            reply = await self.rpc.request(
+                self.names["nodes"],
+                {"action": "join", "args": [env]},
+                timeout_ms=cfg.command_timeout_ms,
+            )
+        except GrenacheError as e:
+            log.info("join: %s", e)
+            return False
+        log.info("join: %s", str(reply)[:200])
+        return True
 
     async def _find_leader(self) -> str | None:
         try:
