@@ -4,6 +4,9 @@ Run as ``python -m node.driver`` with ``tests/`` on ``PYTHONPATH``.  It finds it
 the Grapes, prints ``READY`` once it has reached it, waits for a line on stdin (the start
 signal, so that every client process starts at the same moment), runs :func:`run_load` and
 writes every :class:`~node.history.Op` as JSON to ``--out``, then prints ``DONE <count>``.
+Its commands are signed with the test keyring's key of ``--client`` (``--salt``: the
+cluster's keyring; the account is registered by the harness before the client starts) for the
+cluster of ``--genesis``.
 """
 
 from __future__ import annotations
@@ -15,15 +18,21 @@ import random
 import sys
 from pathlib import Path
 
+from grenex.client.pins import MemberPins
+from grenex.codec.genesis import read_genesis
+from grenex.codec.signer import Keyring
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
+from grenex.grenache.tls import make_self_signed
 
-from .history import Client, OpGen, api_name, run_load
+from .history import Client, OpGen, Signing, api_name, run_load
 
 
 async def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="node.driver")
     p.add_argument("--grape", required=True, help="comma-separated Grape API URLs")
     p.add_argument("--cluster", required=True)
+    p.add_argument("--genesis", type=Path, required=True, help="the cluster's genesis file")
+    p.add_argument("--salt", required=True, help="the cluster's test keyring salt")
     p.add_argument("--node", required=True, help="the node this client talks to")
     p.add_argument("--client", required=True, help="the client id (a SPEC name)")
     p.add_argument("--ops", type=int, required=True)
@@ -35,7 +44,11 @@ async def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     link = Link(a.grape.split(","), request_timeout_ms=3_000, lookup_cache_ttl_ms=5_000)
     await link.start()
-    rpc = PeerRPCClient(link, request_timeout_ms=12_000)
+    genesis = read_genesis(a.genesis)
+    keyring = Keyring(a.salt)
+    pins = MemberPins(genesis)  # the node's certificate, made from its keyring key
+    pins.add(a.node, make_self_signed(keyring.node_key(a.node).seed, a.node))
+    rpc = PeerRPCClient(link, request_timeout_ms=12_000, ssl_for=pins.ssl_for)
     client = Client(rpc)
     try:
         for _ in range(100):
@@ -47,11 +60,13 @@ async def main(argv: list[str]) -> int:
         print("READY", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         gen = OpGen(a.client, random.Random(a.seed))
+        signing = Signing(genesis, keyring)
         ops = await run_load(
             client,
             a.cluster,
             a.node,
             gen,
+            signing,
             a.ops,
             concurrency=a.concurrency,
             rate_per_s=a.rate,

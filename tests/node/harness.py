@@ -2,10 +2,13 @@
 
 :class:`Harness` starts a :class:`~grenex.devnet.LocalCluster` **without** markets,
 subscribes :class:`~node.history.EventStream` to one node's publisher (a node the test never
-kills), and only then opens the markets, through recorded commands: so the stream holds every
-command of the cluster's log.  Every command sent through the harness (in-process with
-:meth:`Harness.command`, or by client processes with :class:`ClientProcs`) is recorded as an
-:class:`~node.history.Op`; :meth:`Harness.verify` waits for convergence and runs the checker.
+kills), and only then opens the markets, through recorded commands signed by the genesis
+operator: so the stream holds every client command of the cluster's log (what comes before is
+the operator admitting the learners).  Every command sent through the harness (in-process with
+:meth:`Harness.command`, or by client processes with :class:`ClientProcs`) is a signed envelope
+recorded as an :class:`~node.history.Op`; every account is registered once, by a recorded
+``register``, before its first command.  :meth:`Harness.verify` waits for convergence and runs
+the checker.
 """
 
 from __future__ import annotations
@@ -23,8 +26,20 @@ from typing import Any
 from grenex.codec.api import STATUS_WITH_HASH, statuses_agree
 from grenex.devnet import DEFAULT_MARKETS, LocalCluster
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
+from grenex.grenache.tls import pinned_client_context, unb64url
 
-from .history import OK, CheckResult, Client, EventStream, HistoryError, Op, call, check, node_ports
+from .history import (
+    OK,
+    CheckResult,
+    Client,
+    EventStream,
+    HistoryError,
+    Op,
+    Signing,
+    call,
+    check,
+    node_ports,
+)
 
 __all__ = ["TESTS_DIR", "ClientProcs", "Harness"]
 
@@ -40,7 +55,23 @@ class Harness:
         self._link: Link | None = None
         self.rpc: PeerRPCClient | None = None
         self.client: Client | None = None
+        self._signing: Signing | None = None
+        self.registered: set[str] = set()  # accounts registered (or being registered)
         self._sentinels = 0
+
+    @property
+    def signing(self) -> Signing:
+        """Signs the harness' commands (the cluster's keyring, microsecond nonces)."""
+        if self._signing is None:
+            c = self.cluster
+            assert c.genesis is not None, "start the cluster first"
+            self._signing = Signing(c.genesis, c.keyring, c.keyring.operator)
+        return self._signing
+
+    @property
+    def genesis_bytes(self) -> bytes:
+        assert self.cluster.genesis_path is not None
+        return self.cluster.genesis_path.read_bytes()
 
     @property
     def name(self) -> str:
@@ -52,9 +83,10 @@ class Harness:
         try:
             self._link = Link(c.grape_urls, request_timeout_ms=3_000, lookup_cache_ttl_ms=5_000)
             await self._link.start()
-            self.rpc = PeerRPCClient(self._link, request_timeout_ms=12_000)
+            assert c.pins is not None  # the nodes' certificates (SPEC §8 "Endpoints")
+            self.rpc = PeerRPCClient(self._link, request_timeout_ms=12_000, ssl_for=c.pins.ssl_for)
             self.client = Client(self.rpc, fallback=self._ready_address)
-            self.stream = EventStream(self.events_url(self.stream_node))
+            self.stream = self.event_stream(self.stream_node)
             await self.stream.start()
             for market, tick, lot in DEFAULT_MARKETS:
                 op = await self.command(
@@ -97,7 +129,12 @@ class Harness:
 
     def events_url(self, node_id: str) -> str:
         np = self.cluster.procs[node_id]
-        return f"ws://127.0.0.1:{node_ports(np.log_path, node_id)['events']}/ws"
+        return f"wss://127.0.0.1:{node_ports(np.log_path, node_id)['events']}/ws"
+
+    def event_stream(self, node_id: str) -> EventStream:
+        """A stream of ``node_id``'s publisher, pinned to its certificate (TLS 1.3)."""
+        cert = unb64url(self.cluster.cert_of(node_id))
+        return EventStream(self.events_url(node_id), pinned_client_context([cert]))
 
     async def stop(self) -> None:
         if self.stream is not None:
@@ -111,11 +148,31 @@ class Harness:
     async def command(
         self, node: str, kind: str, args: dict[str, Any], *, deadline_s: float = 60.0
     ) -> Op:
-        """One recorded command through ``node``, retried until answered."""
+        """One recorded command through ``node`` (signed by ``args["client"]``, ``harness``
+        by default; ``add_market`` by the operator), its envelope retried until answered.  An
+        account not registered yet is registered first (recorded too)."""
+        cmd = {"type": kind, "client": "harness", **args}
+        if kind not in ("register", "add_market"):
+            await self.ensure_registered(node, str(cmd["client"]), deadline_s=deadline_s)
+        return await self.send(self.signing.op(node, cmd), deadline_s=deadline_s)
+
+    async def send(self, op: Op, *, deadline_s: float = 60.0) -> Op:
+        """A signed op (e.g. one made with :attr:`signing`, sent again), recorded."""
         assert self.client is not None
-        op = Op(str(args.get("client", "harness")), kind, args, node)
         self.ops.append(op)
         return await call(self.client, self.name, op, deadline_s=deadline_s)
+
+    async def register(self, node: str, client: str, *, deadline_s: float = 60.0) -> Op:
+        """A recorded ``register`` of ``client`` (signed by its keyring key)."""
+        self.registered.add(client)
+        op = await self.send(self.signing.register(node, client), deadline_s=deadline_s)
+        if op.status != OK or not op.events or op.events[0]["type"] != "registered":
+            raise HistoryError(f"{client} not registered: {op}")
+        return op
+
+    async def ensure_registered(self, node: str, client: str, *, deadline_s: float = 60.0) -> None:
+        if client != self.cluster.keyring.operator and client not in self.registered:
+            await self.register(node, client, deadline_s=deadline_s)
 
     async def sentinel(self, node: str | None = None) -> int:
         """Commit one harmless command and wait until the stream has it: every earlier log
@@ -144,21 +201,22 @@ class Harness:
         return out
 
     async def books(self, node: str) -> dict[str, Any]:
-        reply = await self.ask(node, "book")
+        """``node``'s whole books (depth 0: every order)."""
+        reply = await self.ask(node, "book", {"depth": 0})
         assert isinstance(reply, dict)
         return reply
 
-    async def node_events(self, node: str) -> tuple[int, list[dict[str, Any]]]:
-        """(oldest index kept, events) of every command ``node`` applied, by the ``events``
-        action (a bounded window of recent log entries, paged)."""
-        since, first, out = 0, -1, []
+    async def node_events(self, node: str, since: int = 0) -> tuple[int, list[dict[str, Any]]]:
+        """(oldest index kept, events) of every command ``node`` applied after log index
+        ``since``, by the ``events`` action (a bounded window of recent log entries, paged)."""
+        first, out, start = -1, [], since
         while True:
             r = await self.ask(node, "events", {"since": since, "limit": 1_000})
             if first < 0:
                 first = int(r["first"])
             out += r["events"]
             if r["through"] <= since or r["through"] >= r["applied"]:
-                return first, out
+                return max(first, start + 1), out
             since = int(r["through"])
 
     async def verify(
@@ -181,14 +239,16 @@ class Harness:
         replies = {n: await self.books(n) for n in ids}
         for n, r in replies.items():
             assert r["applied"] in applied, (n, r["applied"], applied)
-        res = check(self.ops, self.stream.events)
+        res = check(self.ops, self.stream.events, self.genesis_bytes, self.stream.times)
         res.assert_ok(allow)
         for n, r in replies.items():
             assert r["books"] == res.books, f"{n}'s books differ from the replay of the log"
         # every replica applied the same commands with the same events, not only the same
         # final state: each node's own record of what it applied equals the stream
         for n in ids:
-            first, events = await self.node_events(n)
+            # from the stream's first entry on (before it: the operator admitting learners)
+            start = int(self.stream.events[0]["seq"]) if self.stream.events else 1
+            first, events = await self.node_events(n, start - 1)
             want = [e for e in self.stream.events if e["seq"] >= first]
             if events != want:
                 diff = next(
@@ -230,7 +290,9 @@ class ClientProcs:
     async def start(self, timeout_s: float = 60.0) -> None:
         """Spawn every client and wait until each has reached its node."""
         c = self.harness.cluster
-        assert c.base_dir is not None
+        assert c.base_dir is not None and c.genesis_path is not None
+        for node, client in self.assignments:  # every account once, before its first order
+            await self.harness.ensure_registered(node, client)
         path = [str(TESTS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         for i, (node, client) in enumerate(self.assignments):
@@ -245,6 +307,10 @@ class ClientProcs:
                     ",".join(c.grape_urls),
                     "--cluster",
                     c.cluster,
+                    "--genesis",
+                    str(c.genesis_path),
+                    "--salt",
+                    c.keyring.salt,
                     "--node",
                     node,
                     "--client",

@@ -2,46 +2,59 @@
 
 Clients
 -------
-:func:`call` sends one command to one node's client API (``grenex:<cluster>:node:<id>``) and
-keeps retrying it **with the same arguments** (same ``id`` for a place, same ``req`` for a
-cancel/amend) on ``ERR_GRENEX_UNAVAILABLE``, timeouts and transport errors, until it is
-answered or its deadline passes.  Each command becomes an :class:`Op` with a status:
+Every command is a SPEC §8 signed envelope: :class:`Signing` signs it once, with the test
+keyring's key of its account and a nonce from the microsecond clock, and the :class:`Op`
+keeps the envelope's exact text (``raw``).  :func:`call` sends that envelope to one node's
+client API (``grenex:<cluster>:node:<id>``) and keeps retrying **the same envelope** on
+``ERR_GRENEX_UNAVAILABLE``, timeouts and transport errors, until it is answered or its
+deadline passes.  Each command becomes an :class:`Op` with a status:
 
-* ``ok`` — acknowledged: the node returned ``{"seq", "events"}``;
+* ``ok`` — acknowledged: the node returned ``{"seq", "events"}`` (``"duplicate": true`` when
+  answered from the account's nonce window: the first outcome);
 * ``failed`` — refused with ``ERR_GRENEX_BAD_REQUEST`` on the first attempt (it must never
   reach the log);
 * ``unknown`` — never answered (it may or may not have been committed, at most once).
 
+Every account is registered once (a recorded ``register`` op) before its first command.
 :class:`OpGen` makes random place/cancel/amend commands for one client (prices around 100 so
 orders cross, every ``tif``, ``post_only``, ``stp`` mode, market orders, a few invalid ones);
-:func:`run_load` drives them with bounded concurrency and optional pacing.  ``driver.py`` runs
-the same code in a separate process.
+:func:`run_load` signs and drives them with bounded concurrency and optional pacing.
+``driver.py`` runs the same code in a separate process.
 
 The log, as seen from outside
 -----------------------------
 There is no log-dump API.  :class:`EventStream` subscribes to **one** node's WebSocket event
 publisher directly (its port is read from the node's ready line; no reconnect to another
-publisher, so a gap cannot hide), from before the first command of the cluster.  Every event
+publisher, so a gap cannot hide), before the first command of a test's history.  Every event
 carries ``seq``, the log index of its command, so the stream groups into log entries; indexes
-that never appear are no-op or membership entries, or retries answered from the session table
-(the engine never ran them, so nothing is published).  ``Harness.verify`` also compares the
-stream with every node's ``events`` action (its bounded window of applied entries), so every
-replica is shown to have applied the same entries with the same events.
+that never appear are no-op or membership-configuration entries, entries from before the
+subscription (the operator admitting the learners), or an envelope that reached the log again
+and was absorbed by its account's nonce window (nothing ran, so nothing is published).
+``Harness.verify`` also compares the stream with every node's ``events`` action (its bounded
+window of applied entries), so every replica is shown to have applied the same entries with
+the same events.
 
 The checker
 -----------
 :func:`check` matches every stream entry to the one command that produced it:
 
 * an acknowledged op claims the entry at its ``seq``, whose events must equal the reply's
-  exactly (no acknowledged command lost; the reply told the truth);
+  exactly (no acknowledged command lost; the reply told the truth; a duplicate answer is the
+  first outcome);
 * every other entry must be the first and only execution of an unacknowledged op with the
   same key (``place`` ``(client, id)``, ``cancel``/``amend`` ``(client, id)`` and compatible
-  values) — an entry no client sent, a second execution of any op, a ``duplicate_id``
-  rejection of one of our (never reused) ids, or a ``failed`` op in the log is an error;
-* the reconstructed commands, at their log positions (blank lines elsewhere, so the line
-  number is the log index) are replayed through :func:`grenex.replay.replay_stream` — the
-  code of ``grenex replay`` — and must yield **exactly** the streamed events; the replay's
-  final books are returned for the caller to compare with every node's ``book`` reply;
+  values, ``register`` its client, ``add_market`` its market) — an entry no client sent, a
+  second execution of any op, a ``duplicate_id`` rejection of one of our (never reused) ids, or
+  a ``failed`` op in the log is an error.  An entry the §8 checks rejected at apply without
+  consuming anything (``stale_nonce``, ``bad_signature``…) executed nothing: it must carry the
+  key of some op sent, and does not count as an execution.  Membership entries (the
+  operator's ``admit``/``promote``/``remove``, sent by the cluster, not by a client) need no op;
+* the reconstructed envelopes, at their log positions with their entries' times, are applied
+  to a fresh replicated state built from the genesis (:class:`grenex.replica.state.
+  ReplicaState`: every §8 check, the nonce windows and the engine) and must yield **exactly**
+  the streamed events; the replay's final books are returned for the caller to compare with
+  every node's ``book`` reply, and the reconstruction as a ``grenex export`` file
+  (:attr:`CheckResult.log_lines`) for ``grenex replay``;
 * independently of the engine, an order-quantity model over the stream: an order is accepted
   once, never trades more than its remaining quantity, ``filled`` only at zero,
   ``resting``/``cancelled`` report the remaining quantity the trades imply, nothing happens to
@@ -51,12 +64,11 @@ The checker
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import io
 import json
 import random
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -67,10 +79,10 @@ from typing import Any, Final
 import aiohttp
 
 from grenex.codec.api import service_names
-from grenex.engine import Engine
+from grenex.codec.genesis import Genesis, parse_genesis
+from grenex.codec.signer import KeySource, Signer
 from grenex.grenache import GrenacheError, LookupEmptyError, PeerRPCClient, RemoteError
-from grenex.replay import replay_stream
-from grenex.replica import ReplicaConfig
+from grenex.replica.state import ReplicaState
 
 __all__ = [
     "FAILED",
@@ -82,6 +94,7 @@ __all__ = [
     "HistoryError",
     "Op",
     "OpGen",
+    "Signing",
     "call",
     "check",
     "node_ports",
@@ -122,32 +135,44 @@ class HistoryError(AssertionError):
 
 @dataclass
 class Op:
-    """One client command and what became of it."""
+    """One client command (one signed envelope) and what became of it."""
 
     client: str
-    kind: str  # place / cancel / amend / add_market (or any action, for bad-input tests)
-    args: dict[str, Json]  # as sent in args[0]
+    kind: str  # the command's type; the action it is sent with (any action, for bad input)
+    args: dict[str, Json]  # the command as signed (TEXT decoded: type, client, nonce, ...)
     node: str = ""
     status: str = UNKNOWN
     seq: int | None = None
-    events: list[dict[str, Json]] | None = None
+    events: list[dict[str, Json]] | None = None  # None: a duplicate whose events were dropped
     attempts: int = 0
     started: float = 0.0  # wall clock (time.time()): comparable across processes
     ended: float = 0.0
     error: str = ""
-    raw: str | None = None  # the command's exact JSON text, when ``command`` cannot say it
-    duplicate: bool = False  # the reply said it came from the session table (a retry)
+    raw: str | None = None  # the envelope's exact JSON text, sent as args[0] on every attempt
+    duplicate: bool = False  # the reply came from the account's nonce window (a retry)
 
     @property
     def command(self) -> dict[str, Json]:
-        """The command as the node writes it into the log (SPEC §2, ``type`` first)."""
+        """The command object (SPEC §2/§8, ``type`` first)."""
         return {"type": self.kind, **{k: v for k, v in self.args.items() if k != "type"}}
+
+    @property
+    def nonce(self) -> int | None:
+        n = self.args.get("nonce")
+        return n if type(n) is int else None
 
     @property
     def key(self) -> tuple[str, str, str]:
         if self.kind == "add_market":
             return ("add_market", "", str(self.args.get("market")))
+        if self.kind == "register":
+            return ("register", str(self.args.get("client")), "")
         return (self.kind, str(self.args.get("client")), str(self.args.get("id")))
+
+    def payload(self) -> dict[str, Json]:
+        """The request: the envelope (or, without one, ``args`` as they are)."""
+        arg = json.loads(self.raw) if self.raw is not None else self.args
+        return {"action": self.kind, "args": [arg]}
 
     def to_json(self) -> dict[str, Json]:
         return asdict(self)
@@ -155,6 +180,44 @@ class Op:
     @classmethod
     def from_json(cls, d: dict[str, Json]) -> Op:
         return cls(**d)
+
+
+def _micros() -> int:
+    return time.time_ns() // 1_000
+
+
+class Signing:
+    """Signs commands of one cluster into ops: every account's key from ``keys``
+    (the test keyring), nonces from the microsecond clock (strictly increasing per account,
+    so processes signing for different accounts never collide)."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        keys: KeySource,
+        operator: str = "op",
+        nonces: Callable[[], int] | None = _micros,
+    ) -> None:
+        self.genesis = genesis
+        self.operator = operator
+        self.signer = Signer(genesis.cluster_id, keys, nonces)
+
+    def envelope(self, cmd: dict[str, Json]) -> str:
+        """``cmd`` (with ``type`` and ``client``) as a signed envelope's JSON text."""
+        if cmd.get("type") == "register" and "key" not in cmd:
+            return self.signer.register(str(cmd["client"])).decode()
+        return self.signer.command(cmd).decode()
+
+    def op(self, node: str, cmd: dict[str, Json]) -> Op:
+        """An op for ``cmd`` (``add_market`` is signed by the operator)."""
+        if cmd.get("type") == "add_market":
+            cmd = {**cmd, "client": self.operator}
+        raw = self.envelope(cmd)
+        args = json.loads(json.loads(raw)["cmd"])
+        return Op(str(args["client"]), str(args["type"]), args, node, raw=raw)
+
+    def register(self, node: str, client: str) -> Op:
+        return self.op(node, {"type": "register", "client": client})
 
 
 def _fmt(d: Decimal) -> str:
@@ -178,6 +241,7 @@ class OpGen:
         return _fmt(Decimal(100) + Decimal(self.rng.randint(-6, 6)) * Decimal("0.01"))
 
     def next(self) -> tuple[str, dict[str, Json]]:
+        """(type, the command's fields without ``type``)."""
         rng = self.rng
         self.n += 1
         r = rng.random()
@@ -211,10 +275,9 @@ class OpGen:
             self.placed.append((oid, market))
             return "place", args
         oid, market = rng.choice(self.placed)
-        req = f"r{self.n}"
         if r < 0.8:
-            return "cancel", {"client": self.client, "id": oid, "req": req}
-        args = {"client": self.client, "id": oid, "req": req}
+            return "cancel", {"client": self.client, "id": oid}
+        args = {"client": self.client, "id": oid}
         what = rng.random()
         if what < 0.4:
             args["qty"] = rng.choice(_QTYS[market])
@@ -272,12 +335,13 @@ async def call(
     deadline_s: float = 60.0,
     attempt_timeout_ms: int = 12_000,
 ) -> Op:
-    """Send ``op`` to its node until answered or ``deadline_s`` passes; fill in its outcome."""
+    """Send ``op`` (the same envelope every time) to its node until answered or ``deadline_s``
+    passes; fill in its outcome."""
     name = api_name(cluster, op.node)
     op.started = time.time()
     end = time.monotonic() + deadline_s
     delay = 0.05
-    payload = {"action": op.kind, "args": [op.args]}
+    payload = op.payload()
     while True:
         op.attempts += 1
         try:
@@ -291,15 +355,16 @@ async def call(
         except GrenacheError as e:
             op.error = f"{type(e).__name__}: {str(e)[:300]}"
         else:
+            dup = isinstance(reply, dict) and reply.get("duplicate") is True
             if (
                 isinstance(reply, dict)
                 and type(reply.get("seq")) is int
-                and isinstance(reply.get("events"), list)
+                and (isinstance(reply.get("events"), list) or (dup and reply["events"] is None))
             ):
                 op.status = OK
                 op.seq = reply["seq"]
                 op.events = reply["events"]
-                op.duplicate = reply.get("duplicate") is True
+                op.duplicate = dup
             else:
                 op.status = UNKNOWN
                 op.error = f"malformed reply {str(reply)[:300]}"
@@ -318,6 +383,7 @@ async def run_load(
     cluster: str,
     node: str,
     gen: OpGen,
+    signing: Signing,
     ops_total: int,
     *,
     concurrency: int = 8,
@@ -339,7 +405,7 @@ async def run_load(
                 await asyncio.sleep(delay)
         await slots.acquire()
         kind, args = gen.next()
-        op = Op(gen.client, kind, args, node)
+        op = signing.op(node, {"type": kind, **args})
         ops.append(op)
         task = asyncio.create_task(call(rpc, cluster, op, deadline_s=deadline_s))
         task.add_done_callback(lambda _t: slots.release())
@@ -369,9 +435,11 @@ def node_ports(log_path: Path, node_id: str) -> dict[str, int]:
 class EventStream:
     """Every event one node publishes, from connection on, in order (one WebSocket)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url
+        self.ssl_context = ssl_context  # wss: pinned to the node's certificate
         self.events: list[dict[str, Json]] = []
+        self.times: dict[int, int] = {}  # log index -> its entry's time (from the frames)
         self.frames = 0
         self.closed_early: str | None = None  # why the stream ended before stop()
         self._session: aiohttp.ClientSession | None = None
@@ -382,7 +450,12 @@ class EventStream:
     async def start(self, timeout_s: float = 10.0) -> None:
         self._session = aiohttp.ClientSession()
         async with asyncio.timeout(timeout_s):
-            ws = await self._session.ws_connect(self.url, autoping=True, max_msg_size=1 << 24)
+            ws = await self._session.ws_connect(
+                self.url,
+                autoping=True,
+                max_msg_size=1 << 24,
+                ssl=self.ssl_context if self.ssl_context is not None else True,
+            )
         self._task = asyncio.create_task(self._read(ws))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -390,7 +463,10 @@ class EventStream:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     self.frames += 1
-                    self.events.extend(json.loads(msg.data)["events"])  # one frame an entry
+                    frame = json.loads(msg.data)  # one frame an entry
+                    if type(frame.get("time")) is int:
+                        self.times[int(frame["seq"])] = frame["time"]
+                    self.events.extend(frame["events"])
                     self._grew.set()
                 else:
                     break
@@ -437,8 +513,8 @@ class CheckResult:
     unknown_executed: int  # unacknowledged ops found in the log
     failed: int
     trades: int
-    books: list[dict[str, Json]]  # the replay's final books (SPEC §4)
-    log_lines: bytes  # the reconstructed command log, one line per log index
+    books: list[dict[str, Json]]  # the replay's final books (SPEC §4), whole
+    log_lines: bytes  # the reconstructed log as a ``grenex export`` (header, then entries)
     violations: list[tuple[str, str]] = field(default_factory=list)  # (category, detail)
 
     def assert_ok(self, allow: frozenset[str] = frozenset()) -> None:
@@ -469,12 +545,28 @@ def _group(
     return groups
 
 
+MEMBERSHIP_EVENTS: Final = ("member_added", "member_promoted", "member_removed")
+# §8 reasons of checks 1–5: a logged rejection for one of them consumed and executed nothing
+INERT_REASONS: Final = (
+    "bad_signature",
+    "client_taken",
+    "invalid_command",
+    "invalid_key",
+    "invalid_nonce",
+    "key_taken",
+    "stale_nonce",
+    "unknown_client",
+)
+
+
 def _entry_key(events: list[dict[str, Json]]) -> tuple[str, str, str] | None:
     """(command kind, client, id) of a log entry, from its first event; None if unnamed."""
     first = events[0]
     t = first.get("type")
     if t == "market_added":
         return ("add_market", "", str(first.get("market")))
+    if t == "registered":
+        return ("register", str(first.get("client")), "")
     if t == "accepted":
         return ("place", str(first["client"]), str(first["id"]))
     if t == "amended":
@@ -485,9 +577,25 @@ def _entry_key(events: list[dict[str, Json]]) -> tuple[str, str, str] | None:
         cmd = first.get("cmd")
         if cmd == "add_market":
             return ("add_market", "", str(first.get("market")))
+        if cmd == "register" and "client" in first:
+            return ("register", str(first["client"]), "")
         if isinstance(cmd, str) and "client" in first and "id" in first:
             return (cmd, str(first["client"]), str(first["id"]))
     return None
+
+
+def _is_inert(events: list[dict[str, Json]]) -> bool:
+    """A §8 rejection at apply that consumed nothing: nothing executed."""
+    first = events[0]
+    return (
+        len(events) == 1
+        and first.get("type") == "rejected"
+        and first.get("reason") in INERT_REASONS
+    )
+
+
+def _is_membership(events: list[dict[str, Json]]) -> bool:
+    return all(e.get("type") in MEMBERSHIP_EVENTS for e in events)
 
 
 def _is_duplicate_id(events: list[dict[str, Json]]) -> bool:
@@ -512,18 +620,30 @@ def _compatible(op: Op, events: list[dict[str, Json]]) -> bool:
     return True
 
 
-def _replay(lines: bytes) -> tuple[dict[int, list[dict[str, Json]]], list[dict[str, Json]]]:
-    out = io.BytesIO()
-    replay_stream(Engine(), io.BytesIO(lines), out, book=True)
+def _replay(
+    genesis: Genesis, entries: dict[int, str], times: dict[int, int]
+) -> tuple[dict[int, list[dict[str, Json]]], list[dict[str, Json]]]:
+    """Apply ``entries`` (log index -> envelope JSON) to a fresh replicated state in log order,
+    each with its entry's time: the events of each index, and the final books."""
+    state = ReplicaState(genesis)
     events: dict[int, list[dict[str, Json]]] = {}
-    books: list[dict[str, Json]] = []
-    for raw in out.getvalue().splitlines():
-        obj = json.loads(raw)
-        if obj.get("type") == "book":
-            books.append(obj)
-        else:
-            events.setdefault(int(obj["seq"]), []).append(obj)
-    return events, books
+    for seq in sorted(entries):
+        o = state.apply_command(seq, 1, entries[seq].encode(), times.get(seq, 0))
+        if not o.duplicate:
+            events[seq] = json.loads(o.events_json)
+    return events, state.engine.books()
+
+
+def export_lines(genesis: bytes, entries: dict[int, str], times: dict[int, int]) -> bytes:
+    """``entries`` as a ``grenex export`` file (its header carries the genesis file's text)."""
+    header = {"grenex_export": 1, "genesis": genesis.decode(), "first": 1}
+    lines = [json.dumps(header, separators=(",", ":"))]
+    for seq in sorted(entries):
+        line: dict[str, Json] = {"seq": seq, "cmd": json.dumps(json.loads(entries[seq]))}
+        if seq in times:
+            line["time"] = times[seq]
+        lines.append(json.dumps(line, separators=(",", ":")))
+    return "".join(x + "\n" for x in lines).encode()
 
 
 def _quantity_model(events: Iterable[dict[str, Json]], errors: list[str]) -> None:
@@ -574,90 +694,94 @@ def _quantity_model(events: Iterable[dict[str, Json]], errors: list[str]) -> Non
                     gone.add(k)
 
 
-def _session_outcomes_max() -> int:
-    default = ReplicaConfig.__dataclass_fields__["session_outcomes_per_client_max"].default
-    assert isinstance(default, int)
-    return default
-
-
-SESSION_OUTCOMES_MAX: Final = _session_outcomes_max()
-
-
-def check(ops: Sequence[Op], stream: Sequence[dict[str, Json]]) -> CheckResult:
+def check(
+    ops: Sequence[Op],
+    stream: Sequence[dict[str, Json]],
+    genesis: bytes,
+    times: dict[int, int] | None = None,
+) -> CheckResult:
     """Check ``ops`` (every command any client sent) against the event ``stream`` of one node
-    that was subscribed before the first command; see :meth:`CheckResult.assert_ok`.
+    that was subscribed before the first command; ``genesis`` is the cluster's genesis file,
+    ``times`` each entry's time (the stream's frames).  See :meth:`CheckResult.assert_ok`.
 
     Violation categories (``HistoryError.violations``): ``stream`` (malformed stream),
     ``lost`` (an acknowledged command is not in the log), ``mismatch`` (a reply differs from
-    the log), ``shared`` (one entry answered to two commands), ``phantom`` (an entry no client
-    sent), ``reexecuted`` (a command executed a second time), ``evicted_retry`` (the same, or a
-    ``duplicate_id`` answer to a retried place, where at least ``SESSION_OUTCOMES_MAX`` of the
-    client's own commands were committed in between: the replica's per-client session table
-    forgot the first outcome), ``duplicate_id``, ``failed_in_log``, ``replay``, ``quantity``.
+    the log), ``shared`` (one entry answered to two envelopes), ``phantom`` (an entry no
+    client sent), ``reexecuted`` (a command executed a second time, or a retried place answered
+    ``duplicate_id``: the nonce window must absorb every retry of an envelope, forever),
+    ``duplicate_id``, ``failed_in_log``, ``replay``, ``quantity``.
     """
+    gen = parse_genesis(genesis)
+    times = times or {}
     violations: list[tuple[str, str]] = []
     errors: list[str] = []
     groups = _group(stream, errors)
     violations += [("stream", e) for e in errors]
     keys = {seq: _entry_key(g) for seq, g in groups.items()}
-    by_key: dict[tuple[str, str, str], list[int]] = {}
-    by_client: dict[str, list[int]] = {}
+    inert = {seq for seq, g in groups.items() if _is_inert(g)}
+    by_key: dict[tuple[str, str, str], list[int]] = {}  # executions (not inert entries)
     for seq, key in keys.items():
-        if key is not None:
+        if key is not None and seq not in inert:
             by_key.setdefault(key, []).append(seq)
-            by_client.setdefault(key[1], []).append(seq)
-
-    def between(client: str, a: int, b: int) -> int:
-        """How many entries of ``client`` lie strictly between log indexes a and b."""
-        seqs = by_client.get(client, [])
-        lo, hi = min(a, b), max(a, b)
-        return max(0, bisect.bisect_left(seqs, hi) - bisect.bisect_right(seqs, lo))
+    ops_by_key: dict[tuple[str, str, str], list[Op]] = {}
+    for op in ops:
+        ops_by_key.setdefault(op.key, []).append(op)
 
     def again(seq: int, other: int, key: tuple[str, str, str], what: str) -> None:
-        n = between(key[1], other, seq)
-        cat = "evicted_retry" if n >= SESSION_OUTCOMES_MAX else "reexecuted"
         lo, hi = sorted((seq, other))
-        violations.append(
-            (
-                cat,
-                f"{what} {key} at seq {lo} and again at {hi}; "
-                f"{n} commands of {key[1]} were committed in between",
-            )
-        )
+        violations.append(("reexecuted", f"{what} {key} at seq {lo} and again at {hi}"))
+
+    def ident(op: Op) -> Json:
+        return op.raw if op.raw is not None else op.command
 
     claimed: dict[int, Op] = {}
+    # every op not acknowledged by an execution may have executed once, unacknowledged
+    pending: dict[tuple[str, str, str], list[Op]] = {}
     # 1. acknowledged ops: their entry is in the log, with the events they were answered with
     for op in ops:
         if op.status != OK:
+            pending.setdefault(op.key, []).append(op)
             continue
         assert op.seq is not None
         g = groups.get(op.seq)
         if g is None:
             violations.append(("lost", f"acknowledged command lost: {op.key} seq {op.seq}"))
             continue
-        if g != op.events:
+        if op.events is not None and g != op.events:
             violations.append(
                 (
                     "mismatch",
                     f"seq {op.seq}: reply to {op.key} differs from the log: {op.events} / {g}",
                 )
             )
-        if op.seq in claimed and claimed[op.seq].command != op.command:
+        if op.seq in claimed and ident(claimed[op.seq]) != ident(op):
             violations.append(
                 ("shared", f"seq {op.seq} answered to {claimed[op.seq].key} and {op.key}")
             )
         claimed[op.seq] = op
-    # 2. every other entry: the one execution of an unacknowledged (or failed) op
-    pending: dict[tuple[str, str, str], list[Op]] = {}
-    for op in ops:
-        if op.status != OK:
+        if op.seq in inert:  # answered with a rejection that ran nothing: it may run elsewhere
             pending.setdefault(op.key, []).append(op)
-    matched: dict[int, Op] = dict(claimed)
+    # 2. every other entry: the one execution of an unacknowledged (or failed) op
+    matched: dict[int, Op] = {seq: op for seq, op in claimed.items() if seq not in inert}
     executed_unknown = 0
     for seq, g in groups.items():
         if seq in claimed:
             continue
         key = keys[seq]
+        if key is None and _is_membership(g):
+            continue  # the operator's admit/promote/remove: the cluster's, not a client's
+        if seq in inert:
+            sent = ops_by_key.get(key, []) if key is not None else []
+            if not sent:
+                violations.append(("phantom", f"seq {seq}: a rejection no client sent: {g}"))
+            elif all(op.status == FAILED for op in sent):
+                violations.append(
+                    (
+                        "failed_in_log",
+                        f"seq {seq}: {key} was refused (BAD_REQUEST) yet is in the log",
+                    )
+                )
+            continue
         cands = [op for op in pending.get(key, []) if _compatible(op, g)] if key else []
         if key is not None and not cands:
             others = [s for s in by_key[key] if s != seq and s in matched]
@@ -690,19 +814,23 @@ def check(ops: Sequence[Op], stream: Sequence[dict[str, Json]]) -> CheckResult:
                     again(seq, firsts[0], key, "executed, then a retry answered duplicate_id:")
                 else:
                     violations.append(("duplicate_id", f"seq {seq}: duplicate_id for {key}"))
-    # 4. replay the reconstructed log: the same events, exactly
-    top = max(groups, default=0)
-    lines = [b""] * top
+    # 4. replay the reconstructed log through a fresh replicated state: the same events
+    entries: dict[int, str] = {}
     for seq, op in matched.items():
-        text = op.raw if op.raw is not None else json.dumps(op.command, separators=(",", ":"))
-        lines[seq - 1] = text.encode()
-    log_lines = b"".join(line + b"\n" for line in lines)
-    replayed, books = _replay(log_lines)
-    for seq, g in groups.items():
-        if seq in matched and replayed.get(seq, []) != g:
+        if op.raw is None:
+            violations.append(("replay", f"seq {seq}: {op.key} has no envelope to replay"))
+        else:
+            entries[seq] = op.raw
+    replayed, books = _replay(gen, entries, times)
+    for seq in sorted(entries):
+        if replayed.get(seq, []) != groups[seq]:
             violations.append(
-                ("replay", f"seq {seq}: replay gives {replayed.get(seq)}, the log has {g}")
+                (
+                    "replay",
+                    f"seq {seq}: replay gives {replayed.get(seq)}, the log has {groups[seq]}",
+                )
             )
+    log_lines = export_lines(genesis, entries, times)
     # 5. an order-quantity model over the stream, independent of the engine
     errors = []
     _quantity_model(stream, errors)
