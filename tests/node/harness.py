@@ -56,7 +56,7 @@ class Harness:
         self.rpc: PeerRPCClient | None = None
         self.client: Client | None = None
         self._signing: Signing | None = None
-        self.registered: set[str] = set()  # accounts registered (or being registered)
+        self._registering: dict[str, asyncio.Task[Op]] = {}  # account -> its register
         self._sentinels = 0
 
     @property
@@ -157,21 +157,57 @@ class Harness:
         return await self.send(self.signing.op(node, cmd), deadline_s=deadline_s)
 
     async def send(self, op: Op, *, deadline_s: float = 60.0) -> Op:
-        """A signed op (e.g. one made with :attr:`signing`, sent again), recorded."""
+        """A signed op (e.g. one made with :attr:`signing`), recorded and sent.  To send an
+        envelope again, pass :meth:`again` of its op."""
         assert self.client is not None
         self.ops.append(op)
         return await call(self.client, self.name, op, deadline_s=deadline_s)
 
+    @staticmethod
+    def again(op: Op, node: str | None = None) -> Op:
+        """A new op for the same envelope (to ``node``, or the same node): a retry."""
+        return Op(op.client, op.kind, dict(op.args), node or op.node, raw=op.raw)
+
+    @property
+    def registered(self) -> list[str]:
+        """Accounts registered (or being registered) through the harness."""
+        return sorted(self._registering)
+
     async def register(self, node: str, client: str, *, deadline_s: float = 60.0) -> Op:
-        """A recorded ``register`` of ``client`` (signed by its keyring key)."""
-        self.registered.add(client)
+        """A recorded ``register`` of ``client`` (signed by its keyring key), once."""
+        task = self._registering.get(client)
+        if task is None:
+            task = asyncio.ensure_future(self._register(node, client, deadline_s))
+            self._registering[client] = task
+        return await asyncio.shield(task)
+
+    async def _register(self, node: str, client: str, deadline_s: float) -> Op:
         op = await self.send(self.signing.register(node, client), deadline_s=deadline_s)
         if op.status != OK or not op.events or op.events[0]["type"] != "registered":
             raise HistoryError(f"{client} not registered: {op}")
+        await self.wait_account(client)
         return op
 
+    async def wait_account(self, client: str, timeout_s: float = 30.0) -> None:
+        """Until every running node that answers knows account ``client``.  A node checks a
+        command against its own applied state (SPEC §8): one that has not applied the
+        register yet refuses the account's commands ``unknown_client``."""
+        deadline = time.monotonic() + timeout_s
+        for node, np in self.cluster.procs.items():
+            while np.alive:
+                try:
+                    r = await self.ask(node, "account", {"client": client})
+                except GrenacheError:
+                    break  # down or cut off: it learns the account when it catches up
+                if r.get("client") == client:
+                    break
+                if time.monotonic() > deadline:
+                    raise HistoryError(f"{node} did not apply the register of {client}")
+                await asyncio.sleep(0.02)
+
     async def ensure_registered(self, node: str, client: str, *, deadline_s: float = 60.0) -> None:
-        if client != self.cluster.keyring.operator and client not in self.registered:
+        """Register ``client`` unless it is the operator or was registered already."""
+        if client != self.cluster.keyring.operator:
             await self.register(node, client, deadline_s=deadline_s)
 
     async def sentinel(self, node: str | None = None) -> int:

@@ -4,8 +4,8 @@ How: 3 voters + 2 learners, the event stream of n5 recorded from the first comma
 times, with fresh ids, a buy at 100 and a sell at 100 (qty 1, different clients) are sent at
 the same moment (``asyncio.gather``) to two different nodes — follower/follower,
 learner/learner, leader/learner, in both directions.  Then, twenty times, one place is sent at
-the same moment to two nodes with the same ``(client, id)`` (a client retrying through
-another node while the first attempt is in flight), against a resting counter-order.
+the same moment to two nodes as the same signed envelope (a client retrying through another
+node while the first attempt is in flight), against a resting counter-order.
 
 Proves:
 
@@ -13,8 +13,9 @@ Proves:
   maker, the earlier log entry), the other ``accepted, trade, filled, filled`` at 100 for 1;
   nothing is left on the book;
 * every node's ``trades`` reply lists exactly those fifty trades, in the same order;
-* a place submitted twice at once is executed once: both replies are identical (same ``seq``,
-  same events), it fills its counter-order once;
+* an envelope submitted twice at once is executed once: both replies are identical (same
+  ``seq``, same events; at most one is not marked ``duplicate``), it fills its counter-order
+  once;
 * the history holds and all replicas converge to books equal to the replay of the log.
 """
 
@@ -102,12 +103,12 @@ async def test_one_order_submitted_twice_at_once(harness: Harness) -> None:
         maker = await h.command("n1", "place", order("dm", f"m{i}", "sell", "101"))
         assert maker.status == OK and types(maker.events) == ["accepted", "resting"]
         a, b = routes[i % len(routes)]
-        first, second = await asyncio.gather(
-            h.command(a, "place", order("dt", f"t{i}", "buy", "101")),
-            h.command(b, "place", order("dt", f"t{i}", "buy", "101")),
-        )
+        await h.ensure_registered(a, "dt")
+        op = h.signing.op(a, {"type": "place", **order("dt", f"t{i}", "buy", "101")})
+        first, second = await asyncio.gather(h.send(op), h.send(h.again(op, b)))
         assert first.status == OK and second.status == OK, (first, second)
         assert (first.seq, first.events) == (second.seq, second.events), (first, second)
+        assert not (first.duplicate and second.duplicate), (first, second)
         assert types(first.events) == ["accepted", "trade", "filled", "filled"], first.events
     _res, statuses = await h.verify()
     for node in statuses:
