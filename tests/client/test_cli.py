@@ -5,11 +5,15 @@ Proves:
 
 * ``place``, ``cancel``, ``amend``, ``add-market``, ``book``, ``trades``, ``status`` print a
   readable table by default and exactly one JSON document with ``--json``, and what they print
-  is what the nodes hold;
+  is what the nodes hold; signed commands take ``--key`` (the account defaults to the one the
+  key is bound to) and the genesis from ``$GRENEX_GENESIS``; the same order id placed again is
+  rejected ``duplicate_id`` (never placed twice); ``add-market`` with another key than the
+  operator's is refused before anything is sent;
 * a rejected command prints its reason as one line on stderr and exits 1 (``--json`` still
   prints the reply on stdout); a float-looking bad quantity is passed through as text and
   rejected by the engine;
-* bad usage, an unknown node, a node announced but dead, no Grape at the URL, a Grape that
+* bad usage (a signed command without --key or a genesis, a --cluster that contradicts the
+  genesis), an unknown node, a node announced but dead, no Grape at the URL, a Grape that
   never answers: one line on stderr, no traceback, a non-zero exit, within a bounded time;
 * ``watch`` in a pseudo-terminal renders the ladder of the market, redraws when an order
   arrives through another node (the event stream), and exits 0 on SIGINT without a traceback.
@@ -37,11 +41,11 @@ from typing import Any
 
 import pytest
 
-from grenex.client import GrenexClient
 from grenex.devnet import LocalCluster
 from grenex.grenache import Link
+from grenex.grenache.tls import b64url, make_self_signed
 
-from .helpers import black_hole, closed_port
+from .helpers import account_key, black_hole, closed_port, operator_key
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -71,14 +75,19 @@ def _env() -> dict[str, str]:
     return env
 
 
-async def grenex(*args: str, grape: str | None = None, timeout_s: float = 30) -> Run:
+async def grenex(
+    *args: str,
+    grape: str | None = None,
+    timeout_s: float = 30,
+    env: dict[str, str] | None = None,
+) -> Run:
     """Run ``python -m grenex ARGS`` to completion (killed after ``timeout_s``)."""
     cmd = [sys.executable, "-m", "grenex", *args]
     if grape is not None:
         cmd += ["--grape", grape]
     t0 = time.monotonic()
     p = await asyncio.create_subprocess_exec(
-        *cmd, stdout=PIPE, stderr=PIPE, stdin=DEVNULL, env=_env()
+        *cmd, stdout=PIPE, stderr=PIPE, stdin=DEVNULL, env={**_env(), **(env or {})}
     )
     try:
         async with asyncio.timeout(timeout_s):
@@ -92,15 +101,20 @@ async def grenex(*args: str, grape: str | None = None, timeout_s: float = 30) ->
 
 
 async def g(c: LocalCluster, *args: str) -> Run:
-    return await grenex(*args, grape=",".join(c.grape_urls))
+    """``grenex ARGS`` against the cluster: its Grapes, and its genesis in $GRENEX_GENESIS."""
+    return await grenex(
+        *args, grape=",".join(c.grape_urls), env={"GRENEX_GENESIS": str(c.genesis_path)}
+    )
 
 
 async def test_place_text_and_json(cluster: LocalCluster) -> None:
-    r = await g(
-        cluster,
+    al = await account_key(cluster, "cli-al")
+    sell = (
         "place",
         "--node",
         "n1",
+        "--key",
+        al,
         "--market",
         "BTC-USD",
         "--side",
@@ -112,31 +126,21 @@ async def test_place_text_and_json(cluster: LocalCluster) -> None:
         "--id",
         "cli-s1",
     )
+    r = await g(cluster, *sell)
     assert r.code == 0, r.err
-    assert "n1/cli-s1" in r.out and "resting" in r.out and "200.5" in r.out
-    # same id again: the first outcome, not duplicate_id
-    again = await g(
-        cluster,
-        "place",
-        "--node",
-        "n1",
-        "--market",
-        "BTC-USD",
-        "--side",
-        "sell",
-        "--qty",
-        "0.5",
-        "--price",
-        "200.5",
-        "--id",
-        "cli-s1",
-        "--json",
-    )
-    assert again.code == 0, again.err
+    # the account is the one the key is bound to
+    assert "cli-al/cli-s1" in r.out and "resting" in r.out and "200.5" in r.out
+    # the same id again is a new command: rejected duplicate_id, never placed twice
+    again = await g(cluster, *sell, "--json")
+    assert again.code == 1 and "duplicate_id" in again.one_line_error()
     reply = again.json()
-    assert [e["type"] for e in reply["events"]] == ["accepted", "resting"]
-    assert reply["events"][0]["client"] == "n1"  # the client id defaults to the node id
+    assert [e["type"] for e in reply["events"]] == ["rejected"]
+    assert (reply["events"][0]["client"], reply["events"][0]["reason"]) == (
+        "cli-al",
+        "duplicate_id",
+    )
 
+    bob = await account_key(cluster, "cli-bob")
     taker = await g(
         cluster,
         "place",
@@ -144,6 +148,8 @@ async def test_place_text_and_json(cluster: LocalCluster) -> None:
         "n2",
         "--client",
         "cli-bob",
+        "--key",
+        bob,
         "--market",
         "BTC-USD",
         "--side",
@@ -168,8 +174,8 @@ async def test_place_text_and_json(cluster: LocalCluster) -> None:
         "place",
         "--node",
         "n2",
-        "--client",
-        "cli-bob",
+        "--key",
+        bob,
         "--market",
         "BTC-USD",
         "--side",
@@ -182,14 +188,22 @@ async def test_place_text_and_json(cluster: LocalCluster) -> None:
     assert text.code == 0, text.err
     assert "filled" in text.out and "1 trade" in text.out and "cli-bob/" in text.out
 
+    # a key signs only for its own account: another account's name is refused before the log
+    forged = await g(cluster, *sell[:-2], "--id", "cli-s9", "--client", "cli-bob")
+    line = forged.one_line_error()
+    assert forged.code == 1 and "bad_signature" in line, line
+
 
 async def test_rejections_are_one_line_and_exit_1(cluster: LocalCluster) -> None:
+    key = await account_key(cluster, "cli-rej")
     r, j, post = await asyncio.gather(
         g(
             cluster,
             "place",
             "--node",
             "n3",
+            "--key",
+            key,
             "--market",
             "BTC-USD",
             "--side",
@@ -204,6 +218,8 @@ async def test_rejections_are_one_line_and_exit_1(cluster: LocalCluster) -> None
             "place",
             "--node",
             "n3",
+            "--key",
+            key,
             "--market",
             "NOPE",
             "--side",
@@ -219,6 +235,8 @@ async def test_rejections_are_one_line_and_exit_1(cluster: LocalCluster) -> None
             "place",
             "--node",
             "n3",
+            "--key",
+            key,
             "--market",
             "ETH-USD",
             "--side",
@@ -238,11 +256,14 @@ async def test_rejections_are_one_line_and_exit_1(cluster: LocalCluster) -> None
 
 
 async def test_amend_and_cancel(cluster: LocalCluster) -> None:
+    key = await account_key(cluster, "cli-am")
     placed = await g(
         cluster,
         "place",
         "--node",
         "n2",
+        "--key",
+        key,
         "--market",
         "ETH-USD",
         "--side",
@@ -255,33 +276,44 @@ async def test_amend_and_cancel(cluster: LocalCluster) -> None:
         "cli-a1",
     )
     assert placed.code == 0, placed.err
-    small = await g(cluster, "amend", "--node", "n2", "--id", "cli-a1", "--qty", "2")
+    k = ("--node", "n2", "--key", key)
+    small = await g(cluster, "amend", *k, "--id", "cli-a1", "--qty", "2")
     assert small.code == 0, small.err
     assert "amended" in small.out and "2 resting" in small.out
     moved, neither = await asyncio.gather(
-        g(cluster, "amend", "--node", "n2", "--id", "cli-a1", "--price", "11", "--json"),
-        g(cluster, "amend", "--node", "n2", "--id", "cli-a1"),
+        g(cluster, "amend", *k, "--id", "cli-a1", "--price", "11", "--json"),
+        g(cluster, "amend", *k, "--id", "cli-a1"),
     )
     assert [e["type"] for e in moved.json()["events"]] == ["amended", "resting"]
     assert neither.code == 1 and "invalid_amend" in neither.one_line_error()
 
-    gone = await g(cluster, "cancel", "--node", "n2", "--id", "cli-a1")
+    gone = await g(cluster, "cancel", *k, "--id", "cli-am/cli-a1")
     assert gone.code == 0 and "cancelled" in gone.out and "user" in gone.out
-    twice = await g(cluster, "cancel", "--node", "n2", "--id", "cli-a1", "--json")
+    twice = await g(cluster, "cancel", *k, "--id", "cli-a1", "--json")
     assert twice.code == 1 and "unknown_order" in twice.one_line_error()
     assert twice.json()["events"][0]["type"] == "rejected"
 
 
 async def test_add_market_book_and_trades(cluster: LocalCluster) -> None:
-    opened = await g(cluster, "add-market", "--market", "CLI-USD", "--tick", "0.5", "--lot", "1")
+    op = ("--key", operator_key(cluster))
+    opened = await g(
+        cluster, "add-market", *op, "--market", "CLI-USD", "--tick", "0.5", "--lot", "1"
+    )
     assert opened.code == 0 and "market_added" in opened.out, opened.err
     dup = await g(
-        cluster, "add-market", "--market", "CLI-USD", "--tick", "0.5", "--lot", "1", "--json"
+        cluster, "add-market", *op, "--market", "CLI-USD", "--tick", "0.5", "--lot", "1", "--json"
     )
     assert dup.code == 1 and "market_exists" in dup.one_line_error()
     assert dup.json()["events"][0]["reason"] == "market_exists"
+    # only the operator opens markets: another key is refused before anything is sent
+    other = await account_key(cluster, "cli-notop")
+    refused = await g(
+        cluster, "add-market", "--key", other, "--market", "X-USD", "--tick", "1", "--lot", "1"
+    )
+    line = refused.one_line_error()
+    assert refused.code == 1 and "operator" in line, line
 
-    async with GrenexClient(cluster.grape_urls, node="n1") as c:
+    async with cluster.client("n1") as c:
         for i, (side, price, qty) in enumerate(
             [("buy", "10", "2"), ("buy", "10", "1"), ("buy", "9.5", "4"), ("sell", "12", "5")]
         ):
@@ -316,8 +348,8 @@ async def test_add_market_book_and_trades(cluster: LocalCluster) -> None:
         "3",
         "--price",
         "10",
-        "--client",
-        "cli-seller",
+        "--key",
+        await account_key(cluster, "cli-seller"),
     )
     assert sold.code == 0, sold.err
     trades, tj, none = await asyncio.gather(
@@ -354,40 +386,69 @@ async def test_status(cluster: LocalCluster) -> None:
 
 async def test_usage_errors_are_one_line(cluster: LocalCluster) -> None:
     grape = ",".join(cluster.grape_urls)
-    side, missing, url, no_node = await asyncio.gather(
-        grenex(
-            "place",
-            "--node",
-            "n1",
-            "--market",
-            "BTC-USD",
-            "--side",
-            "up",
-            "--qty",
-            "1",
-            grape=grape,
-        ),
-        grenex("place", "--node", "n1", "--market", "BTC-USD", "--side", "buy", grape=grape),
-        grenex("status", "--grape", "ftp://nowhere"),
-        grenex("cancel", "--id", "x", grape=grape),
+    key = await account_key(cluster, "cli-usage")
+    genesis = {"GRENEX_GENESIS": str(cluster.genesis_path)}
+    buy = ("place", "--node", "n1", "--market", "BTC-USD", "--side", "buy", "--qty", "1")
+    side, missing, url, no_node, no_key, no_genesis, other_cluster = await asyncio.gather(
+        g(cluster, *buy[:-4], "--side", "up", "--qty", "1", "--key", key),
+        g(cluster, *buy[:-2], "--key", key),
+        grenex("status", "--grape", "ftp://nowhere", env=genesis),
+        g(cluster, "cancel", "--id", "x", "--key", key),
+        g(cluster, *buy),
+        grenex(*buy, "--key", key, grape=grape),
+        grenex("status", "--cluster", "nowhere", grape=grape, env=genesis),
     )
     assert side.code == 2 and "--side" in side.one_line_error()
     assert missing.code == 2 and "--qty" in missing.one_line_error()
     assert url.code == 2 and "http://" in url.one_line_error()
     assert no_node.code == 2 and "--node" in no_node.one_line_error()
+    assert no_key.code == 2 and "--key" in no_key.one_line_error()
+    assert no_genesis.code == 2 and "--genesis" in no_genesis.one_line_error()
+    line = other_cluster.one_line_error()
+    assert other_cluster.code == 2 and "nowhere" in line and "'main'" in line, line
+    bare = await grenex("status", grape=grape)  # reads authenticate the nodes: genesis needed
+    assert bare.code == 2 and "GRENEX_GENESIS" in bare.one_line_error()
+
+
+def nowhere_genesis(cluster: LocalCluster) -> str:
+    """A valid genesis of another cluster, ``nowhere``, that no node runs."""
+    assert cluster.base_dir is not None
+    path = cluster.base_dir / "nowhere.json"
+    kr = cluster.keyring
+    path.write_bytes(
+        kr.genesis("nowhere", ["n1"], cert=lambda k, n: b64url(make_self_signed(k.seed, n)))
+    )
+    return str(path)
 
 
 async def test_unreachable_things_fail_fast(cluster: LocalCluster) -> None:
+    key = await account_key(cluster, "cli-far")
+    genesis = {"GRENEX_GENESIS": str(cluster.genesis_path)}
     async with Link(cluster.grape_urls) as link:  # a node that is announced but dead
         await link.announce(cluster.api_name("cli-ghost"), closed_port())
     async with black_hole() as silent_url:
         dead, unknown, refused, silent, wrong_cluster = await asyncio.gather(
-            g(cluster, "cancel", "--node", "cli-ghost", "--id", "x", "--timeout", "1"),
+            g(
+                cluster,
+                "cancel",
+                "--node",
+                "cli-ghost",
+                "--key",
+                key,
+                "--client",
+                "cli-far",
+                "--id",
+                "x",
+                "--timeout",
+                "1",
+            ),
             g(
                 cluster,
                 "place",
                 "--node",
                 "n42",
+                "--key",
+                key,
                 "--market",
                 "BTC-USD",
                 "--side",
@@ -397,9 +458,13 @@ async def test_unreachable_things_fail_fast(cluster: LocalCluster) -> None:
                 "--price",
                 "1",
             ),
-            grenex("status", grape=f"http://127.0.0.1:{closed_port()}"),
-            grenex("book", "--node", "n1", "--timeout", "1", grape=silent_url),
-            g(cluster, "status", "--cluster", "nowhere"),
+            grenex("status", grape=f"http://127.0.0.1:{closed_port()}", env=genesis),
+            grenex("book", "--node", "n1", "--timeout", "1", grape=silent_url, env=genesis),
+            grenex(
+                "status",
+                grape=",".join(cluster.grape_urls),
+                env={"GRENEX_GENESIS": nowhere_genesis(cluster)},
+            ),
         )
     assert dead.code == 1 and "gave up" in dead.one_line_error()
     assert unknown.code == 1 and "n42" in unknown.one_line_error()
@@ -472,7 +537,7 @@ def terminal(args: list[str]) -> Iterator[Terminal]:
 
 
 async def test_watch_renders_refreshes_and_exits_on_ctrl_c(cluster: LocalCluster) -> None:
-    async with GrenexClient(cluster.grape_urls, node="n2", client_id="cli-watch") as c:
+    async with cluster.client("n2", client_id="cli-watch") as c:
         await c.place("ETH-USD", "sell", "1.5", "4321.5", id="w-ask")
         await c.place("ETH-USD", "buy", "0.75", "4300", id="w-bid")
         args = [
@@ -486,6 +551,8 @@ async def test_watch_renders_refreshes_and_exits_on_ctrl_c(cluster: LocalCluster
             "ETH-USD",
             "--grape",
             ",".join(cluster.grape_urls),
+            "--genesis",
+            str(cluster.genesis_path),
             "--poll",
             "0.5",
         ]

@@ -252,8 +252,9 @@ def need_genesis(what: str) -> GenesisFile:
     g = current_genesis()
     if g is None:
         raise _OneLineUsageError(
-            f"{what} needs the cluster's genesis: give --genesis FILE or set GRENEX_GENESIS "
-            "(grenex up writes it as genesis.json in its state directory)"
+            f"{what} needs the cluster's genesis (it signs for it and authenticates its nodes): "
+            "give --genesis FILE or set GRENEX_GENESIS (grenex up writes it as genesis.json "
+            "in its state directory)"
         )
     return g
 
@@ -290,8 +291,8 @@ def network_options(f: F) -> F:
         expose_value=False,
         callback=_genesis_callback,
         help=(
-            "The cluster's genesis file (SPEC §8), needed to sign; it names the cluster "
-            "[default: $GRENEX_GENESIS]."
+            "The cluster's genesis file (SPEC §8): it names the cluster, authenticates its "
+            "nodes and is what commands are signed for [default: $GRENEX_GENESIS]."
         ),
     )(f)
     f = click.option(
@@ -349,10 +350,10 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON,
 def make_client(
     grape: str, cluster: str | None, node: str | None, timeout: float, **kw: Any
 ) -> GrenexClient:
-    """A client of the cluster the command names (its genesis, when given, for signing)."""
-    g = current_genesis()
-    if g is not None:
-        kw.setdefault("genesis", g.genesis)
+    """A client of the cluster the command names: its genesis authenticates the nodes (TLS
+    pinned to the members' certificates, SPEC §8) and is what commands are signed for."""
+    g = need_genesis("talking to the nodes")
+    kw.setdefault("genesis", g.genesis)
     return GrenexClient(
         grape,
         cluster_name(cluster),
