@@ -66,9 +66,11 @@ async def _status(c: LocalCluster, node: str) -> dict[str, Any] | None:
 async def _place_orders(c: LocalCluster, leader: str) -> dict[str, int]:
     """Twenty resting buys through the leader; their ids and acknowledged log indices."""
     acked: dict[str, int] = {}
+    await c.register(leader, "alice")
     for i in range(ORDERS):
         oid = f"o{i + 1}"
         args = {
+            "type": "place",
             "client": "alice",
             "id": oid,
             "market": "BTC-USD",
@@ -76,7 +78,7 @@ async def _place_orders(c: LocalCluster, leader: str) -> dict[str, int]:
             "qty": "0.01",
             "price": f"{100 + i}",
         }
-        reply = await c.request(leader, "place", args, timeout_ms=10_000)
+        reply = await c.command(leader, args, timeout_ms=10_000)
         assert isinstance(reply, dict) and type(reply.get("seq")) is int, reply
         assert reply["events"][0]["type"] == "accepted", reply
         acked[oid] = reply["seq"]
@@ -176,10 +178,11 @@ async def test_empty_voter_rejoins_and_is_promoted_again(tmp_path: Path) -> None
         # B counts again: with B back, the cluster survives losing C
         cc = next(n for n in c.voter_ids if n not in (a, b))
         c.kill(cc, signal.SIGKILL)
-        reply = await c.request(
+        await c.register(a, "bob", timeout_ms=15_000)
+        reply = await c.command(
             a,
-            "place",
             {
+                "type": "place",
                 "client": "bob",
                 "id": "x1",
                 "market": "BTC-USD",

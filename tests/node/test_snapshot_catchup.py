@@ -20,13 +20,16 @@ pytestmark = [pytest.mark.timeout(180)]
 async def test_a_late_joiner_installs_a_snapshot() -> None:
     args = ("--snapshot-interval", "40", "--compaction-retain", "5")
     async with LocalCluster(nodes=3, voters=3, grapes=1, node_args=args, secret="s") as c:
+        for client in ("c0", "c1", "c2", "c3"):
+            await c.register("n1", client)
+        await c.wait_converged(60)  # every node knows the accounts before their orders
         for i in range(300):
             side = "buy" if i % 2 else "sell"
             price = str(100 + (i % 7) - 3)
-            await c.request(
+            r = await c.command(
                 f"n{1 + i % 3}",
-                "place",
                 {
+                    "type": "place",
                     "client": f"c{i % 4}",
                     "id": f"o{i}",
                     "market": "BTC-USD",
@@ -35,16 +38,18 @@ async def test_a_late_joiner_installs_a_snapshot() -> None:
                     "price": price,
                 },
             )
+            assert r["events"][0]["type"] == "accepted", r  # signed, known account
         before = await c.wait_converged(60)
         assert all(s["first_index"] > 50 for s in before.values()), before
 
         joiner = await c.add_node()
         await c.wait_members(60)
+        await c.register(joiner, "late")
         for i in range(300, 320):
-            await c.request(
+            r = await c.command(
                 joiner,
-                "place",
                 {
+                    "type": "place",
                     "client": "late",
                     "id": f"o{i}",
                     "market": "BTC-USD",
@@ -53,6 +58,7 @@ async def test_a_late_joiner_installs_a_snapshot() -> None:
                     "price": "90",
                 },
             )
+            assert r["events"][0]["type"] == "accepted", r  # signed, known account
         after = await c.wait_converged(60)
         late = after[joiner]
         assert late["snapshot_index"] > 0 and late["first_index"] > 1, late
