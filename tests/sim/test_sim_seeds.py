@@ -6,8 +6,9 @@ duplication, reordering, partitions, clogged links, crashes losing unsynced writ
 promotions, removals, transfers) while clients submit to any node — followers forward over the
 same faulty network — and a liveness phase; the checkers outside the replicas must find nothing
 (see grenex.sim.cluster and .checker).  The last test asserts that the set as a whole exercised
-every fault and every path of the gateway (forwards, answers, refused forwards, each outcome)
-and deferred snapshots.
+every fault and every path of the gateway (forwards, answers, refused forwards, each outcome),
+deferred snapshots, and the §8 paths (key rotations, envelopes signed by rotated-away keys
+refused, duplicates and refusals answered before the log and held to the model).
 
 Run alone with ``pytest tests/sim/test_sim_seeds.py``; ``GRENEX_SIM_SEEDS=A..B`` picks
 another range (the default is 0..299), ``GRENEX_SIM_WORKERS`` the number of processes.
@@ -105,5 +106,10 @@ def test_the_seed_set_exercises_every_fault(
         "outcome_busy",
         "outcome_unknown",
         "snapshot_hashes",
+        "rotations",
+        "old_key_refused",
+        "prelog_duplicates",
+        "prelog_invalid",
+        "prechecks_checked",
     ):
         assert totals[what] > 0, what

@@ -4,10 +4,12 @@ Proves: the simulated disk keeps exactly the synced state plus a prefix of unsyn
 a crash, and ``fail_next_sync`` kills a node mid-persist; the network delivers in (due, send)
 order, drops on cut links, holds packets on clogged links until released; a seed replays
 bit for bit (same stats, same final hashes); a run exercises the gateway (forwards, their
-answers as peer wire messages, every outcome); and the checkers fail a run when the code under
-test is broken on purpose (sessions disabled; votes not remembered; the gateway matching a
-forwarded command to the wrong entry, or an outcome by index without its term), printing a
-replay command.
+answers as peer wire messages, every outcome, signed envelopes: registrations, key
+rotations, envelopes signed by rotated-away keys refused, duplicates answered before the log);
+and the checkers fail a run when the code under test is broken on purpose (the nonce window
+executing a retry again; a pre-log check that calls a fresh
+envelope a duplicate; votes not remembered; the gateway matching a forwarded command to the
+wrong entry, or an outcome by index without its term), printing a replay command.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from grenex.codec.envelope import Envelope
 from grenex.consensus import Entry, HardState
 from grenex.replica import Applied, Proposals
 from grenex.replica import gateway as gateway_mod
-from grenex.replica import state as state_mod
+from grenex.replica.auth import Auth, Duplicate, Fresh, Verdict
 from grenex.replica.gateway import At, Declined, ForwardReply, NotLeaderHere, reply_to_wire
 from grenex.sim import __main__ as sim_main
 from grenex.sim import cluster as cluster_mod
@@ -86,11 +89,52 @@ def test_a_seed_replays_exactly() -> None:
     assert ra.stats == rb.stats and ra.status_lines == rb.status_lines
 
 
+def _window_executes_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Break exactly-once: a retry the window keeps executes again instead of answering its
+    first outcome."""
+    real_check, real_consume = Auth.check, Auth.consume
+
+    def check(self: Auth, env: Envelope, *args: object) -> Verdict:
+        v = real_check(self, env, *args)  # type: ignore[arg-type]
+        signer = self.signer(env)
+        if type(v) is Duplicate and type(signer) is bytes and env.type != "register":
+            return Fresh(signer)
+        return v
+
+    def consume(self: Auth, env: Envelope, seq: int, time_ms: int) -> None:
+        a = self.account(env.client)
+        if a is not None and env.nonce in a.kept:
+            a.nonces.remove(env.nonce)
+            del a.kept[env.nonce]
+        real_consume(self, env, seq, time_ms)
+
+    monkeypatch.setattr(Auth, "check", check)
+    monkeypatch.setattr(Auth, "consume", consume)
+
+
 def test_checker_catches_broken_exactly_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(state_mod, "session_keys", lambda cmd: None)
+    _window_executes_retries(monkeypatch)
     failures = [r for r in (Simulation(s, ticks=300).run() for s in range(5)) if not r.ok]
     assert failures
     assert "the model says" in failures[0].failure
+
+
+def test_checker_catches_a_wrong_duplicate_before_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiving node that answers a fresh envelope from the window (here: the outcome of
+    the account's newest kept nonce) would tell a client its command ran when it never did."""
+    real_check = Auth.check
+
+    def check(self: Auth, env: Envelope, *args: object) -> Verdict:
+        v = real_check(self, env, *args)  # type: ignore[arg-type]
+        kept = self.kept(env.client)
+        if type(v) is Fresh and kept and kept[-1].events is not None and env.type != "register":
+            return Duplicate(kept[-1].seq, kept[-1].time, kept[-1].events)
+        return v
+
+    monkeypatch.setattr(Auth, "check", check)
+    failures = [r for r in (Simulation(s, ticks=300).run() for s in range(3)) if not r.ok]
+    assert failures
+    assert "prechecked" in failures[0].failure or "the model says" in failures[0].failure
 
 
 def test_checker_catches_forgotten_votes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,7 +155,7 @@ def test_checker_catches_forgotten_votes(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_cli_prints_replay_command_on_failure(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(state_mod, "session_keys", lambda cmd: None)
+    _window_executes_retries(monkeypatch)
     code = sim_main.main(["--seed", "1", "--ticks", "300"])
     out = capsys.readouterr().out
     assert code == 1
@@ -129,8 +173,22 @@ def test_a_run_exercises_the_gateway() -> None:
     assert r.ok, r.failure
     st = r.stats
     assert st["forwards"] > 0 and st["fwd_answers"] > 0  # clients reached followers
-    assert st["outcome_applied"] >= st["commands_ok"] > 0
+    assert st["outcome_applied"] + st["prelog_duplicates"] >= st["commands_ok"] > 0
     assert st["outcome_refused"] + st["outcome_unknown"] + st["outcome_busy"] > 0
+
+
+def test_runs_exercise_the_trust_paths() -> None:
+    """Registrations, rotations, duplicates answered from the window before the log, pre-log
+    refusals held to the model (the CI seed set asserts old-key envelopes too)."""
+    totals: dict[str, int] = {}
+    for seed in range(4):
+        r = Simulation(seed, ticks=800).run()
+        assert r.ok, r.failure
+        for k, v in r.stats.items():
+            totals[k] = totals.get(k, 0) + v
+    for what in ("rotations", "prelog_duplicates", "prelog_invalid"):
+        assert totals[what] > 0, what
+    assert totals["prechecks_checked"] > 0
 
 
 def test_forward_answers_round_trip_through_the_peer_wire() -> None:
@@ -172,6 +230,6 @@ def test_checker_catches_outcomes_matched_by_index_alone(
     monkeypatch.setattr(Proposals, "resolve", by_index)
     # seeds where a proposal's index goes to another term's entry while its proposer still
     # waits (since forwards to an old leader are settled as soon as another leads, fewer
-    # seeds reach that: these two of 0..39 do)
-    results = [Simulation(s, ticks=600).run() for s in (11, 38)]
+    # seeds reach that: these two of 0..39 do, with signed envelopes)
+    results = [Simulation(s, ticks=600).run() for s in (6, 7)]
     assert any("acknowledged" in r.failure for r in results), [r.failure for r in results]

@@ -28,11 +28,26 @@ The order path, as on a real cluster:
   (``fwd_answer_delay``) and reaches whichever incarnation of the forwarder runs by then (the
   gateway's batch numbers, unique across restarts, must keep them apart); a forward to a node
   that is down is refused at once (``forward_failed``: surely not delivered);
+* every command is a SPEC §8 signed envelope.  Clients hold deterministic keys
+  (:class:`~grenex.codec.signer.Keyring` with a fixed salt; the genesis names the founding
+  voters, without certificates: the simulator is pure).  Each account registers first, then
+  places, cancels and amends with counter nonces (:class:`~grenex.codec.signer.Signer`); now
+  and then an account rotates its key and trades on with the new one, and sends an envelope
+  signed by a key it rotated away (which must be refused ``bad_signature``, before the log or
+  as a logged ``rejected`` event).  The operator opens the markets.  A retry resends the
+  *same envelope bytes*: exactly-once is the account's nonce window;
+* the receiving node runs §8 checks 1–5 against its applied state, as the node's client API
+  does: a failure is answered INVALID (``ERR_GRENEX_BAD_REQUEST``), a duplicate with the first
+  outcome; the leader runs them again before it appends (the gateway's ``precheck``).  Every
+  replica verifies through one shared :class:`~grenex.replica.verdicts.Verdicts` (a pure
+  function, so sharing it across nodes changes no decision; it saves re-verifying);
 * outcomes are the gateway's: APPLIED (from the node's *own* apply, with index, term and
-  events), REFUSED or BUSY (never proposed through that attempt) and UNKNOWN (a forward never
-  answered, an entry overwritten by a new leader, a deadline): on anything but APPLIED the
-  client sends the *same* command again elsewhere; after ``ATTEMPTS_MAX`` it gives up and the
-  command's fate stays unknown;
+  events), REFUSED or BUSY (never proposed through that attempt), INVALID (failed a §8 check
+  before the log) and UNKNOWN (a forward never answered, an entry overwritten by a new leader,
+  a deadline, a leader that found it executed before): on anything but APPLIED the client
+  sends the *same* envelope again elsewhere; after ``ATTEMPTS_MAX`` it gives up and the
+  command's fate stays unknown (never for a ``register`` or ``rotate_key``: the account's key
+  must stay known to its client);
 * snapshots are :class:`~grenex.replica.driver.DeferredSnapshots`: serialised at a point and
   stored a seeded number of turns later while more entries apply (the forked child's
   interleaving); abandoned when the node crashes; every snapshot's state hash is held against
@@ -49,13 +64,17 @@ Two phases, like TigerBeetle's VOPR:
   ``liveness_ticks_max`` the cluster must elect a leader, bring every member to the same
   applied index, finish the clients' outstanding commands and acknowledge one more.
 
-Checkers (``checker.py``) watch from outside throughout — every *acknowledged* (APPLIED)
-command must be the entry at the index and term it was acknowledged with, with the model's
-events; the first broken guarantee stops the run with :class:`SimFailure`.
+Checkers (``checker.py``) watch from outside throughout — every *acknowledged* command
+(APPLIED, or answered from the window as a duplicate) must be the entry at the index and term
+it was acknowledged with, with the model's first outcome of its ``(client, nonce)``; every
+pre-log refusal and duplicate must be the model's verdict at the checking node's applied index;
+at the end every account's key is the one its client believes; the first broken guarantee
+stops the run with :class:`SimFailure`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import traceback
 from collections.abc import Callable
@@ -63,6 +82,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from grenex.codec import encode_json
+from grenex.codec.envelope import KeyRotated, Registered
+from grenex.codec.genesis import Genesis, parse_genesis
+from grenex.codec.keys import SecretKey
 from grenex.codec.peer import (
     Forward as PeerForward,
 )
@@ -77,17 +99,20 @@ from grenex.codec.peer import (
     encode_peer_request,
 )
 from grenex.codec.raft import decode_message, encode_message
+from grenex.codec.signer import Keyring, Signer
 from grenex.codec.stamp import unstamp
 from grenex.consensus import (
     Config,
     ConsensusError,
+    EntryKind,
     InvalidConfChangeError,
     Message,
     Role,
     bootstrap,
 )
-from grenex.engine.events import Event
+from grenex.engine import Rejected
 from grenex.replica import Applied, Replica, ReplicaConfig
+from grenex.replica.auth import Duplicate, Reject
 from grenex.replica.driver import DeferredSnapshots, Driver
 from grenex.replica.gateway import (
     Fate,
@@ -99,16 +124,27 @@ from grenex.replica.gateway import (
     reply_from_wire,
     reply_to_wire,
 )
-from grenex.sim.checker import SimFailure, Watch
+from grenex.replica.verdicts import Verdicts
+from grenex.sim.checker import Acked, EnvInfo, SimFailure, Watch
 from grenex.sim.disk import DiskCrash, SimDisk
 from grenex.sim.network import Network
 
-__all__ = ["Knobs", "Result", "Simulation", "run_seed"]
+__all__ = ["KEYRING_SALT", "Knobs", "Result", "Simulation", "run_seed", "sim_genesis"]
 
 ELECTION_TIMEOUT_TICKS = 12
 HEARTBEAT_INTERVAL_TICKS = 2
-# Session tables big enough that the simulation never evicts (the model does not model it).
-SESSION_OUTCOMES_PER_CLIENT_MAX = 1 << 20
+# the clients' keys and the genesis: deterministic, from a fixed salt (SPEC §8; test use only)
+KEYRING_SALT = "grenex-sim"
+CLUSTER = "sim"
+# the simulated wall clock: ms since the epoch at tick 0, and per tick (each node adds a skew)
+EPOCH_MS = 1_700_000_000_000
+TICK_MS = 10
+CLOCK_SKEW_MS_MAX = 40
+# per account: rotate the key at most this often, and now and then send an envelope signed by
+# the key rotated away
+ROTATIONS_MAX = 3
+ROTATE_RATE = 0.02
+OLD_KEY_RATE = 0.03
 # Forwards travel as peer messages signed with a cluster secret, as on a real cluster.
 PEER_SECRET = b"grenex-sim-peer-secret"
 
@@ -204,17 +240,23 @@ class Knobs:
 
 @dataclass
 class Op:
-    """One client command and its fate: ok (acknowledged), unknown (gave up), or pending."""
+    """One client envelope and its fate: ok (acknowledged: applied, or a duplicate answered
+    with the first outcome), invalid (refused by a §8 check before the log, for good), unknown
+    (gave up, or its nonce went stale: it may or may not have executed), or pending.
+
+    ``kind``: ``register``, ``rotate`` (to key generation ``gen``), ``order``, ``market`` (the
+    operator's add_market) or ``old_key`` (signed by a key rotated away: must never execute)."""
 
     client: str
     seq: int
     data: bytes
     started: int
+    kind: str = "order"
+    gen: int = 0
     attempts: int = 0
     status: str = "pending"
-    index: int = 0
-    term: int = 0
-    events: list[Event] = field(default_factory=list)
+    answer: Acked | None = None
+    why: str = ""
     acked_by: str = ""
 
 
@@ -227,7 +269,8 @@ class Client:
     deadline: int = 0
     target: str | None = None
     n_ops: int = 0
-    n_req: int = 0
+    registered: bool = False
+    gen: int = 0  # the key generation the account holds (0: the first key)
 
 
 ATTEMPTS_MAX = 30
@@ -244,10 +287,11 @@ class SimNode:
     arrived since its last turn.  ``incarnation`` counts starts (the gateway's batch numbers
     start at ``incarnation << 32``, so they never repeat across restarts)."""
 
-    def __init__(self, nid: str, disk: SimDisk, tick_skip: float) -> None:
+    def __init__(self, nid: str, disk: SimDisk, tick_skip: float, skew_ms: int = 0) -> None:
         self.id = nid
         self.disk = disk
         self.tick_skip = tick_skip
+        self.skew_ms = skew_ms  # this node's wall clock runs that far ahead
         self.replica: Replica | None = None
         self.gateway: Gateway[Token] | None = None
         self.driver: Driver[Token] | None = None
@@ -297,7 +341,6 @@ class Simulation:
         self.net.loss = k.loss
         self.net.duplication = k.duplication
         self.net.delay_max_ticks = k.delay_max_ticks
-        self.watch = Watch()
         self.now = 0
         self.phase = "safety"
         self.nodes: dict[str, SimNode] = {}
@@ -327,9 +370,21 @@ class Simulation:
             "outcome_refused": 0,
             "outcome_busy": 0,
             "outcome_unknown": 0,
+            "outcome_invalid": 0,
+            "prelog_invalid": 0,
+            "prelog_duplicates": 0,
+            "rotations": 0,
+            "old_key_refused": 0,
+            "stale_nonces": 0,
             "snapshot_hashes": 0,
         }
         voters = [self._new_id() for _ in range(k.voters)]
+        self.keyring = Keyring(KEYRING_SALT)
+        self.genesis = sim_genesis(self.keyring, voters)
+        # one verdict cache per run, shared by every replica (a pure function of its key)
+        self.verdicts = Verdicts(self.genesis.cluster_id)
+        self.signer = Signer(self.genesis.cluster_id, self._key_of)
+        self.watch = Watch(self.genesis)
         for nid in voters:
             disk = SimDisk()
             bootstrap(disk, voters)
@@ -337,10 +392,11 @@ class Simulation:
         for _ in range(k.learners):
             self._join()
         self.clients = [Client(f"c{i + 1}") for i in range(k.clients)]
-        self.admin = Client("admin")
+        self.by_name = {c.name: c for c in self.clients}
+        self.admin = Client(self.genesis.operator.client, registered=True)
+        self.by_name[self.admin.name] = self.admin
         self._admin_ops = [
-            {"type": "add_market", "market": m, "tick": t, "lot": lot, "client": "admin"}
-            for m, t, lot in MARKETS
+            {"type": "add_market", "market": m, "tick": t, "lot": lot} for m, t, lot in MARKETS
         ]
 
     # -- logging ------------------------------------------------------------------------------
@@ -357,9 +413,51 @@ class Simulation:
         return nid
 
     def _add_node(self, nid: str, disk: SimDisk) -> SimNode:
-        node = SimNode(nid, disk, self.rng.random() * self.knobs.tick_skip_max)
+        rng = self.rng
+        node = SimNode(
+            nid, disk, rng.random() * self.knobs.tick_skip_max, rng.randrange(CLOCK_SKEW_MS_MAX)
+        )
         self.nodes[nid] = node
         return node
+
+    def wall_ms(self, node: SimNode) -> int:
+        """The node's wall clock (ms since the epoch): the tick, plus its skew."""
+        return EPOCH_MS + self.now * TICK_MS + node.skew_ms
+
+    # -- keys and envelopes ---------------------------------------------------------------------
+
+    def key(self, name: str, gen: int) -> SecretKey:
+        """Account ``name``'s key of generation ``gen`` (0: the one it registers)."""
+        return self.keyring.key(name if gen == 0 else f"{name}/{gen}")
+
+    def _key_of(self, name: str) -> SecretKey:
+        c = self.by_name[name]
+        return self.key(name, c.gen)
+
+    def envelope(self, client: str, cmd: dict[str, Any], key: SecretKey | None = None) -> bytes:
+        """``cmd`` as ``client``'s next envelope (counter nonce), signed by ``key`` (default:
+        the account's current key); registered with the watch."""
+        nonce = self.signer.next_nonce(client)
+        obj = dict(cmd)
+        obj["client"] = client
+        obj["nonce"] = nonce
+        text = encode_json(obj)
+        k = key if key is not None else self._key_of(client)
+        data = self.signer.sign_text(client, text, k)
+        digest = hashlib.sha256(text).digest()
+        self.watch.register(data, EnvInfo(client, nonce, obj, digest, k.public_key))
+        return data
+
+    def _precheck(self, node: SimNode, r: Replica, data: bytes) -> Reject | Duplicate | None:
+        """SPEC §8 checks 1–5 against ``r``'s applied state at the node's clock (what the
+        receiving node and the leader run); every verdict goes to the watch."""
+        state = r.state
+        t = self.wall_ms(node)
+        _env, v = state.precheck(data, t, self.verdicts)
+        self.watch.record_precheck(node.id, state.index, t, data, v)
+        if type(v) is Reject or type(v) is Duplicate:
+            return v
+        return None
 
     def _start(self, node: SimNode) -> None:
         k = self.knobs
@@ -372,17 +470,24 @@ class Simulation:
                 inflight_messages_max=k.inflight_messages_max,
                 snapshot_retry_ticks=4 * ELECTION_TIMEOUT_TICKS,
             ),
+            genesis=self.genesis,
             snapshot_interval_entries=k.snapshot_interval_entries,
             compaction_retain_entries=k.compaction_retain_entries,
-            session_outcomes_per_client_max=SESSION_OUTCOMES_PER_CLIENT_MAX,
-            session_outcomes_max=SESSION_OUTCOMES_PER_CLIENT_MAX,
             auto_snapshot=False,  # the driver's snapshots: deferred, like the node's child
         )
         r = Replica(cfg, node.disk, random.Random(self.rng.getrandbits(64)))
+        r.verifier = self.verdicts
         node.incarnation += 1
+
+        def precheck(data: bytes) -> str | None:  # the leader's, as the node's _precheck
+            v = self._precheck(node, r, data)
+            if v is None:
+                return None
+            return v.reason if type(v) is Reject else "duplicate"
+
         # batch numbers never repeat across restarts (see Gateway.first_batch)
         gw: Gateway[Token] = Gateway(
-            node.id, k.gateway_limits(), first_batch=node.incarnation << 32
+            node.id, k.gateway_limits(), first_batch=node.incarnation << 32, precheck=precheck
         )
         snaps = DeferredSnapshots(
             r, random.Random(self.rng.getrandbits(64)), k.snapshot_delay_turns_max
@@ -396,7 +501,19 @@ class Simulation:
 
         def on_applied(applied: list[Applied]) -> None:
             for a in applied:
-                watch.record_applied(nid, a.index, a.term, a.kind, a.data, a.events, a.duplicate)
+                watch.record_applied(
+                    nid,
+                    a.index,
+                    a.term,
+                    a.kind,
+                    a.data,
+                    a.time,
+                    a.events,
+                    a.duplicate,
+                    a.outcome_seq,
+                    a.outcome_time,
+                    a.results_json,
+                )
 
         node.replica = r
         node.gateway = gw
@@ -493,7 +610,17 @@ class Simulation:
                 node.inbox.append(decode_message(payload[1]))
             elif kind == "req":  # a client's command: (client, seq, attempt) is its token
                 _, seq, attempt, data = payload
-                gw.submit((src, seq, attempt), data)
+                # the receiving node's §8 checks 1–5, as the client API runs them
+                v = self._precheck(node, _r(node), data)
+                if v is None:
+                    gw.submit((src, seq, attempt), data)
+                elif type(v) is Reject:
+                    self.stats["prelog_invalid"] += 1
+                    self.net.send(dst, src, ("invalid", seq, attempt, v.reason))
+                else:
+                    assert type(v) is Duplicate
+                    self.stats["prelog_duplicates"] += 1
+                    self.net.send(dst, src, ("dup", seq, attempt, v.seq, v.time, v.events))
             elif kind == "fwd":
                 _, _batch, body = payload
                 try:
@@ -522,7 +649,7 @@ class Simulation:
         assert r is not None and driver is not None and gw is not None and snaps is not None
         nid = node.id
         msgs, node.inbox = node.inbox, []
-        turn = driver.turn(ticks, msgs)
+        turn = driver.turn(ticks, msgs, now_ms=self.wall_ms(node))
         try:
             for rd in turn:
                 r.flush(rd)
@@ -569,7 +696,7 @@ class Simulation:
                 if out.fate == Fate.APPLIED:
                     a = out.applied
                     assert a is not None
-                    net.send(nid, client, ("ok", seq, attempt, a.index, a.term, a.events, a.data))
+                    net.send(nid, client, ("ok", seq, attempt, a))
                 else:
                     net.send(nid, client, (out.fate.name.lower(), seq, attempt, out.why))
 
@@ -751,16 +878,36 @@ class Simulation:
 
     # -- clients ------------------------------------------------------------------------------
 
-    def _new_op(self, c: Client) -> Op | None:
+    def _new_op(self, c: Client, plain: bool = False) -> Op | None:
+        """The client's next envelope (``plain``: no key rotation, no old key)."""
         c.n_ops += 1
+        rng = self.rng
+        kind = "order"
+        gen = c.gen
         if c is self.admin:
             if not self._admin_ops:
                 return None
-            cmd: dict[str, Any] = dict(self._admin_ops.pop(0))
-            cmd["req"] = f"m{c.n_ops}"
-        else:
+            data = self.envelope(c.name, self._admin_ops.pop(0))
+            kind = "market"
+        elif not c.registered:
+            k = self.key(c.name, 0)
+            data = self.envelope(c.name, {"type": "register", "key": k.public_key}, k)
+            kind = "register"
+        elif not plain and c.gen < ROTATIONS_MAX and rng.random() < ROTATE_RATE:
+            gen = c.gen + 1
+            data = self.envelope(
+                c.name, {"type": "rotate_key", "key": self.key(c.name, gen).public_key}
+            )
+            kind = "rotate"
+        elif not plain and c.gen > 0 and rng.random() < OLD_KEY_RATE:
+            # signed by a key the account rotated away: must be refused bad_signature
             cmd = self._order(c)
-        op = Op(c.name, c.n_ops, encode_json(cmd), self.now)
+            gen = rng.randrange(c.gen)
+            data = self.envelope(c.name, cmd, self.key(c.name, gen))
+            kind = "old_key"
+        else:
+            data = self.envelope(c.name, self._order(c))
+        op = Op(c.name, c.n_ops, data, self.now, kind, gen)
         self.ops.append(op)
         return op
 
@@ -773,7 +920,6 @@ class Simulation:
             c.ids.append(oid)
             cmd: dict[str, Any] = {
                 "type": "place",
-                "client": c.name,
                 "id": oid,
                 "market": market,
                 "side": rng.choice(("buy", "sell")),
@@ -796,22 +942,15 @@ class Simulation:
                     cmd["post_only"] = True
             if rng.random() < 0.2:
                 cmd["stp"] = rng.choice(("cancel_maker", "cancel_taker", "cancel_both"))
-            if rng.random() < 0.3:
-                c.n_req += 1
-                cmd["req"] = f"r{c.n_req}"
             return cmd
         oid = rng.choice(c.ids)
         if roll < 0.8:
-            cmd = {"type": "cancel", "client": c.name, "id": oid}
-        else:
-            cmd = {"type": "amend", "client": c.name, "id": oid}
-            if rng.random() < 0.7:
-                cmd["qty"] = str(rng.randrange(1, 6))
-            if rng.random() < 0.5 or "qty" not in cmd:
-                cmd["price"] = str(rng.randrange(95, 106))
-        if rng.random() < 0.85:  # most carry a req; the rest rely on absolute values
-            c.n_req += 1
-            cmd["req"] = f"r{c.n_req}"
+            return {"type": "cancel", "id": oid}
+        cmd = {"type": "amend", "id": oid}
+        if rng.random() < 0.7:
+            cmd["qty"] = str(rng.randrange(1, 6))
+        if rng.random() < 0.5 or "qty" not in cmd:
+            cmd["price"] = str(rng.randrange(95, 106))
         return cmd
 
     def _client_step(self, c: Client) -> None:
@@ -832,7 +971,8 @@ class Simulation:
 
     def _send_attempt(self, c: Client, op: Op) -> None:
         """To any node (the gateway forwards to the leader): the last one that answered, or
-        one drawn among those that run (or, if none does, among those not retired)."""
+        one drawn among those that run (or, if none does, among those not retired).  Always
+        the same envelope bytes."""
         op.attempts += 1
         if c.target is None or c.target not in self.nodes or self.nodes[c.target].retired:
             live = [nid for nid in sorted(self.nodes) if not self.nodes[nid].retired]
@@ -842,42 +982,122 @@ class Simulation:
         self.net.send(c.name, c.target, ("req", op.seq, op.attempts, op.data))
 
     def _retry(self, c: Client, op: Op, target: str | None) -> None:
-        if op.attempts >= ATTEMPTS_MAX and self.phase == "safety":
-            op.status = "unknown"
+        # an account's register and key rotations are never given up: its client must know
+        # which key the account holds
+        keep = op.kind in ("register", "rotate")
+        if op.attempts >= ATTEMPTS_MAX and self.phase == "safety" and not keep:
             self.log(f"{c.name} gives up on #{op.seq} (outcome unknown)")
-            c.op = None
-            c.next_op_tick = self.now + self.rng.randrange(1, 6)
+            self._settle(c, op, "unknown")
             return
         c.target = target
         self._send_attempt(c, op)
 
+    def _settle(self, c: Client, op: Op, status: str, node: str | None = None) -> None:
+        op.status = status
+        c.op = None
+        if node is not None:
+            op.acked_by = node
+            c.target = node
+        c.next_op_tick = self.now + self.rng.randrange(0 if node else 1, 6)
+
     def _handle_reply(self, client_name: str, node: str, payload: Any) -> None:
-        c = self.admin if client_name == "admin" else self._client(client_name)
+        c = self.by_name[client_name]
         op = c.op
         kind, seq, attempt = payload[0], payload[1], payload[2]
         if op is None or op.seq != seq:
             return  # an answer to an earlier command: already settled
-        if kind == "ok":  # from any attempt: the command was applied
-            op.status = "ok"
-            op.index, op.term, op.events = payload[3], payload[4], payload[5]
-            if payload[6] != op.data:
+        if kind == "ok":  # from any attempt: the envelope was applied (or answered from it)
+            a: Applied = payload[3]
+            if a.data != op.data:
                 raise SimFailure(
                     f"{node} acknowledged {c.name}#{seq} with another command's entry"
-                    f" {payload[6][:60]!r} at {op.index}"
+                    f" {a.data[:60]!r} at {a.index}"
                 )
-            op.acked_by = node
-            c.op = None
-            c.target = node
-            c.next_op_tick = self.now + self.rng.randrange(0, 6)
-        elif attempt == op.attempts:  # refused, busy, unknown: the same command elsewhere
-            c.deadline = min(c.deadline, self.now + self.rng.randrange(1, 5))
-            c.target = None
+            op.answer = Acked(
+                f"{c.name}#{seq}",
+                op.data,
+                a.index,
+                a.term,
+                a.duplicate,
+                a.outcome_seq,
+                a.outcome_time,
+                list(a.events),
+                a.results_json,
+            )
+            self._acknowledged(c, op, node, a.duplicate, a.events, a.results_json)
+        elif kind == "dup":  # the receiving node's window: the first outcome, before the log
+            _, _, _, oseq, otime, results = payload
+            op.answer = Acked(f"{c.name}#{seq}", op.data, 0, 0, True, oseq, otime, [], results)
+            self._acknowledged(c, op, node, True, [], results)
+        elif kind == "invalid":
+            self._invalid(c, op, node, attempt, payload[3])
+        elif attempt == op.attempts:  # refused, busy, unknown: the same envelope elsewhere
+            self._again_soon(c)
 
-    def _client(self, name: str) -> Client:
-        for c in self.clients:
-            if c.name == name:
-                return c
-        raise KeyError(name)
+    def _again_soon(self, c: Client) -> None:
+        c.deadline = min(c.deadline, self.now + self.rng.randrange(1, 5))
+        c.target = None
+
+    def _acknowledged(
+        self,
+        c: Client,
+        op: Op,
+        node: str,
+        duplicate: bool,
+        events: list[Any],
+        results: bytes | None,
+    ) -> None:
+        """What an acknowledged answer means for the account's key and registration."""
+        if op.kind == "register":
+            if not (duplicate or (len(events) == 1 and type(events[0]) is Registered)):
+                raise SimFailure(f"{c.name}'s register answered {events!r}")
+            c.registered = True
+        elif op.kind == "rotate":
+            if duplicate or (len(events) == 1 and type(events[0]) is KeyRotated):
+                self.stats["rotations"] += 1
+            elif not _refused(events, "bad_signature"):
+                raise SimFailure(f"{c.name}'s rotate_key answered {events!r}")
+            # bad_signature: an earlier copy of this very envelope rotated the key (only its
+            # holder can sign for the account, and this is its only rotation in flight)
+            c.gen = op.gen
+        elif op.kind == "old_key":
+            if duplicate or not _refused(events, "bad_signature"):
+                raise SimFailure(f"{c.name}'s envelope signed by an old key ran: {events!r}")
+            self.stats["old_key_refused"] += 1
+        self._settle(c, op, "ok", node)
+
+    def _holds(self, nid: str, c: Client, gen: int) -> bool:
+        """Node ``nid``'s ``account`` read: the account holds key generation ``gen``."""
+        r = self.nodes[nid].replica
+        key = r.state.auth.account_key(c.name) if r is not None else None
+        return key == self.key(c.name, gen).public_key
+
+    def _invalid(self, c: Client, op: Op, node: str, attempt: int, why: str) -> None:
+        """A §8 check refused the envelope before the log (the watch checked the verdict)."""
+        if why in ("unknown_client", "bad_signature"):
+            if op.kind == "rotate" and why == "bad_signature" and self._holds(node, c, op.gen):
+                # that node's account holds the new key: an earlier copy rotated it (the
+                # client asks the node, as a real one reads ``account``; a node that lags
+                # behind an earlier rotation also says bad_signature)
+                c.gen = op.gen
+                op.why = why
+                self._settle(c, op, "invalid", node)
+                return
+            if op.kind == "old_key" and why == "bad_signature":
+                self.stats["old_key_refused"] += 1
+                op.why = why
+                self._settle(c, op, "invalid", node)
+                return
+            # a node that has not applied the account's register (or rotation) yet
+            if attempt == op.attempts:
+                self._again_soon(c)
+            return
+        op.why = why
+        if why == "stale_nonce":  # it may have executed: only `order` would tell
+            self.stats["stale_nonces"] += 1
+            self._settle(c, op, "unknown", node)
+            return
+        raise SimFailure(f"{node} refused {c.name}#{op.seq} ({op.kind}): {why}")
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -920,7 +1140,7 @@ class Simulation:
             if probe is None:
                 if self._converged() and all(c.op is None for c in [self.admin, *self.clients]):
                     c = self.clients[0]
-                    probe = self._new_op(c)
+                    probe = self._new_op(c, plain=True)
                     assert probe is not None
                     c.op = probe
                     c.next_op_tick = self.now
@@ -965,24 +1185,32 @@ class Simulation:
             r.state.engine.check_invariants()
             if r.state.engine.state_hash() != want:
                 raise SimFailure(f"{nid}'s books differ from the model replaying the log")
-            if r.state.sessions.evictions:
-                raise SimFailure(f"{nid} evicted sessions; the model assumes none")
+            auth = r.state.auth
+            for c in [self.admin, *self.clients]:
+                key = auth.account_key(c.name)
+                if key != model.key_of(c.name):
+                    raise SimFailure(f"{nid} binds {c.name} to {key}; the model says otherwise")
             # its log agrees with the committed log wherever it still holds entries
             disk = self.nodes[nid].disk
             for i in range(disk.first_index(), r.raft.log.committed + 1):
                 e = disk.live.entries(i, i + 1, 1 << 30)[0]
                 known = watch.log.get(i)
                 # the watch records what was applied: the command without the leader's stamp
-                if known is not None and known != (e.term, e.kind, unstamp(e.data)[1]):
+                t, data = unstamp(e.data) if e.kind == EntryKind.NORMAL else (None, e.data)
+                if known is not None and known != (e.term, e.kind, data, t):
                     raise SimFailure(f"{nid}'s log differs from the committed log at {i}")
-        acked = [
-            (f"{op.client}#{op.seq}", op.data, op.index, op.term, op.events)
-            for op in self.ops
-            if op.status == "ok"
-        ]
+        for c in self.clients:  # every client knows the key its account holds
+            want_key = self.key(c.name, c.gen).public_key if c.registered else None
+            if model.key_of(c.name) != want_key:
+                raise SimFailure(f"{c.name} believes its key is {want_key}; the model differs")
+        acked = [op.answer for op in self.ops if op.status == "ok" and op.answer is not None]
         watch.check_history(acked)
         self.stats["commands_ok"] = len(acked)
-        self.stats["duplicates"] = sum(1 for _, dup in model.outcomes.values() if dup)
+        self.stats["duplicates"] = sum(1 for o in model.outcomes.values() if o[1]) + sum(
+            1 for a in acked if a.index == 0
+        )
+        self.stats["commands_invalid"] = sum(1 for op in self.ops if op.status == "invalid")
+        self.stats["prechecks_checked"] = watch.checked_prechecks
         self.stats["retries"] = sum(op.attempts - 1 for op in self.ops)
         self.stats["commands_unknown"] = sum(1 for op in self.ops if op.status == "unknown")
         self.stats["log_index"] = index
@@ -1009,6 +1237,17 @@ class Simulation:
                 f" {conf} hash={n.replica.state_hash()[:10]}"
             )
         return out
+
+
+def sim_genesis(keyring: Keyring, voters: list[str]) -> Genesis:
+    """The simulated cluster's genesis: the keyring's operator and voter keys, no certificates
+    (the simulator is pure: it never opens TLS), default limits."""
+    return parse_genesis(keyring.genesis(CLUSTER, voters))
+
+
+def _refused(events: list[Any], reason: str) -> bool:
+    """The outcome is one ``rejected`` event with ``reason``."""
+    return len(events) == 1 and type(events[0]) is Rejected and events[0].reason == reason
 
 
 def _from_wire(reply: object) -> ForwardReply:

@@ -21,16 +21,20 @@ votes for c and c overwrites the acknowledged commands: the checker fails.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from grenex.codec import encode_json
 from grenex.codec.raft import decode_message, encode_message
+from grenex.codec.signer import Keyring, Signer
 from grenex.consensus import Config, Message, Role, bootstrap
 from grenex.consensus.rejoin import Readmissions
 from grenex.replica import Replica, ReplicaConfig
-from grenex.sim.checker import SimFailure, Watch
+from grenex.sim.checker import Acked, EnvInfo, SimFailure, Watch
+from grenex.sim.cluster import KEYRING_SALT, sim_genesis
 from grenex.sim.disk import SimDisk
 from grenex.sim.network import Network
 
@@ -51,7 +55,10 @@ class ScenarioResult:
 class _World:
     def __init__(self, say: Callable[[str], None]) -> None:
         self.net = Network(random.Random(1))
-        self.watch = Watch()
+        self.keyring = Keyring(KEYRING_SALT)
+        self.genesis = sim_genesis(self.keyring, list(IDS))
+        self.signer = Signer(self.genesis.cluster_id, self.keyring)
+        self.watch = Watch(self.genesis)
         self.now = 0
         self.disks: dict[str, SimDisk] = {}
         self.nodes: dict[str, Replica | None] = {}
@@ -65,10 +72,22 @@ class _World:
                 heartbeat_interval_ticks=2,
                 rejoin_tag=rejoin_tag,
             ),
+            genesis=self.genesis,
             snapshot_interval_entries=1000,
         )
         seed = IDS.index(nid) * 1000 + self.now
         self.nodes[nid] = Replica(cfg, self.disks[nid], random.Random(seed))
+
+    def envelope(self, cmd: dict[str, Any]) -> bytes:
+        """``cmd`` as the operator's next envelope, registered with the watch."""
+        client = self.genesis.operator.client
+        obj = dict(cmd, client=client, nonce=self.signer.next_nonce(client))
+        text = encode_json(obj)
+        key = self.keyring.key(client)
+        data = self.signer.sign_text(client, text, key)
+        info = EnvInfo(client, obj["nonce"], obj, hashlib.sha256(text).digest(), key.public_key)
+        self.watch.register(data, info)
+        return data
 
     def r(self, nid: str) -> Replica:
         rep = self.nodes[nid]
@@ -112,7 +131,17 @@ class _World:
                 self.watch.record_leader(rep.raft.term, nid)
             for a in applied:
                 self.watch.record_applied(
-                    nid, a.index, a.term, a.kind, a.data, a.events, a.duplicate
+                    nid,
+                    a.index,
+                    a.term,
+                    a.kind,
+                    a.data,
+                    a.time,
+                    a.events,
+                    a.duplicate,
+                    a.outcome_seq,
+                    a.outcome_time,
+                    a.results_json,
                 )
 
     def run_until(self, cond: Callable[[], bool], ticks_max: int, what: str) -> None:
@@ -149,19 +178,19 @@ def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> Scenario
         w.start(nid)
     w.r("a").raft.campaign()
     w.run_until(lambda: w.leader() == "a", 200, "a leads")
-    acked: list[tuple[str, bytes, int, int, list[object]]] = []
+    acked: list[Acked] = []
 
-    def command(cmd: dict[str, object]) -> None:
-        data = encode_json(cmd)
+    def command(cmd: dict[str, Any]) -> None:
+        data = w.envelope(cmd)
         index, term = w.r("a").propose(data)
         w.run_until(lambda: w.r("a").applied_index >= index, 200, f"{index} applied on a")
         entry = w.watch.log[index]
         assert entry[0] == term, "the leader did not change"
-        acked.append(
-            (f"#{len(acked) + 1}", data, index, term, list(w.watch.model.outcomes[index][0]))
-        )
+        events = list(w.watch.model.outcomes[index][0])
+        who = f"#{len(acked) + 1}"
+        acked.append(Acked(who, data, index, term, False, index, None, events, None))
 
-    command({"type": "add_market", "market": "M", "tick": "1", "lot": "1", "req": "m1"})
+    command({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
     w.run_until(lambda: all(w.r(n).applied_index >= acked[-1][2] for n in IDS), 200, "all apply")
     w.cut("c", True)
     say(f"t={w.now} c is cut off")
@@ -169,7 +198,6 @@ def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> Scenario
         command(
             {
                 "type": "place",
-                "client": "u",
                 "id": f"o{i}",
                 "market": "M",
                 "side": "buy",
@@ -196,9 +224,9 @@ def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> Scenario
             result.leaders_while_a_down.append(ldr)
             say(f"t={w.now} {ldr} leads term {w.r(ldr).raft.term} while a is down")
             # the new leader takes a command: it lands where an acknowledged one was
-            w.r(ldr).propose(encode_json({"type": "cancel", "client": "v", "id": "x"}))
+            w.r(ldr).propose(w.envelope({"type": "cancel", "id": "x"}))
     if result.leaders_while_a_down:
-        w.watch.check_history(acked)  # type: ignore[arg-type]
+        w.watch.check_history(acked)
         raise SimFailure("a leader was elected without the acknowledged commands")
     say(f"t={w.now} nobody leads while a is down; a restarts from its disk")
     w.start("a")
@@ -224,7 +252,7 @@ def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> Scenario
         400,
         "every replica applies everything",
     )
-    w.watch.check_history(acked)  # type: ignore[arg-type]
+    w.watch.check_history(acked)
     hashes = {w.r(n).state_hash() for n in IDS}
     if len(hashes) != 1:
         raise SimFailure("replicas differ after b's re-admission")
