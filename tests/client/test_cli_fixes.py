@@ -3,7 +3,9 @@
 Proves: ``markets``, ``orders``, ``order`` and ``cancel-all`` print tables and one JSON document
 with ``--json``; the order ``place`` prints (``CLIENT/ID``) is accepted by ``cancel``, ``amend``
 and ``order``, and a ``CLIENT/ID`` naming another client than ``--client`` is a usage error;
-``place --json`` keeps the ``duplicate`` flag and the text says nothing new was placed; a partly
+a reply the node answers from the nonce window is shown as a duplicate (``--json`` keeps the
+flag, the text says nothing new was executed), while a re-run reusing an id is rejected
+``duplicate_id``; a partly
 filled IOC is headlined "partly filled, rest cancelled"; ``--qty .1`` is refused with "write
 0.1"; ``invalid_price``/``invalid_qty`` name the market's tick or lot; ``trades`` and ``book``
 both exit 1 for an unknown market; a node that never answers gives "the outcome is unknown;
@@ -15,6 +17,7 @@ a command waiting for its node does (one line, ``error: interrupted``).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import signal
@@ -24,10 +27,12 @@ import time
 
 import pytest
 
+from grenex.client import CommandResult
+from grenex.client.commands import report
 from grenex.devnet import LocalCluster
 from grenex.grenache import Link
 
-from .helpers import black_hole
+from .helpers import account_key, black_hole, operator_key
 from .test_cli import g, grenex
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
@@ -41,12 +46,24 @@ def placed_order(out: str) -> str:
 
 
 async def test_markets_orders_order_cancel_all(cluster: LocalCluster) -> None:
-    opened = await g(cluster, "add-market", "--market", "FX-USD", "--tick", "0.25", "--lot", "2")
+    opened = await g(
+        cluster,
+        "add-market",
+        "--key",
+        operator_key(cluster),
+        "--market",
+        "FX-USD",
+        "--tick",
+        "0.25",
+        "--lot",
+        "2",
+    )
     assert opened.code == 0, opened.err
     text, js = await asyncio.gather(g(cluster, "markets"), g(cluster, "markets", "--json"))
     assert text.code == 0 and "FX-USD" in text.out and "0.25" in text.out and "tick" in text.out
     assert {"market": "FX-USD", "tick": "0.25", "lot": "2"} in js.json()["markets"]
 
+    al = await account_key(cluster, "fx-al")
     for price in ("10", "10.5", "11"):
         r = await g(
             cluster,
@@ -55,6 +72,8 @@ async def test_markets_orders_order_cancel_all(cluster: LocalCluster) -> None:
             "n1",
             "--client",
             "fx-al",
+            "--key",
+            al,
             "--market",
             "FX-USD",
             "--side",
@@ -93,11 +112,12 @@ async def test_markets_orders_order_cancel_all(cluster: LocalCluster) -> None:
     assert oj.json()["state"] == "resting" and oj.json()["remaining"] == "4"
     assert unknown.code == 0 and "unknown" in unknown.out and "never used" in unknown.out
 
-    alld = await g(cluster, "cancel-all", "--node", "n2", "--client", "fx-al", "--json")
+    alld = await g(cluster, "cancel-all", "--node", "n2", "--key", al, "--json")
     assert alld.code == 0, alld.err
     doc = alld.json()
     assert doc["cancelled"] == 3 and doc["failed"] == 0 and len(doc["listed"]) == 3
-    again = await g(cluster, "cancel-all", "--node", "n2", "--client", "fx-al")
+    assert doc["client"] == "fx-al" and doc["batches"] == 1  # one signed batch
+    again = await g(cluster, "cancel-all", "--node", "n2", "--client", "fx-al", "--key", al)
     assert again.code == 0 and "0 resting orders listed" in again.out
     assert "orders placed after the listing are not cancelled" in again.out
     gone = await g(cluster, "order", "--id", "fx-al/fx-10")
@@ -105,11 +125,14 @@ async def test_markets_orders_order_cancel_all(cluster: LocalCluster) -> None:
 
 
 async def test_ids_round_trip(cluster: LocalCluster) -> None:
+    key = await account_key(cluster, "ids-c")
     placed = await g(
         cluster,
         "place",
         "--node",
         "n3",
+        "--key",
+        key,
         "--market",
         "ETH-USD",
         "--side",
@@ -120,25 +143,72 @@ async def test_ids_round_trip(cluster: LocalCluster) -> None:
         "5000",
     )
     assert placed.code == 0, placed.err
-    ref = placed_order(placed.out)  # n3/<fresh id>
-    assert ref.startswith("n3/")
-    amended = await g(cluster, "amend", "--node", "n3", "--id", ref, "--qty", "1")
+    ref = placed_order(placed.out)  # ids-c/<fresh id>: the key's account
+    assert ref.startswith("ids-c/")
+    amended = await g(cluster, "amend", "--node", "n3", "--key", key, "--id", ref, "--qty", "1")
     assert amended.code == 0 and "amended" in amended.out, amended.err
     state = await g(cluster, "order", "--id", ref, "--json")
     assert state.json()["remaining"] == "1"
-    other = await g(cluster, "cancel", "--node", "n3", "--client", "someone", "--id", ref)
+    other = await g(
+        cluster, "cancel", "--node", "n3", "--key", key, "--client", "someone", "--id", ref
+    )
     assert other.code == 2 and "someone" in other.one_line_error()
-    cancelled = await g(cluster, "cancel", "--node", "n3", "--id", ref)
+    cancelled = await g(cluster, "cancel", "--node", "n3", "--key", key, "--id", ref)
     assert cancelled.code == 0 and "cancelled" in cancelled.out, cancelled.err
 
 
-async def test_duplicate_and_partly_filled(cluster: LocalCluster) -> None:
+async def test_a_duplicate_reply_is_shown_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    """A reply the node answered from the account's nonce window (an earlier attempt of the
+    same signed envelope got through, its reply was lost): the text says so and that nothing
+    new was executed, and ``--json`` keeps the flag.  (The lost-reply retry itself is
+    test_library's proxy test.)"""
+    reply = {
+        "seq": 7,
+        "time": 1,
+        "duplicate": True,
+        "events": [
+            {
+                "type": "accepted",
+                "seq": 7,
+                "client": "dup-c",
+                "id": "dup-1",
+                "market": "ETH-USD",
+                "side": "sell",
+                "price": "6000",
+                "qty": "0.5",
+                "tif": "GTC",
+            },
+            {
+                "type": "resting",
+                "seq": 7,
+                "client": "dup-c",
+                "id": "dup-1",
+                "market": "ETH-USD",
+                "price": "6000",
+                "remaining": "0.5",
+            },
+        ],
+    }
+    r = CommandResult.from_reply(reply, "dup-c", "dup-1")
+    report("place", r, as_json=False)
+    text = capsys.readouterr().out
+    assert "dup-c/dup-1" in text and "resting" in text
+    assert "duplicate" in text and "nothing new" in text
+    report("place", r, as_json=True)
+    assert json.loads(capsys.readouterr().out)["duplicate"] is True
+    fresh = CommandResult.from_reply({k: v for k, v in reply.items() if k != "duplicate"}, "c", "i")
+    report("place", fresh, as_json=False)
+    assert "duplicate" not in capsys.readouterr().out
+
+
+async def test_a_reused_id_and_partly_filled(cluster: LocalCluster) -> None:
+    key = await account_key(cluster, "dup-c")
     args = (
         "place",
         "--node",
         "n1",
-        "--client",
-        "dup-c",
+        "--key",
+        key,
         "--market",
         "ETH-USD",
         "--side",
@@ -151,18 +221,19 @@ async def test_duplicate_and_partly_filled(cluster: LocalCluster) -> None:
         "dup-1",
     )
     first = await g(cluster, *args)
-    assert first.code == 0 and "duplicate" not in first.out
+    assert first.code == 0 and "duplicate" not in first.out, first.err
+    # the same id in a new command: rejected, never placed twice
     again, again_json = await asyncio.gather(g(cluster, *args), g(cluster, *args, "--json"))
-    assert again.code == 0 and "duplicate" in again.out and "nothing new" in again.out
-    assert again_json.json()["duplicate"] is True
+    assert again.code == 1 and "duplicate_id" in again.one_line_error()
+    assert again_json.json()["events"][0]["reason"] == "duplicate_id"
 
     ioc = await g(
         cluster,
         "place",
         "--node",
         "n2",
-        "--client",
-        "dup-t",
+        "--key",
+        await account_key(cluster, "dup-t"),
         "--market",
         "ETH-USD",
         "--side",
@@ -180,12 +251,13 @@ async def test_duplicate_and_partly_filled(cluster: LocalCluster) -> None:
 
 
 async def test_remedies_and_usage_hints(cluster: LocalCluster) -> None:
-    base = ("place", "--node", "n2", "--market", "BTC-USD", "--side", "buy")
+    rem = await account_key(cluster, "rem-a")
+    base = ("place", "--node", "n2", "--key", rem, "--market", "BTC-USD", "--side", "buy")
     dot, price, qty, unknown = await asyncio.gather(
         g(cluster, *base, "--qty", ".1", "--price", "100"),
         g(cluster, *base, "--qty", "0.1", "--price", "100.001"),
         g(cluster, *base, "--qty", "0.00001", "--price", "100"),
-        g(cluster, "place", "--node", "n2", "--market", "NO-USD", "--side", "buy", "--qty", "1"),
+        g(cluster, *base[:-4], "--market", "NO-USD", "--side", "buy", "--qty", "1"),
     )
     assert dot.code == 2 and "write 0.1" in dot.one_line_error()
     line = price.one_line_error()
@@ -198,9 +270,11 @@ async def test_remedies_and_usage_hints(cluster: LocalCluster) -> None:
         cluster, *base, "--qty", "0.1", "--price", "100", "--client", "rem-a", "--id", "rem-1"
     )
     assert rest.code == 0, rest.err
-    bad = await g(cluster, "amend", "--node", "n2", "--id", "rem-a/rem-1", "--price", "100.005")
+    bad = await g(
+        cluster, "amend", "--node", "n2", "--key", rem, "--id", "rem-a/rem-1", "--price", "100.005"
+    )
     assert bad.code == 1 and "tick 0.01 of BTC-USD" in bad.one_line_error()
-    await g(cluster, "cancel", "--node", "n2", "--id", "rem-a/rem-1")
+    await g(cluster, "cancel", "--node", "n2", "--key", rem, "--id", "rem-a/rem-1")
 
     trades, book = await asyncio.gather(
         g(cluster, "trades", "--market", "NOPE-USD"), g(cluster, "book", "--market", "NOPE-USD")
@@ -218,6 +292,10 @@ async def test_unknown_outcome_says_retry_with_the_same_id(cluster: LocalCluster
             "place",
             "--node",
             "silent",
+            "--key",
+            await account_key(cluster, "maybe"),
+            "--client",
+            "maybe",
             "--market",
             "BTC-USD",
             "--side",
@@ -256,11 +334,14 @@ def _tmux(*args: str) -> str:
 async def test_watch_fits_80_columns_and_ctrl_c_exits_130(cluster: LocalCluster) -> None:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
+    w80 = await account_key(cluster, "w80")
     trade = await g(
         cluster,
         "place",
         "--node",
         "n1",
+        "--key",
+        w80,
         "--client",
         "w80",
         "--market",
@@ -280,6 +361,8 @@ async def test_watch_fits_80_columns_and_ctrl_c_exits_130(cluster: LocalCluster)
         "place",
         "--node",
         "n1",
+        "--key",
+        await account_key(cluster, "w80-b"),
         "--client",
         "w80-b",
         "--market",
@@ -295,7 +378,8 @@ async def test_watch_fits_80_columns_and_ctrl_c_exits_130(cluster: LocalCluster)
     session = f"grenex-w80-{time.monotonic_ns()}"
     grape = ",".join(cluster.grape_urls)
     cmd = (
-        f"{sys.executable} -m grenex watch --node n2 --market BTC-USD --grape {grape}; "
+        f"{sys.executable} -m grenex watch --node n2 --market BTC-USD --grape {grape} "
+        f"--genesis {cluster.genesis_path}; "
         "echo EXIT=$?; sleep 60"
     )
     _tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "50", cmd)
@@ -321,7 +405,7 @@ async def test_watch_fits_80_columns_and_ctrl_c_exits_130(cluster: LocalCluster)
         assert "Traceback" not in screen
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
-        await g(cluster, "cancel", "--node", "n1", "--client", "w80", "--id", "w80-a")
+        await g(cluster, "cancel", "--node", "n1", "--key", w80, "--id", "w80-a")
 
 
 async def test_ctrl_c_on_a_pending_command_exits_130(cluster: LocalCluster) -> None:
@@ -344,6 +428,12 @@ async def test_ctrl_c_on_a_pending_command_exits_130(cluster: LocalCluster) -> N
             "cancel",
             "--node",
             "held",
+            "--key",
+            await account_key(cluster, "held-c"),
+            "--client",
+            "held-c",
+            "--genesis",
+            str(cluster.genesis_path),
             "--id",
             "x",
             "--timeout",
