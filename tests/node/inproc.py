@@ -5,17 +5,28 @@
 through a real :class:`~grenex.grenache.PeerRPCClient` over the fake network, and moves time
 only when told (:meth:`InProcCluster.run`), so elections, forwarding, timeouts and snapshot
 catch-up happen in milliseconds of wall time and the same way every run.
+
+Trust (SPEC §8): the cluster's genesis and every key come from a :class:`~grenex.codec.signer.
+Keyring`; the voters are the genesis' voters, and every learner is admitted by an operator
+``admit`` (its key and certificate) once the cluster has a leader.  Commands are signed
+envelopes (:meth:`InProcCluster.sign`, counter nonces: deterministic); :meth:`InProcCluster.
+command` registers an account on its first use and waits until every node applied the
+register (a node checks a command against its own applied state).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from grenex.codec.api import service_names
+from grenex.codec.genesis import parse_genesis
+from grenex.codec.signer import Keyring, Signer
 from grenex.grenache.errors import GrenacheError
+from grenex.grenache.tls import b64url, make_self_signed
 from grenex.node.config import NodeConfig
 from grenex.node.io import FakeIO, settle
 from grenex.node.node import Node
@@ -30,13 +41,20 @@ class InProcCluster:
         self.io = FakeIO()
         self.voter_ids = [f"n{i + 1}" for i in range(voters)]
         self.learner_ids = [f"n{voters + i + 1}" for i in range(learners)]
+        self.keyring = Keyring("inproc")
+        self.genesis_bytes = self.keyring.genesis("main", self.voter_ids)
+        self.genesis = parse_genesis(self.genesis_bytes)
+        self.signer = Signer(self.genesis.cluster_id, self.keyring)
         self.base = NodeConfig(
             node_id="n1",
             grapes=(GRAPE,),
             snapshot_in_background=False,
+            genesis=self.genesis,
             **overrides,
         )
         self.nodes: dict[str, Node] = {}
+        self.admitted: set[str] = set()  # learners the operator admitted
+        self.registered: set[str] = set()
         self.link = self.io.link([GRAPE], 2_000)
         self.client = self.io.rpc_client(self.link, 5_000)
 
@@ -45,6 +63,7 @@ class InProcCluster:
         return replace(
             self.base,
             node_id=node_id,
+            key=self.keyring.node_key(node_id),
             voters=tuple(self.voter_ids) if voter else (),
             join=not voter,
             **changes,
@@ -52,14 +71,80 @@ class InProcCluster:
 
     async def start(self) -> None:
         await self.link.start()
-        for nid in [*self.voter_ids, *self.learner_ids]:
+        for nid in self.voter_ids:
+            await self.start_node(nid)
+        for nid in self.learner_ids:
             await self.start_node(nid)
 
     async def start_node(self, node_id: str, **changes: Any) -> Node:
+        """Start ``node_id``; a learner the operator has not admitted yet is admitted (the
+        clock runs until a leader is known)."""
         node = Node(self.config(node_id, **changes), self.io)
         await node.start()
         self.nodes[node_id] = node
+        if node_id not in self.voter_ids and node_id not in self.admitted:
+            await self.admit(node_id)
         return node
+
+    # -- signed commands (SPEC §8) ------------------------------------------------------------
+
+    def cert_of(self, node_id: str) -> str:
+        """The node's self-signed certificate (base64url DER) on its key."""
+        return b64url(make_self_signed(self.keyring.node_key(node_id).seed, node_id))
+
+    def sign(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """``cmd`` (with ``type`` and ``client``) as a signed envelope (a JSON object); the
+        same envelope sent again is a retry."""
+        env: dict[str, Any] = json.loads(self.signer.command(cmd))
+        return env
+
+    def register_envelope(self, client: str) -> dict[str, Any]:
+        env: dict[str, Any] = json.loads(self.signer.register(client))
+        return env
+
+    async def admit(self, node_id: str, via: str | None = None) -> Any:
+        """The operator admits ``node_id`` (its key and certificate) as a learner."""
+        self.admitted.add(node_id)
+        key = self.keyring.node_key(node_id).public_key
+        cmd = {"type": "admit", "node": node_id, "key": key, "cert": self.cert_of(node_id)}
+        return await self.operator(via or await self.wait_leader(), cmd)
+
+    async def operator(self, node_id: str, cmd: dict[str, Any]) -> Any:
+        """A command signed by the genesis operator (``add_market``, ``admit``…)."""
+        env = self.sign({**cmd, "client": self.keyring.operator})
+        return await self.call(node_id, str(cmd["type"]), env)
+
+    async def register(self, client: str, via: str | None = None) -> Any:
+        """Register ``client`` (its keyring key), then run until every node applied it."""
+        self.registered.add(client)
+        node = via or await self.wait_leader()
+        r = await self.call(node, "register", self.register_envelope(client))
+        assert r["events"][0]["type"] == "registered", r
+
+        def everywhere() -> bool:
+            return all(
+                n.replica is not None and n.replica.state.auth.account_key(client) is not None
+                for n in self.nodes.values()
+            )
+
+        await self.until(everywhere)
+        return r
+
+    async def command(self, node_id: str, cmd: dict[str, Any]) -> Any:
+        """``cmd`` signed by its ``client`` (registered first if needed; ``add_market`` by
+        the operator), answered while the clock runs."""
+        if cmd["type"] == "add_market":
+            return await self.operator(node_id, cmd)
+        client = str(cmd["client"])
+        if client != self.keyring.operator and client not in self.registered:
+            await self.register(client)
+        return await self.call(node_id, str(cmd["type"]), self.sign(cmd))
+
+    async def command_error(self, node_id: str, cmd: dict[str, Any]) -> str:
+        client = str(cmd["client"])
+        if client != self.keyring.operator and client not in self.registered:
+            await self.register(client)
+        return await self.call_error(node_id, str(cmd["type"]), self.sign(cmd))
 
     async def kill(self, node_id: str) -> None:
         """The node dies at once (no hand-over): its services refuse connections."""

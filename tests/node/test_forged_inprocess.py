@@ -140,7 +140,7 @@ async def cluster() -> AsyncIterator[InProcCluster]:
 )
 async def test_a_forged_message_stops_no_node(cluster: InProcCluster, forge: Forge) -> None:
     leader = await cluster.wait_leader()
-    await cluster.call(leader, "add_market", {"market": "M", "tick": "1", "lot": "1"})
+    await cluster.command(leader, {"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
     follower = next(n for n in cluster.voter_ids if n != leader)
     replica = cluster.nodes[follower].replica
     assert replica is not None
@@ -156,11 +156,15 @@ async def test_a_forged_message_stops_no_node(cluster: InProcCluster, forge: For
     assert [n for n, node in cluster.nodes.items() if node.failed] == []
     # and the cluster still commits, through every node
     for i, node in enumerate(sorted(cluster.nodes)):
-        r = await cluster.call(
-            node,
-            "place",
-            {"client": "c", "id": f"o{i}", "market": "M", "side": "buy", "qty": "1", "price": "5"},
-        )
+        order = {
+            "client": "c",
+            "id": f"o{i}",
+            "market": "M",
+            "side": "buy",
+            "qty": "1",
+            "price": "5",
+        }
+        r = await cluster.command(node, {"type": "place", **order})
         assert r["events"][0]["type"] == "accepted"
     await cluster.converged()
     hit = cluster.nodes[target].replica

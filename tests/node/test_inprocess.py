@@ -34,6 +34,7 @@ async def cluster() -> AsyncIterator[InProcCluster]:
 
 def _place(client: str, oid: str, side: str, qty: str, price: str) -> dict[str, Any]:
     return {
+        "type": "place",
         "client": client,
         "id": oid,
         "market": "BTC-USD",
@@ -45,12 +46,12 @@ def _place(client: str, oid: str, side: str, qty: str, price: str) -> dict[str, 
 
 async def test_orders_through_every_node_trade_and_converge(cluster: InProcCluster) -> None:
     leader = await cluster.wait_leader()
-    await cluster.call(leader, "add_market", MARKET)
+    await cluster.command(leader, {"type": "add_market", **MARKET})
     follower = next(n for n in sorted(cluster.nodes) if n != leader)
-    r1 = await cluster.call(follower, "place", _place("alice", "a1", "sell", "1", "100"))
+    r1 = await cluster.command(follower, _place("alice", "a1", "sell", "1", "100"))
     assert [e["type"] for e in r1["events"]] == ["accepted", "resting"]
     learner = "n5"
-    r2 = await cluster.call(learner, "place", _place("bob", "b1", "buy", "1", "100"))
+    r2 = await cluster.command(learner, _place("bob", "b1", "buy", "1", "100"))
     types = [e["type"] for e in r2["events"]]
     assert types == ["accepted", "trade", "filled", "filled"], types
     # read your writes on the node that answered
@@ -61,7 +62,7 @@ async def test_orders_through_every_node_trade_and_converge(cluster: InProcClust
 
 async def _market(cluster: InProcCluster) -> str:
     leader = await cluster.wait_leader()
-    await cluster.call(leader, "add_market", MARKET)
+    await cluster.command(leader, {"type": "add_market", **MARKET})
     return leader
 
 
@@ -75,14 +76,14 @@ async def test_leader_killed_acknowledged_orders_survive(cluster: InProcCluster)
     leader = await _market(cluster)
     follower = next(n for n in sorted(cluster.nodes) if n != leader and n in cluster.voter_ids)
     for i in range(10):
-        r = await cluster.call(follower, "place", _place("alice", f"a{i}", "sell", "1", "100"))
+        r = await cluster.command(follower, _place("alice", f"a{i}", "sell", "1", "100"))
         assert r["events"][-1]["type"] == "resting"
     await cluster.kill(leader)
     started = cluster.io.clock()
     new_leader = await cluster.wait_leader()
     assert new_leader != leader
     # the first command under the new leader, sent to a learner (forwarded)
-    r = await cluster.call("n5", "place", _place("bob", "b1", "buy", "10", "100"))
+    r = await cluster.command("n5", _place("bob", "b1", "buy", "10", "100"))
     fills = [e for e in r["events"] if e["type"] == "trade"]
     assert len(fills) == 10  # every acknowledged order was still there
     assert cluster.io.clock() - started < 10.0  # simulated seconds to recover
@@ -97,7 +98,7 @@ async def test_slow_follower_does_not_slow_commits(cluster: InProcCluster) -> No
     dest = f"{cluster.io.net.host}:{node.peer_server.port}"
     cluster.io.net.set_delay(dest, 0.3)  # every message to it takes 0.3 s of real time
     for i in range(5):
-        await cluster.call(leader, "place", _place("alice", f"s{i}", "sell", "1", "100"))
+        await cluster.command(leader, _place("alice", f"s{i}", "sell", "1", "100"))
     cluster.io.net.set_delay(dest, 0.0)
     await cluster.converged()
 
@@ -122,10 +123,11 @@ async def test_forward_lost_is_unknown_and_a_retry_executes_once(
         return reply
 
     peers.ask = ask  # type: ignore[method-assign]
-    order = _place("alice", "x1", "sell", "1", "100")
+    await cluster.register("alice")
+    order = cluster.sign(_place("alice", "x1", "sell", "1", "100"))  # one envelope
     err = await cluster.call_error(follower, "place", order)
     assert err.startswith(wire.ERR_UNAVAILABLE) and "unknown" in err, err
-    # the command did execute: the retry with the same id returns its first outcome
+    # the command did execute: the same envelope again returns its first outcome
     again = await cluster.call(follower, "place", order)
     assert again.get("duplicate") is True
     assert [e["type"] for e in again["events"]] == ["accepted", "resting"]
@@ -148,7 +150,7 @@ async def test_forward_duplicated_executes_once(cluster: InProcCluster) -> None:
         return await real_ask(dst, msg, timeout_ms)
 
     peers.ask = ask  # type: ignore[method-assign]
-    r = await cluster.call(follower, "place", _place("alice", "d1", "sell", "2", "100"))
+    r = await cluster.command(follower, _place("alice", "d1", "sell", "2", "100"))
     assert [e["type"] for e in r["events"]] == ["accepted", "resting"]
     await cluster.converged()
     replica = cluster.nodes[leader].replica
@@ -165,8 +167,9 @@ async def test_leader_cut_off_outcome_unknown_then_retry_is_safe(
     old = cluster.nodes[leader].driver
     assert old is not None
     # the leader can still take forwards, but no consensus message it sends reaches anyone
+    await cluster.register("carol")
     old.driver.send = lambda m: None
-    order = _place("carol", "c1", "buy", "1", "99")
+    order = cluster.sign(_place("carol", "c1", "buy", "1", "99"))
     err = await cluster.call_error(follower, "place", order)
     assert err.startswith(wire.ERR_UNAVAILABLE), err
     new_leader = await cluster.wait_leader_other_than(leader)
@@ -183,7 +186,7 @@ async def test_snapshot_catch_up_of_a_new_learner() -> None:
     try:
         leader = await _market(c)
         for i in range(60):
-            await c.call(leader, "place", _place("alice", f"o{i}", "sell", "1", str(100 + i)))
+            await c.command(leader, _place("alice", f"o{i}", "sell", "1", str(100 + i)))
         await c.run(1.0)
         replica = c.nodes[leader].replica
         assert replica is not None and replica.storage.first_index() > 2  # compacted
@@ -201,7 +204,7 @@ async def test_status_is_bounded_and_reports_the_hash_with_its_index(
 ) -> None:
     leader = await _market(cluster)
     for i in range(5):
-        await cluster.call(leader, "place", _place("alice", f"h{i}", "sell", "1", "100"))
+        await cluster.command(leader, _place("alice", f"h{i}", "sell", "1", "100"))
     await cluster.converged()
     st = await cluster.call(leader, "status", {"hash": True})
     await cluster.run(0.2)
@@ -216,7 +219,7 @@ async def test_status_is_bounded_and_reports_the_hash_with_its_index(
 async def test_log_action_pages_the_committed_log_with_times(cluster: InProcCluster) -> None:
     leader = await _market(cluster)
     for i in range(7):
-        await cluster.call("n4", "place", _place("alice", f"l{i}", "sell", "1", str(100 + i)))
+        await cluster.command("n4", _place("alice", f"l{i}", "sell", "1", str(100 + i)))
     await cluster.converged()
     lines: list[dict[str, Any]] = []
     since = 0
@@ -227,13 +230,16 @@ async def test_log_action_pages_the_committed_log_with_times(cluster: InProcClus
             break
         assert r["through"] > since
         since = r["through"]
-    assert [json.loads(x["cmd"])["type"] for x in lines] == ["add_market"] + ["place"] * 7
+    texts = [json.loads(json.loads(x["cmd"])["cmd"]) for x in lines]  # envelope -> TEXT
+    kinds = [t["type"] for t in texts]
+    assert kinds == ["admit", "admit", "add_market", "register"] + ["place"] * 7, kinds
+    assert all(json.loads(x["cmd"])["sig"] for x in lines)  # logged as signed
     times = [x["time"] for x in lines]
     assert all(isinstance(t, int) for t in times) and times == sorted(times)
     seqs = [x["seq"] for x in lines]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     # the reply of a command carries the same time as its log line
-    r = await cluster.call(leader, "place", _place("bob", "t1", "buy", "1", "1"))
+    r = await cluster.command(leader, _place("bob", "t1", "buy", "1", "1"))
     page = await cluster.call(leader, "log", {"since": r["seq"] - 1, "limit": 1})
     assert page["entries"][0]["time"] == r["time"]
 
@@ -244,7 +250,7 @@ async def test_log_action_says_compacted() -> None:
     try:
         leader = await _market(c)
         for i in range(20):
-            await c.call(leader, "place", _place("alice", f"o{i}", "sell", "1", "100"))
+            await c.command(leader, _place("alice", f"o{i}", "sell", "1", "100"))
         await c.run(0.5)
         err = await c.call_error(leader, "log", {"since": 0})
         assert err.startswith(wire.ERR_COMPACTED + ": "), err
@@ -256,7 +262,8 @@ async def test_a_retry_is_answered_with_the_first_outcome_and_its_time(
     cluster: InProcCluster,
 ) -> None:
     leader = await _market(cluster)
-    order = _place("dora", "r1", "sell", "1", "100")
+    await cluster.register("dora")
+    order = cluster.sign(_place("dora", "r1", "sell", "1", "100"))
     first = await cluster.call("n4", "place", order)
     await cluster.run(2.0)  # the clock moves on: a new stamp would differ
     again = await cluster.call(leader, "place", order)

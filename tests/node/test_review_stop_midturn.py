@@ -19,8 +19,9 @@ import asyncio
 import random
 import threading
 
-from grenex.codec import encode_json
+from grenex.codec.genesis import parse_genesis
 from grenex.codec.peer import FwdDeclined
+from grenex.codec.signer import Keyring, Signer
 from grenex.codec.stamp import unstamp
 from grenex.consensus import Config, EntryKind, MemoryStorage, Role, bootstrap
 from grenex.grenache.testing import async_wait_for
@@ -53,7 +54,9 @@ def _leader(st: _BlockingStorage) -> Replica:
     bootstrap(st, ["a"])
     r = Replica(
         ReplicaConfig(
-            Config("a", election_timeout_ticks=4, heartbeat_interval_ticks=1), auto_snapshot=False
+            Config("a", election_timeout_ticks=4, heartbeat_interval_ticks=1),
+            genesis=GENESIS,
+            auto_snapshot=False,
         ),
         st,
         random.Random(1),
@@ -66,7 +69,11 @@ def _leader(st: _BlockingStorage) -> Replica:
     raise AssertionError("a lone voter leads")
 
 
-CMD = encode_json({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
+KEYS = Keyring("midturn")
+GENESIS = parse_genesis(KEYS.genesis("main", ["a"]))
+CMD = Signer(GENESIS.cluster_id, KEYS).command(
+    {"type": "add_market", "client": KEYS.operator, "market": "M", "tick": "1", "lot": "1"}
+)
 
 
 def _service(st: _BlockingStorage) -> tuple[DriverService, Peers]:

@@ -17,17 +17,22 @@ import signal
 
 import pytest
 
-from grenex.codec import encode_json
+from grenex.codec.genesis import parse_genesis
+from grenex.codec.signer import Keyring, Signer
 from grenex.consensus import Config, MemoryStorage, Message, bootstrap
 from grenex.node.snapshotter import BackgroundSnapshots
 from grenex.replica import Replica, ReplicaConfig, ReplicaState
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 
+KEYS = Keyring("snapshotter")
+GENESIS = parse_genesis(KEYS.genesis("main", ["a"]))
+SIGNER = Signer(GENESIS.cluster_id, KEYS)  # counter nonces: the same envelopes every run
+
 
 def place(i: int) -> bytes:
     side = "buy" if i % 2 else "sell"
-    return encode_json(
+    return SIGNER.command(
         {
             "type": "place",
             "client": "c",
@@ -45,6 +50,7 @@ def single_voter(interval: int) -> Replica:
     bootstrap(st, ["a"])
     cfg = ReplicaConfig(
         Config(id="a"),
+        genesis=GENESIS,
         snapshot_interval_entries=interval,
         compaction_retain_entries=2,
         auto_snapshot=False,
@@ -53,7 +59,9 @@ def single_voter(interval: int) -> Replica:
     drive(r)  # apply the bootstrap membership
     r.raft.campaign()
     drive(r)
-    r.propose(encode_json({"type": "add_market", "market": "M", "tick": "1", "lot": "1"}))
+    market = {"type": "add_market", "client": KEYS.operator, "market": "M", "tick": "1", "lot": "1"}
+    r.propose(SIGNER.command(market))
+    r.propose(SIGNER.register("c"))
     drive(r)
     return r
 
