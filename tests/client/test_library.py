@@ -6,10 +6,11 @@ Proves:
   (``status``, ``reason``, ``trades``, ``remaining``, ``filled_qty``), engine rejections are
   results not exceptions, and the books, trades and statuses read back what was done, on the
   node that acknowledged it (read your writes) and, once converged, on every node;
-* exactly once: the same order id / ``req`` sent twice is answered with the first outcome;
-  a reply lost after the node executed the command (``ERR_GRENEX_UNAVAILABLE`` or a timeout,
-  injected by a proxy announced in the real DHT) is retried by the client with the *same*
-  id/req and yields the original outcome, with one execution;
+* exactly once: the same signed envelope sent twice is answered with the first outcome
+  (``duplicate``); the same order id in a new envelope is rejected ``duplicate_id``; a reply
+  lost after the node executed the command (``ERR_GRENEX_UNAVAILABLE`` or a timeout, injected
+  by a TLS proxy announced in the real DHT) is retried by the client with the *same* envelope
+  and yields the original outcome, with one execution;
 * the event stream delivers typed events in log order, filtered by market; when its
   publisher goes away it moves to another one and drops what it already delivered;
 * floats are refused with TypeError before anything is sent; Decimals are written exactly;
@@ -36,17 +37,23 @@ from grenex.client import (
     NotFound,
     Unavailable,
 )
+from grenex.codec.genesis import parse_genesis
+from grenex.codec.keys import SecretKey
+from grenex.codec.signer import Keyring
 from grenex.devnet import LocalCluster
 from grenex.engine import Accepted, Filled, Resting, Trade
 from grenex.grenache import Link, PeerPub, PeerRPCServer, RemoteError
+from grenex.grenache.tls import b64url, make_self_signed, server_context
 
-from .helpers import black_hole, closed_port, until
+from .helpers import black_hole, closed_port, inner, until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
 
 def client(c: LocalCluster, node: str | None = None, **kw: Any) -> GrenexClient:
-    return GrenexClient(c.grape_urls, c.cluster, node, **kw)
+    """A client of the cluster signing with its keyring (accounts registered on first use)."""
+    out: GrenexClient = c.client(node, **kw)
+    return out
 
 
 async def test_place_cross_and_read_back(cluster: LocalCluster) -> None:
@@ -118,42 +125,62 @@ async def test_amend_cancel_and_rejections(cluster: LocalCluster) -> None:
         assert (ioc.status, ioc.reason) == ("cancelled", "unfilled")
 
 
-async def test_same_id_or_req_is_answered_with_the_first_outcome(cluster: LocalCluster) -> None:
+async def test_the_same_envelope_is_answered_with_the_first_outcome(
+    cluster: LocalCluster,
+) -> None:
     async with client(cluster, "n3", client_id="lib-dup") as c:
         first = await c.place("BTC-USD", "buy", "0.001", "50", id="dup1")
+        # the same id in a new envelope: a new command, rejected (never placed twice)
         again = await c.place("BTC-USD", "buy", "0.001", "50", id="dup1")
-        assert again == first and again.status == "resting"
+        assert first.status == "resting" and again.reason == "duplicate_id"
+        assert again.seq > first.seq
 
-        cancel1 = await c.cancel(None, "dup1", req="cancel-dup1")
-        cancel2 = await c.cancel(None, "dup1", req="cancel-dup1")
-        assert cancel2 == cancel1 and cancel2.status == "cancelled"
+        # the same envelope twice (what a retry sends): the first outcome, marked duplicate
+        env = c.envelope({"type": "cancel", "client": "lib-dup", "id": "dup1"})
+        r1 = await cluster.request("n3", "cancel", env)
+        r2 = await cluster.request("n2", "cancel", env)
+        assert "duplicate" not in r1 and r2["duplicate"] is True
+        assert (r2["seq"], r2["events"]) == (r1["seq"], r1["events"])
+        assert CommandResult.from_reply(r2, "lib-dup", "dup1").status == "cancelled"
 
-        m1 = await c.add_market("DUP-USD", "0.5", "1", req="open-dup")
-        m2 = await c.add_market("DUP-USD", "0.5", "1", req="open-dup")
-        assert m1.status == "market_added" and m2 == m1
-        fresh = await c.add_market("DUP-USD", "0.5", "1")
-        assert fresh.reason == "market_exists"
+        m1 = await c.add_market("DUP-USD", "0.5", "1")
+        m2 = await c.add_market("DUP-USD", "0.5", "1")
+        assert m1.status == "market_added" and m2.reason == "market_exists"
+
+
+def _attempt_key(args: Any) -> str:
+    """What a proxy groups attempts by: the command inside the envelope (type and id)."""
+    cmd = inner(args)
+    return f"{cmd.get('type', 'batch')}:{cmd.get('id', cmd.get('nonce'))}"
 
 
 class Proxy:
     """A fake node ``grenex:<cluster>:node:<name>`` in the real DHT that forwards to n1.
 
-    The first attempt of each command (by its ``id``/``req``) is executed by n1, then its
-    reply is lost: answered ``ERR_GRENEX_UNAVAILABLE`` (``"unavailable"``), or held past the
-    client's attempt timeout (``"hang"``).  Later attempts are forwarded and answered.
+    It serves TLS with a certificate of its own, which the client under test pins for that
+    name (as if the operator had admitted it).  The first attempt of each command (by the
+    command inside its envelope) is executed by n1, then its reply is lost: answered
+    ``ERR_GRENEX_UNAVAILABLE`` (``"unavailable"``), or held past the client's attempt timeout
+    (``"hang"``).  Later attempts are forwarded and answered.
     """
 
     def __init__(self, c: LocalCluster, name: str, mode: str) -> None:
         self.c = c
         self.name = name
         self.mode = mode
-        self.attempts: dict[str, list[Any]] = {}  # id or req -> the args of each attempt
+        self.attempts: dict[str, list[Any]] = {}  # command -> the envelope of each attempt
         self.link = Link(c.grape_urls)
-        self.server = PeerRPCServer(self.handle)
+        seed = c.keyring.node_key(name).seed
+        self.cert = make_self_signed(seed, name)
+        self.server = PeerRPCServer(self.handle, ssl_context=server_context(self.cert, seed))
+
+    def pin(self, c: GrenexClient) -> None:
+        assert c.pins is not None
+        c.pins.add(self.name, self.cert)
 
     async def handle(self, key: str, payload: Any) -> Any:
         args = payload["args"][0]
-        tries = self.attempts.setdefault(args.get("req") or args["id"], [])
+        tries = self.attempts.setdefault(_attempt_key(args), [])
         tries.append(args)
         reply = await self.c.request("n1", payload["action"], args)
         if len(tries) == 1:
@@ -177,24 +204,37 @@ HANG_ATTEMPT_S = 1.0
 
 
 @pytest.mark.parametrize("mode", ["unavailable", "hang"])
-async def test_lost_reply_is_retried_with_the_same_id(cluster: LocalCluster, mode: str) -> None:
+async def test_lost_reply_is_retried_with_the_same_envelope(
+    cluster: LocalCluster, mode: str
+) -> None:
     name = f"proxy-{mode}"
+    account = f"lib-{name}"
+    await cluster.register("n1", account)  # before the proxy: its register is not under test
     async with (
         Proxy(cluster, name, mode) as proxy,
-        client(cluster, name, client_id=f"lib-{name}", attempt_timeout=HANG_ATTEMPT_S) as c,
+        client(cluster, name, client_id=account, attempt_timeout=HANG_ATTEMPT_S) as c,
     ):
+        proxy.pin(c)
         placed = await c.place("BTC-USD", "sell", "0.0005", "777")
         assert placed.id is not None
-        tries = proxy.attempts[placed.id]
+        tries = proxy.attempts[f"place:{placed.id}"]
         assert len(tries) >= 2 and all(t == tries[0] for t in tries)
         # the original outcome: accepted + resting, not duplicate_id
-        assert placed.status == "resting" and not placed.rejected
+        assert placed.status == "resting" and not placed.rejected and placed.duplicate
 
         cancelled = await c.cancel(None, placed.id)
-        assert cancelled.status == "cancelled"  # not unknown_order: the req matched
-        (req,) = (k for k in proxy.attempts if k != placed.id)
-        tries = proxy.attempts[req]
+        assert cancelled.status == "cancelled"  # not unknown_order: the same envelope again
+        tries = proxy.attempts[f"cancel:{placed.id}"]
         assert len(tries) >= 2 and all(t == tries[0] for t in tries)
+
+        # a batch too: one envelope, retried as is, each order placed once
+        many = await c.place_many(
+            [{"market": "BTC-USD", "side": "sell", "qty": "0.0005", "price": "778"}] * 2
+        )
+        assert [r.status for r in many if isinstance(r, CommandResult)] == ["resting"] * 2
+        (batch,) = (v for k, v in proxy.attempts.items() if k.startswith("batch:"))
+        assert len(batch) >= 2 and all(t == batch[0] for t in batch)
+        await c.cancel_many(None, [r.id or "" for r in many if isinstance(r, CommandResult)])
 
 
 async def test_statuses_and_any_node(cluster: LocalCluster) -> None:
@@ -257,12 +297,19 @@ async def test_decimals_are_written_exactly(cluster: LocalCluster) -> None:
 
 async def test_no_grape_fails_fast() -> None:
     t0 = time.monotonic()
-    async with GrenexClient(f"http://127.0.0.1:{closed_port()}", node="n1") as c:
+    genesis = parse_genesis(
+        Keyring().genesis("main", ["n1"], cert=lambda k, n: b64url(make_self_signed(k.seed, n)))
+    )
+    key = SecretKey.generate()
+    async with GrenexClient(
+        f"http://127.0.0.1:{closed_port()}", node="n1", genesis=genesis, key=key
+    ) as c:
         with pytest.raises(GrapeUnavailable):
             await c.status()
         with pytest.raises(GrapeUnavailable) as info:
             await c.place("BTC-USD", "buy", "1", "1", id="never")
-        assert info.value.command is not None and info.value.command["id"] == "never"
+        # what was sent: the signed envelope, to send again as is
+        assert info.value.command is not None and inner(info.value.command)["id"] == "never"
     assert time.monotonic() - t0 < 5
 
 
@@ -280,7 +327,7 @@ async def test_unknown_node_is_not_found(cluster: LocalCluster) -> None:
     async with client(cluster, "n99") as c:
         with pytest.raises(NotFound, match="n99"):
             await c.place("BTC-USD", "buy", "1", "1")
-    async with GrenexClient(cluster.grape_urls, "no-such-cluster") as c:
+    async with GrenexClient(cluster.grape_urls, "no-such-cluster", genesis=cluster.genesis) as c:
         with pytest.raises(NotFound):
             await c.statuses()
     assert time.monotonic() - t0 < 5
@@ -297,7 +344,7 @@ async def test_dead_node_is_retried_until_the_deadline(cluster: LocalCluster) ->
         elapsed = time.monotonic() - t0
     assert 0.9 < elapsed < 4
     assert info.value.attempts > 1 and info.value.command is not None
-    assert info.value.command["id"] == "ghost-1"
+    assert inner(info.value.command)["id"] == "ghost-1"
     assert "gave up" in str(info.value)
 
 
@@ -362,7 +409,7 @@ async def _true_if(cond: bool) -> bool | None:
 
 async def test_place_many_gives_each_order_its_outcome_exactly_once(cluster: LocalCluster) -> None:
     async with client(cluster, "n1") as n1, client(cluster, "n2") as n2:
-        await n1.add_market("PM-USD", "0.01", "0.1", req="pm-market")
+        await n1.add_market("PM-USD", "0.01", "0.1")
         orders: list[dict[str, Any]] = [
             {
                 "market": "PM-USD",
@@ -386,13 +433,12 @@ async def test_place_many_gives_each_order_its_outcome_exactly_once(cluster: Loc
             ("n1", "pm-x"),
         ]
         assert results[3].client == "other" and results[3].id is not None
-        assert len({r.seq for r in results}) == 4  # each its own log entry, in order
+        # one signed batch (one log entry) per run of one account's orders, in order
         assert [r.seq for r in results] == sorted(r.seq for r in results)
-        # the same ids again (as a retry would send them): the first outcomes, nothing twice
+        assert results[1].seq == results[2].seq and len({r.seq for r in results}) == 3
+        # the same ids in new batches: each rejected duplicate_id, nothing placed twice
         again = await n1.place_many(orders[:3])
-        assert [(r.seq, r.events) for r in again if isinstance(r, CommandResult)] == [
-            (r.seq, r.events) for r in results[:3]
-        ]
+        assert [r.reason for r in again if isinstance(r, CommandResult)] == ["duplicate_id"] * 3
 
         async def one_trade_on_n2() -> list[Trade] | None:
             trades = await n2.trades("PM-USD")
