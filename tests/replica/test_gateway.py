@@ -11,7 +11,12 @@ BUSY/REFUSED; a lost forward is UNKNOWN at exactly ``forward_timeout_ticks``; no
 REFUSED at exactly ``leader_wait_ticks``; an entry overwritten by a new leader is UNKNOWN; a
 late ``At`` for an index already applied is decided by the window of recent entries (APPLIED
 while in it, UNKNOWN once evicted or under another term); repeated answers are ignored;
-``submitted_max`` gives BUSY; malformed input from the network is not asserted on.  A
+``submitted_max`` gives BUSY; malformed input from the network is not asserted on; the
+leader's SPEC §8 precheck keeps a failing envelope out of the log (INVALID with the reason,
+on the leader and through a forward's ``skipped``) and a duplicate too (UNKNOWN: the client
+asks again and is answered from the window), while a copy that reached the log anyway is
+applied as a duplicate carrying the first outcome.  Commands are envelopes signed by the
+genesis operator (the same bytes for the same arguments).  A
 hypothesis property drives random interleavings (loss, duplication, reordering, isolation,
 elections) and checks that every token gets exactly one outcome and that every APPLIED is the
 token's own command at that index in the committed log.
@@ -22,15 +27,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grenex.codec import encode_json
 from grenex.consensus import Config, MemoryStorage, Message, Role, bootstrap
 from grenex.replica import Applied, Replica, ReplicaConfig
+from grenex.replica.auth import Duplicate, Reject
 from grenex.replica.driver import Driver, InlineSnapshots, Snapshots
 from grenex.replica.gateway import (
     At,
@@ -44,25 +50,17 @@ from grenex.replica.gateway import (
     Outcome,
 )
 
+from .signed import GENESIS, OP, T0, Accounts
+
 IDS = ("a", "b", "c")
-
-ADD_MARKET = encode_json(
-    {"type": "add_market", "market": "M", "tick": "1", "lot": "1", "client": "adm", "req": "m"}
-)
+ACCOUNTS = Accounts()
+ADD_MARKET = ACCOUNTS.add_market()
 
 
+@cache
 def place(oid: str, side: str = "buy", price: str = "100") -> bytes:
-    return encode_json(
-        {
-            "type": "place",
-            "client": "c",
-            "id": oid,
-            "market": "M",
-            "side": side,
-            "qty": "1",
-            "price": price,
-        }
-    )
+    """The operator's place: the same envelope (bytes, nonce) for the same arguments."""
+    return ACCOUNTS.place(OP, oid, side=side, price=price)
 
 
 @dataclass
@@ -96,6 +94,7 @@ class Mesh:
         seed: int = 5,
         snapshots: Callable[[Replica], Snapshots] = InlineSnapshots,
         storage: Callable[[], Any] = MemoryStorage,
+        precheck: Callable[[Replica], Callable[[bytes], str | None] | None] = lambda r: None,
         **cfg: Any,
     ) -> None:
         self.rng = random.Random(seed)
@@ -105,11 +104,11 @@ class Mesh:
             disk = storage()
             bootstrap(disk, list(IDS))
             rep = Replica(
-                ReplicaConfig(Config(id=n), auto_snapshot=False, **cfg),
+                ReplicaConfig(Config(id=n), GENESIS, auto_snapshot=False, **cfg),
                 disk,
                 random.Random(self.rng.random()),
             )
-            p = Peer(n, rep, Gateway(n, limits or GatewayLimits()))
+            p = Peer(n, rep, Gateway(n, limits or GatewayLimits(), precheck=precheck(rep)))
             p.driver = Driver(rep, p.gateway, snapshots(rep), self._sender(n), self._on_applied(p))
             self.peers[n] = p
         self.settle()  # apply the bootstrap membership
@@ -196,6 +195,18 @@ class Mesh:
                 return
 
 
+def node_precheck(replica: Replica) -> Callable[[bytes], str | None]:
+    """The node's gateway precheck (``Node._precheck``): §8 checks 1–5 on the applied state."""
+
+    def check(data: bytes) -> str | None:
+        _env, v = replica.state.precheck(data, T0)
+        if type(v) is Reject:
+            return v.reason
+        return "duplicate" if type(v) is Duplicate else None
+
+    return check
+
+
 def ready_mesh(limits: GatewayLimits | None = None, **cfg: Any) -> Mesh:
     """a leads and the market exists."""
     m = Mesh(limits, **cfg)
@@ -233,7 +244,8 @@ def test_forwarded_from_a_follower_applied_from_its_own_apply() -> None:
     m.turn("a")  # the leader proposes in its turn and answers At
     (ans,) = m["a"].answers
     assert ans.to == "b" and ans.batch == 0 and isinstance(ans.reply, At)
-    first, term = ans.reply
+    first, term, skipped = ans.reply
+    assert skipped == ()
     assert (first, term) == (m["a"].replica.raft.log.last_index(), m["a"].replica.raft.term)
     m.deliver_answers("a")
     assert b.outcomes == []  # b waits for its own apply
@@ -699,3 +711,70 @@ def test_every_token_gets_exactly_one_outcome(
                 assert any(x is o.applied for x in p.applied)  # its own apply
     assert sorted(seen) == sorted([*sent, "market"])
     assert all(v == 1 for v in seen.values()), seen
+
+
+# -- SPEC §8 before the log: the leader's precheck ---------------------------------------------
+
+
+def test_the_leaders_precheck_keeps_invalid_envelopes_out_of_the_log() -> None:
+    m = ready_mesh(precheck=node_precheck)
+    a = m["a"]
+    last = a.replica.raft.log.last_index()
+    stranger = ACCOUNTS.place("nobody", "x1")  # never registered
+    forged = ACCOUNTS.cmd(OP, by=ACCOUNTS.key("eve"), type="cancel", id="o1")
+    a.gateway.submit("s", stranger)
+    a.gateway.submit("f", forged)
+    a.gateway.submit("ok", place("o1"))
+    m.settle()
+    assert (a.outcome("s").fate, a.outcome("s").why) == (Fate.INVALID, "unknown_client")
+    assert (a.outcome("f").fate, a.outcome("f").why) == (Fate.INVALID, "bad_signature")
+    ok = a.outcome("ok").applied
+    assert ok is not None and ok.index == last + 1  # only the valid one was proposed
+    assert a.replica.raft.log.last_index() == last + 1
+
+
+def test_a_forward_skips_what_the_leaders_precheck_refuses() -> None:
+    m = ready_mesh(precheck=node_precheck)
+    b = m["b"]
+    b.gateway.submit("t1", place("o1"))
+    b.gateway.submit("bad", ACCOUNTS.place("nobody", "x1"))
+    b.gateway.submit("t2", place("o2"))
+    m.turn("b")
+    assert [len(f.datas) for f in b.forwards] == [3]
+    m.exchange()
+    (ans,) = [o for o in m["a"].applied if o.data == place("o1")]
+    assert b.outcome("bad").fate == Fate.INVALID and b.outcome("bad").why == "unknown_client"
+    o1, o2 = b.outcome("t1").applied, b.outcome("t2").applied
+    assert o1 is not None and o2 is not None and o2.index == o1.index + 1 == ans.index + 1
+
+
+def test_a_duplicate_is_not_proposed_again_but_a_copy_in_the_log_answers_the_first_outcome() -> (
+    None
+):
+    # with the precheck: the leader finds it executed before; UNKNOWN, so the client asks again
+    # (a node's client API answers a retry from the account's window)
+    m = ready_mesh(precheck=node_precheck)
+    a = m["a"]
+    a.gateway.submit("t", place("o1"))
+    m.settle()
+    first = a.outcome("t").applied
+    assert first is not None and not first.duplicate
+    last = a.replica.raft.log.last_index()
+    a.gateway.submit("again", place("o1"))
+    m.settle()
+    assert a.outcome("again").fate == Fate.UNKNOWN
+    assert a.replica.raft.log.last_index() == last
+    _env, v = a.replica.state.precheck(place("o1"), T0)
+    assert v == Duplicate(first.index, first.time or 0, b"[" + first.events_json + b"]")
+    # without it (a leader that had not applied the first copy yet): both copies are logged,
+    # the second runs nothing and answers the first outcome
+    m2 = ready_mesh()
+    a2 = m2["a"]
+    a2.gateway.submit("t", place("o1"))
+    a2.gateway.submit("again", place("o1"))
+    m2.settle()
+    o1, o2 = a2.outcome("t").applied, a2.outcome("again").applied
+    assert o1 is not None and o2 is not None and o2.index == o1.index + 1
+    assert o2.duplicate and o2.events == [] and o2.outcome_seq == o1.index
+    assert o2.results_json == b"[" + o1.events_json + b"]"
+    assert len({p.replica.state_hash() for p in m2.peers.values()}) == 1

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import random
 
-from grenex.codec import encode_json
 from grenex.codec.stamp import stamp, unstamp
 from grenex.consensus import Config, MemoryStorage, Role, bootstrap
 from grenex.replica import Applied, Replica, ReplicaConfig
 from grenex.replica.driver import Driver, InlineSnapshots
 from grenex.replica.gateway import Fate, Gateway, Outcome
 
+from .signed import GENESIS, OP, Accounts
+
 
 def _leader() -> Replica:
     st = MemoryStorage()
     bootstrap(st, ["a"])
     r = Replica(
-        ReplicaConfig(Config("a", election_timeout_ticks=4, heartbeat_interval_ticks=1)),
+        ReplicaConfig(Config("a", election_timeout_ticks=4, heartbeat_interval_ticks=1), GENESIS),
         st,
         random.Random(1),
     )
@@ -48,21 +49,12 @@ def _run(r: Replica, gw: Gateway[int], now_ms: int, *cmds: bytes) -> list[Applie
     return out
 
 
-MARKET = encode_json({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
+ACCOUNTS = Accounts()
+MARKET = ACCOUNTS.add_market()
 
 
 def _place(oid: str) -> bytes:
-    return encode_json(
-        {
-            "type": "place",
-            "client": "c",
-            "id": oid,
-            "market": "M",
-            "side": "buy",
-            "qty": "1",
-            "price": "5",
-        }
-    )
+    return ACCOUNTS.place(OP, oid, price="5")
 
 
 def test_times_are_the_leaders_clock_and_never_go_back() -> None:

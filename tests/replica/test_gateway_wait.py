@@ -11,12 +11,16 @@ from grenex.consensus import Config, MemoryStorage, Role, bootstrap
 from grenex.replica import Replica, ReplicaConfig
 from grenex.replica.gateway import At, Fate, Forward, Gateway, GatewayLimits, Outcome
 
+from .signed import GENESIS
+
 
 def _lonely_follower() -> Replica:
     st = MemoryStorage()
     bootstrap(st, ["a", "b", "c"])  # b and c never answer: no leader, ever
     return Replica(
-        ReplicaConfig(Config("a", election_timeout_ticks=1000, heartbeat_interval_ticks=1)),
+        ReplicaConfig(
+            Config("a", election_timeout_ticks=1000, heartbeat_interval_ticks=1), GENESIS
+        ),
         st,
         random.Random(1),
     )

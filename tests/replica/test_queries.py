@@ -4,9 +4,11 @@ Proves: markets come by name with canonical tick and lot; ``orders`` lists exact
 account's resting orders (filtered by market, in book priority), with the placed ``qty`` while
 the place's outcome is kept and the exact ``remaining`` after partial fills and amends;
 ``order`` tells resting / filled / cancelled (IOC remainder, with reason and unfilled quantity)
-/ rejected / used (left the book later, or its outcome evicted) / unknown (never used) apart as
-far as the state can; bad arguments are ``ERR_GRENEX_BAD_REQUEST``; and a state restored from a
-snapshot answers exactly as the original (they are replicated reads).
+/ rejected / used (left the book later, or its outcome left the account's nonce window) /
+unknown (never used) apart as far as the state can; ``account`` by name or key follows a key
+rotation; ``members`` lists the genesis voters; bad arguments are ``ERR_GRENEX_BAD_REQUEST``;
+and a state restored from a snapshot answers exactly as the original (they are replicated
+reads).  Commands are SPEC §8 envelopes; the accounts register first (indices 1..4).
 """
 
 from __future__ import annotations
@@ -15,26 +17,32 @@ from typing import Any
 
 import pytest
 
-from grenex.codec import encode_json
-from grenex.replica import ReplicaState, Sessions
-from grenex.replica.queries import QueryError, answer, markets, order, orders
+from grenex.codec.genesis import Limits
+from grenex.replica import ReplicaState
+from grenex.replica.queries import QueryError, account, answer, markets, members, order, orders
+
+from .signed import GENESIS, KEYRING, OP, T0, Accounts, make_genesis, registered_state
+
+CLIENTS = ["al", "bo", "mk", "tk"]
 
 
 class Log:
-    """A replica state fed commands in log order (index = position, from 1)."""
+    """A replica state fed signed commands in log order (index = position, from 1); the
+    accounts of :data:`CLIENTS` registered at 1..4."""
 
-    def __init__(self, state: ReplicaState | None = None) -> None:
-        self.state = state if state is not None else ReplicaState()
+    def __init__(self, accounts: Accounts | None = None) -> None:
+        self.accounts = accounts if accounts is not None else Accounts()
+        self.state = registered_state(self.accounts, CLIENTS)
         self.index = self.state.index
 
-    def __call__(self, **cmd: Any) -> list[Any]:
+    def __call__(self, client: str = OP, **cmd: Any) -> list[Any]:
         self.index += 1
-        events, _dup, _json, _t = self.state.apply_command(self.index, 1, encode_json(cmd))
-        return events
+        o = self.state.apply_command(self.index, 1, self.accounts.cmd(client, **cmd), T0)
+        return o.events
 
 
 def place(log: Log, client: str, oid: str, market: str, side: str, qty: str, **kw: Any) -> None:
-    log(type="place", client=client, id=oid, market=market, side=side, qty=qty, **kw)
+    log(client, type="place", id=oid, market=market, side=side, qty=qty, **kw)
 
 
 @pytest.fixture
@@ -52,7 +60,7 @@ def test_markets_by_name_with_canonical_steps(log: Log) -> None:
             {"market": "ETH-USD", "tick": "0.01", "lot": "0.001"},
         ]
     }
-    assert markets(ReplicaState()) == {"markets": []}
+    assert markets(ReplicaState(GENESIS)) == {"markets": []}
     assert answer(log.state, "markets", {"ignored": 1}) == markets(log.state)
 
 
@@ -64,7 +72,7 @@ def test_orders_one_account_in_priority_with_exact_remaining(log: Log) -> None:
     place(log, "bo", "x1", "BTC-USD", "buy", "9", price="99")  # someone else's
     # bo sells 1 into al's best bid (b2 at 100.5): b2 keeps 1 of 2
     place(log, "bo", "x2", "BTC-USD", "sell", "1", price="100.5")
-    log(type="amend", client="al", id="e1", qty="0.25")
+    log("al", type="amend", id="e1", qty="0.25")
 
     got = orders(log.state, "al")["orders"]
     assert [o["id"] for o in got] == ["b2", "b1", "s1", "e1"]  # BTC bids best first, asks, ETH
@@ -83,7 +91,7 @@ def test_orders_one_account_in_priority_with_exact_remaining(log: Log) -> None:
     assert orders(log.state, "nobody") == {"orders": []}
     assert [o["id"] for o in orders(log.state, "bo")["orders"]] == ["x1"]
 
-    log(type="cancel", client="al", id="b1")
+    log("al", type="cancel", id="b1")
     assert [o["id"] for o in orders(log.state, "al")["orders"]] == ["b2", "s1", "e1"]
     assert answer(log.state, "orders", {"client": "al", "market": "BTC-USD"}) == orders(
         log.state, "al", "BTC-USD"
@@ -99,25 +107,25 @@ def test_order_states(log: Log) -> None:
 
     assert order(log.state, "tk", "all") == {
         "state": "filled",
-        "seq": 4,
+        "seq": 8,
         "market": "BTC-USD",
         "remaining": "0",
     }
     assert order(log.state, "tk", "ioc") == {
         "state": "cancelled",
-        "seq": 5,
+        "seq": 9,
         "market": "BTC-USD",
         "reason": "unfilled",
         "remaining": "1",
     }
     assert order(log.state, "tk", "bad") == {
         "state": "rejected",
-        "seq": 6,
+        "seq": 10,
         "reason": "unknown_market",
     }
     assert order(log.state, "tk", "rest") == {
         "state": "resting",
-        "seq": 7,
+        "seq": 11,
         "market": "BTC-USD",
         "side": "buy",
         "price": "99",
@@ -129,32 +137,57 @@ def test_order_states(log: Log) -> None:
     assert order(log.state, "mk", "ask") == {"state": "used"}
     assert order(log.state, "tk", "never") == {"state": "unknown"}
     assert order(log.state, "nobody", "x") == {"state": "unknown"}
-    log(type="cancel", client="tk", id="rest")
+    log("tk", type="cancel", id="rest")
     assert order(log.state, "tk", "rest") == {"state": "used"}
 
 
 def test_evicted_outcomes_leave_what_the_engine_knows() -> None:
-    log = Log(ReplicaState(sessions=Sessions(outcomes_per_client_max=1)))
+    """With a window of one nonce, each envelope evicts the account's previous outcome."""
+    log = Log(Accounts(make_genesis(Limits(nonces=1))))
     log(type="add_market", market="M", tick="1", lot="1")
-    place(log, "c", "o1", "M", "buy", "5", price="10")
-    place(log, "c", "o2", "M", "buy", "1", price="1", tif="IOC")  # evicts o1's outcome
-    assert orders(log.state, "c")["orders"] == [
+    place(log, "al", "o1", "M", "buy", "5", price="10")
+    place(log, "al", "o2", "M", "buy", "1", price="1", tif="IOC")  # evicts o1's outcome
+    assert orders(log.state, "al")["orders"] == [
         {"id": "o1", "market": "M", "side": "buy", "price": "10", "qty": None, "remaining": "5"}
     ]
-    assert order(log.state, "c", "o1")["qty"] is None
-    place(log, "c", "o3", "M", "buy", "1", price="1", tif="IOC")  # evicts o2's outcome
-    assert order(log.state, "c", "o2") == {"state": "used"}
-    # a retry of o2 after its outcome was evicted is rejected duplicate_id and recorded: that
+    assert order(log.state, "al", "o1")["qty"] is None
+    place(log, "al", "o3", "M", "buy", "1", price="1", tif="IOC")  # evicts o2's outcome
+    assert order(log.state, "al", "o2") == {"state": "used"}
+    # a new envelope placing o2 again (another nonce) is rejected duplicate_id and kept: that
     # is not o2's fate, so the answer stays "used"
-    place(log, "c", "o2", "M", "buy", "1", price="1", tif="IOC")
-    assert order(log.state, "c", "o2") == {"state": "used"}
+    place(log, "al", "o2", "M", "buy", "1", price="1", tif="IOC")
+    assert order(log.state, "al", "o2") == {"state": "used"}
+
+
+def test_account_and_members() -> None:
+    acc = Accounts()
+    lg = Log(acc)
+    al = KEYRING.key("al").public_key
+    assert account(lg.state, "al", None) == {"client": "al", "key": al}
+    assert account(lg.state, None, al) == {"client": "al", "key": al}
+    assert account(lg.state, "zz", None) == {"state": "unknown"}
+    assert account(lg.state, None, KEYRING.key("zz").public_key) == {"state": "unknown"}
+    new = KEYRING.key("al-2")
+    lg.index += 1
+    lg.state.apply_command(lg.index, 1, acc.rotate("al", new), T0)
+    assert account(lg.state, "al", None) == {"client": "al", "key": new.public_key}
+    assert account(lg.state, None, al) == {"state": "unknown"}  # the old key is free
+    assert answer(lg.state, "account", {"key": new.public_key}) == account(lg.state, "al", None)
+    got = members(lg.state)
+    assert got["index"] == lg.index
+    assert [(m["id"], m["role"]) for m in got["members"]] == [
+        ("a", "voter"),
+        ("b", "voter"),
+        ("c", "voter"),
+    ]
+    assert got["members"][0]["key"] == KEYRING.node_key("a").public_key
 
 
 def test_a_restored_state_answers_the_same(log: Log) -> None:
     place(log, "al", "b1", "BTC-USD", "buy", "3", price="100")
     place(log, "al", "b2", "BTC-USD", "buy", "3", price="100")
     place(log, "al", "i1", "BTC-USD", "sell", "1", price="100", tif="IOC", stp="cancel_taker")
-    copy = ReplicaState.restore(log.state.snapshot())
+    copy = ReplicaState.restore(GENESIS, log.state.snapshot())
     for st in (log.state, copy):
         assert [o["id"] for o in orders(st, "al")["orders"]] == ["b1", "b2"]
     for oid in ("b1", "b2", "i1", "zz"):
@@ -176,5 +209,5 @@ def test_a_restored_state_answers_the_same(log: Log) -> None:
 )
 def test_bad_arguments_are_bad_requests(action: str, args: dict[str, Any], why: str) -> None:
     with pytest.raises(QueryError) as e:
-        answer(ReplicaState(), action, args)
+        answer(ReplicaState(GENESIS), action, args)
     assert str(e.value).startswith("ERR_GRENEX_BAD_REQUEST: ") and why in str(e.value)

@@ -6,7 +6,8 @@ comes out of ``apply`` once per replica with its index, term and events (seq == 
 same order everywhere, with equal state hashes; ``Proposals`` resolves a proposal when its
 (index, term) is applied and reports unknown when another term's entry took the index; a
 replica that fell behind the compaction point installs a snapshot through the same step and
-ends with the same state; membership changes come out as CONFIG entries.
+ends with the same state; membership changes come out as CONFIG entries.  Commands are SPEC §8
+envelopes signed by the genesis operator (an account from the start).
 """
 
 from __future__ import annotations
@@ -14,26 +15,19 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from grenex.codec import encode_json
 from grenex.consensus import Config, EntryKind, MemoryStorage, Message, Role, bootstrap
 from grenex.replica import Applied, Proposals, Replica, ReplicaConfig
 
+from .signed import GENESIS, OP, Accounts
+
+ACCOUNTS = Accounts()
+
 
 def place(oid: str, side: str = "buy", price: str = "100") -> bytes:
-    return encode_json(
-        {
-            "type": "place",
-            "client": "c",
-            "id": oid,
-            "market": "M",
-            "side": side,
-            "qty": "1",
-            "price": price,
-        }
-    )
+    return ACCOUNTS.place(OP, oid, side=side, price=price)
 
 
-ADD_MARKET = encode_json({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
+ADD_MARKET = ACCOUNTS.add_market()
 
 
 class Trio:
@@ -46,7 +40,7 @@ class Trio:
             st = MemoryStorage()
             bootstrap(st, ids)
             self.reps[n] = Replica(
-                ReplicaConfig(Config(id=n), **cfg), st, random.Random(self.rng.random())
+                ReplicaConfig(Config(id=n), GENESIS, **cfg), st, random.Random(self.rng.random())
             )
         self.wire: list[Message] = []
         self.cut: set[str] = set()
