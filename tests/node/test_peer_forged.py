@@ -1,20 +1,24 @@
 """Hostile but well-formed messages on the consensus endpoint must not stop a cluster.
 
-The peer endpoint ``grenex:<cluster>:peer:<id>`` is unauthenticated: anyone who can reach it
-can send consensus messages that decode cleanly.  Garbage is refused (``test_bad_input.py``);
-these are single *decodable* messages, each sent once to one follower of a fresh three-voter
-cluster, after which every node must still run and the cluster must still elect a leader and
-commit (then ``Harness.verify``).
+The peer endpoint ``grenex:<cluster>:peer:<id>`` is mutual TLS with the current members'
+certificates (SPEC §8 "Endpoints"), and a member may speak only for itself.  Garbage is refused
+(``test_bad_input.py``); these are single *decodable* messages, each sent to one follower of a
+fresh three-voter cluster, after which every node must still run and the cluster must still
+elect a leader and commit (then ``Harness.verify``).  Each is sent by a stranger (no member
+certificate: refused in the handshake, nothing read) and by the third voter naming another
+sender (``ERR_GRENEX_BAD_REQUEST``: the sender is bound to its certificate); the forged
+snapshot also by the leader itself (its own key), which the follower must drop, not obey:
 
-* a stranger's message with term 2^64 - 1 (the largest MessagePack integer): now refused on
-  the wire (``ERR_GRENEX_BAD_REQUEST``, positions >= 2^62); before, the term spread, the next
-  election's term 2^64 could not be encoded, and every node's driver died with OverflowError;
-* a snapshot message naming the leader and its term (both public in ``status``) with garbage
-  data: now dropped before the core; before, it stopped the follower (ReplicaSnapshotError)
-  and its acknowledgement of index 1000 stopped the leader (an assertion in _send_append);
-* a stranger's message with term 2^62 - 1, the largest the wire still accepts: it used to be
-  adopted (every election then needed term 2^62, which the wire refuses, and the cluster
-  stayed leaderless for good); now a member ignores messages from outside its configuration.
+* a message with term 2^64 - 1 (the largest MessagePack integer): refused on the wire
+  (positions >= 2^62); before, the term spread, the next election's term 2^64 could not be
+  encoded, and every node's driver died with OverflowError;
+* a message with term 2^62 - 1, the largest the wire still accepts: it used to be adopted
+  (every election then needed term 2^62, which the wire refuses, and the cluster stayed
+  leaderless for good); now no stranger gets it read, and a member ignores messages from
+  outside its configuration (``test_forged_inprocess.py``, without TLS);
+* a snapshot message naming the leader and its term with garbage data: dropped before the
+  core; before, it stopped the follower (ReplicaSnapshotError) and its acknowledgement of
+  index 1000 stopped the leader (an assertion in _send_append).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from grenex.codec.peer import RaftAck, RaftBatch, decode_peer_reply, encode_peer
 from grenex.codec.raft import POSITION_MAX, encode_message
 from grenex.consensus import Message, MessageType
 from grenex.consensus.types import ConfState, Snapshot
-from grenex.grenache import RemoteError
+from grenex.grenache import PeerRPCClient, RemoteError, TransportError
+from grenex.grenache.tls import pinned_client_context, unb64url
 
 from .conftest import started_harness
 from .harness import Harness
@@ -61,23 +66,49 @@ async def harness(
 MessageMaker = Callable[[str, str, int], Message]  # (leader, follower, term) -> message
 
 
-async def send_to_follower(h: Harness, make: MessageMaker) -> Any:
-    """Send one message to a follower's peer endpoint; its reply, or the error it raised."""
-    assert h.rpc is not None
+async def send_to_follower(h: Harness, make: MessageMaker, as_node: str | None = None) -> Any:
+    """Send one message to a follower's peer endpoint over TLS pinned to its certificate,
+    presenting ``as_node``'s certificate (``"leader"``, ``"other"``: the third voter; None: no
+    certificate, a stranger); its reply, or the error it raised."""
+    assert h._link is not None
     leader = await h.cluster.wait_leader()
     st = (await h.status_direct())[leader]
     follower = next(n for n in h.cluster.voter_ids if n != leader)
+    other = next(n for n in h.cluster.voter_ids if n not in (leader, follower))
     port = node_ports(h.cluster.procs[follower].log_path, follower)["peer"]
     msg = make(leader, follower, st["term"])
+    c = h.cluster
+    pins = [unb64url(c.cert_of(follower))]
+    who = {"leader": leader, "other": other}.get(as_node or "")
+    if who is None:
+        ctx = pinned_client_context(pins)
+    else:
+        mine = unb64url(c.cert_of(who))
+        ctx = pinned_client_context(
+            pins, client_cert=mine, client_seed=c.keyring.node_key(who).seed
+        )
+    rpc = PeerRPCClient(h._link, ssl_context=ctx, attempts_max=1)
     try:
-        return await h.rpc.request_peer(
+        return await rpc.request_peer(
             f"127.0.0.1:{port}",
             service_names(h.name, follower)["peer"],
             encode_peer_request(RaftBatch(msg.src, [encode_message(msg)])),
             timeout_ms=5_000,
         )
-    except RemoteError as e:
+    except (RemoteError, TransportError) as e:
         return e
+    finally:
+        await rpc.close()
+
+
+async def refused_unless_a_member(h: Harness, make: MessageMaker) -> None:
+    """A stranger is refused in the handshake; the third voter may not speak for the
+    message's sender."""
+    stranger = await send_to_follower(h, make)
+    assert isinstance(stranger, TransportError) and not isinstance(stranger, RemoteError), stranger
+    named = await send_to_follower(h, make, "other")
+    assert isinstance(named, RemoteError), named
+    assert str(named).startswith("ERR_GRENEX_BAD_REQUEST"), named
 
 
 def crash_reason(log: str) -> str:
@@ -118,39 +149,38 @@ async def still_serving(h: Harness) -> None:
 
 
 async def test_stranger_with_the_largest_term(harness: Harness) -> None:
-    reply = await send_to_follower(
+    await refused_unless_a_member(
         harness,
         lambda _leader, follower, _term: Message(
             MessageType.HEARTBEAT_RESP, "ghost", follower, (1 << 64) - 1
         ),
     )
-    assert isinstance(reply, RemoteError), reply
-    assert str(reply).startswith("ERR_GRENEX_BAD_REQUEST"), reply
     await still_serving(harness)
 
 
 async def test_stranger_with_the_largest_accepted_term(harness: Harness) -> None:
-    reply = await send_to_follower(
+    await refused_unless_a_member(
         harness,
         lambda _leader, follower, _term: Message(
             MessageType.HEARTBEAT_RESP, "ghost", follower, POSITION_MAX - 1
         ),
     )
-    assert decode_peer_reply(reply) == RaftAck(1, 0), reply  # accepted: the core must cope
-    # observed: every node pre_candidate at term 2**62 - 1, "no leader is known", for good
+    # observed before: every node pre_candidate at term 2**62 - 1, "no leader is known"
     await still_serving(harness)
 
 
 async def test_forged_snapshot_from_the_leader(harness: Harness) -> None:
-    reply = await send_to_follower(
-        harness,
-        lambda leader, follower, term: Message(
+    def snap(leader: str, follower: str, term: int) -> Message:
+        return Message(
             MessageType.SNAP,
             leader,
             follower,
             term,
             snapshot=Snapshot(1000, term, ConfState(("n1", "n2", "n3"), ()), b"garbage"),
-        ),
-    )
+        )
+
+    await refused_unless_a_member(harness, snap)
+    # the leader's own certificate: delivered, and dropped before the core
+    reply = await send_to_follower(harness, snap, "leader")
     assert isinstance(reply, RemoteError) or decode_peer_reply(reply) == RaftAck(1, 0), reply
     await still_serving(harness)
