@@ -44,6 +44,7 @@ from .history import (
 __all__ = ["TESTS_DIR", "ClientProcs", "Harness"]
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
+OPERATOR_TYPES = ("add_market", "admit", "promote", "remove")  # signed by the operator
 
 
 class Harness:
@@ -148,10 +149,12 @@ class Harness:
     async def command(
         self, node: str, kind: str, args: dict[str, Any], *, deadline_s: float = 60.0
     ) -> Op:
-        """One recorded command through ``node`` (signed by ``args["client"]``, ``harness``
-        by default; ``add_market`` by the operator), its envelope retried until answered.  An
-        account not registered yet is registered first (recorded too)."""
-        cmd = {"type": kind, "client": "harness", **args}
+        """One recorded command through ``node``, its envelope retried until answered:
+        signed by ``args["client"]`` (``harness`` by default; ``add_market``, ``admit``,
+        ``promote`` and ``remove`` by the operator).  An account not registered yet is
+        registered first (recorded too)."""
+        who = self.cluster.keyring.operator if kind in OPERATOR_TYPES else "harness"
+        cmd = {"type": kind, "client": who, **args}
         if kind not in ("register", "add_market"):
             await self.ensure_registered(node, str(cmd["client"]), deadline_s=deadline_s)
         return await self.send(self.signing.op(node, cmd), deadline_s=deadline_s)

@@ -165,8 +165,8 @@ class Op:
     def key(self) -> tuple[str, str, str]:
         if self.kind == "add_market":
             return ("add_market", "", str(self.args.get("market")))
-        if self.kind == "register":
-            return ("register", str(self.args.get("client")), "")
+        if self.kind in ("register", "admit", "promote", "remove", "rotate_key"):
+            return (self.kind, str(self.args.get("client")), "")
         return (self.kind, str(self.args.get("client")), str(self.args.get("id")))
 
     def payload(self) -> dict[str, Json]:
@@ -209,8 +209,8 @@ class Signing:
         return self.signer.command(cmd).decode()
 
     def op(self, node: str, cmd: dict[str, Json]) -> Op:
-        """An op for ``cmd`` (``add_market`` is signed by the operator)."""
-        if cmd.get("type") == "add_market":
+        """An op for ``cmd`` (an ``add_market`` without a client: the operator's)."""
+        if cmd.get("type") == "add_market" and "client" not in cmd:
             cmd = {**cmd, "client": self.operator}
         raw = self.envelope(cmd)
         args = json.loads(json.loads(raw)["cmd"])
@@ -577,8 +577,8 @@ def _entry_key(events: list[dict[str, Json]]) -> tuple[str, str, str] | None:
         cmd = first.get("cmd")
         if cmd == "add_market":
             return ("add_market", "", str(first.get("market")))
-        if cmd == "register" and "client" in first:
-            return ("register", str(first["client"]), "")
+        if cmd in ("register", "admit", "promote", "remove", "rotate_key") and "client" in first:
+            return (str(cmd), str(first["client"]), "")
         if isinstance(cmd, str) and "client" in first and "id" in first:
             return (cmd, str(first["client"]), str(first["id"]))
     return None
