@@ -169,6 +169,8 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         venv_bin = str(Path(sys.executable).parent)
         env.update(
             GRENEX_GRAPE=",".join(doc["grapes"]),
+            GRENEX_GENESIS=doc["genesis"],
+            OPERATOR_KEY=str(Path(doc["genesis"]).parent / "keys" / "operator.key"),
             PATH=f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
             NODE_PATH=str(REPO / "node_modules"),
             COLUMNS="160",

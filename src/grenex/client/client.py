@@ -687,8 +687,13 @@ class GrenexClient:
         # this client's node (or the nodes) looked up in the background from now on, so a
         # command never waits on the DHT (seconds while any of its hosts is unreachable)
         self.link.keep_fresh(self.service)
-        if self.pins is not None and self.node is not None and not self.pins.knows(self.node):
-            await self.learn_members()
+        if self.pins is not None:
+            # members beyond the genesis (learners) are learned from a voter, pinned to it
+            try:
+                await self.learn_members()
+            except BaseException:
+                await self.close()  # no connection left open by a failed start
+                raise
         return self
 
     async def learn_members(self, *, timeout: float | None = None) -> int:
@@ -838,7 +843,11 @@ class GrenexClient:
                 and client not in self._registered
             ):
                 raise
-        await self.register(client, timeout=timeout)
+        try:
+            await self.register(client, timeout=timeout)
+        except BadRequest as e:  # registered meanwhile (a concurrent first use): go on
+            if not e.message.endswith("client_taken"):
+                raise
         return await self._command(action, make(), timeout)
 
     def _client(self, client: str | None) -> str:

@@ -241,7 +241,14 @@ async def tail_entries(
     entry after that index still kept (:class:`WindowGap` when the node no longer holds
     ``since + 1``), then the live stream.  ``on_idle`` is called once when nothing came for
     ``idle_s`` seconds; ``on_gap`` for a gap found after a reconnection."""
-    sub = PeerSub(client.link, client.events_topic, queue_max=QUEUE_MAX, backoff_max_ms=2_000)
+    pins = client.pins  # TLS pinned to the node's certificate (docs/trust.md)
+    sub = PeerSub(
+        client.link,
+        client.events_topic,
+        queue_max=QUEUE_MAX,
+        backoff_max_ms=2_000,
+        ssl_context=pins.ssl_for(client.events_topic) if pins is not None else None,
+    )
     await sub.start()
     try:
         try:

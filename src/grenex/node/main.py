@@ -73,7 +73,7 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
     envvar="GRENEX_GENESIS",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The cluster's genesis file (SPEC §8): its voters found the cluster.",
+    help="The cluster's genesis file (docs/trust.md): its voters found the cluster.",
 )
 @click.option(
     "--key",
