@@ -46,6 +46,7 @@ class Run:
 async def status(cluster: LocalCluster, *args: str) -> Run:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRENEX_")}
     env["COLUMNS"] = "200"
+    env["GRENEX_GENESIS"] = str(cluster.genesis_path)  # it authenticates the nodes
     p = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from grenex.client import GrenexClient
 from grenex.client import tail as tail_mod
 from grenex.client.tail import Cursor, Entry, WindowGap, fill
 from grenex.codec.api import LogLine, LogReply
@@ -70,7 +69,7 @@ class Tail:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             stdin=asyncio.subprocess.DEVNULL,
-            env=_env(),
+            env={**_env(), "GRENEX_GENESIS": str(c.genesis_path)},
         )
         return cls(proc)
 
@@ -132,10 +131,11 @@ async def wait_applied(c: LocalCluster, index: int, timeout_s: float = 15.0) -> 
 @aio
 async def test_since_fills_the_gap_then_streams_each_event_once(cluster: LocalCluster) -> None:
     async with (
-        GrenexClient(cluster.grape_urls, node="n1", timeout=20.0) as n1,
-        GrenexClient(cluster.grape_urls, node="n3", timeout=20.0) as n3,
+        cluster.client("n1", timeout=20.0) as n1,
+        cluster.client("n3", timeout=20.0) as n3,
     ):
         await n1.add_market(MARKET, "1", "1")
+        await n3.register()  # before the tail: its `registered` event is not under test
         before = [await n1.place(MARKET, "sell", "1", str(100 + i), id=f"s{i}") for i in range(4)]
         since = before[0].seq  # the first order is before the tail, the other three after
         cross = await n1.place(MARKET, "buy", "2", "101", id="b0")
