@@ -1,8 +1,10 @@
 """``grenex demo`` and ``grenex up`` run as a user runs them (subprocesses, real Grapes).
 
-Proves: the demo with a small order count trades through several nodes, prints every replica
-side by side and exits 0 only because they agree; ``up`` starts a network that the client
-commands reach, and on Ctrl-C (SIGINT) stops every process it started (their PIDs are gone);
+Proves: the demo with a small order count registers each trader (its own account and key) and
+trades through several nodes, prints every replica side by side and exits 0 only because
+they agree; ``up`` starts a network that the client commands reach with the genesis it
+prints (and never prints a key), and on Ctrl-C (SIGINT) stops every process it started (their
+PIDs are gone);
 without an installed Grape both say what to run, at once, with a non-zero exit.
 """
 
@@ -47,6 +49,7 @@ def test_demo_proves_the_replicas_agree() -> None:
     )
     out = proc.stdout
     assert proc.returncode == 0, (out[-3000:], proc.stderr[-3000:])
+    assert "3 traders registered, each with its own account and key" in out
     assert "every replica, side by side" in out
     assert re.search(r"all 3 replicas hold identical books and state", out)
     assert "150 commands acknowledged" in out
@@ -73,13 +76,20 @@ def test_up_serves_until_ctrl_c_then_stops_everything(tmp_path: Path) -> None:
         m = re.search(r"Grapes: (\S+)", line)
         if m:
             grape = m.group(1)
+        if "Ctrl-C stops everything" in line:
             break
     try:
-        assert grape is not None, "".join(lines)
-        pids = [int(p) for p in re.findall(r"127\.0\.0\.1:\d+\s+│?\s*(\d+)", "".join(lines))]
-        assert len(pids) == 3, "".join(lines)
+        text = "".join(lines)
+        assert grape is not None, text
+        pids = [int(p) for p in re.findall(r"127\.0\.0\.1:\d+\s+│?\s*(\d+)", text)]
+        assert len(pids) == 3, text
+        genesis = re.search(r"Genesis: (\S+)", text)
+        op_key = re.search(r"Operator key: (\S+)", text)
+        assert genesis is not None and op_key is not None, text
+        # the paths are printed, never a key
+        assert Path(op_key.group(1)).read_text().strip() not in text
         status = subprocess.run(
-            [*GRENEX, "status", "--grape", grape, "--json"],
+            [*GRENEX, "status", "--grape", grape, "--genesis", genesis.group(1), "--json"],
             capture_output=True,
             text=True,
             timeout=60,

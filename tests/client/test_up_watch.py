@@ -3,7 +3,10 @@
 Proves, with ``grenex up`` as a process: ``up.json`` in the state directory says where the
 Grapes and nodes are (pids and all three ports, which answer); a node killed by its PID from
 ``up.json`` is reported at once, in one line naming it and its exit code, and ``up.json`` is
-rewritten (the node moves to ``exited``); the cluster secret is never printed; SIGINT stops
+rewritten (the node moves to ``exited``); the state directory holds ``genesis.json`` (named by
+``up.json``) and ``keys/operator.key``, ``keys/<node id>.key`` (mode 0600), with which the CLI
+registers an account, trades and opens a market; neither the cluster secret nor any key is
+ever printed; SIGINT stops
 every process ``up`` started and removes ``up.json``; and when every voter is gone ``up``
 stops the rest by itself and exits 1.
 """
@@ -150,7 +153,8 @@ def test_up_reports_a_death_keeps_up_json_and_stops_everything(
     up = up_factory("--nodes", "4", "--voters", "3")
     up.wait_line(r"Ctrl-C stops everything", 90)
     doc = up.up_json()
-    assert doc["genesis"] is None and doc["memory"] is True and doc["exited"] == []
+    assert doc["genesis"] == str(up.state / "genesis.json") and doc["memory"] is True
+    assert doc["exited"] == []
     assert [n["id"] for n in doc["nodes"]] == ["n1", "n2", "n3", "n4"]
     assert [n["voter"] for n in doc["nodes"]] == [True, True, True, False]
     for n in doc["nodes"]:
@@ -176,6 +180,62 @@ def test_up_reports_a_death_keeps_up_json_and_stops_everything(
     secret = (up.state / "cluster.secret").read_text().strip()
     assert len(secret) >= 32 and secret not in up.output()
     assert (up.state / "cluster.secret").stat().st_mode & 0o077 == 0
+    keys = up.state / "keys"
+    assert sorted(p.name for p in keys.glob("*.key")) == [
+        "n1.key",
+        "n2.key",
+        "n3.key",
+        "n4.key",
+        "operator.key",
+    ]
+    for p in keys.glob("*.key"):
+        assert p.stat().st_mode & 0o777 == 0o600
+        assert p.read_text().strip() not in up.output()
+    assert f"Operator key: {keys / 'operator.key'}" in up.output()
+
+    # the CLI as up's hints say: the genesis from the environment, a key of one's own
+    env = {**os.environ, "GRENEX_GRAPE": ",".join(doc["grapes"]), "GRENEX_GENESIS": doc["genesis"]}
+    env.pop("GRENEX_KEY", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*GRENEX, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    me = up.state / "me.key"
+    made = cli("keys", "new", str(me))
+    assert made.returncode == 0, made.stderr
+    assert me.read_text().strip() not in made.stdout
+    reg = cli("register", "--client", "me", "--key", str(me))
+    assert reg.returncode == 0 and "registered" in reg.stdout, reg.stdout + reg.stderr
+    placed = cli(
+        "place",
+        "--node",
+        "n2",
+        "--key",
+        str(me),
+        "--market",
+        "BTC-USD",
+        "--side",
+        "buy",
+        "--qty",
+        "0.5",
+        "--price",
+        "64000",
+    )
+    assert placed.returncode == 0 and "me/" in placed.stdout, placed.stdout + placed.stderr
+    opened = cli(
+        "add-market",
+        "--key",
+        str(keys / "operator.key"),
+        "--market",
+        "UP-USD",
+        "--tick",
+        "1",
+        "--lot",
+        "1",
+    )
+    assert opened.returncode == 0 and "market_added" in opened.stdout, opened.stderr
 
     up.proc.send_signal(signal.SIGINT)
     up.proc.wait(60)
