@@ -265,6 +265,7 @@ class ClientAPI:
             reply["duplicate"] = True
             return reply
         data = encode_envelope(env.text, env.sig)
+        verdicts.put_decoded(data, env)  # decoded here once: not again before apply
         if len(data) > self.limits.command_bytes_max:
             raise BadRequest(
                 f"invalid_command: {len(data)} bytes (at most {self.limits.command_bytes_max})"

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from grenex.codec.api import service_names
-from grenex.codec.envelope import Envelope, decode_envelope_json
+from grenex.codec.envelope import Envelope
 from grenex.codec.genesis import Genesis
 from grenex.consensus import (
     Config,
@@ -251,6 +251,7 @@ class Node:
             random.Random(os.urandom(16)),  # the shell may use real randomness
         )
         replica.verifier = self.verdicts
+        replica.decoder = self.verdicts.take
         self.replica = replica
         return replica, probing
 
@@ -275,7 +276,7 @@ class Node:
             return
         verdicts = self.verdicts
         for d in datas:
-            env = decode_envelope_json(d)
+            env = verdicts.decode(d)
             if type(env) is not Envelope:
                 continue
             signer = replica.state.auth.signer(env)
@@ -296,7 +297,9 @@ class Node:
         """The leader's SPEC §8 checks 1–5 before it appends (gateway hook)."""
         replica = self.replica
         assert replica is not None
-        _env, v = replica.state.precheck(data, self.io.wall_ms(), self.verdicts)
+        _env, v = replica.state.precheck(
+            data, self.io.wall_ms(), self.verdicts, self.verdicts.decode
+        )
         if type(v) is Reject:
             return v.reason
         if type(v) is Duplicate:

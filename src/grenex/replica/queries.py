@@ -2,8 +2,9 @@
 a replica's state at its applied index.
 
 Every replica at the same index answers the same, since they read only replicated state: the
-engine (open markets, resting orders, used ids) and the accounts' nonce windows (the outcomes of
-an account's recent envelopes, SPEC §8).  Nothing here writes, and nothing walks more than one account's orders.
+engine (open markets, resting orders, used ids) and the accounts' nonce windows (the outcomes
+of an account's recent envelopes, SPEC §8).  Nothing here writes, and nothing walks more than
+one account's orders.
 
 What can be known, and what cannot
 ----------------------------------
@@ -99,8 +100,7 @@ def members(state: ReplicaState) -> dict[str, Any]:
     return {
         "index": state.index,
         "members": [
-            {"id": m.id, "key": m.key, "cert": m.cert, "role": m.role}
-            for m in state.auth.members()
+            {"id": m.id, "key": m.key, "cert": m.cert, "role": m.role} for m in state.auth.members()
         ],
     }
 

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from grenex.codec.genesis import CertCheck, Genesis
 from grenex.codec.stamp import unstamp
 from grenex.consensus import (
     ConfChange,
@@ -51,8 +52,7 @@ from grenex.consensus import (
     Storage,
     decode_conf_change,
 )
-from grenex.codec.genesis import CertCheck, Genesis
-from grenex.replica.state import ReplicaSnapshotError, ReplicaState, Verifier
+from grenex.replica.state import Decoder, ReplicaSnapshotError, ReplicaState, Verifier
 
 __all__ = ["TERM_JUMP_MAX", "Applied", "Proposals", "Replica", "ReplicaConfig", "insane"]
 
@@ -123,6 +123,8 @@ class Replica:
         self.dropped: dict[str, int] = {}  # messages dropped by step(), by reason
         # signature verdicts computed earlier (in threads), reused at apply; None: verify there
         self.verifier: Verifier | None = None
+        # entries decoded earlier (on receipt), taken at apply; None: decode there
+        self.decoder: Decoder | None = None
 
     def _restore(self, data: bytes) -> ReplicaState:
         c = self.config
@@ -251,7 +253,7 @@ class Replica:
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
                 time_ms, data = unstamp(e.data)
-                o = state.apply_command(e.index, e.term, data, time_ms, self.verifier)
+                o = state.apply_command(e.index, e.term, data, time_ms, self.verifier, self.decoder)
                 out.append(
                     Applied(
                         e.index,

@@ -32,6 +32,7 @@ from grenex.replica.auth import Auth, AuthSnapshotError, Duplicate, Fresh, Rejec
 
 __all__ = [
     "SNAPSHOT_VERSION",
+    "Decoder",
     "Outcome",
     "ReplicaError",
     "ReplicaSnapshotError",
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 SNAPSHOT_VERSION: Final = 3
+
+Decoder = Callable[[bytes], Envelope | Rejection]
+"""``log entry bytes -> its envelope``: :func:`~grenex.codec.envelope.decode_envelope_json` or
+a cache of it (decoding is a pure function)."""
 
 Verifier = Callable[[Envelope, bytes], bool]
 """``(envelope, signer key) -> the signature verifies``: a pure function (a cache of verdicts
@@ -141,6 +146,7 @@ class ReplicaState:
         data: bytes,
         time_ms: int | None = None,
         verifier: Verifier | None = None,
+        decoder: Decoder | None = None,
     ) -> Outcome:
         """Apply one committed envelope at ``index`` with the entry's time (SPEC §8 checks in
         order, then §2).  ``verifier`` may supply signature verdicts computed earlier."""
@@ -148,7 +154,7 @@ class ReplicaState:
         self.index = index
         self.term = term
         t = time_ms if time_ms is not None else 0
-        env = decode_envelope_json(data)
+        env = decoder(data) if decoder is not None else decode_envelope_json(data)
         if type(env) is Rejection:
             ev = Rejected(index, env.cmd, env.reason, env.client)
             evs: list[Any] = [ev]
@@ -190,13 +196,17 @@ class ReplicaState:
         return Outcome(events, False, encode_json(events), time_ms, index, None, False)
 
     def precheck(
-        self, data: bytes, now_ms: int, verifier: Verifier | None = None
+        self,
+        data: bytes,
+        now_ms: int,
+        verifier: Verifier | None = None,
+        decoder: Decoder | None = None,
     ) -> tuple[Envelope | None, Reject | Duplicate | Fresh]:
         """SPEC §8 checks 1–5 of envelope JSON ``data`` against this (applied) state, at
         ``now_ms`` (the node's clock), changing nothing: what the receiving node and the
         leader run before a command may enter the log.  The envelope (None when checks 1–2
         failed) and the verdict (a :class:`Reject`'s reason is the §8 reason code)."""
-        env = decode_envelope_json(data)
+        env = decoder(data) if decoder is not None else decode_envelope_json(data)
         if type(env) is Rejection:
             return None, Reject(env.reason)
         assert type(env) is Envelope
@@ -223,7 +233,11 @@ class ReplicaState:
     def snapshot(self) -> bytes:
         return _enc.encode(
             _Snap(
-                SNAPSHOT_VERSION, self.index, self.term, self.engine.snapshot(), self.auth.snapshot()
+                SNAPSHOT_VERSION,
+                self.index,
+                self.term,
+                self.engine.snapshot(),
+                self.auth.snapshot(),
             )
         )
 
