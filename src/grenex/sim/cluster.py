@@ -202,6 +202,40 @@ class Knobs:
         )
 
     @classmethod
+    def quiet(cls, voters: int = 3) -> Knobs:
+        """No faults, no random clients, roomy bounds: for scripted scenarios."""
+        return cls(
+            voters=voters,
+            learners=0,
+            clients=0,
+            loss=0.0,
+            duplication=0.0,
+            delay_max_ticks=1,
+            crash_rate=0.0,
+            partition_rate=0.0,
+            clog_rate=0.0,
+            membership_rate=0.0,
+            transfer_rate=0.0,
+            mid_persist_crash=0.0,
+            snapshot_interval_entries=1000,
+            compaction_retain_entries=16,
+            entries_per_message_max=128,
+            inflight_messages_max=16,
+            tick_skip_max=0.0,
+            command_timeout_ticks=100,
+            leader_wait_ticks=60,
+            forward_timeout_ticks=60,
+            forward_batch_commands_max=64,
+            forwards_inflight_max=4,
+            forwarded_batches_max=64,
+            submitted_max=20_000,
+            recent_entries_max=65_536,
+            client_timeout_ticks=120,
+            snapshot_delay_turns_max=1,
+            fwd_answer_delay_max_ticks=0,
+        )
+
+    @classmethod
     def draw(cls, rng: random.Random) -> Knobs:
         return cls(
             voters=rng.choice((3, 3, 5)),
@@ -328,10 +362,11 @@ class Simulation:
         liveness_ticks_max: int = 1000,
         verbose: bool = False,
         log: Callable[[str], None] = print,
+        knobs: Knobs | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.knobs = Knobs.draw(self.rng)
+        self.knobs = knobs if knobs is not None else Knobs.draw(self.rng)
         self.safety_ticks = ticks
         self.liveness_ticks_max = liveness_ticks_max
         self.verbose = verbose
@@ -393,6 +428,8 @@ class Simulation:
             self._join()
         self.clients = [Client(f"c{i + 1}") for i in range(k.clients)]
         self.by_name = {c.name: c for c in self.clients}
+        # scripted clients (scenarios.py): replies to them are kept here, by client
+        self.inboxes: dict[str, list[tuple[str, Any]]] = {}
         self.admin = Client(self.genesis.operator.client, registered=True)
         self.by_name[self.admin.name] = self.admin
         self._admin_ops = [
@@ -429,6 +466,14 @@ class Simulation:
     def key(self, name: str, gen: int) -> SecretKey:
         """Account ``name``'s key of generation ``gen`` (0: the one it registers)."""
         return self.keyring.key(name if gen == 0 else f"{name}/{gen}")
+
+    def script_account(self, name: str) -> Client:
+        """An account driven by a script (no random orders): its replies go to
+        ``inboxes[name]``; :meth:`envelope` signs with its key generation ``gen``."""
+        c = Client(name)
+        self.by_name[name] = c
+        self.inboxes[name] = []
+        return c
 
     def _key_of(self, name: str) -> SecretKey:
         c = self.by_name[name]
@@ -638,6 +683,10 @@ class Simulation:
             else:
                 gw.forward_failed(payload[1], False, "connection refused")
                 self.stats["fwd_refused"] += 1
+            return
+        inbox = self.inboxes.get(dst)
+        if inbox is not None:  # a scripted client's (scenarios.py)
+            inbox.append((src, payload))
             return
         self._handle_reply(dst, src, payload)
 

@@ -16,7 +16,15 @@ every acknowledged command, the leader re-admits b (``consensus.rejoin.Readmissi
 catch up, promote), and b votes again.  Without the rule (b bootstraps anew, as nodes did) b
 votes for c and c overwrites the acknowledged commands: the checker fails.
 
-``python -m grenex.sim.scenarios`` runs both variants and prints the outcome.
+The SPEC §8 scenarios (:func:`lost_replies`, :func:`key_rotation`,
+:func:`nonce_window_eviction`) drive the full node path instead — a quiet
+:class:`~grenex.sim.cluster.Simulation` (receiving-node checks, gateways, drivers, replicas)
+with scripted accounts whose requests go to chosen nodes — and end with the simulation's own
+final checks (every replica equal to the model; every acknowledged answer the model's first
+outcome).
+
+``python -m grenex.sim.scenarios`` runs every scenario (both variants of the first) and prints
+the outcome.
 """
 
 from __future__ import annotations
@@ -30,15 +38,24 @@ from typing import Any
 from grenex.codec import encode_json
 from grenex.codec.raft import decode_message, encode_message
 from grenex.codec.signer import Keyring, Signer
+from grenex.codec.stamp import stamp
 from grenex.consensus import Config, Message, Role, bootstrap
 from grenex.consensus.rejoin import Readmissions
 from grenex.replica import Replica, ReplicaConfig
 from grenex.sim.checker import Acked, EnvInfo, SimFailure, Watch
-from grenex.sim.cluster import KEYRING_SALT, sim_genesis
+from grenex.sim.cluster import KEYRING_SALT, Knobs, Simulation, sim_genesis
 from grenex.sim.disk import SimDisk
 from grenex.sim.network import Network
 
-__all__ = ["ScenarioResult", "lost_disk_voter"]
+__all__ = [
+    "ScenarioResult",
+    "TrustResult",
+    "key_rotation",
+    "lost_disk_voter",
+    "lost_replies",
+    "nonce_window_eviction",
+    "trust_scenarios",
+]
 
 ELECTION_TIMEOUT_TICKS = 12
 IDS = ("a", "b", "c")
@@ -271,7 +288,285 @@ def main() -> int:
         except SimFailure as e:
             print(f"rejoin_rule={rule}: FAILED: {e}")
             failed += rule
+    for name, run in (
+        ("lost_replies", lost_replies),
+        ("key_rotation", key_rotation),
+        ("nonce_window_eviction", nonce_window_eviction),
+    ):
+        try:
+            tres = run()
+            print(f"{name}: ok ({len(tres.answers)} answers, {tres.executed} executed)")
+        except SimFailure as e:
+            print(f"{name}: FAILED: {e}")
+            failed += 1
     return 1 if failed else 0
+
+
+# -- SPEC §8 on the real node path: scripted clients over a quiet simulated cluster --------------
+
+
+@dataclass
+class TrustResult:
+    """What a §8 scenario saw: each request's answer, in order, as ``(label, kind, detail)``
+    (kind ``ok``/``dup``/``invalid``; detail: the events' types, the first outcome's seq, or
+    the reason)."""
+
+    answers: list[tuple[str, str, Any]] = field(default_factory=list)
+    executed: int = 0  # envelopes the model executed, over the run
+    stale: int = 0  # envelopes refused stale_nonce (before the log or at apply)
+
+    def kinds(self, label: str) -> list[tuple[str, Any]]:
+        return [(k, d) for lab, k, d in self.answers if lab == label]
+
+
+class _Script:
+    """Drives a :class:`~grenex.sim.cluster.Simulation` (quiet knobs: no faults) by hand:
+    requests from scripted accounts to chosen nodes, with the replies awaited; everything goes
+    through the nodes' receiving-node checks, gateways, drivers and replicas, watched by the
+    simulation's checker."""
+
+    def __init__(self, seed: int = 7, verbose: bool = False) -> None:
+        self.sim = Simulation(seed, knobs=Knobs.quiet(), verbose=verbose)
+        self.result = TrustResult()
+        self.acked: list[Acked] = []
+        self._seq = 0
+        sim = self.sim
+        self.run_until(lambda: sim.leader() is not None and not sim._admin_ops, "a leader")
+        self.run_until(lambda: sim.admin.op is None, "the markets")
+        self.run_until(self.quiet, "every replica applies the markets")
+
+    def step(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.sim.step()
+
+    def run_until(self, cond: Callable[[], bool], what: str, ticks_max: int = 600) -> None:
+        for _ in range(ticks_max):
+            if cond():
+                return
+            self.sim.step()
+        raise SimFailure(f"scenario: {what} not reached within {ticks_max} ticks")
+
+    def quiet(self) -> bool:
+        return self.sim._converged()
+
+    def leader(self) -> str:
+        ldr = self.sim.leader()
+        assert ldr is not None
+        return ldr.id
+
+    def follower(self, k: int = 0) -> str:
+        ldr = self.leader()
+        return [n for n in sorted(self.sim.nodes) if n != ldr][k]
+
+    def send(self, client: str, data: bytes, node: str) -> int:
+        self._seq += 1
+        self.sim.net.send(client, node, ("req", self._seq, 1, data))
+        return self._seq
+
+    def wait(self, client: str, seq: int, label: str, data: bytes) -> tuple[str, Any]:
+        inbox = self.sim.inboxes[client]
+        found: list[tuple[str, Any]] = []
+
+        def arrived() -> bool:
+            found.extend(p for p in inbox if p[1][1] == seq)
+            return bool(found)
+
+        self.run_until(arrived, f"the answer to {label}")
+        node, payload = found[0]
+        inbox[:] = [p for p in inbox if p[1][1] != seq]
+        return self._record(client, label, data, node, payload)
+
+    def _record(
+        self, client: str, label: str, data: bytes, node: str, payload: Any
+    ) -> tuple[str, Any]:
+        kind = payload[0]
+        who = f"{client}:{label}"
+        if kind == "ok":
+            a = payload[3]
+            if a.data != data:
+                raise SimFailure(f"{node} acknowledged {who} with another entry")
+            self.acked.append(
+                Acked(
+                    who,
+                    data,
+                    a.index,
+                    a.term,
+                    a.duplicate,
+                    a.outcome_seq,
+                    a.outcome_time,
+                    list(a.events),
+                    a.results_json,
+                )
+            )
+            detail: Any = ("duplicate", a.outcome_seq) if a.duplicate else _types(a.events)
+        elif kind == "dup":
+            _, _, _, oseq, otime, results = payload
+            self.acked.append(Acked(who, data, 0, 0, True, oseq, otime, [], results))
+            detail = oseq
+        elif kind == "invalid":
+            detail = payload[3]
+        else:  # refused, busy, unknown: not expected on a quiet cluster
+            raise SimFailure(f"{who} answered {kind} by {node}: {payload[3]}")
+        self.result.answers.append((label, kind, detail))
+        return kind, detail
+
+    def request(self, client: str, data: bytes, node: str, label: str) -> tuple[str, Any]:
+        return self.wait(client, self.send(client, data, node), label, data)
+
+    def place(self, client: str, oid: str, **kw: Any) -> bytes:
+        cmd: dict[str, Any] = {"type": "place", "id": oid, "market": "M", "side": "buy"}
+        cmd.update({"qty": "1", "price": "100"}, **kw)
+        return self.sim.envelope(client, cmd)
+
+    def register(self, name: str) -> None:
+        c = self.sim.script_account(name)
+        k = self.sim.key(name, 0)
+        data = self.sim.envelope(name, {"type": "register", "key": k.public_key}, k)
+        kind, detail = self.request(name, data, self.follower(), "register")
+        assert (kind, detail) == ("ok", ["Registered"]), (kind, detail)
+        c.registered = True
+
+    def propose_directly(self, data: bytes) -> None:
+        """Onto the leader's log without the §8 prechecks: what a leader that has not applied
+        the account's latest entries yet may append (checked again at apply)."""
+        ldr = self.sim.leader()
+        assert ldr is not None and ldr.replica is not None
+        t = self.sim.wall_ms(ldr)
+        ldr.replica.raft.propose_many([stamp(t, data)])
+
+    def applied_everywhere(self, data: bytes) -> int:
+        """Wait until every replica applied the (last) entry holding ``data``; its index."""
+        log = self.sim.watch.log
+
+        def done() -> bool:
+            return any(e[2] == data for e in log.values()) and self.quiet()
+
+        self.run_until(done, "the entry applied everywhere")
+        return max(i for i, e in log.items() if e[2] == data)
+
+    def finish(self) -> TrustResult:
+        """Every replica equal and held to the model; every acknowledged answer too."""
+        self.run_until(self.quiet, "convergence")
+        sim = self.sim
+        sim._final_checks()
+        sim.watch.check_history(self.acked)
+        for name, c in sorted(sim.by_name.items()):
+            if (
+                name in sim.inboxes
+                and sim.watch.model.key_of(name) != sim.key(name, c.gen).public_key
+            ):
+                raise SimFailure(f"{name}'s key is not the one its script holds")
+        model = sim.watch.model
+        self.result.executed = len(model.executions)
+        self.result.stale = sum(
+            1
+            for evs, _dup, _f in model.outcomes.values()
+            if len(evs) == 1 and getattr(evs[0], "reason", "") == "stale_nonce"
+        ) + sum(1 for _l, k, d in self.result.answers if (k, d) == ("invalid", "stale_nonce"))
+        return self.result
+
+
+def _types(events: list[Any]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def lost_replies(verbose: bool = False) -> TrustResult:
+    """A reply is lost; the client sends the *same envelope* again, to other nodes: each answers
+    from the account's window with the first outcome (``duplicate``), before the log.  A copy
+    that reaches the log anyway (appended by a leader that skipped the check) runs nothing and
+    answers the first outcome too."""
+    s = _Script(verbose=verbose)
+    s.register("u")
+    p = s.place("u", "o1", qty="2")
+    f = s.follower()
+    s.sim.net.cut.add((f, "u"))  # the reply to u is lost
+    s.send("u", p, f)
+    first = s.applied_everywhere(p)
+    s.sim.net.cut.discard((f, "u"))
+    s.sim.inboxes["u"].clear()
+    s.request("u", p, s.follower(1), "retry at another follower")
+    s.request("u", p, s.leader(), "retry at the leader")
+    s.request("u", p, f, "retry where it was sent")
+    s.propose_directly(p)
+    again = s.applied_everywhere(p)
+    assert again > first
+    s.request("u", s.place("u", "o2"), s.leader(), "the next order")
+    res = s.finish()
+    res.answers.append(("first index", "index", first))
+    return res
+
+
+def key_rotation(verbose: bool = False) -> TrustResult:
+    """An account trades, rotates its key mid-run and trades on with the new one; an envelope
+    signed by the old key is refused ``bad_signature`` before the log and, appended anyway, is
+    a logged ``rejected`` event that changes nothing; a retry of an envelope the old key signed
+    (it ran before the rotation) is ``bad_signature`` too: §8 checks the signer (check 3)
+    before the window (check 5), so the client asks ``order`` for its fate."""
+    s = _Script(verbose=verbose)
+    s.register("u")
+    sim = s.sim
+    c = sim.by_name["u"]
+    o1 = s.place("u", "o1")
+    s.request("u", o1, s.follower(), "o1 with the first key")
+    rot = sim.envelope("u", {"type": "rotate_key", "key": sim.key("u", 1).public_key})
+    s.request("u", rot, s.follower(1), "rotate")
+    c.gen = 1
+    s.run_until(s.quiet, "the rotation applied everywhere")
+    s.request("u", s.place("u", "o2", price="99"), s.follower(), "o2 with the new key")
+    old = sim.envelope("u", _sell_order("o3"), sim.key("u", 0))
+    s.request("u", old, s.follower(), "o3 with the old key")
+    s.request("u", old, s.leader(), "o3 with the old key, at the leader")
+    s.propose_directly(old)
+    s.applied_everywhere(old)
+    s.request("u", o1, s.leader(), "o1 again after the rotation")
+    s.request("u", rot, s.leader(), "the rotation again")
+    cancel = sim.envelope("u", {"type": "cancel", "id": "o2"})
+    s.request("u", cancel, s.follower(), "cancel o2 with the new key")
+    return s.finish()
+
+
+def _sell_order(oid: str) -> dict[str, Any]:
+    return {"type": "place", "id": oid, "market": "M", "side": "sell", "qty": "1", "price": "120"}
+
+
+def nonce_window_eviction(verbose: bool = False) -> TrustResult:
+    """An account keeps more than ``limits.nonces`` (64) envelopes in flight: 70 at once, spread
+    over the nodes, then retried.  Its first nonces leave the window: retried, they are
+    ``stale_nonce`` (they may have executed: ``order`` tells), never executed twice.  Envelopes
+    sent after 64 higher nonces ran are refused ``stale_nonce`` and never run.  Another
+    account's retry, all along, is still answered from its own window."""
+    s = _Script(verbose=verbose)
+    s.register("u")
+    s.register("w")
+    w1 = s.place("w", "w1", price="90")
+    s.request("w", w1, s.follower(), "w1")
+    nodes = sorted(s.sim.nodes)
+    burst = [s.place("u", f"b{i}", price=str(80 + i % 10)) for i in range(70)]
+    sent = [(s.send("u", d, nodes[i % len(nodes)]), d) for i, d in enumerate(burst)]
+    for i, (seq, d) in enumerate(sent):
+        s.wait("u", seq, f"b{i}", d)
+    s.run_until(s.quiet, "the burst applied everywhere")
+    for i in (0, 5, 6, 69):
+        s.request("u", burst[i], nodes[i % len(nodes)], f"b{i} again")
+    s.request("w", w1, s.leader(), "w1 again")
+    late = [s.place("u", f"l{i}") for i in range(70)]
+    sent = [(s.send("u", d, nodes[i % len(nodes)]), d) for i, d in enumerate(late[1:], 1)]
+    for seq, d in sent:
+        s.wait("u", seq, "late burst", d)
+    s.run_until(s.quiet, "the late burst applied everywhere")
+    s.request("u", late[0], s.follower(), "l0 after 69 higher nonces")
+    s.propose_directly(late[0])  # appended anyway: rejected at apply, nothing runs
+    s.applied_everywhere(late[0])
+    s.request("w", w1, s.follower(1), "w1 once more")
+    return s.finish()
+
+
+def trust_scenarios(verbose: bool = False) -> dict[str, TrustResult]:
+    return {
+        "lost_replies": lost_replies(verbose),
+        "key_rotation": key_rotation(verbose),
+        "nonce_window_eviction": nonce_window_eviction(verbose),
+    }
 
 
 if __name__ == "__main__":
