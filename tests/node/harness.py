@@ -253,7 +253,8 @@ class Harness:
             r = await self.ask(node, "events", {"since": since, "limit": 1_000})
             if first < 0:
                 first = int(r["first"])
-            out += r["events"]
+            # the stream's frames (a batch's events carry ``n``, as on the stream)
+            out += [e for frame in r["entries"] for e in frame["events"]]
             if r["through"] <= since or r["through"] >= r["applied"]:
                 return max(first, start + 1), out
             since = int(r["through"])

@@ -163,6 +163,11 @@ class Op:
 
     @property
     def key(self) -> tuple[str, str, str]:
+        if self.kind == "batch":  # a signed batch: the key of its first command
+            items = self.args.get("batch")
+            first = items[0] if isinstance(items, list) and items else {}
+            first = first if isinstance(first, dict) else {}
+            return (str(first.get("type")), str(self.args.get("client")), str(first.get("id")))
         if self.kind == "add_market":
             return ("add_market", "", str(self.args.get("market")))
         if self.kind in ("register", "admit", "promote", "remove", "rotate_key"):
@@ -172,7 +177,7 @@ class Op:
     def payload(self) -> dict[str, Json]:
         """The request: the envelope (or, without one, ``args`` as they are)."""
         arg = json.loads(self.raw) if self.raw is not None else self.args
-        return {"action": self.kind, "args": [arg]}
+        return {"action": "submit" if self.kind == "batch" else self.kind, "args": [arg]}
 
     def to_json(self) -> dict[str, Json]:
         return asdict(self)
@@ -207,6 +212,12 @@ class Signing:
         if cmd.get("type") == "register" and "key" not in cmd:
             return self.signer.register(str(cmd["client"])).decode()
         return self.signer.command(cmd).decode()
+
+    def batch(self, node: str, client: str, cmds: list[dict[str, Json]]) -> Op:
+        """An op for a signed batch of ``client``'s commands (one log entry)."""
+        raw = self.signer.batch(client, cmds).decode()
+        args = json.loads(json.loads(raw)["cmd"])
+        return Op(client, "batch", args, node, raw=raw)
 
     def op(self, node: str, cmd: dict[str, Json]) -> Op:
         """An op for ``cmd`` (an ``add_market`` without a client: the operator's)."""
@@ -356,6 +367,14 @@ async def call(
             op.error = f"{type(e).__name__}: {str(e)[:300]}"
         else:
             dup = isinstance(reply, dict) and reply.get("duplicate") is True
+            if isinstance(reply, dict) and isinstance(reply.get("results"), list):
+                # a batch: the stream's form of its events (each with ``n``, its position)
+                reply = {
+                    **reply,
+                    "events": [
+                        {"n": n, **e} for n, r in enumerate(reply["results"]) for e in r["events"]
+                    ],
+                }
             if (
                 isinstance(reply, dict)
                 and type(reply.get("seq")) is int

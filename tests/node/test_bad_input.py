@@ -9,23 +9,30 @@ Proves:
 
 * shape errors sent with the Python Grenache client to a node's client API (not an object,
   ``[]``, ``{"action": 5}``, a command without args, args not a list, two objects, unknown
-  actions, a ``type`` that contradicts the action, nesting deeper than a command needs, a
-  5,000-digit price that makes the command larger than 4 KiB, bad read arguments) are each
-  answered ``ERR_GRENEX_BAD_REQUEST: <why>`` and change nothing (same fingerprint);
-* raw HTTP garbage (aiohttp) — empty, not JSON, ``NaN``, bad UTF-8, not a ``[rid,key,payload]``
-  frame, over the node's body limit (with a length, chunked, and as a gzip bomb; the limit is
-  1 MiB since the ``batch`` action, where issue 5 had 64 KiB), gzip garbage, 100,000
+  actions (``batch`` is one since SPEC §8), a command that is not an envelope, bad read
+  arguments) are each answered ``ERR_GRENEX_BAD_REQUEST: <why>`` and change nothing (same
+  fingerprint);
+* unsigned and garbled envelopes (no ``sig``, ``cmd`` not a string, TEXT not JSON or with a
+  repeated key, a batch of nothing or of a ``register``, a bad nonce, a garbage or foreign
+  signature, a signature of other TEXT or of another cluster, an unknown account, a register
+  of a bad key, a ``type`` that contradicts the action, TEXT over 64 KiB) are each answered
+  ``ERR_GRENEX_BAD_REQUEST: <§8 reason>`` and nothing reaches the log;
+* raw HTTP garbage (aiohttp, over the node's TLS) — empty, not JSON, ``NaN``, bad UTF-8, not
+  a ``[rid,key,payload]`` frame, over the node's body limit (with a length, chunked, and as a
+  gzip bomb; the limit is 1 MiB, where issue 5 had 64 KiB), gzip garbage, 100,000
   nested brackets, a 5,000-digit integer literal (beyond the JSON decoder: the frame is
   refused with 400), a stalled half-sent body, WebSocket garbage — is answered with a 4xx status
   or an error frame (never a hang) and changes nothing; a valid gzip request still works;
-* field-level problems reach the log as exactly one engine ``rejected`` event each, with the
-  reason SPEC §2 prescribes (including ``1e400``, ``-1``, a 3,000-digit integer price, 2^63
-  lots, wrong JSON types); the applied index advances by exactly one entry per such command
-  (a retried rejected place is answered with its first outcome); the books do not change;
-* garbage on the consensus endpoint ``grenex:<cluster>:peer:<id>`` (not objects, unknown kinds,
-  bad base64, bad MessagePack, wrong wire version, negative positions, unknown message types
-  and entry kinds, stale messages from a stranger, malformed forwards and joins) is refused
-  without crashing the node and changes nothing;
+* field-level problems in signed commands reach the log as exactly one engine ``rejected``
+  event each, with the reason SPEC §2 prescribes (including ``1e400``, ``-1``, a 3,000-digit
+  integer price, 2^63 lots, wrong JSON types); the applied index advances by exactly one
+  entry per such command (a retried rejected place is answered with its first outcome; a
+  signed batch is one entry with one outcome per command); the books do not change;
+* garbage on the consensus endpoint ``grenex:<cluster>:peer:<id>``, sent with a member's
+  certificate (mutual TLS; a stranger gets no handshake) — not objects, unknown kinds, bad
+  base64, bad MessagePack, wrong wire version, negative positions, unknown message types and
+  entry kinds, a sender that is not the certificate's owner, malformed forwards and joins —
+  is refused without crashing the node and changes nothing; stale messages are ignored;
 * the whole history still checks out (``node.history.check``).
 
 Forged but well-formed consensus messages are in ``test_peer_forged.py``.
@@ -37,6 +44,7 @@ import asyncio
 import base64
 import gzip
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -48,6 +56,7 @@ import pytest_asyncio
 
 from grenex.codec import api as codec_api
 from grenex.codec.api import service_names
+from grenex.codec.keys import SecretKey
 from grenex.codec.peer import (
     Forward,
     FwdNotLeader,
@@ -58,8 +67,10 @@ from grenex.codec.peer import (
     encode_peer_request,
 )
 from grenex.codec.raft import encode_message
+from grenex.codec.signer import Signer
 from grenex.consensus import Message, MessageType
-from grenex.grenache import RemoteError
+from grenex.grenache import PeerRPCClient, RemoteError
+from grenex.grenache.tls import pinned_client_context, unb64url
 from grenex.node.config import NodeConfig
 
 from .conftest import started_harness
@@ -98,12 +109,31 @@ async def settled(h: Harness) -> dict[str, Any]:
     return await fingerprint(h)
 
 
+# TLS for raw requests, by port: the node's certificate pinned (the peer port: presenting a
+# member's certificate, the peer service being mutual TLS)
+_TLS: dict[int, ssl.SSLContext] = {}
+
+
 def api_port(h: Harness, node: str = "n1") -> int:
-    return h.cluster.procs[node].api_port
+    port = h.cluster.procs[node].api_port
+    _TLS[port] = pinned_client_context([unb64url(h.cluster.cert_of(node))])
+    return port
 
 
-def peer_port(h: Harness, node: str) -> int:
-    return node_ports(h.cluster.procs[node].log_path, node)["peer"]
+def member_tls(h: Harness, node: str, as_node: str) -> ssl.SSLContext:
+    """Pinned to ``node``'s certificate, presenting ``as_node``'s (a member's)."""
+    c = h.cluster
+    return pinned_client_context(
+        [unb64url(c.cert_of(node))],
+        client_cert=unb64url(c.cert_of(as_node)),
+        client_seed=c.keyring.node_key(as_node).seed,
+    )
+
+
+def peer_port(h: Harness, node: str, as_node: str) -> int:
+    port = node_ports(h.cluster.procs[node].log_path, node)["peer"]
+    _TLS[port] = member_tls(h, node, as_node)
+    return port
 
 
 async def post(
@@ -120,10 +150,11 @@ async def post(
         aiohttp.ClientSession(auto_decompress=False) as s,
         s.request(
             method,
-            f"http://127.0.0.1:{port}{path}",
+            f"https://127.0.0.1:{port}{path}",
             data=body,
             headers=headers or {},
             timeout=aiohttp.ClientTimeout(total=ANSWER_S),
+            ssl=_TLS[port],
         ) as r,
     ):
         data = await r.read()
@@ -217,6 +248,152 @@ async def test_shape_errors_are_bad_requests(harness: Harness) -> None:
     assert await settled(h) == before
 
 
+# ----------------------------------------------------------------------------- envelopes
+
+
+def text_of(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def envelope_errors(h: Harness) -> list[tuple[str, str, Any, str]]:
+    """(what, action, args[0], the §8 reason) of unsigned and garbled commands."""
+    kr = h.cluster.keyring
+    cid = h.signing.genesis.cluster_id
+    bad, eve = kr.key("bad"), kr.key("eve")
+    n = int(time.time() * 1_000_000)
+
+    def signed(text: str, key: SecretKey = bad, cluster_id: str = cid) -> dict[str, Any]:
+        return {"cmd": text, "sig": key.sign(cluster_id, text.encode())}
+
+    cancel = text_of({"type": "cancel", "client": "bad", "id": "x", "nonce": n})
+    other = text_of({"type": "cancel", "client": "bad", "id": "y", "nonce": n})
+    big = text_of({"type": "cancel", "client": "bad", "id": "x", "pad": "p" * 70_000, "nonce": n})
+    return [
+        ("no sig", "cancel", {"cmd": cancel}, "invalid_command"),
+        ("sig null", "cancel", {"cmd": cancel, "sig": None}, "invalid_command"),
+        ("cmd an object", "cancel", {"cmd": json.loads(cancel), "sig": "x"}, "invalid_command"),
+        ("cmd not JSON", "cancel", signed("cancel x"), "invalid_command"),
+        ("cmd a list", "cancel", signed("[1]"), "invalid_command"),
+        (
+            "a repeated key",
+            "cancel",
+            signed('{"type":"cancel","client":"bad","id":"x","id":"y","nonce":1}'),
+            "invalid_command",
+        ),
+        (
+            "client not a name",
+            "cancel",
+            signed(text_of({"type": "cancel", "client": "b d", "nonce": 1})),
+            "invalid_command",
+        ),
+        (
+            "client 5",
+            "cancel",
+            signed(text_of({"type": "cancel", "client": 5, "nonce": 1})),
+            "invalid_command",
+        ),
+        ("no client", "place", signed(text_of({"type": "place", "nonce": 1})), "invalid_command"),
+        (
+            "nonce 0",
+            "cancel",
+            signed(text_of({"type": "cancel", "client": "bad", "nonce": 0})),
+            "invalid_nonce",
+        ),
+        (
+            "nonce 1.5",
+            "cancel",
+            signed('{"type":"cancel","client":"bad","nonce":1.5}'),
+            "invalid_nonce",
+        ),
+        (
+            "nonce a string",
+            "cancel",
+            signed('{"type":"cancel","client":"bad","nonce":"1"}'),
+            "invalid_nonce",
+        ),
+        (
+            "nonce 2^53",
+            "cancel",
+            signed(text_of({"type": "cancel", "client": "bad", "nonce": 2**53})),
+            "invalid_nonce",
+        ),
+        (
+            "nonce two days ahead",
+            "cancel",
+            signed(
+                text_of(
+                    {"type": "cancel", "client": "bad", "id": "x", "nonce": n + 172_800_000_000}
+                )
+            ),
+            "invalid_nonce",
+        ),
+        (
+            "a batch of nothing",
+            "submit",
+            signed(text_of({"client": "bad", "nonce": n, "batch": []})),
+            "invalid_command",
+        ),
+        (
+            "a register in a batch",
+            "submit",
+            signed(text_of({"client": "bad", "nonce": n, "batch": [{"type": "register"}]})),
+            "invalid_command",
+        ),
+        ("a garbage sig", "cancel", {"cmd": cancel, "sig": "x" * 86}, "bad_signature"),
+        ("sig a number", "cancel", {"cmd": cancel, "sig": 5}, "invalid_command"),
+        ("another key's sig", "cancel", signed(cancel, eve), "bad_signature"),
+        (
+            "the sig of other TEXT",
+            "cancel",
+            {"cmd": cancel, "sig": signed(other)["sig"]},
+            "bad_signature",
+        ),
+        ("signed for another cluster", "cancel", signed(cancel, bad, "0" * 64), "bad_signature"),
+        (
+            "an unknown account",
+            "cancel",
+            signed(text_of({"type": "cancel", "client": "eve", "id": "x", "nonce": n}), eve),
+            "unknown_client",
+        ),
+        (
+            "register of a bad key",
+            "register",
+            signed(text_of({"type": "register", "client": "zed", "key": "k" * 43, "nonce": n})),
+            "invalid_key",
+        ),
+        (
+            "register of a taken name",
+            "register",
+            signed(
+                text_of({"type": "register", "client": "bad", "key": eve.public_key, "nonce": n}),
+                eve,
+            ),
+            "client_taken",
+        ),
+        ("type contradicts action", "place", signed(cancel), "invalid_command"),
+        ("TEXT over 64 KiB", "cancel", signed(big), "invalid_command"),
+    ]
+
+
+async def test_unsigned_and_garbled_envelopes(harness: Harness) -> None:
+    h = harness
+    assert h.rpc is not None
+    await h.ensure_registered("n1", "bad")
+    before = await settled(h)
+    dest, key = f"127.0.0.1:{api_port(h)}", h.cluster.api_name("n1")
+    for what, action, env, reason in envelope_errors(h):
+        payload = {"action": action, "args": [env]}
+        t = time.monotonic()
+        with pytest.raises(RemoteError) as info:
+            await h.rpc.request_peer(dest, key, payload, timeout_ms=int(ANSWER_S * 1000))
+        assert time.monotonic() - t < ANSWER_S, what
+        want = f"{codec_api.ERR_BAD_REQUEST}: {reason}"
+        got = str(info.value)
+        assert got == want or got.startswith(want + ":"), (what, got)
+        assert len(got) < 400, (what, "the error must not echo the input")
+    assert await settled(h) == before, "nothing reached the log"
+
+
 # ----------------------------------------------------------------------------- raw HTTP
 
 
@@ -299,9 +476,10 @@ async def test_raw_http_garbage(harness: Harness) -> None:
     async with (
         aiohttp.ClientSession() as s,
         s.post(
-            f"http://127.0.0.1:{port}/",
+            f"https://127.0.0.1:{port}/",
             data=chunks(),
             timeout=aiohttp.ClientTimeout(total=ANSWER_S),
+            ssl=_TLS[port],
         ) as r,
     ):
         assert r.status == 413
@@ -313,7 +491,7 @@ async def test_raw_http_garbage(harness: Harness) -> None:
     assert status == 200 and f is not None and f[1] is None and f[2]["node"] == "n1"
 
     # a client that stalls half-way through its body does not block anyone else
-    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=_TLS[port])
     writer.write(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n["rid",')
     await writer.drain()
     for _ in range(3):
@@ -323,7 +501,10 @@ async def test_raw_http_garbage(harness: Harness) -> None:
 
     # WebSocket RPC on the same port: garbage frames, then a bad and a good request on the
     # same socket; both are answered (frames without a readable rid get no answer, as in Node)
-    async with aiohttp.ClientSession() as s, s.ws_connect(f"ws://127.0.0.1:{port}/ws") as ws:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.ws_connect(f"wss://127.0.0.1:{port}/ws", ssl=_TLS[port]) as ws,
+    ):
         await ws.send_str("not json")
         await ws.send_bytes(b"\x00\xff" * 100)
         await ws.send_str("[" * 50_000)
@@ -346,10 +527,9 @@ async def test_raw_http_garbage(harness: Harness) -> None:
 
 P = '"client":"bad","market":"BTC-USD","side":"buy"'
 FIELD_ERRORS: list[tuple[str, str, str, str]] = [
-    # (what, action, args JSON text, expected rejection reason)
-    ("place {}", "place", "{}", "invalid_command"),
-    ("client 5", "place", '{"client":5,"id":"f1","market":"BTC-USD"}', "invalid_command"),
-    ("client not a name", "place", '{"client":"bad name!","id":"f1"}', "invalid_command"),
+    # (what, action, args JSON text, expected rejection reason); signed by "bad" (add_market:
+    # by the operator) with the nonce added at the end of the TEXT
+    ("no id", "place", '{"client":"bad"}', "invalid_command"),
     ("id a list", "place", '{"client":"bad","id":["f1"]}', "invalid_command"),
     ("id 65 chars", "place", '{"client":"bad","id":"' + "i" * 65 + '"}', "invalid_command"),
     ("market 5", "place", '{"client":"bad","id":"f2","market":5,"side":"buy"}', "unknown_market"),
@@ -422,7 +602,6 @@ FIELD_ERRORS: list[tuple[str, str, str, str]] = [
         "fok_unfillable",
     ),
     ("cancel unknown", "cancel", '{"client":"bad","id":"nope"}', "unknown_order"),
-    ("cancel client 5", "cancel", '{"client":5,"id":"nope"}', "invalid_command"),
     ("amend unknown", "amend", '{"client":"bad","id":"nope","qty":1}', "unknown_order"),
     ("amend nothing", "amend", '{"client":"bad","id":"nope"}', "unknown_order"),
     (
@@ -442,14 +621,32 @@ FIELD_ERRORS: list[tuple[str, str, str, str]] = [
 ]
 
 
+def signed_text(h: Harness, action: str, args: str) -> tuple[str, dict[str, Any]]:
+    """The envelope (JSON text) of ``action`` with the fields of ``args`` (JSON text, kept as
+    written: exotic numbers stay as they are) and a nonce, signed by its account (the
+    operator's for add_market), and those fields as the checker reads them."""
+    signer: Signer = h.signing.signer
+    body = args[1:-1]
+    if action == "add_market":
+        client = h.cluster.keyring.operator
+        body = f'"client":"{client}",' + body
+    else:
+        client = json.loads(args)["client"]
+    text = '{"type":"' + action + '",' + body + f',"nonce":{signer.next_nonce(client)}' + "}"
+    raw = signer.sign_text(client, text.encode()).decode()
+    return raw, json.loads(text, parse_float=str, parse_constant=str)
+
+
 async def test_field_errors_are_rejected_events(harness: Harness) -> None:
     h = harness
     port = api_port(h)
+    await h.ensure_registered("n1", "bad")
     before = await settled(h)
     entries = 0
     first_f2: Op | None = None
     for i, (what, action, args, reason) in enumerate(FIELD_ERRORS):
-        body = request_body(h, f'{{"action":"{action}","args":[{args}]}}').replace(
+        raw, fields = signed_text(h, action, args)
+        body = request_body(h, f'{{"action":"{action}","args":[{raw}]}}').replace(
             b"rid-x", f"rid-{i}".encode()
         )
         status, data = await post(port, body)
@@ -460,42 +657,28 @@ async def test_field_errors_are_rejected_events(harness: Harness) -> None:
         assert [(e["type"], e["reason"]) for e in events] == [("rejected", reason)], (what, events)
         assert events[0]["cmd"] == action, (what, events)
         entries += 1
-        fields = json.loads(args, parse_float=str, parse_constant=str)
-        raw = '{"type":"' + action + '"' + ("," + args[1:] if args != "{}" else "}")
-        op = Op("bad", action, fields, "n1", OK, reply["seq"], events, 1, raw=raw)
+        op = Op(str(fields["client"]), action, fields, "n1", OK, reply["seq"], events, 1, raw=raw)
         h.ops.append(op)
         if what == "market 5":
             first_f2 = op
-    # a batch: each command is its own entry with its own outcome; a shape error fails its
-    # item only (here a cancel over the 4 KiB command limit)
-    items = [
-        '{"type":"place","client":"bad","id":"fb1","market":"BTC-USD","side":"SELL"}',
-        '{"type":"cancel","client":"bad","id":"' + "z" * LIMITS.command_bytes_max + '"}',
-        '{"type":"cancel","client":"bad","id":"nope2"}',
+    # a signed batch: one entry, each command with its own outcome
+    items: list[dict[str, Any]] = [
+        {"type": "place", "id": "fb1", "market": "BTC-USD", "side": "SELL"},
+        {"type": "cancel", "id": "nope2"},
+        {"type": "amend", "id": "nope3", "qty": "1"},
     ]
-    body = request_body(h, '{"action":"batch","args":[{"commands":[' + ",".join(items) + "]}]}")
-    status, data = await post(port, body)
-    f = frame(data)
-    assert status == 200 and f is not None and f[1] is None, (status, data[:300])
-    results = f[2]["results"]
-    assert len(results) == 3, results
-    assert str(results[1].get("error")).startswith(codec_api.ERR_BAD_REQUEST), results[1]
-    for text, r, reason in (
-        (items[0], results[0], "invalid_side"),
-        (items[2], results[2], "unknown_order"),
-    ):
-        assert [(e["type"], e["reason"]) for e in r["events"]] == [("rejected", reason)], r
-        fields = json.loads(text)
-        kind = fields.pop("type")
-        h.ops.append(Op("bad", kind, fields, "n1", OK, r["seq"], r["events"], 1))
-        entries += 1
-    # a retried rejected place is answered with its first outcome (and executes nothing)
-    assert first_f2 is not None
-    again = await h.command(
-        "n2", "place", {"client": "bad", "id": "f2", "market": 5, "side": "buy"}
-    )
-    assert (again.seq, again.events) == (first_f2.seq, first_f2.events)
+    batch = await h.send(h.signing.batch("n1", "bad", items))
+    assert batch.status == OK and batch.events is not None, batch
+    assert [(e["n"], e["type"], e["reason"]) for e in batch.events] == [
+        (0, "rejected", "invalid_side"),
+        (1, "rejected", "unknown_order"),
+        (2, "rejected", "unknown_order"),
+    ], batch.events
     entries += 1
+    # a retried rejected place (its envelope again) is answered with its first outcome
+    assert first_f2 is not None
+    again = await h.send(h.again(first_f2, "n2"))
+    assert again.duplicate and (again.seq, again.events) == (first_f2.seq, first_f2.events)
     after = await settled(h)
     assert after["books"] == before["books"]
     for n in ("n1", "n2", "n3"):
@@ -516,8 +699,11 @@ def env(body: bytes) -> dict[str, Any]:
     return {"v": 1, "b": b64(body), "mac": None}
 
 
+SENDER = ["ghost"]  # who the messages below name as their sender (set per target node)
+
+
 def batch(*msgs: bytes) -> dict[str, Any]:
-    return encode_peer_request(RaftBatch("ghost", list(msgs)))
+    return encode_peer_request(RaftBatch(SENDER[0], list(msgs)))
 
 
 def wire(*fields: Any) -> bytes:
@@ -526,16 +712,21 @@ def wire(*fields: Any) -> bytes:
 
 async def test_peer_endpoint_garbage(harness: Harness) -> None:
     h = harness
-    assert h.rpc is not None
+    assert h._link is not None
     before = await settled(h)
     leader = await h.cluster.wait_leader()
     follower = next(n for n in h.cluster.voter_ids if n != leader)
+    other = next(n for n in h.cluster.voter_ids if n not in (leader, follower))
+    # every message below is sent with ``other``'s certificate and names it as the sender
+    # (a member; the peer service refuses strangers in the handshake); ``ghost`` named
+    # instead is refused: a member speaks only for itself
+    SENDER[0] = other
     stale = [
-        encode_message(Message(t, "ghost", node, 0, index=5, commit=5))
+        encode_message(Message(t, other, node, 0, index=5, commit=5))
         for t in MessageType
         for node in (leader, follower)
     ]
-    ok_ = [1, 6, "ghost", follower, 0, 0, 0, 0, False, 0, False, [], None]  # a stale heartbeat
+    ok_ = [1, 6, other, follower, 0, 0, 0, 0, False, 0, False, [], None]  # a stale heartbeat
 
     def variant(i: int, v: Any) -> bytes:
         fields = list(ok_)
@@ -577,34 +768,45 @@ async def test_peer_endpoint_garbage(harness: Harness) -> None:
         ("too few fields", batch(wire(1, 6, "ghost"))),
         ("one good message among garbage", batch(stale[0], b"garbage")),
         ("forward without cmds", env(msgspec.msgpack.encode({"t": "fwd", "src": "g", "batch": 1}))),
-        ("forward no cmds", encode_peer_request(Forward("ghost", 1, []))),
-        ("forward a 5,000-byte command", encode_peer_request(Forward("ghost", 1, [b"x" * 5000]))),
-        ("forward 2,000 commands", encode_peer_request(Forward("ghost", 1, [b"{}"] * 2000))),
-        ("forward a negative batch", encode_peer_request(Forward("ghost", -1, [b"{}"]))),
+        ("forward no cmds", encode_peer_request(Forward(other, 1, []))),
+        (
+            "forward a command over the limit",
+            encode_peer_request(Forward(other, 1, [b"x" * (LIMITS.command_bytes_max + 1)])),
+        ),
+        ("forward 2,000 commands", encode_peer_request(Forward(other, 1, [b"{}"] * 2000))),
+        ("forward a negative batch", encode_peer_request(Forward(other, -1, [b"{}"]))),
         ("join without a name", env(msgspec.msgpack.encode({"t": "join"}))),
         ("join from 5", env(msgspec.msgpack.encode({"t": "join", "src": 5}))),
         ("join from a bad name", encode_peer_request(Join("bad name!"))),
+        ("a batch from a ghost", encode_peer_request(RaftBatch("ghost", [stale[0]]))),
+        ("a forward from a ghost", encode_peer_request(Forward("ghost", 1, [b"{}"]))),
     ]
     for node in (leader, follower):
-        dest = f"127.0.0.1:{peer_port(h, node)}"
+        port = peer_port(h, node, other)
+        dest = f"127.0.0.1:{port}"
         key = service_names(h.name, node)["peer"]
-        for what, payload in garbage:
-            t = time.monotonic()
-            with pytest.raises(RemoteError) as info:
-                await h.rpc.request_peer(dest, key, payload, timeout_ms=int(ANSWER_S * 1000))
-            assert time.monotonic() - t < ANSWER_S, (node, what)
-            assert str(info.value).startswith(codec_api.ERR_BAD_REQUEST), (node, what, info.value)
-        # a forward to a follower is answered "not the leader", not proposed
-        if node == follower:
-            fwd = encode_peer_request(Forward("ghost", 1, [b"{}"]))
-            reply = await h.rpc.request_peer(dest, key, fwd, timeout_ms=5000)
-            assert isinstance(decode_peer_reply(reply), FwdNotLeader), reply
-        # stale messages from a stranger, of every type: accepted by the transport, ignored
-        reply = await h.rpc.request_peer(dest, key, batch(*stale), timeout_ms=5000)
-        assert decode_peer_reply(reply) == RaftAck(len(stale), 0)
+        rpc = PeerRPCClient(h._link, ssl_context=_TLS[port])
+        try:
+            for what, payload in garbage:
+                t = time.monotonic()
+                with pytest.raises(RemoteError) as info:
+                    await rpc.request_peer(dest, key, payload, timeout_ms=int(ANSWER_S * 1000))
+                assert time.monotonic() - t < ANSWER_S, (node, what)
+                err = str(info.value)
+                assert err.startswith(codec_api.ERR_BAD_REQUEST), (node, what, err)
+            # a forward to a follower is answered "not the leader", not proposed
+            if node == follower:
+                fwd = encode_peer_request(Forward(other, 1, [b"{}"]))
+                reply = await rpc.request_peer(dest, key, fwd, timeout_ms=5000)
+                assert isinstance(decode_peer_reply(reply), FwdNotLeader), reply
+            # stale messages of every type from a member: accepted by the transport, ignored
+            reply = await rpc.request_peer(dest, key, batch(*stale), timeout_ms=5000)
+            assert decode_peer_reply(reply) == RaftAck(len(stale), 0)
+        finally:
+            await rpc.close()
         # raw garbage bodies
         for body in (b"", b"garbage", b"[" * 100_000, b'["r","k",{"v":1,"b":NaN}]'):
-            status, _ = await post(peer_port(h, node), body)
+            status, _ = await post(port, body)
             assert status == 400
     await asyncio.sleep(0.5)  # let the stale messages reach the cores
     assert await settled(h) == before
