@@ -97,7 +97,7 @@ def keys_show_command(file: Path, as_json: bool) -> None:
     try:
         key = read_key_file(file)
     except KeyFileError as e:
-        fail(str(e))
+        fail(str(e) if str(file) in str(e) else f"{file}: {e}")
     if as_json:
         print_json({"file": str(file), "key": key.public_key})
     else:
