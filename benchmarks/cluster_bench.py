@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from grenex.codec.api import statuses_agree
+from grenex.codec.keys import write_key_file
 from grenex.devnet import LocalCluster
 
 HERE = Path(__file__).resolve().parent
@@ -82,17 +83,23 @@ async def run_point(
         node = nodes[i % len(nodes)]
         out = tmp / f"r{round_no}-c{i}.json"
         outs.append(out)
+        account = f"b{round_no}c{i}"
+        key_file = tmp / f"{account}.key"
+        if not key_file.exists():
+            write_key_file(key_file, cluster.keyring.key(account))
         cmd = [
             sys.executable,
             str(HERE / "cluster_client.py"),
             "--grape",
             ",".join(cluster.grape_urls),
-            "--cluster",
-            cluster.cluster,
+            "--genesis",
+            str(cluster.genesis_path),
+            "--key",
+            str(key_file),
             "--node",
             node,
             "--client",
-            f"b{round_no}c{i}",
+            account,
             "--seed",
             str(round_no * 100 + i),
             "--duration",
@@ -204,7 +211,7 @@ def main() -> None:
     p.add_argument("--rates", default="1000,2000,5000,flat")
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--transport", choices=["http", "ws"], default="http")
-    p.add_argument("--batch", type=int, default=1, help="commands per request (batch action)")
+    p.add_argument("--batch", type=int, default=1, help="commands per signed envelope")
     p.add_argument("--disk", action="store_true", help="durable storage (fsync) instead of memory")
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--json", type=Path, default=None)

@@ -5,6 +5,10 @@ live orders; amends) to ITS OWN node over Grenache (HTTP or WebSocket RPC), eith
 (``--concurrency`` requests always in flight) or open loop (arrivals at ``--rate`` per second,
 so slow answers cannot hide queueing: latency is measured from the *scheduled* send time).
 It writes a JSON result: acknowledged count, errors, latencies (µs) and the last seq seen.
+
+Every command is signed (SPEC §8) with the client's own key (``--key``, an account it registers
+first): one envelope per request, or with ``--batch N`` one signed batch envelope of N commands
+(one log entry).  Connections are TLS, pinned to the members' certificates from ``--genesis``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from grenex.client.pins import MemberPins
 from grenex.codec.api import service_names
+from grenex.codec.genesis import read_genesis
+from grenex.codec.keys import read_key_file
+from grenex.codec.signer import Signer
 from grenex.grenache import GrenacheError, Link, PeerRPCClient, WsPeerRPCClient
+from grenex.grenache.tls import check_cert
 
 
 class Load:
@@ -68,12 +79,31 @@ class Load:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     link = Link(args.grape.split(","))
     await link.start()
+    genesis = read_genesis(args.genesis, check_cert)
+    pins = MemberPins(genesis)
+    key = read_key_file(args.key)
+    signer = Signer(genesis.cluster_id, {args.client: key}, lambda: time.time_ns() // 1000)
     client: PeerRPCClient | WsPeerRPCClient
     if args.transport == "ws":
-        client = WsPeerRPCClient(link, request_timeout_ms=30_000)
+        client = WsPeerRPCClient(link, request_timeout_ms=30_000, ssl_for=pins.ssl_for)
     else:
-        client = PeerRPCClient(link, request_timeout_ms=30_000)
-    name = service_names(args.cluster, args.node)["node"]
+        client = PeerRPCClient(link, request_timeout_ms=30_000, ssl_for=pins.ssl_for)
+    voter = genesis.voters[0].id
+    pins.learn(
+        await client.request(
+            service_names(genesis.cluster, voter)["node"],
+            {"action": "members", "args": [{}]},
+            timeout_ms=10_000,
+        )
+    )
+    name = service_names(genesis.cluster, args.node)["node"]
+    reg = await client.request(
+        name,
+        {"action": "register", "args": [msgspec.json.decode(signer.register(args.client))]},
+        timeout_ms=30_000,
+    )
+    if not isinstance(reg, dict) or "seq" not in reg:
+        raise SystemExit(f"register {args.client}: {reg}")
     load = Load(args.client, args.market, args.seed)
     lat_us: list[int] = []
     errors: dict[str, int] = {}
@@ -85,12 +115,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def request() -> dict[str, Any]:
         if args.batch <= 1:
-            return load.next()
+            r = load.next()
+            env = signer.command({"type": r["action"], **r["args"][0]})
+            return {"action": r["action"], "args": [msgspec.json.decode(env)]}
         cmds = []
         for _ in range(args.batch):
             r = load.next()
-            cmds.append({"type": r["action"], **r["args"][0]})
-        return {"action": "batch", "args": [{"commands": cmds}]}
+            c = {"type": r["action"], **r["args"][0]}
+            del c["client"]
+            cmds.append(c)
+        env = signer.batch(args.client, cmds)
+        return {"action": "submit", "args": [msgspec.json.decode(env)]}
 
     async def one(scheduled: float) -> None:
         nonlocal last_seq
@@ -102,10 +137,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return
         done_us = int((time.perf_counter() - scheduled) * 1e6)
         results = reply.get("results", [reply]) if isinstance(reply, dict) else []
+        seq = reply.get("seq") if isinstance(reply, dict) else None
         for res in results:
-            if isinstance(res, dict) and isinstance(res.get("seq"), int):
+            if isinstance(res, dict) and isinstance(seq, int) and "events" in res:
                 lat_us.append(done_us)
-                last_seq = max(last_seq, res["seq"])
+                last_seq = max(last_seq, seq)
             else:
                 key = str(res.get("error", "bad reply") if isinstance(res, dict) else res)
                 key = key.split(":")[0][:60]
@@ -152,7 +188,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--grape", required=True)
-    p.add_argument("--cluster", default="main")
+    p.add_argument("--genesis", type=Path, required=True)
+    p.add_argument("--key", type=Path, required=True, help="this client's account key file")
     p.add_argument("--node", required=True)
     p.add_argument("--client", required=True)
     p.add_argument("--market", default="BTC-USD")
@@ -161,7 +198,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--rate", type=float, default=0.0, help="open loop: orders/s (0: closed)")
     p.add_argument("--transport", choices=["http", "ws"], default="http")
-    p.add_argument("--batch", type=int, default=1, help="commands per request (batch action)")
+    p.add_argument("--batch", type=int, default=1, help="commands per signed envelope (a batch)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     result = asyncio.run(run(args))

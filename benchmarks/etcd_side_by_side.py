@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from grenex.codec.api import statuses_agree
+from grenex.codec.keys import write_key_file
 from grenex.devnet import LocalCluster
 
 HERE = Path(__file__).resolve().parent
@@ -540,9 +541,14 @@ async def grenex_point(
     for i in range(args.clients):
         out = tmp / f"{tag}-c{i}.json"
         outs.append(out)
+        account = f"{tag}c{i}"
+        key_file = tmp / f"{account}.key"
+        if not key_file.exists():
+            write_key_file(key_file, cluster.keyring.key(account))
         cmd = [sys.executable, str(HERE / "cluster_client.py")]
-        cmd += ["--grape", ",".join(cluster.grape_urls), "--cluster", cluster.cluster]
-        cmd += ["--node", nodes[i % len(nodes)], "--client", f"{tag}c{i}", "--seed", str(i)]
+        cmd += ["--grape", ",".join(cluster.grape_urls), "--genesis", str(cluster.genesis_path)]
+        cmd += ["--key", str(key_file)]
+        cmd += ["--node", nodes[i % len(nodes)], "--client", account, "--seed", str(i)]
         cmd += ["--duration", str(args.duration), "--concurrency", str(args.concurrency)]
         cmd += ["--batch", str(batch), "--out", str(out), *shlex.split(args.grenex_client_args)]
         procs.append(PROCS.start(cmd))

@@ -255,6 +255,8 @@ NODE_SERVICES = {
     "snapshotter.py": "snapshots in a forked child",
     "membership.py": "joining, and keeping members' peer names fresh",
     "founding.py": "an empty founding voter asks before it founds; rejoin",
+    "identity.py": "the node's certificate, TLS of its services, who the members are",
+    "verifying.py": "signatures verified in threads, verdicts reused at apply",
 }
 # the most lines one class or function of the node may span: small services, not one hallway
 NODE_CLASS_LINES_MAX = 400

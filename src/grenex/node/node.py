@@ -27,11 +27,9 @@ import logging
 import os
 import random
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from grenex.codec.api import service_names
-from grenex.codec.envelope import Envelope
 from grenex.codec.genesis import Genesis
 from grenex.consensus import (
     Config,
@@ -55,11 +53,10 @@ from grenex.node.peer_api import PeerAPI, PeerLimitsIn
 from grenex.node.peers import PeerLimits, Peers
 from grenex.node.publisher import EventsPublisher
 from grenex.node.snapshotter import BackgroundSnapshots
+from grenex.node.verifying import Signatures
 from grenex.replica import Applied, Replica, ReplicaConfig
-from grenex.replica.auth import Duplicate, Reject
 from grenex.replica.driver import InlineSnapshots, Snapshots
 from grenex.replica.gateway import Gateway, GatewayLimits
-from grenex.replica.verdicts import Verdicts
 
 __all__ = ["Node", "NodeError"]
 
@@ -100,30 +97,36 @@ def client_limits(cfg: NodeConfig) -> ClientLimits:
     )
 
 
+def with_genesis(config: NodeConfig) -> tuple[NodeConfig, Genesis]:
+    """The configuration as the genesis (SPEC §8) makes it: the cluster's name, and the
+    founding voters (the genesis' voters); a node that is not one joins."""
+    g = config.genesis
+    if g is None:
+        raise NodeError("a node needs the cluster's genesis (--genesis FILE)")
+    if config.cluster != g.cluster:
+        if config.cluster != "main":  # the default: the genesis names the cluster
+            raise NodeError(f"--cluster {config.cluster} is not the genesis' {g.cluster}")
+        config = replace(config, cluster=g.cluster)
+    ids = tuple(v.id for v in g.voters)
+    if not config.join and config.node_id in ids:
+        if config.voters and tuple(config.voters) != ids:
+            raise NodeError("the founding voters are the genesis' voters")
+        config = replace(config, voters=ids)
+    elif not config.voters:
+        config = replace(config, join=True)
+    return config, g
+
+
 class Node:
     """One grenex node.  ``await node.start()``, then ``await node.stop()``."""
 
     def __init__(self, config: NodeConfig, io: NodeIO | None = None) -> None:
-        g = config.genesis
-        if g is None:
-            raise NodeError("a node needs the cluster's genesis (--genesis FILE)")
-        if config.cluster != g.cluster:
-            if config.cluster != "main":  # the default: the genesis names the cluster
-                raise NodeError(f"--cluster {config.cluster} is not the genesis' {g.cluster}")
-            config = replace(config, cluster=g.cluster)
-        ids = tuple(v.id for v in g.voters)
-        if not config.join and config.node_id in ids:
-            if config.voters and tuple(config.voters) != ids:
-                raise NodeError("the founding voters are the genesis' voters")
-            config = replace(config, voters=ids)
-        elif not config.voters:
-            config = replace(config, join=True)
-        self.verdicts = Verdicts(g.cluster_id, config.verdicts_max)
-        self._verify_pool = ThreadPoolExecutor(
-            max(1, config.verify_threads), thread_name_prefix="verify"
-        )
+        config, g = with_genesis(config)
         self.cfg = config
         self.io: NodeIO = io if io is not None else RealIO()
+        self.signatures = Signatures(
+            g.cluster_id, config.verify_threads, config.verdicts_max, self.io.wall_ms
+        )
         self.names = service_names(config.cluster, config.node_id)
         self.storage: Storage | None = None
         self.replica: Replica | None = None
@@ -250,8 +253,7 @@ class Node:
             storage,
             random.Random(os.urandom(16)),  # the shell may use real randomness
         )
-        replica.verifier = self.verdicts
-        replica.decoder = self.verdicts.take
+        self.signatures.attach(replica)
         self.replica = replica
         return replica, probing
 
@@ -259,52 +261,6 @@ class Node:
         g = self.cfg.genesis
         assert g is not None
         return g
-
-    # -- signatures, off the loop ------------------------------------------------------------
-
-    async def verify(self, env: Envelope, key: bytes) -> bool:
-        """Verify ``env``'s signature by ``key`` in a worker thread (PyNaCl releases the GIL);
-        the verdict is kept for the checks before the log and at apply."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._verify_pool, self.verdicts.verify, env, key)
-
-    def _verify_datas(self, datas: list[bytes]) -> None:
-        """In a worker thread: verify every envelope among ``datas`` whose signer the applied
-        state knows (log entries received, forwarded commands)."""
-        replica = self.replica
-        if replica is None:
-            return
-        verdicts = self.verdicts
-        for d in datas:
-            env = verdicts.decode(d)
-            if type(env) is not Envelope:
-                continue
-            signer = replica.state.auth.signer(env)
-            if type(signer) is bytes and not verdicts.known(env, signer):
-                verdicts.verify(env, signer)
-
-    async def prepare(self, datas: list[bytes]) -> None:
-        """Verify forwarded commands before the gateway looks at them."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._verify_pool, self._verify_datas, datas)
-
-    def prefetch(self, datas: list[bytes]) -> None:
-        """Start verifying log entries as they arrive (their verdicts wait at apply)."""
-        if datas:
-            self._verify_pool.submit(self._verify_datas, datas)
-
-    def _precheck(self, data: bytes) -> str | None:
-        """The leader's SPEC §8 checks 1–5 before it appends (gateway hook)."""
-        replica = self.replica
-        assert replica is not None
-        _env, v = replica.state.precheck(
-            data, self.io.wall_ms(), self.verdicts, self.verdicts.decode
-        )
-        if type(v) is Reject:
-            return v.reason
-        if type(v) is Duplicate:
-            return "duplicate"
-        return None
 
     def _build_services(self, replica: Replica) -> None:
         cfg = self.cfg
@@ -341,7 +297,7 @@ class Node:
                 cfg.node_id,
                 gateway_limits(cfg),
                 first_batch=secrets.randbits(FIRST_BATCH_BITS),
-                precheck=self._precheck,
+                precheck=self.signatures.precheck,
             ),
             snapshots=snapshots,
             peers=self.peers,
@@ -366,8 +322,8 @@ class Node:
             self.io.clock,
             self._snapshot_index,
             self.io.wall_ms,
-            self.verdicts,
-            self.verify,
+            self.signatures.verdicts,
+            self.signatures.verify,
         )
         self.peer_api = PeerAPI(
             cfg.node_id,
@@ -382,8 +338,8 @@ class Node:
             on_probe=self.founding.on_probe,
             on_rejoin=self.founding.on_rejoin,
             accepts_raft=self.founding.accepts_raft,
-            prepare=self.prepare,
-            prefetch=self.prefetch,
+            prepare=self.signatures.prepare,
+            prefetch=self.signatures.prefetch,
             identity=self.identity,
         )
 
@@ -505,7 +461,7 @@ class Node:
         if isinstance(self.snapshots, BackgroundSnapshots):
             await self.snapshots.close()
         await self._close_io()
-        self._verify_pool.shutdown(wait=False, cancel_futures=True)
+        self.signatures.close()
         close = getattr(self.storage, "close", None)
         if callable(close):
             with contextlib.suppress(Exception):
