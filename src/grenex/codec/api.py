@@ -126,6 +126,7 @@ class StatusReply(msgspec.Struct, frozen=True, omit_defaults=False):
     queued: int = 0
     forwards_inflight: int = 0
     dropped_messages: int = 0
+    snapshot_transfers: int = 0  # snapshots this node received in pieces (chunked transfers)
 
 
 class LogLine(msgspec.Struct, frozen=True):

@@ -43,6 +43,8 @@ __all__ = [
     "RaftBatch",
     "Rejoin",
     "RejoinReply",
+    "SnapChunk",
+    "SnapChunkAck",
     "decode_peer_reply",
     "decode_peer_request",
     "encode_peer_reply",
@@ -97,12 +99,34 @@ class Rejoin(msgspec.Struct, tag="rejoin", frozen=True):
     applied: int = 0
 
 
-PeerMessage = RaftBatch | Forward | Join | Probe | Rejoin
+class SnapChunk(msgspec.Struct, tag="snap", frozen=True):
+    """One piece of a consensus message too large for one request (a snapshot): bytes
+    ``offset`` … of ``total``, whose SHA-256 is ``digest``; transfer ``transfer`` of ``src``.
+    Pieces are sent in order, one at a time; the last one completes the message."""
+
+    src: str
+    transfer: int
+    offset: int
+    total: int
+    digest: bytes
+    data: bytes
+
+
+PeerMessage = RaftBatch | Forward | Join | Probe | Rejoin | SnapChunk
 
 
 class RaftAck(msgspec.Struct, tag="raft_ack", frozen=True):
     taken: int
     dropped: int
+
+
+class SnapChunkAck(msgspec.Struct, tag="snap_ack", frozen=True):
+    """The receiver holds bytes up to ``received`` of the transfer (``done``: the message
+    was complete and handed to consensus; ``restart``: send from offset 0 again)."""
+
+    received: int
+    done: bool = False
+    restart: bool = False
 
 
 class FwdAt(msgspec.Struct, tag="at", frozen=True):
@@ -155,7 +179,16 @@ class RejoinReply(msgspec.Struct, tag="rejoin_ack", frozen=True):
     state: str = ""  # where the re-admission stands (consensus/rejoin.py)
 
 
-PeerReply = RaftAck | FwdAt | FwdNotLeader | FwdDeclined | JoinReply | ProbeReply | RejoinReply
+PeerReply = (
+    RaftAck
+    | FwdAt
+    | FwdNotLeader
+    | FwdDeclined
+    | JoinReply
+    | ProbeReply
+    | RejoinReply
+    | SnapChunkAck
+)
 
 _enc: Final = msgspec.msgpack.Encoder()
 _req_dec: Final[msgspec.msgpack.Decoder[PeerMessage]] = msgspec.msgpack.Decoder(PeerMessage)

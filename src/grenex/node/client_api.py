@@ -139,6 +139,7 @@ class ClientAPI:
     ) -> None:
         self.node_id = node_id
         self.wall_ms = wall_ms
+        self.snapshot_transfers: Callable[[], int] = lambda: 0  # set by the node
         self.verdicts = verdicts
         self.verify = verify  # verifies off the loop (a thread), filling ``verdicts``
         self.driver = driver
@@ -400,4 +401,5 @@ class ClientAPI:
             queued=extra["queued"],
             forwards_inflight=extra["forwards_inflight"],
             dropped_messages=extra["dropped_messages"],
+            snapshot_transfers=self.snapshot_transfers(),
         )

@@ -59,12 +59,17 @@ class NodeConfig:
     api_concurrency_max: int = 1_024
 
     # Peer (consensus) traffic bounds.
-    peer_body_bytes_max: int = 512 * 1024 * 1024  # snapshots travel in one message
+    # every peer request is small: consensus batches up to peer_batch_bytes_max, and a larger
+    # message (a snapshot) in pieces of peer_chunk_bytes (base64 in JSON: x4/3 on the wire)
+    peer_body_bytes_max: int = 8 * 1024 * 1024
+    peer_chunk_bytes: int = 1024 * 1024
+    snapshot_bytes_max: int = 1024 * 1024 * 1024  # one snapshot received in pieces
+    snapshot_transfers_max: int = 4  # snapshots being received at once (one per sender)
     peer_queue_bytes_max: int = 64 * 1024 * 1024  # per destination, before dropping
     peer_batch_bytes_max: int = 4 * 1024 * 1024  # per request
     peer_requests_inflight_max: int = 1  # per destination
     peer_request_timeout_ms: int = 5_000
-    peer_snapshot_timeout_ms: int = 60_000
+    peer_snapshot_timeout_ms: int = 120_000  # a whole snapshot transfer, all its pieces
     inbox_messages_max: int = 100_000
     forward_batch_max: int = 1_024
     forwards_inflight_max: int = 4
@@ -87,7 +92,7 @@ class NodeConfig:
     peer_connections_max: int = 1_024
     connections_per_address_max: int = 1_024
     body_read_timeout_ms: int = 5_000  # a request's head and body (client API, events)
-    peer_body_read_timeout_ms: int = 60_000  # snapshots travel in one message
+    peer_body_read_timeout_ms: int = 10_000  # a peer request is at most a few MiB
 
     grape_request_timeout_ms: int = 4_000
     shutdown_transfer_ms: int = 3_000

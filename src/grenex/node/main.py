@@ -109,6 +109,13 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
     help="Log entries kept below a snapshot for slightly lagging members.",
 )
 @click.option(
+    "--peer-chunk-bytes",
+    type=click.IntRange(1024, 4 << 20),
+    default=1 << 20,
+    show_default=True,
+    help="A larger consensus message (a snapshot) travels to a peer in pieces of this size.",
+)
+@click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -138,6 +145,7 @@ def node_command(
     tick_ms: int,
     snapshot_interval: int,
     compaction_retain: int,
+    peer_chunk_bytes: int,
     ready_file: Path | None,
     no_uvloop: bool,
     verbose: int,
@@ -192,6 +200,7 @@ def node_command(
         tick_ms=tick_ms,
         snapshot_interval_entries=snapshot_interval,
         compaction_retain_entries=compaction_retain,
+        peer_chunk_bytes=peer_chunk_bytes,
         secret=os.environb.get(b"GRENEX_CLUSTER_SECRET") or None,
     )
     sys.exit(run_event_loop(run_node(cfg, ready_file), uvloop_ok=not no_uvloop))

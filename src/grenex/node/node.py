@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 
 from grenex.codec.api import service_names
@@ -49,7 +50,7 @@ from grenex.node.founding import Founding
 from grenex.node.identity import NodeIdentity
 from grenex.node.io import Endpoint, NodeIO, Publisher, PublisherOptions, RealIO, ServeOptions
 from grenex.node.membership import Membership, Reconciler
-from grenex.node.peer_api import PeerAPI, PeerLimitsIn
+from grenex.node.peer_api import Assemblies, PeerAPI, PeerLimitsIn
 from grenex.node.peers import PeerLimits, Peers
 from grenex.node.publisher import EventsPublisher
 from grenex.node.snapshotter import BackgroundSnapshots
@@ -94,6 +95,40 @@ def client_limits(cfg: NodeConfig) -> ClientLimits:
         trades_kept_max=cfg.trades_kept_max,
         trades_reply_max=cfg.trades_reply_max,
         events_window_entries_max=cfg.recent_outcomes_max,
+    )
+
+
+def build_peer_api(
+    cfg: NodeConfig,
+    driver: DriverService,
+    founding: Founding,
+    signatures: Signatures,
+    identity: NodeIdentity | None,
+    clock: Callable[[], float],
+) -> PeerAPI:
+    """The peer service with its bounds, hooks and snapshot assembly."""
+    return PeerAPI(
+        cfg.node_id,
+        driver,
+        PeerLimitsIn(
+            messages_per_batch_max=cfg.inbox_messages_max,
+            forward_commands_max=cfg.forward_batch_max,
+            command_bytes_max=cfg.command_bytes_max,
+            forward_wait_ms=cfg.command_timeout_ms,
+        ),
+        cfg.secret,
+        on_probe=founding.on_probe,
+        on_rejoin=founding.on_rejoin,
+        accepts_raft=founding.accepts_raft,
+        prepare=signatures.prepare,
+        prefetch=signatures.prefetch,
+        identity=identity,
+        assemblies=Assemblies(
+            cfg.snapshot_bytes_max,
+            cfg.snapshot_transfers_max,
+            cfg.peer_snapshot_timeout_ms / 1000,
+            clock,
+        ),
     )
 
 
@@ -275,6 +310,7 @@ class Node:
                 inflight_max=cfg.peer_requests_inflight_max,
                 request_timeout_ms=cfg.peer_request_timeout_ms,
                 snapshot_timeout_ms=cfg.peer_snapshot_timeout_ms,
+                chunk_bytes=cfg.peer_chunk_bytes,
             ),
             self._on_send_failure,
             lambda peer: self._report(peer, True),
@@ -325,23 +361,12 @@ class Node:
             self.signatures.verdicts,
             self.signatures.verify,
         )
-        self.peer_api = PeerAPI(
-            cfg.node_id,
-            self.driver,
-            PeerLimitsIn(
-                messages_per_batch_max=cfg.inbox_messages_max,
-                forward_commands_max=cfg.forward_batch_max,
-                command_bytes_max=cfg.command_bytes_max,
-                forward_wait_ms=cfg.command_timeout_ms,
-            ),
-            cfg.secret,
-            on_probe=self.founding.on_probe,
-            on_rejoin=self.founding.on_rejoin,
-            accepts_raft=self.founding.accepts_raft,
-            prepare=self.signatures.prepare,
-            prefetch=self.signatures.prefetch,
-            identity=self.identity,
+        self.peer_api = build_peer_api(
+            cfg, self.driver, self.founding, self.signatures, self.identity, self.io.clock
         )
+        asm = self.peer_api.assemblies
+        if asm is not None:
+            self.api.snapshot_transfers = lambda: asm.completed
 
     async def _listen(self) -> None:
         cfg, io = self.cfg, self.io

@@ -10,12 +10,13 @@ gateway's answer; joins, probes and rejoins are answered from this node's state.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import msgspec
 
-from grenex.codec.api import BadRequest, Unavailable
+from grenex.codec.api import BadRequest, Busy, Unavailable
 from grenex.codec.peer import (
     Forward,
     Join,
@@ -27,6 +28,8 @@ from grenex.codec.peer import (
     RaftAck,
     RaftBatch,
     Rejoin,
+    SnapChunk,
+    SnapChunkAck,
     decode_peer_request,
     encode_peer_reply,
 )
@@ -45,7 +48,7 @@ from grenex.grenache.tls import PeerCert
 from grenex.node.driving import DriverService
 from grenex.node.identity import NodeIdentity
 
-__all__ = ["PeerAPI", "PeerLimitsIn"]
+__all__ = ["Assemblies", "PeerAPI", "PeerLimitsIn"]
 
 # the consensus messages a learner may send: answers to the leader's appends and heartbeats
 _LEARNER_RAFT: Final = (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP)
@@ -56,6 +59,70 @@ class PeerLimitsIn(msgspec.Struct, frozen=True):
     forward_commands_max: int
     command_bytes_max: int
     forward_wait_ms: int
+
+
+class _Transfer:
+    __slots__ = ("at", "buf", "digest", "total", "transfer")
+
+    def __init__(self, transfer: int, total: int, digest: bytes, at: float) -> None:
+        self.transfer = transfer
+        self.total = total
+        self.digest = digest
+        self.buf = bytearray()
+        self.at = at
+
+
+class Assemblies:
+    """Chunked transfers being received (``SnapChunk``): one per sender at a time, at most
+    ``transfers_max`` at once, each at most ``bytes_max``, dropped when idle ``idle_s``.
+    Pieces must come in order; the last one completes the message (its SHA-256 checked)."""
+
+    def __init__(
+        self, bytes_max: int, transfers_max: int, idle_s: float, clock: Callable[[], float]
+    ) -> None:
+        self.bytes_max = bytes_max
+        self.transfers_max = transfers_max
+        self.idle_s = idle_s
+        self.clock = clock
+        self._t: dict[str, _Transfer] = {}
+        self.completed = 0
+        self.failed = 0
+
+    def take(self, c: SnapChunk) -> tuple[SnapChunkAck, bytes | None]:
+        if (
+            not 0 < c.total <= self.bytes_max
+            or c.offset < 0
+            or not c.data
+            or c.offset + len(c.data) > c.total
+            or len(c.digest) != 32
+        ):
+            raise BadRequest("a snapshot piece out of bounds")
+        now = self.clock()
+        t = self._t.get(c.src)
+        if t is None or t.transfer != c.transfer:
+            if c.offset != 0:
+                return SnapChunkAck(0, restart=True), None
+            for src in [s for s, x in self._t.items() if now - x.at > self.idle_s]:
+                del self._t[src]
+                self.failed += 1
+            if c.src not in self._t and len(self._t) >= self.transfers_max:
+                raise Busy("too many snapshot transfers at once")
+            t = self._t[c.src] = _Transfer(c.transfer, c.total, c.digest, now)
+        if (c.total, c.digest) != (t.total, t.digest) or c.offset != len(t.buf):
+            del self._t[c.src]
+            self.failed += 1
+            return SnapChunkAck(0, restart=True), None
+        t.buf += c.data
+        t.at = now
+        if len(t.buf) < t.total:
+            return SnapChunkAck(len(t.buf)), None
+        del self._t[c.src]
+        data = bytes(t.buf)
+        if hashlib.sha256(data).digest() != t.digest:
+            self.failed += 1
+            return SnapChunkAck(0, restart=True), None
+        self.completed += 1
+        return SnapChunkAck(t.total, done=True), data
 
 
 class PeerAPI:
@@ -73,7 +140,9 @@ class PeerAPI:
         prepare: Callable[[list[bytes]], Awaitable[None]] | None = None,
         prefetch: Callable[[list[bytes]], None] | None = None,
         identity: NodeIdentity | None = None,
+        assemblies: Assemblies | None = None,
     ) -> None:
+        self.assemblies = assemblies
         # with TLS: who may say what (the sender bound to its certificate, its role's types)
         self.identity = identity
         # verify forwarded commands (awaited) and received log entries (in the background) in
@@ -131,6 +200,13 @@ class PeerAPI:
             return await self._forward(msg)
         if isinstance(msg, Join):
             return await self._join(msg)
+        if isinstance(msg, SnapChunk):
+            if self.assemblies is None:
+                raise BadRequest("this node does not take snapshot pieces")
+            ack, whole = self.assemblies.take(msg)
+            if whole is not None:
+                self._raft(RaftBatch(msg.src, [whole]))
+            return ack
         if isinstance(msg, Probe):
             if self.on_probe is None:
                 raise BadRequest("this node does not answer probes")

@@ -6,6 +6,10 @@ at most ``inflight_max`` requests in flight per destination.  Raft tolerates los
 duplication and reordering, so a failed request is dropped and reported to the core (which
 probes the peer again); nothing here retries.
 
+A message larger than ``chunk_bytes`` (a snapshot) travels in pieces (``SnapChunk``), one
+small request each, in order (:meth:`Peers.send_in_chunks`): so every peer request stays small
+and the peer service's body cap can be small too.
+
 Other messages (forwarded commands, join, probe, rejoin) go through :meth:`Peers.ask`, one
 request and its typed reply (``grenex.codec.peer``).
 """
@@ -13,6 +17,7 @@ request and its typed reply (``grenex.codec.peer``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -25,6 +30,8 @@ from grenex.codec.peer import (
     PeerReply,
     PeerWireError,
     RaftBatch,
+    SnapChunk,
+    SnapChunkAck,
     decode_peer_reply,
     encode_peer_request,
 )
@@ -57,7 +64,8 @@ class PeerLimits:
     batch_bytes_max: int  # per request
     inflight_max: int  # requests per destination
     request_timeout_ms: int
-    snapshot_timeout_ms: int
+    snapshot_timeout_ms: int  # a whole chunked transfer
+    chunk_bytes: int = 1 << 20  # a larger message (a snapshot) travels in pieces of this size
 
 
 class _Channel:
@@ -111,11 +119,12 @@ class _Channel:
         p = self.peers
         lim = p.limits
         try:
-            await p.ask(
-                self.dst,
-                RaftBatch(p.node_id, batch),
-                lim.snapshot_timeout_ms if snap else lim.request_timeout_ms,
-            )
+            big = [m for m in batch if len(m) > lim.chunk_bytes]
+            small = [m for m in batch if len(m) <= lim.chunk_bytes]
+            if small:
+                await p.ask(self.dst, RaftBatch(p.node_id, small), lim.request_timeout_ms)
+            for m in big:  # a snapshot: in pieces, each a small request of its own
+                await p.send_in_chunks(self.dst, m)
         except AskError as e:
             log.debug("to %s: %s", self.dst, e)
             p.on_failure(self.dst, snap)
@@ -145,6 +154,7 @@ class Peers:
         self.on_snapshot_sent = on_snapshot_sent
         self.secret = secret
         self.channels: dict[str, _Channel] = {}
+        self._transfers = 0  # chunked transfers started (their ids)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def send(self, m: Message) -> None:
@@ -172,6 +182,34 @@ class Peers:
             return decode_peer_reply(raw)
         except PeerWireError as e:
             raise AskError(str(e), True) from None
+
+    async def send_in_chunks(self, dst: str, message: bytes) -> None:
+        """One consensus message too large for one request (a snapshot), in order, one piece
+        at a time; AskError when a piece fails or the whole takes longer than
+        ``snapshot_timeout_ms``."""
+        lim = self.limits
+        self._transfers += 1
+        transfer = self._transfers
+        digest = hashlib.sha256(message).digest()
+        total = len(message)
+        view = memoryview(message)
+        try:
+            async with asyncio.timeout(lim.snapshot_timeout_ms / 1000):
+                offset = 0
+                while offset < total:
+                    piece = bytes(view[offset : offset + lim.chunk_bytes])
+                    msg = SnapChunk(self.node_id, transfer, offset, total, digest, piece)
+                    reply = await self.ask(dst, msg, lim.request_timeout_ms)
+                    if not isinstance(reply, SnapChunkAck):
+                        raise AskError("off-topic answer to a snapshot piece", True)
+                    if reply.done:
+                        return
+                    if reply.restart or reply.received != offset + len(piece):
+                        raise AskError("the receiver lost the transfer", True)
+                    offset += len(piece)
+        except TimeoutError:
+            raise AskError("snapshot transfer timed out", True) from None
+        raise AskError("the receiver did not complete the snapshot", True)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a fire-and-forget request task, kept until it ends (closed with the node)."""
