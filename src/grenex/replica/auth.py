@@ -545,17 +545,21 @@ class Auth:
             return [MemberRemoved(seq, m.id)]
         raise AssertionError(f"not an account command: {t!r}")
 
-    def record_outcome(self, env: Envelope, results: list[list[Any]]) -> bytes | None:
+    def record_outcome(
+        self, env: Envelope, results: list[list[Any]], data: bytes | None = None
+    ) -> bytes | None:
         """Store ``env``'s outcome (one event list per command) with its kept nonce; returns
         the bytes stored (None when none: no window holds it, or it exceeds the per-account
-        bound).  Lower nonces' events are dropped to stay within the bound."""
+        bound).  Lower nonces' events are dropped to stay within the bound.  ``data``: the
+        outcome already encoded (``encode_json(results)``, byte for byte)."""
         a = self._accounts.get(env.client)
         if a is None or env.type == "join":
             return None
         k = a.kept.get(env.nonce)
         if k is None or k.digest != env.digest:
             return None
-        data = encode_json(results)
+        if data is None:
+            data = encode_json(results)
         cap = self.events_bytes_per_account_max
         if k.events is not None:
             a.events_bytes -= len(k.events)
@@ -583,9 +587,12 @@ class Auth:
         counters: Counters,
         verified: bool | None = None,
         verified_key: bytes | None = None,
+        encode: Callable[[list[list[Any]]], bytes] | None = None,
     ) -> Applied:
         """Checks 2–6 and the commands, at log position ``seq`` with the entry's time.
-        ``run(cmd)`` applies one engine command (SPEC §2) and returns its events."""
+        ``run(cmd)`` applies one engine command (SPEC §2) and returns its events; ``encode``
+        (optional) encodes the outcome exactly as :func:`grenex.codec.encode_json` would, for
+        a caller that keeps the encoding for other uses."""
         v = self.check(env, time_ms, verified, verified_key)
         if type(v) is Reject:
             return Applied(v, [[self.rejected(env, None, seq, v.reason)]])
@@ -601,7 +608,8 @@ class Auth:
                 results.append(self.execute(env, seq, time_ms))
             else:
                 results.append(run(cmd))
-        return Applied(v, results, self.record_outcome(env, results))
+        data = encode(results) if encode is not None else None
+        return Applied(v, results, self.record_outcome(env, results, data))
 
     @staticmethod
     def rejected(env: Envelope, cmd: dict[str, Any] | None, seq: int, reason: str) -> Rejected:

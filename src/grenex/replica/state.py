@@ -105,13 +105,40 @@ class _Counters:
         return self.engine.client_counts(client)[1]
 
 
-def _with_n(results: list[list[Any]]) -> bytes:
-    """The stream's events of a batch: every event with ``n`` (its command's position)."""
-    parts: list[bytes] = []
-    for n, evs in enumerate(results):
-        head = b'{"n":%d,' % n
-        parts.extend(head + encode_json(e)[1:] for e in evs)
-    return b"[" + b",".join(parts) + b"]"
+class _Encoded:
+    """One entry's events encoded once: the window's outcome (one list per command), the
+    reply and the stream all share the bytes (a batch's stream events carry ``n``)."""
+
+    __slots__ = ("_events", "_lists")
+
+    def __init__(self) -> None:
+        self._lists: list[bytes] | None = None  # per command: its event list's JSON
+        self._events: list[list[bytes]] | None = None  # per command, per event (batches)
+
+    def _encode(self, results: list[list[Any]]) -> list[bytes]:
+        if self._lists is None:
+            if len(results) == 1:
+                self._lists = [encode_json(results[0])]
+            else:
+                self._events = [[encode_json(e) for e in evs] for evs in results]
+                self._lists = [b"[" + b",".join(evs) + b"]" for evs in self._events]
+        return self._lists
+
+    def outcome(self, results: list[list[Any]]) -> bytes:
+        """``encode_json(results)``, byte for byte."""
+        return b"[" + b",".join(self._encode(results)) + b"]"
+
+    def first(self, results: list[list[Any]]) -> bytes:
+        """The single command's event list."""
+        return self._encode(results)[0]
+
+    def stream(self, results: list[list[Any]]) -> bytes:
+        """A batch's events for the stream, each with ``n`` (its command's position)."""
+        self._encode(results)
+        if self._events is None:  # a batch of one command
+            self._events = [[encode_json(e) for e in evs] for evs in results]
+        parts = [b'{"n":%d,' % n + ev[1:] for n, evs in enumerate(self._events) for ev in evs]
+        return b"[" + b",".join(parts) + b"]"
 
 
 class ReplicaState:
@@ -169,6 +196,7 @@ class ReplicaState:
                 key = signer
                 verified = verifier(env, signer)
         engine = self.engine
+        enc = _Encoded()
         a = auth.apply(
             env,
             index,
@@ -177,6 +205,7 @@ class ReplicaState:
             self._counters,
             verified,
             key,
+            enc.outcome,
         )
         v = a.verdict
         if type(v) is Duplicate:
@@ -190,10 +219,10 @@ class ReplicaState:
             return Outcome(rej, False, ej, time_ms, index, rj, True)
         if env.batch:
             flat = [e for evs2 in results for e in evs2]
-            rj = a.outcome if a.outcome is not None else encode_json(results)
-            return Outcome(flat, False, _with_n(results), time_ms, index, rj, True)
+            rj = a.outcome if a.outcome is not None else enc.outcome(results)
+            return Outcome(flat, False, enc.stream(results), time_ms, index, rj, True)
         events = results[0]
-        return Outcome(events, False, encode_json(events), time_ms, index, None, False)
+        return Outcome(events, False, enc.first(results), time_ms, index, None, False)
 
     def precheck(
         self,
