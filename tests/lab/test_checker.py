@@ -1,25 +1,83 @@
-"""The lab's checker catches what it must (no root needed: a made-up history and log)."""
+"""The lab's checker catches what it must (no root needed: a made-up history and log of
+signed envelopes; the replays run ``grenex replay`` on an export carrying the genesis)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from grenex.codec.genesis import parse_genesis
+from grenex.codec.signer import Keyring, Signer
 from grenex.lab.checker import Op, check, check_export, group_log, load_history
 
 MARKET = {"market": "BTC-USD", "tick": "0.01", "lot": "0.0001"}
+KEYS = Keyring("lab-checker")
+GENESIS = KEYS.genesis("lab1", ["n1"])
+SIGNER = Signer(parse_genesis(GENESIS).cluster_id, KEYS)  # counter nonces: entry times unused
+
+
+def _signed(
+    kind: str,
+    cmd: dict[str, Any],
+    status: str = "unknown",
+    seq: int | None = None,
+    events: list[dict[str, Any]] | None = None,
+) -> Op:
+    """An op whose envelope is ``cmd`` signed by its client (``register``: its own)."""
+    raw = (
+        SIGNER.register(cmd["client"])
+        if kind == "register"
+        else SIGNER.command({"type": kind, **cmd})
+    )
+    env = json.loads(raw)
+    op = Op(cmd["client"], "n1", kind, json.loads(env["cmd"]), status, seq, events)
+    op.env = env
+    return op
+
+
+_MARKET = _signed(
+    "add_market",
+    {**MARKET, "client": KEYS.operator},
+    "ok",
+    1,
+    [{"type": "market_added", "seq": 1, **MARKET}],
+)
+_REGISTER = _signed(
+    "register",
+    {"client": "c1"},
+    "ok",
+    2,
+    [{"type": "registered", "seq": 2, "client": "c1", "key": KEYS.key("c1").public_key}],
+)
+_PLACES: dict[str, Op] = {}
 
 
 def _market_op() -> Op:
-    return Op(
-        "lab",
-        "n1",
-        "add_market",
-        {**MARKET, "client": "lab", "req": "m"},
-        "ok",
-        1,
-        [{"type": "market_added", "seq": 1, **MARKET}],
-    )
+    return _MARKET
+
+
+def _admin() -> list[Op]:
+    return [_MARKET, _REGISTER]
+
+
+def _setup() -> list[list[dict[str, Any]]]:
+    return [_MARKET.events or [], _REGISTER.events or []]
+
+
+def _op(
+    oid: str,
+    status: str = "unknown",
+    seq: int | None = None,
+    events: list[dict[str, Any]] | None = None,
+    price: str = "100",
+) -> Op:
+    """The op of place ``oid`` (one envelope per id, made once)."""
+    base = _PLACES.get(oid)
+    if base is None:
+        base = _PLACES[oid] = _signed("place", _place(oid, price))
+    op = Op(base.client, "n1", "place", dict(base.args), status, seq, events)
+    op.env = base.env
+    return op
 
 
 def _place(oid: str, price: str = "100") -> dict[str, Any]:
@@ -64,36 +122,42 @@ def _log(*entries: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
 
 
 def test_a_clean_history_passes() -> None:
-    ops = [
-        Op("c1", "n1", "place", _place("a"), "ok", 2, _placed(2, "a")),
-        Op("c1", "n1", "place", _place("b"), "unknown"),
-    ]
+    ops = [_op("a", "ok", 3, _placed(3, "a")), _op("b")]
     res, lines = check(
-        ops, _log(_market_op().events or [], _placed(2, "a"), _placed(3, "b")), [_market_op()]
+        ops, _log(*_setup(), _placed(3, "a"), _placed(4, "b")), _admin(), genesis=GENESIS
     )
     assert res.violations == []
-    assert res.unknown_executed == 1 and res.acked == 1 and res.entries == 3
-    assert lines.count(b"\n") == 3
+    assert res.unknown_executed == 1 and res.acked == 1 and res.entries == 4
+    assert lines.count(b"\n") == 5  # the export's header and four entries
 
 
 def test_lost_mismatch_phantom_and_reexecution_are_caught() -> None:
     ops = [
-        Op("c1", "n1", "place", _place("a"), "ok", 2, _placed(2, "a")),
-        Op("c1", "n1", "place", _place("b"), "ok", 3, _placed(3, "b", "99")),  # lied
-        Op("c1", "n1", "place", _place("c"), "ok", 9, _placed(9, "c")),  # lost
-        Op("c1", "n1", "place", _place("d"), "failed"),
+        _op("a", "ok", 3, _placed(3, "a")),
+        _op("b", "ok", 4, _placed(4, "b", "99")),  # lied
+        _op("c", "ok", 9, _placed(9, "c")),  # lost
+        _op("d", "failed"),
     ]
     log = _log(
-        _market_op().events or [],
-        _placed(2, "a"),
-        _placed(3, "b"),
-        _placed(4, "a"),
-        _placed(5, "zz"),
-        _placed(6, "d"),
+        *_setup(),
+        _placed(3, "a"),
+        _placed(4, "b"),
+        _placed(5, "a"),
+        _placed(6, "zz"),
+        _placed(7, "d"),
     )
-    res, _ = check(ops, log, [_market_op()])
+    res, _ = check(ops, log, _admin(), genesis=GENESIS)
     cats = {c for c, _ in res.violations}
     assert {"lost", "mismatch", "reexecuted", "phantom", "failed_in_log"} <= cats
+
+
+def test_a_stale_retry_in_the_log_is_no_execution() -> None:
+    # an unanswered retry of a's envelope that reached the log after the window moved on
+    stale = {"type": "rejected", "seq": 4, "cmd": "place", "reason": "stale_nonce"}
+    stale |= {"client": "c1", "id": "a"}
+    ops = [_op("a", "ok", 3, _placed(3, "a")), _op("a")]
+    res, _ = check(ops, _log(*_setup(), _placed(3, "a"), [stale]), _admin(), genesis=GENESIS)
+    assert res.violations == []
 
 
 def test_nodes_that_disagree_are_caught() -> None:
@@ -115,17 +179,27 @@ def test_history_files_survive_a_killed_client(tmp_path: Any) -> None:
 
 
 def test_the_export_is_held_against_the_history_and_a_replay() -> None:
-    market = json.dumps({"type": "add_market", **MARKET, "client": "lab", "req": "m"})
-    a = json.dumps({"type": "place", **_place("a")})
-    log = _log(_market_op().events or [], _placed(2, "a"))
-    lines = (market + "\n" + a + "\n").encode()
-    # a place that reached the log twice is absorbed by the session table (no events)
-    v, books = check_export({"n1": {1: market, 2: a, 3: a}}, log, lines)
-    assert [c for c, _ in v] == ["note"] and books and books[0]["bids"]
+    def text(op: Op) -> str:
+        return json.dumps(op.env, separators=(",", ":"))
+
+    a, b = _op("a"), _op("b")
+    market, reg = text(_MARKET), text(_REGISTER)
+    log = _log(*_setup(), _placed(3, "a"))
+    ops = [_op("a", "ok", 3, _placed(3, "a"))]
+    _res, lines = check(ops, log, _admin(), genesis=GENESIS)
+    # the same envelope reached the log twice: the nonce window absorbs it (no events)
+    v, books = check_export(
+        {"n1": {1: market, 2: reg, 3: text(a), 4: text(a)}}, log, lines, genesis=GENESIS
+    )
+    assert v == [] and books and books[0]["bids"]
     # two nodes exporting different commands at one index
-    b = json.dumps({"type": "place", **_place("b")})
-    v, _ = check_export({"n1": {1: market, 2: a}, "n2": {1: market, 2: b}}, log, lines)
+    v, _ = check_export(
+        {"n1": {1: market, 2: reg, 3: text(a)}, "n2": {1: market, 2: reg, 3: text(b)}},
+        log,
+        lines,
+        genesis=GENESIS,
+    )
     assert "diverged" in [c for c, _ in v]
     # an export whose replay gives other events than the nodes applied
-    v, _ = check_export({"n1": {1: market, 2: b}}, log, lines)
+    v, _ = check_export({"n1": {1: market, 2: reg, 3: text(b)}}, log, lines, genesis=GENESIS)
     assert "export" in [c for c, _ in v]

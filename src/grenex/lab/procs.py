@@ -164,8 +164,17 @@ def grape_argv(net: LabNet, host: str, bootstrap: str = "mesh") -> list[str]:
 
 
 def node_argv(
-    h: LabHost, voters: Sequence[str], cluster: str, *, memory: bool, join: bool = False
+    h: LabHost,
+    voters: Sequence[str],
+    cluster: str,
+    *,
+    memory: bool,
+    genesis: Path,
+    key: Path,
+    join: bool = False,
 ) -> list[str]:
+    """``grenex node`` for host ``h`` of the genesis ``genesis`` (its voters are the founding
+    voters, ``voters`` only says who they are), with its own key file."""
     argv = [
         sys.executable,
         "-m",
@@ -185,10 +194,15 @@ def node_argv(
         h.grape_url,
         "--cluster",
         cluster,
+        "--genesis",
+        str(genesis),
+        "--key",
+        str(key),
         "--ready-file",
         str(h.ready_file),
     ]
-    argv += ["--join"] if join else ["--voters", ",".join(voters)]
+    if join or h.name not in voters:
+        argv.append("--join")
     argv += ["--memory"] if memory else ["--data-dir", str(h.data_dir)]
     return argv
 

@@ -7,6 +7,12 @@ Teardown (``Lab.cleanup``) runs in a ``finally`` and from the SIGINT/SIGTERM han
 it kills every process this run started by PID (and, as a last resort, any PID still inside
 this run's namespaces), unmounts the tmpfs, deletes every namespace with this run's prefix,
 and moves the runner back to the namespace it came from.
+
+Keys (SPEC §8): every run has its own :class:`~grenex.codec.signer.Keyring` (a random salt):
+``genesis.json`` (every host a founding voter, with its certificate) and ``keys/*.key`` (each
+node's, each client's, the operator's) are written in the run directory; nodes run with
+``--genesis``/``--key``, clients sign with their own key, and the lab's own commands (the
+markets, registering the command-line account) are signed by the operator's or that account's.
 """
 
 from __future__ import annotations
@@ -29,7 +35,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from grenex.codec.api import statuses_agree
+from grenex.codec.genesis import Genesis, parse_genesis
+from grenex.codec.keys import SecretKey, write_key_file
+from grenex.codec.signer import Keyring, Signer
 from grenex.grenache import GrenacheError
+from grenex.grenache.tls import b64url, check_cert, make_self_signed
 from grenex.lab import nemesis as nem
 from grenex.lab.checker import (
     CheckResult,
@@ -108,6 +118,38 @@ class Lab:
         self._cli_n = 0
         self.exported: list[str] = []  # nodes whose `log` export was checked
         self.notes: list[str] = []  # findings that are not violations
+        self.keyring = Keyring(salt=os.urandom(16).hex())  # this run's keys (SPEC §8)
+        self.genesis: Genesis | None = None
+        self.signer: Signer | None = None
+
+    # ------------------------------------------------------------------ keys
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.dir / "genesis.json"
+
+    def key_path(self, name: str) -> Path:
+        """The key file of node or account ``name`` (``node-<id>`` / ``<account>``)."""
+        return self.dir / "keys" / f"{name}.key"
+
+    def write_keys(self) -> None:
+        """The genesis (every host a founding voter) and every key file of the run."""
+        kr = self.keyring
+        data = kr.genesis(
+            self.cluster, self.hosts, cert=lambda k, n: b64url(make_self_signed(k.seed, n))
+        )
+        self.genesis_path.write_bytes(data)
+        self.genesis = parse_genesis(data, check_cert)
+        self.signer = Signer(self.genesis.cluster_id, kr, lambda: time.time_ns() // 1_000)
+        (self.dir / "keys").mkdir(parents=True, exist_ok=True)
+        keys: list[tuple[str, SecretKey]] = [(f"node-{h}", kr.node_key(h)) for h in self.hosts]
+        keys += [(f"c{i + 1}", kr.key(f"c{i + 1}")) for i in range(len(self.hosts))]
+        keys += [("cli", kr.key("cli")), ("operator", kr.key(kr.operator))]
+        for name, key in keys:
+            path = self.key_path(name)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            write_key_file(path, key)
 
     # ------------------------------------------------------------------ helpers
 
@@ -175,7 +217,14 @@ class Lab:
         host = self._hosts[h]
         with contextlib.suppress(FileNotFoundError):
             host.ready_file.unlink()
-        argv = node_argv(host, self.hosts, self.cluster, memory=False)
+        argv = node_argv(
+            host,
+            self.hosts,
+            self.cluster,
+            memory=False,
+            genesis=self.genesis_path,
+            key=self.key_path(f"node-{h}"),
+        )
         if self.cfg.node_verbose:
             argv.append("-" + "v" * self.cfg.node_verbose)
         argv = self.net.in_ns(h, argv)
@@ -288,10 +337,17 @@ class Lab:
                 del self.timeline[:1000]
             await asyncio.sleep(0.25)
 
-    async def _admin(self, kind: str, args: dict[str, Any]) -> Op:
-        """A command from the lab itself (markets), sent until acknowledged."""
-        assert self.observer is not None
-        op = Op(str(args.get("client", "")), "", kind, args, t0=self.now())
+    async def _admin(self, kind: str, cmd: dict[str, Any]) -> Op:
+        """A command from the lab itself (``cmd`` with its ``client``: the markets by the
+        operator, a register by its account), signed once and sent until acknowledged."""
+        assert self.observer is not None and self.signer is not None
+        if kind == "register":
+            env_json = self.signer.register(str(cmd["client"]))
+        else:
+            env_json = self.signer.command({"type": kind, **cmd})
+        env = json.loads(env_json)
+        op = Op(str(cmd.get("client", "")), "", kind, json.loads(env["cmd"]), t0=self.now())
+        op.env = env
         self.admin.append(op)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -299,7 +355,7 @@ class Lab:
             op.node = leader
             try:
                 r = await self.observer.ask(
-                    self._hosts[leader].api_addr, leader, kind, args, timeout_ms=5_000
+                    self._hosts[leader].api_addr, leader, kind, env, timeout_ms=5_000
                 )
             except GrenacheError as e:
                 op.error = str(e)[:200]
@@ -310,7 +366,7 @@ class Lab:
 
             op.events = norm_events(r["events"])
             return op
-        raise LabError(f"{kind} {args} was not acknowledged in 30 s: {op.error}")
+        raise LabError(f"{kind} {cmd} was not acknowledged in 30 s: {op.error}")
 
     async def cli_orders(self, h: str, n: int, tag: str) -> list[dict[str, Any]]:
         """``n`` orders through node ``h`` by the ``grenex place`` command line, each a new
@@ -319,6 +375,10 @@ class Lab:
         out: list[dict[str, Any]] = []
         hist = self.dir / "history-cli.jsonl"
         host = self._hosts[h]
+        if not any(op.kind == "register" and op.client == "cli" for op in self.admin):
+            await self._admin("register", {"client": "cli"})
+            # the node ``h`` checks the account against its own applied state: wait for it
+            await self.converge(10.0)
         for _i in range(n):
             self._cli_n += 1
             oid = f"s{self.cfg.seed}cli{self._cli_n}"
@@ -355,6 +415,10 @@ class Lab:
                     host.grape_url,
                     "--cluster",
                     self.cluster,
+                    "--genesis",
+                    str(self.genesis_path),
+                    "--key",
+                    str(self.key_path("cli")),
                     "--json",
                 ],
             )
@@ -419,6 +483,10 @@ class Lab:
                     host.grape_url,
                     "--cluster",
                     self.cluster,
+                    "--genesis",
+                    str(self.genesis_path),
+                    "--key",
+                    str(self.key_path(f"c{i + 1}")),
                     "--node",
                     h,
                     "--client",
@@ -492,7 +560,9 @@ class Lab:
         self.net.setup()
         self._orig_ns = os.open("/proc/self/ns/net", os.O_RDONLY)
         setns_path(f"/var/run/netns/{self.net.bridge_ns}")
-        self.observer = Observer(self.cluster)
+        self.write_keys()
+        assert self.genesis is not None
+        self.observer = Observer(self.cluster, self.genesis)
         if "disk_full" in cfg.nemeses:
             self.tmpfs_host = self.rng.choice(self.hosts)
             d = self._hosts[self.tmpfs_host].data_dir
@@ -514,7 +584,7 @@ class Lab:
         for market, (tick, lot) in sorted(MARKETS.items()):
             await self._admin(
                 "add_market",
-                {"market": market, "tick": tick, "lot": lot, "client": "lab", "req": market},
+                {"market": market, "tick": tick, "lot": lot, "client": self.keyring.operator},
             )
         t_setup = self.now()
         probe = asyncio.create_task(self._probe())
@@ -608,13 +678,26 @@ class Lab:
         log = group_log(views, violations)
         if firsts and min(firsts.values()) > 1:
             violations.append(("coverage", f"no node shows the log from index 1: {firsts}"))
-        result, log_lines = check(ops, log, self.admin, env=self._env())
+        genesis = self.genesis_path.read_bytes()
+        times = self.observer.times
+        exported = exports[sorted(exports)[0]] if exports else None
+        result, log_lines = check(
+            ops,
+            log,
+            self.admin,
+            env=self._env(),
+            genesis=genesis,
+            times=times,
+            exported=exported,
+        )
         result.violations[:0] = violations
         (self.dir / "log.jsonl").write_bytes(log_lines)
         from grenex.lab.checker import replay
 
         _ev, want_books = replay(log_lines, self._env())
-        export_v, export_books = check_export(exports, log, log_lines, self._env())
+        export_v, export_books = check_export(
+            exports, log, log_lines, self._env(), genesis=genesis, times=times
+        )
         self.notes += [m for c, m in export_v if c == "note"]
         result.violations += [x for x in export_v if x[0] != "note"]
         for h, b in books.items():

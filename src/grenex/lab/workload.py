@@ -2,11 +2,15 @@
 amending and cancelling through **its own node** with :class:`grenex.client.GrenexClient`
 (discovering the node through its own host's Grape, as a user on that host would).
 
+Every command is a SPEC §8 envelope signed once with the client's key (``--key``) for the
+cluster of ``--genesis``; the client registers its account first (recorded like any command).
 Every operation is written to the history file (JSON lines, flushed each time) twice: an
-``invoke`` record before it is sent (kind, args with the order id / ``req`` fixed up front,
-so a retry never makes a second command) and a ``done`` record with its outcome:
+``invoke`` record before it is sent (kind, the command as signed — TEXT decoded, with its
+nonce — and ``env``, the envelope itself: every retry sends those exact bytes, so a retry
+never makes a second command) and a ``done`` record with its outcome:
 
-* ``ok`` — the node answered ``{seq, events}`` (acknowledged);
+* ``ok`` — the node answered ``{seq, events}`` (acknowledged; ``duplicate`` when answered
+  from the account's nonce window);
 * ``failed`` — ``ERR_GRENEX_BAD_REQUEST`` on the first attempt (it never reached the log);
 * ``unknown`` — anything else (timeouts, unavailable, a refusal after earlier attempts): it
   may have executed, at most once.
@@ -30,6 +34,7 @@ from typing import IO, Any, Final
 import click
 
 from grenex.client import BadRequest, GrenexClient, GrenexClientError
+from grenex.codec.keys import read_key_file
 
 __all__ = ["MARKETS", "OpGen", "workload_main"]
 
@@ -46,8 +51,8 @@ def _fmt(d: Decimal) -> str:
 
 
 class OpGen:
-    """Random commands for one client: about 60% place, 20% cancel, 20% amend; ids and
-    ``req``s unique to the client (prefixed by the run's tag, so no run reuses one)."""
+    """Random commands for one client: about 60% place, 20% cancel, 20% amend; ids unique
+    to the client (prefixed by the run's tag, so no run reuses one)."""
 
     def __init__(self, client: str, rng: random.Random, tag: str) -> None:
         self.client = client
@@ -87,7 +92,7 @@ class OpGen:
             self.placed.append((oid, market))
             return "place", args
         oid, market = rng.choice(self.placed)
-        args = {"client": self.client, "id": oid, "req": f"{self.tag}-r{self.n}"}
+        args = {"client": self.client, "id": oid}
         if r < 0.8:
             return "cancel", args
         what = rng.random()
@@ -98,34 +103,12 @@ class OpGen:
         return "amend", args
 
 
-async def _one(c: GrenexClient, kind: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+async def _one(c: GrenexClient, kind: str, env: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Send the envelope ``env`` (its retries carry the same bytes); the ``done`` fields."""
     out: dict[str, Any] = {}
     try:
-        if kind == "place":
-            a = dict(args)
-            r = await c.place(
-                a.pop("market"),
-                a.pop("side"),
-                a.pop("qty"),
-                a.pop("price", None),
-                client=a.pop("client"),
-                id=a.pop("id"),
-                tif=a.pop("tif", None),
-                post_only=a.pop("post_only", None),
-                stp=a.pop("stp", None),
-                timeout=timeout,
-            )
-        elif kind == "cancel":
-            r = await c.cancel(args["client"], args["id"], req=args["req"], timeout=timeout)
-        else:
-            r = await c.amend(
-                args["client"],
-                args["id"],
-                args.get("qty"),
-                args.get("price"),
-                req=args["req"],
-                timeout=timeout,
-            )
+        # the client's own retrying transport, with the envelope this history recorded
+        r = await c._command(kind, env, timeout)
     except BadRequest as e:
         attempts = getattr(e, "attempts", 1)
         out["status"] = "failed" if attempts == 1 else "unknown"
@@ -139,15 +122,28 @@ async def _one(c: GrenexClient, kind: str, args: dict[str, Any], timeout: float)
         out["status"] = "unknown"
         out["error"] = f"{type(e).__name__}: {e}"[:300]
     else:
-        out["status"] = "ok"
-        out.update(r.to_json())
+        if type(r.get("seq")) is int and isinstance(r.get("events"), list):
+            out.update(status="ok", seq=r["seq"], events=r["events"])
+            if r.get("duplicate") is True:
+                out["duplicate"] = True
+        else:
+            out.update(status="unknown", error=f"unexpected reply {str(r)[:200]}")
     return out
+
+
+def _signed(env_json: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the command as signed, the envelope) of envelope JSON bytes."""
+    env: dict[str, Any] = json.loads(env_json)
+    cmd: dict[str, Any] = json.loads(env["cmd"])
+    return cmd, env
 
 
 async def run_workload(
     *,
     grape: str,
     cluster: str,
+    genesis: Path,
+    key: Path,
     node: str,
     client: str,
     seed: int,
@@ -171,16 +167,41 @@ async def run_workload(
         out.flush()
 
     async with GrenexClient(
-        grape, cluster, node, client_id=client, timeout=op_timeout, attempt_timeout=5.0
+        grape,
+        cluster,
+        node,
+        client_id=client,
+        timeout=op_timeout,
+        attempt_timeout=5.0,
+        key=read_key_file(key),
+        genesis=genesis,
     ) as c:
 
-        async def op(i: int, kind: str, args: dict[str, Any]) -> None:
+        async def op(i: int, kind: str, env: dict[str, Any]) -> None:
             try:
                 t0 = time.time()
-                res = await _one(c, kind, args, op_timeout)
+                res = await _one(c, kind, env, op_timeout)
                 write({"rec": "done", "op": i, "t": time.time(), "t0": t0, **res})
             finally:
                 slots.release()
+
+        def invoke(kind: str, cmd: dict[str, Any], env: dict[str, Any]) -> None:
+            rec = {"rec": "invoke", "op": n, "t": time.time(), "node": node, "kind": kind}
+            write({**rec, "args": cmd, "env": env})
+
+        # the account first, registered once: the same envelope until answered (a retry that
+        # finds it registered is answered with its first outcome)
+        n += 1
+        cmd, env = _signed(c.signer.register(client))
+        invoke("register", cmd, env)
+        t0 = time.time()
+        res: dict[str, Any] = {"status": "unknown"}
+        give_up = loop.time() + duration
+        while not stop.is_set() and loop.time() < give_up:
+            res = await _one(c, "register", env, op_timeout)
+            if res["status"] != "unknown":
+                break
+        write({"rec": "done", "op": n, "t": time.time(), "t0": t0, **res})
 
         t_start = loop.time()
         end = t_start + duration
@@ -191,17 +212,9 @@ async def run_workload(
                 break
             kind, args = gen.next()
             n += 1
-            write(
-                {
-                    "rec": "invoke",
-                    "op": n,
-                    "t": time.time(),
-                    "node": node,
-                    "kind": kind,
-                    "args": args,
-                }
-            )
-            task = asyncio.create_task(op(n, kind, args))
+            cmd, env = _signed(c.signer.command({"type": kind, **args}))
+            invoke(kind, cmd, env)
+            task = asyncio.create_task(op(n, kind, env))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             if rate > 0:
@@ -226,6 +239,8 @@ class contextlib_suppress_timeout:  # noqa: N801 - used like contextlib.suppress
 @click.command()
 @click.option("--grape", required=True)
 @click.option("--cluster", required=True)
+@click.option("--genesis", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--key", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--node", required=True)
 @click.option("--client", "client_id", required=True)
 @click.option("--seed", type=int, required=True)
@@ -238,6 +253,8 @@ class contextlib_suppress_timeout:  # noqa: N801 - used like contextlib.suppress
 def workload_main(
     grape: str,
     cluster: str,
+    genesis: Path,
+    key: Path,
     node: str,
     client_id: str,
     seed: int,
@@ -254,6 +271,8 @@ def workload_main(
             run_workload(
                 grape=grape,
                 cluster=cluster,
+                genesis=genesis,
+                key=key,
                 node=node,
                 client=client_id,
                 seed=seed,
