@@ -424,9 +424,11 @@ def nowhere_genesis(cluster: LocalCluster) -> str:
 async def test_unreachable_things_fail_fast(cluster: LocalCluster) -> None:
     key = await account_key(cluster, "cli-far")
     genesis = {"GRENEX_GENESIS": str(cluster.genesis_path)}
-    async with Link(cluster.grape_urls) as link:  # a node that is announced but dead
-        await link.announce(cluster.api_name("cli-ghost"), closed_port())
-    async with black_hole() as silent_url:
+    async with (
+        Link(cluster.grape_urls) as link,  # a node that is announced (all along) but dead
+        black_hole() as silent_url,
+    ):
+        await link.start_announcing(cluster.api_name("cli-ghost"), closed_port())
         dead, unknown, refused, silent, wrong_cluster = await asyncio.gather(
             g(
                 cluster,

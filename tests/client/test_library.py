@@ -238,6 +238,8 @@ async def test_lost_reply_is_retried_with_the_same_envelope(
 
 
 async def test_statuses_and_any_node(cluster: LocalCluster) -> None:
+    await cluster.register("n1", "lib-any")
+    await cluster.wait_converged()  # any node may take the place: every one knows the account
     async with client(cluster) as anyone:
         placed = await anyone.place("ETH-USD", "sell", "0.5", "99999", client="lib-any")
         assert placed.status == "resting"
