@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from grenex.grenache.tls import b64url, make_self_signed
+
 GRENEX = [sys.executable, "-m", "grenex"]
 
 pytestmark = pytest.mark.timeout(120)
@@ -258,3 +260,23 @@ def test_up_exits_1_when_every_voter_is_gone(up_factory: Callable[..., Up]) -> N
     assert re.search(r"✗ node n1 \(voter, pid \d+\) exited: exit code \d+", out), out
     assert "every voter is gone" in out and "Traceback" not in out
     _wait(lambda: not any(_alive(p) for p in [*_pids(doc), *grapes]), 15, "every pid gone")
+
+
+def test_up_keys_are_random_kept_in_files_and_reused(tmp_path: Path) -> None:
+    """``up``'s keyring: random keys, one 0600 file each where SPEC §5 puts them, read back
+    (not replaced) when ``up`` runs again on the state directory, so the genesis is the same."""
+    from grenex.devnet._cli import StoredKeyring
+
+    def genesis_of(kr: StoredKeyring) -> bytes:
+        return kr.genesis(
+            "main", ["n1", "n2"], cert=lambda k, n: b64url(make_self_signed(k.seed, n))
+        )
+
+    first = StoredKeyring(tmp_path / "a" / "keys")
+    data = genesis_of(first)
+    keys = tmp_path / "a" / "keys"
+    assert sorted(p.name for p in keys.glob("*.key")) == ["n1.key", "n2.key", "operator.key"]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in keys.glob("*.key"))
+    assert first.key("trader1").public_key == StoredKeyring(keys).key("trader1").public_key
+    assert genesis_of(StoredKeyring(keys)) == data  # the same cluster again
+    assert genesis_of(StoredKeyring(tmp_path / "b" / "keys")) != data  # random, not derived

@@ -291,7 +291,7 @@ def network_options(f: F) -> F:
         expose_value=False,
         callback=_genesis_callback,
         help=(
-            "The cluster's genesis file (SPEC §8): it names the cluster, authenticates its "
+            "The cluster's genesis file (docs/trust.md): it names the cluster, authenticates its "
             "nodes and is what commands are signed for [default: $GRENEX_GENESIS]."
         ),
     )(f)
@@ -322,7 +322,7 @@ def _key_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Sec
 
 def key_option(
     name: str = "--key",
-    help: str = "The account's key file (SPEC §8) [default: $GRENEX_KEY].",
+    help: str = "The account's key file (docs/trust.md) [default: $GRENEX_KEY].",
     envvar: str | None = "GRENEX_KEY",
     dest: str = "key",
 ) -> Callable[[F], F]:
@@ -953,6 +953,7 @@ def book_command(
 @click.command("trades", cls=ClientCommand)
 @click.option("--node", default=None, help="Ask this node [default: any node].")
 @click.option("--market", default=None, help="One market [default: every market].")
+@click.option("--client", default=None, help="Only this account's trades (maker or taker).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option(
     "--since",
@@ -965,6 +966,7 @@ def book_command(
 def trades_command(
     node: str | None,
     market: str | None,
+    client: str | None,
     limit: int,
     since: int | None,
     grape: str,
@@ -976,7 +978,7 @@ def trades_command(
 
     async def go() -> tuple[list[tuple[Trade, int | None]], bool]:
         async with make_client(grape, cluster, node, timeout) as c:
-            trades = await c.trades_timed(market, since=since, limit=limit)
+            trades = await c.trades_timed(market, since=since, limit=limit, client=client)
             # no trades: is the market open at all? (as `book`, an unknown market is an error)
             known = bool(trades) or market is None or await market_info(c, market) is not None
             return trades, known
@@ -1254,6 +1256,13 @@ def order_command(
         line.append(f" ({', '.join(facts)})")
     if st.seq is not None:
         line.append(f" · placed at seq {st.seq}", style="dim")
+    for f in st.fills:  # from the node's recent-trades window
+        when = f" at {iso_ms(f['time'])}" if isinstance(f.get("time"), int) else ""
+        line.append(
+            f"\n  fill {f.get('qty')} @ {f.get('price')} as {f.get('role')} · seq {f.get('seq')}"
+            f"{when}",
+            style="dim",
+        )
     note = _ORDER_STATE_NOTES.get(st.state)
     if note:
         line.append(f"\n{note}", style="dim")

@@ -70,7 +70,7 @@ class _Group(click.Group):
 
 @click.group("keys", cls=_Group)
 def keys_group() -> None:
-    """Key files (SPEC §8): an Ed25519 seed, canonical base64url, mode 0600."""
+    """Key files: an Ed25519 seed, canonical base64url, mode 0600 (see docs/trust.md)."""
 
 
 @keys_group.command("new")
@@ -152,7 +152,7 @@ def _named_key(option: str, value: str) -> tuple[str, SecretKey]:
 def genesis_command(
     cluster: str, operator: str, voters: tuple[str, ...], join: str, register: str
 ) -> None:
-    """Write a genesis (SPEC §8) to stdout, for a cluster founded by hand across hosts.
+    """Write a genesis to stdout, for a cluster founded by hand across hosts.
 
     Each voter's certificate is made from its key file, as the node makes it. Save the
     output byte for byte (grenex genesis ... > genesis.json): the cluster id is its SHA-256.
@@ -196,7 +196,7 @@ def register_command(
     timeout: float,
     as_json: bool,
 ) -> None:
-    """Claim the account --client for --key (SPEC §8 register).
+    """Claim the account --client for --key (a signed register).
 
     Succeeds (exit 0) when the name is already bound to this key; exit 1 when it is bound to
     another key, or this key to another account."""
