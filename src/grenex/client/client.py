@@ -528,6 +528,9 @@ class OrderState:
     qty: str | None = None
     remaining: str | None = None
     reason: str | None = None
+    # its fills this node still holds in its trade window: {"seq", "time", "price", "qty",
+    # "role"} (maker or taker), oldest first
+    fills: tuple[dict[str, Any], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -1138,10 +1141,13 @@ class GrenexClient:
         since: int | None = None,
         limit: int | None = None,
         *,
+        client: str | None = None,
         timeout: float | None = None,
     ) -> list[Trade]:
-        """Recent trades (oldest first): after log position ``since``, at most ``limit``."""
-        return [t for t, _ in await self.trades_timed(market, since, limit, timeout=timeout)]
+        """Recent trades (oldest first): after log position ``since``, at most ``limit``;
+        ``client``: only that account's (as maker or taker)."""
+        got = await self.trades_timed(market, since, limit, client=client, timeout=timeout)
+        return [t for t, _ in got]
 
     async def trades_timed(
         self,
@@ -1149,10 +1155,13 @@ class GrenexClient:
         since: int | None = None,
         limit: int | None = None,
         *,
+        client: str | None = None,
         timeout: float | None = None,
     ) -> list[tuple[Trade, int | None]]:
         """As :meth:`trades`, each with its entry's time (ms since the epoch, SPEC §6)."""
         args: dict[str, Any] = {}
+        if client is not None:
+            args["client"] = client
         if market is not None:
             args["market"] = market
         if since is not None:
@@ -1249,6 +1258,7 @@ class GrenexClient:
             qty=_str_or_none(reply.get("qty")),
             remaining=_str_or_none(reply.get("remaining")),
             reason=_str_or_none(reply.get("reason")),
+            fills=tuple(f for f in reply.get("fills") or () if isinstance(f, dict)),
             raw=dict(reply),
         )
 

@@ -204,7 +204,10 @@ class ClientAPI:
             client, oid = wire.name_or_none(args, "client"), wire.name_or_none(args, "id")
             if client is None or oid is None:
                 raise BadRequest("order needs a client and an id")
-            return q.order(state, client, oid)
+            out = q.order(state, client, oid)
+            if out.get("state") != "unknown":
+                out["fills"] = self._fills(client, oid)
+            return out
         if action == "members":
             return q.members(state)
         if action == "account":
@@ -282,16 +285,33 @@ class ClientAPI:
         books = replica.state.engine.books(market, depth or None)
         return {"applied": replica.applied_index, "books": books}
 
+    def _fills(self, client: str, oid: str) -> list[dict[str, Any]]:
+        """The order's fills in this node's trade window (bounded: the last trades applied
+        here), oldest first: ``{"seq", "time", "price", "qty", "role"}``."""
+        out: list[dict[str, Any]] = []
+        for t, at in self._trades:
+            if t.maker == oid and t.maker_client == client:
+                role = "maker"
+            elif t.taker == oid and t.taker_client == client:
+                role = "taker"
+            else:
+                continue
+            out.append({"seq": t.seq, "time": at, "price": t.price, "qty": t.qty, "role": role})
+        return out
+
     def _trades_reply(self, args: dict[str, Any]) -> Any:
         """Without ``since``: the newest ``limit`` trades.  With ``since``: the oldest
         ``limit`` trades after that seq, and ``more`` when others follow (to page forward)."""
         market = wire.name_or_none(args, "market")
+        client = wire.name_or_none(args, "client")  # an account's own trades (either side)
         since = wire.int_or_default(args, "since", -1, 0, 1 << 62)
         limit = wire.int_or_default(args, "limit", 100, 1, self.limits.trades_reply_max)
         trades = [
             (t, at)
             for t, at in self._trades
-            if t.seq > since and (market is None or t.market == market)
+            if t.seq > since
+            and (market is None or t.market == market)
+            and (client is None or client in (t.maker_client, t.taker_client))
         ]
         more = False
         if since < 0:
