@@ -63,6 +63,11 @@ class NodeIdentity:
         self._roles: dict[str, str] = {}  # id -> role
         self._by_key: dict[str, str] = {}  # key (base64url) -> id
         self._version = -1
+        self._auth = auth
+        # members learned from a voter's ``members`` reply while this node's own state is
+        # behind (a new node knows only the genesis' voters, and later voters must be able to
+        # reach it): used with the replicated list, which wins where both name a member
+        self._learned: dict[str, tuple[bytes, str, str]] = {}  # id -> (cert, key, role)
         self._contexts: dict[tuple[str, bytes], ssl.SSLContext] = {}
         self._any: ssl.SSLContext | None = None
         self.refresh(auth)
@@ -80,14 +85,43 @@ class NodeIdentity:
 
     # -- the member list ----------------------------------------------------------------------
 
+    def learn(self, reply: object) -> int:
+        """Take a voter's ``members`` reply (fetched over a connection pinned to that voter):
+        members this node's own state does not know yet.  Returns how many were new."""
+        members = reply.get("members") if isinstance(reply, dict) else None
+        if not isinstance(members, list):
+            return 0
+        learned: dict[str, tuple[bytes, str, str]] = {}
+        for m in members[:4096]:
+            if not isinstance(m, dict):
+                continue
+            mid, cert, key, role = m.get("id"), m.get("cert"), m.get("key"), m.get("role")
+            if not (isinstance(mid, str) and isinstance(cert, str) and isinstance(key, str)):
+                continue
+            try:
+                der = unb64url(cert)
+            except ValueError:
+                continue
+            learned[mid] = (der, key, role if role in ("voter", "learner") else "learner")
+        new = len(set(learned) - set(self._members))
+        self._learned = learned
+        self._version = -1  # rebuild with them
+        self.refresh(self._auth)
+        return new
+
     def refresh(self, auth: Auth) -> None:
         """Take the replicated member list (current members: voters and learners)."""
+        self._auth = auth
         if auth.members_version == self._version:
             return
         self._version = auth.members_version
         members: dict[str, bytes] = {}
         roles: dict[str, str] = {}
         by_key: dict[str, str] = {}
+        for mid in sorted(self._learned):
+            if auth.member(mid) is None:  # the replicated list wins where it knows the id
+                der, key, role = self._learned[mid]
+                members[mid], roles[mid], by_key[key] = der, role, mid
         for m in auth.members():
             if m.cert is None:
                 continue

@@ -23,6 +23,7 @@ from grenex.consensus import InvalidConfChangeError, NotLeader, ProposalDroppedE
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 from grenex.grenache.tls import b64url, make_self_signed
 from grenex.node.config import NodeConfig
+from grenex.node.identity import NodeIdentity
 from grenex.node.io import NodeIO
 from grenex.node.peers import AskError, Peers
 from grenex.replica import Replica
@@ -49,6 +50,7 @@ class Membership:
         self.rpc = rpc
         self.peers = peers
         self.names = names
+        self.identity: NodeIdentity | None = None  # set by the node when it serves TLS
         self._fresh: list[str] = []  # the members whose peer names the link keeps fresh
         self._conf: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
@@ -64,6 +66,8 @@ class Membership:
         sent = False
         waited = 0
         while cfg.node_id not in replica.raft.conf_state().members():
+            if self.identity is not None and g is not None:
+                await self._learn_members([v.id for v in g.voters])
             if g is not None and g.join == "open" and cfg.key is not None and not sent:
                 sent = await self._send_join(g.cluster_id)
             elif not sent and waited % 30 == 0:
@@ -79,6 +83,26 @@ class Membership:
             waited += 1
             await self.io.sleep(cfg.join_retry_ms / 1000)
         log.info("%s is a member", cfg.node_id)
+
+    async def _learn_members(self, voters: list[str]) -> None:
+        """The current members from a genesis voter (pinned to its certificate), so that
+        voters admitted after the genesis can reach this new node before its own state
+        knows them."""
+        assert self.identity is not None
+        for v in voters:
+            if v == self.cfg.node_id:
+                continue
+            try:
+                reply = await self.rpc.request(
+                    service_names(self.cfg.cluster, v)["node"],
+                    {"action": "members", "args": [{}]},
+                    timeout_ms=self.cfg.command_timeout_ms,
+                )
+            except GrenacheError as e:
+                log.info("join: no members from %s: %s", v, e)
+                continue
+            self.identity.learn(reply)
+            return
 
     async def _send_join(self, cluster_id: str) -> bool:
         """The signed ``join`` command (SPEC §8), to any node's client API."""

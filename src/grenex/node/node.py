@@ -346,6 +346,7 @@ class Node:
         )
         self.driver.add_turn_hook(self.founding.turn)
         self.membership = Membership(cfg, self.io, self.link, self.rpc, self.peers, self.names)
+        self.membership.identity = self.identity
         self.driver.add_turn_hook(self.membership.keep_peers_fresh)
         self.reconciler = Reconciler()
         self.driver.add_turn_hook(self.reconciler.turn)
