@@ -27,8 +27,8 @@ import click
 import msgspec
 
 from grenex.codec import decode_command, encode_json
-from grenex.engine import Engine, Event
 from grenex.codec.genesis import Genesis, GenesisError, parse_genesis
+from grenex.engine import Engine, Event
 from grenex.replica.state import ReplicaState
 
 __all__ = [
@@ -134,7 +134,8 @@ def export_entries(
     state: ReplicaState, src: IO[bytes]
 ) -> Iterator[tuple[int, int | None, list[Event]]]:
     """``(seq, time, events)`` for every entry of an export (after its header line) applied
-    to ``state``; an entry the session table absorbs (a duplicate) yields no events."""
+    to ``state``; an envelope the account's nonce window absorbs (a duplicate) yields no
+    events."""
     apply = state.apply_command
     decode = _export_line.decode
     lineno = 1  # the header

@@ -9,7 +9,7 @@ Proves:
   key is bound to) and the genesis from ``$GRENEX_GENESIS``; the same order id placed again is
   rejected ``duplicate_id`` (never placed twice); ``add-market`` with another key than the
   operator's is refused before anything is sent;
-* a rejected command prints its reason as one line on stderr and exits 1 (``--json`` still
+* a rejected command prints its reason as one line on stderr and exits 0 (``--json`` still
   prints the reply on stdout); a float-looking bad quantity is passed through as text and
   rejected by the engine;
 * bad usage (a signed command without --key or a genesis, a --cluster that contradicts the
@@ -61,6 +61,14 @@ class Run:
         lines = self.out.strip().splitlines()
         assert len(lines) == 1, self.out
         return json.loads(lines[0])
+
+    def rejection(self) -> str:
+        """The one ``rejected: …`` line on stderr of a command the node answered with a
+        rejection (exit 0: the node answered)."""
+        lines = self.err.strip().splitlines()
+        assert len(lines) == 1, self.err
+        assert lines[0].startswith("rejected: "), self.err
+        return lines[0]
 
     def one_line_error(self) -> str:
         lines = self.err.strip().splitlines()
@@ -132,7 +140,7 @@ async def test_place_text_and_json(cluster: LocalCluster) -> None:
     assert "cli-al/cli-s1" in r.out and "resting" in r.out and "200.5" in r.out
     # the same id again is a new command: rejected duplicate_id, never placed twice
     again = await g(cluster, *sell, "--json")
-    assert again.code == 1 and "duplicate_id" in again.one_line_error()
+    assert again.code == 0 and "duplicate_id" in again.rejection()
     reply = again.json()
     assert [e["type"] for e in reply["events"]] == ["rejected"]
     assert (reply["events"][0]["client"], reply["events"][0]["reason"]) == (
@@ -248,11 +256,11 @@ async def test_rejections_are_one_line_and_exit_1(cluster: LocalCluster) -> None
             "--post-only",
         ),
     )
-    assert r.code == 1 and "invalid_qty" in r.one_line_error()
+    assert r.code == 0 and "invalid_qty" in r.rejection()
     assert "invalid_qty" in r.out  # the table of events is still shown
-    assert j.code == 1 and "unknown_market" in j.one_line_error()
+    assert j.code == 0 and "unknown_market" in j.rejection()
     assert j.json()["events"][0]["reason"] == "unknown_market"
-    assert post.code == 1 and "invalid_tif" in post.one_line_error()
+    assert post.code == 0 and "invalid_tif" in post.rejection()
 
 
 async def test_amend_and_cancel(cluster: LocalCluster) -> None:
@@ -285,12 +293,12 @@ async def test_amend_and_cancel(cluster: LocalCluster) -> None:
         g(cluster, "amend", *k, "--id", "cli-a1"),
     )
     assert [e["type"] for e in moved.json()["events"]] == ["amended", "resting"]
-    assert neither.code == 1 and "invalid_amend" in neither.one_line_error()
+    assert neither.code == 0 and "invalid_amend" in neither.rejection()
 
     gone = await g(cluster, "cancel", *k, "--id", "cli-am/cli-a1")
     assert gone.code == 0 and "cancelled" in gone.out and "user" in gone.out
     twice = await g(cluster, "cancel", *k, "--id", "cli-a1", "--json")
-    assert twice.code == 1 and "unknown_order" in twice.one_line_error()
+    assert twice.code == 0 and "unknown_order" in twice.rejection()
     assert twice.json()["events"][0]["type"] == "rejected"
 
 
@@ -303,7 +311,7 @@ async def test_add_market_book_and_trades(cluster: LocalCluster) -> None:
     dup = await g(
         cluster, "add-market", *op, "--market", "CLI-USD", "--tick", "0.5", "--lot", "1", "--json"
     )
-    assert dup.code == 1 and "market_exists" in dup.one_line_error()
+    assert dup.code == 0 and "market_exists" in dup.rejection()
     assert dup.json()["events"][0]["reason"] == "market_exists"
     # only the operator opens markets: another key is refused before anything is sent
     other = await account_key(cluster, "cli-notop")

@@ -224,7 +224,7 @@ async def test_a_reused_id_and_partly_filled(cluster: LocalCluster) -> None:
     assert first.code == 0 and "duplicate" not in first.out, first.err
     # the same id in a new command: rejected, never placed twice
     again, again_json = await asyncio.gather(g(cluster, *args), g(cluster, *args, "--json"))
-    assert again.code == 1 and "duplicate_id" in again.one_line_error()
+    assert again.code == 0 and "duplicate_id" in again.rejection()
     assert again_json.json()["events"][0]["reason"] == "duplicate_id"
 
     ioc = await g(
@@ -260,11 +260,11 @@ async def test_remedies_and_usage_hints(cluster: LocalCluster) -> None:
         g(cluster, *base[:-4], "--market", "NO-USD", "--side", "buy", "--qty", "1"),
     )
     assert dot.code == 2 and "write 0.1" in dot.one_line_error()
-    line = price.one_line_error()
-    assert price.code == 1 and "invalid_price" in line and "tick 0.01" in line, line
-    line = qty.one_line_error()
-    assert qty.code == 1 and "invalid_qty" in line and "lot 0.0001" in line, line
-    assert unknown.code == 1 and "grenex markets" in unknown.one_line_error()
+    line = price.rejection()
+    assert price.code == 0 and "invalid_price" in line and "tick 0.01" in line, line
+    line = qty.rejection()
+    assert qty.code == 0 and "invalid_qty" in line and "lot 0.0001" in line, line
+    assert unknown.code == 0 and "grenex markets" in unknown.rejection()
 
     rest = await g(
         cluster, *base, "--qty", "0.1", "--price", "100", "--client", "rem-a", "--id", "rem-1"
@@ -273,7 +273,7 @@ async def test_remedies_and_usage_hints(cluster: LocalCluster) -> None:
     bad = await g(
         cluster, "amend", "--node", "n2", "--key", rem, "--id", "rem-a/rem-1", "--price", "100.005"
     )
-    assert bad.code == 1 and "tick 0.01 of BTC-USD" in bad.one_line_error()
+    assert bad.code == 0 and "tick 0.01 of BTC-USD" in bad.rejection()
     await g(cluster, "cancel", "--node", "n2", "--key", rem, "--id", "rem-a/rem-1")
 
     trades, book = await asyncio.gather(

@@ -115,6 +115,7 @@ __all__ = [
 DEFAULT_CLUSTER: Final = "main"
 # Commands in one ``batch`` request (the node's limit).
 BATCH_MAX: Final = 256  # commands in one signed batch (SPEC §8)
+_REGISTER_WAIT_S: Final = 5.0  # how long a command waits for its new account to be applied
 DecimalLike = str | Decimal | int
 
 # An attempt is not started with less time than this left before the deadline.
@@ -249,7 +250,7 @@ class CommandResult:
     events: tuple[Any, ...]
     client: str | None = None
     id: str | None = None
-    # answered from the node's session table: the *first* outcome of this id (or req), not a
+    # answered from the account's nonce window: the *first* outcome of this envelope, not a
     # new execution (a place whose id was used before placed nothing now); not part of the
     # outcome, so a repeat compares equal to the first answer
     duplicate: bool = field(default=False, compare=False)
@@ -340,7 +341,7 @@ class CommandResult:
 
     def to_json(self) -> dict[str, Any]:
         """The node's reply: ``{"seq": N, "events": [...]}``, with ``"duplicate": true`` when
-        the node answered from its session table, and any other field it sent."""
+        the node answered from the account's nonce window, and any other field it sent."""
         out: dict[str, Any] = {
             "seq": self.seq,
             "events": [msgspec.to_builtins(e) for e in self.events],
@@ -840,18 +841,41 @@ class GrenexClient:
         try:
             return await self._command(action, args, timeout)
         except BadRequest as e:
-            if not (
-                self.register_accounts
-                and e.message.endswith("unknown_client")
-                and client not in self._registered
-            ):
+            if not (self.register_accounts and e.message.endswith("unknown_client")):
                 raise
+            if client in self._registered:
+                # registered through another node that has not applied it yet
+                return await self._after_register(action, args, timeout)
         try:
             await self.register(client, timeout=timeout)
         except BadRequest as e:  # registered meanwhile (a concurrent first use): go on
             if not e.message.endswith("client_taken"):
                 raise
-        return await self._command(action, make(), timeout)
+        return await self._after_register(action, make(), timeout)
+
+    async def _after_register(
+        self, action: str, args: dict[str, str], timeout: float | None
+    ) -> Any:
+        """Send a command right after its account's ``register``: a node that has not applied
+        the register yet answers ``unknown_client`` (nothing logged), so try again briefly."""
+        deadline = time.monotonic() + min(timeout or self.timeout, _REGISTER_WAIT_S)
+        pause = self.backoff_min
+        while True:
+            try:
+                return await self._command(action, args, timeout)
+            except BadRequest as e:
+                if not e.message.endswith("unknown_client") or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, self.backoff_max)
+
+    async def submit(
+        self, envelope: Mapping[str, str], action: str = "submit", *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send an envelope signed elsewhere (``{"cmd": TEXT, "sig": SIG}``) as is, with the
+        same retries as every command (the same bytes each time); the node's reply."""
+        reply: dict[str, Any] = await self._command(action, dict(envelope), timeout)
+        return reply
 
     def _client(self, client: str | None) -> str:
         c = client or self.client_id

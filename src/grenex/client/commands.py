@@ -585,8 +585,9 @@ async def remedy_for(c: GrenexClient, r: CommandResult, market: str | None = Non
 
 
 def report(what: str, r: CommandResult, as_json: bool, remedy: str | None = None) -> None:
-    """Print a command's outcome; a rejection is one line on stderr (the reason and what to
-    do about it) and exit status 1."""
+    """Print a command's outcome; a rejection is also one line on stderr, ``rejected: …``
+    (the reason and what to do about it).  The exit status stays 0: the node answered, and
+    its events hold the rejection (the command line's contract: 1 is for errors)."""
     if as_json:
         print_json(r.to_json())
     else:
@@ -602,7 +603,7 @@ def report(what: str, r: CommandResult, as_json: bool, remedy: str | None = None
     if r.rejected:
         order = f" {_order(r.client, r.id)}" if r.client is not None else ""
         why = remedy or REMEDIES.get(r.reason or "")
-        fail(f"rejected: {r.reason} ({what}{order})" + (f": {why}" if why else ""))
+        click.echo(f"rejected: {r.reason} ({what}{order})" + (f": {why}" if why else ""), err=True)
 
 
 def order_ref(client_id: str | None, order_id: str) -> tuple[str | None, str]:

@@ -124,4 +124,3 @@ class Signer:
         k = key if key is not None else self._keys(client)
         cmd = {"type": "register", "client": client, "key": k.public_key}
         return self.command(cmd, k)
-

@@ -353,7 +353,8 @@ class ClientAPI:
             if a.kind == EntryKind.NORMAL and not a.duplicate and a.events:
                 frame = {"seq": a.index, "time": a.time, "events": msgspec.Raw(a.events_json)}
                 entries.append(frame)
-                events.extend(msgspec.to_builtins(e) for e in a.events)
+                # as in the frame (a batch's events carry n)
+                events.extend(msgspec.json.decode(a.events_json))
                 if len(entries) >= limit or len(events) >= limit:
                     break
         return {
