@@ -96,6 +96,7 @@ async def test_slow_follower_does_not_slow_commits(cluster: InProcCluster) -> No
     node = cluster.nodes[slow]
     assert node.peer_server is not None
     dest = f"{cluster.io.net.host}:{node.peer_server.port}"
+    await cluster.register("alice")  # known everywhere first (registering waits for all)
     cluster.io.net.set_delay(dest, 0.3)  # every message to it takes 0.3 s of real time
     for i in range(5):
         await cluster.command(leader, _place("alice", f"s{i}", "sell", "1", "100"))

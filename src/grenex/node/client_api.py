@@ -15,6 +15,7 @@ is the wire error (``ERR_GRENEX_…: why``) — translated here, in :meth:`Clien
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import OrderedDict, deque
@@ -29,7 +30,7 @@ from grenex.codec.envelope import Envelope, Rejection, decode_text, encode_envel
 from grenex.codec.stamp import unstamp
 from grenex.consensus import EntryKind, Role
 from grenex.engine import Trade
-from grenex.node.driving import DriverService
+from grenex.node.driving import DriverService, ExecutedBefore
 from grenex.replica import Applied
 from grenex.replica import queries as q
 from grenex.replica.auth import Duplicate, Reject
@@ -48,6 +49,7 @@ ROLE_NAMES = {
 
 BOOK_DEPTH_DEFAULT = 100
 LOG_REPLY_BYTES_MAX = 4 * 1024 * 1024  # log entries in one ``log`` reply
+FIRST_OUTCOME_WAIT_S = 5.0  # how long an envelope executed before waits for this node's apply
 
 
 class ClientLimits(msgspec.Struct, frozen=True):
@@ -150,11 +152,15 @@ class ClientAPI:
         # (trade, the time stamp of its entry)
         self._trades: deque[tuple[Trade, int | None]] = deque(maxlen=limits.trades_kept_max)
         self._window: deque[Applied] = deque(maxlen=limits.events_window_entries_max)
+        self._applied = asyncio.Event()  # set (and replaced) whenever entries are applied
 
     # -- fed by the driver --------------------------------------------------------------------
 
     def record(self, applied: list[Applied]) -> None:
         """Applied entries: the events window and the trade tape."""
+        if applied:
+            self._applied.set()  # wake waiters for a first outcome, then a fresh event
+            self._applied = asyncio.Event()
         window, trades = self._window, self._trades
         for a in applied:
             window.append(a)
@@ -274,7 +280,30 @@ class ClientAPI:
             raise BadRequest(
                 f"invalid_command: {len(data)} bytes (at most {self.limits.command_bytes_max})"
             )
-        return reply_of(await self.driver.submit(data))
+        try:
+            return reply_of(await self.driver.submit(data))
+        except ExecutedBefore:
+            return await self._first_outcome(env, signer)
+
+    async def _first_outcome(self, env: Envelope, signer: bytes) -> Any:
+        """The leader found ``env`` executed before: answer its first outcome from this
+        node's window as soon as this node has applied that far (bounded wait)."""
+        deadline = self.clock() + FIRST_OUTCOME_WAIT_S
+        while True:
+            state = self.driver.replica.state
+            v = state.auth.check(env, self.wall_ms(), self.verdicts(env, signer), signer)
+            if type(v) is Duplicate:
+                reply = outcome_reply(v.seq, v.time, env.batch, None, v.events)
+                reply["duplicate"] = True
+                return reply
+            left = deadline - self.clock()
+            if left <= 0:
+                raise Unavailable(
+                    "executed before, but not yet applied here: send the same envelope again"
+                )
+            evt = self._applied
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(evt.wait(), min(left, 0.5))
 
     # -- reads ---------------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ from grenex.node.peers import AskError, Peers
 from grenex.replica import Applied, Replica
 from grenex.replica.driver import Driver, Snapshots
 from grenex.replica.gateway import (
+    EXECUTED_BEFORE,
     Fate,
     Forward,
     ForwardAnswer,
@@ -53,11 +54,16 @@ from grenex.replica.gateway import (
     reply_to_wire,
 )
 
-__all__ = ["ConfRequest", "DriverService", "DriverStoppedError"]
+__all__ = ["ConfRequest", "DriverService", "DriverStoppedError", "ExecutedBefore"]
 
 log = logging.getLogger("grenex.node.driver")
 
 CONF_REQUESTS_MAX = 64  # membership requests queued for the next turn
+
+
+class ExecutedBefore(Unavailable):
+    """The leader found the envelope executed before: its first outcome is in the account's
+    window (here too, once this node applied that far)."""
 
 
 class DriverStoppedError(Exception):
@@ -236,6 +242,8 @@ class DriverService:
                     fut.set_exception(
                         Unavailable(f"{out.why}; nothing was done: send the command again")
                     )
+                elif out.why == EXECUTED_BEFORE:
+                    fut.set_exception(ExecutedBefore(f"{out.why}: the outcome is the first one"))
                 else:
                     fut.set_exception(
                         Unavailable(

@@ -55,6 +55,7 @@ from grenex.consensus import NotLeader, ProposalDroppedError, Role
 from grenex.replica.replica import Applied, Proposals, Replica
 
 __all__ = [
+    "EXECUTED_BEFORE",
     "At",
     "Declined",
     "Fate",
@@ -70,6 +71,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# the ``why`` of an UNKNOWN outcome whose envelope the leader found executed before (its first
+# outcome is in the account's window, on every node once it applied that far)
+EXECUTED_BEFORE = "executed before: send it again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +305,7 @@ class Gateway(Generic[T]):
                     self._wait_for(tid, first + i, term)
                     i += 1
                 elif why == "duplicate":
-                    self._settle([tid], Fate.UNKNOWN, "executed before: send it again")
+                    self._settle([tid], Fate.UNKNOWN, EXECUTED_BEFORE)
                 else:
                     self._settle([tid], Fate.INVALID, why)
         elif isinstance(reply, NotLeaderHere):
@@ -458,7 +463,7 @@ class Gateway(Generic[T]):
                 if why is None:
                     keep.append(t)
                 elif why == "duplicate":
-                    self._settle([t], Fate.UNKNOWN, "executed before: send it again")
+                    self._settle([t], Fate.UNKNOWN, EXECUTED_BEFORE)
                 else:
                     self._settle([t], Fate.INVALID, why)
             tids = keep
