@@ -202,7 +202,7 @@ async def test_place_text_and_json(cluster: LocalCluster) -> None:
     assert forged.code == 1 and "bad_signature" in line, line
 
 
-async def test_rejections_are_one_line_and_exit_1(cluster: LocalCluster) -> None:
+async def test_rejections_are_one_line_and_exit_0(cluster: LocalCluster) -> None:
     key = await account_key(cluster, "cli-rej")
     r, j, post = await asyncio.gather(
         g(

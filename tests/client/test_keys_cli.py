@@ -377,3 +377,19 @@ async def test_admit_promote_remove(cluster: LocalCluster) -> None:
     assert again.code == 0 and "unknown_node" in again.rejection()
     usage = await g(cluster, "admit", "--node", "n5", "--key", op)
     assert usage.code == 2 and "--node-key" in usage.one_line_error()
+
+
+async def test_genesis_limits(tmp_path: Path) -> None:
+    vector = tmp_path / "vector.key"
+    vector.write_text(VECTOR_SEED + "\n")
+    base = ("genesis", "--cluster", "main", "--operator", f"op:{vector}", "--voter", f"n1:{vector}")
+    ok, misspelt, zero = await asyncio.gather(
+        grenex(*base, "--limit", "orders=5", "--limit", "nonces=8"),
+        grenex(*base, "--limit", "order=5"),
+        grenex(*base, "--limit", "orders=0"),
+    )
+    assert ok.code == 0, ok.err
+    g = parse_genesis(ok.out.encode(), check_cert)
+    assert (g.limits.orders, g.limits.nonces, g.limits.accounts) == (5, 8, 100_000)
+    assert misspelt.code == 2 and "orders" in misspelt.one_line_error()
+    assert zero.code == 1 and "limits.orders" in zero.one_line_error()

@@ -35,7 +35,13 @@ from grenex.client.commands import (
     run_client,
     signing_key,
 )
-from grenex.codec.genesis import JOIN_VALUES, REGISTER_VALUES, GenesisError, make_genesis
+from grenex.codec.genesis import (
+    JOIN_VALUES,
+    REGISTER_VALUES,
+    GenesisError,
+    Limits,
+    make_genesis,
+)
 from grenex.codec.keys import KeyFileError, SecretKey, is_valid_key, read_key_file, write_key_file
 from grenex.engine import is_name
 from grenex.grenache.tls import b64url, check_cert, make_self_signed, unb64url
@@ -149,8 +155,24 @@ def _named_key(option: str, value: str) -> tuple[str, SecretKey]:
     show_default=True,
     help="Who may register accounts.",
 )
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="NAME=N",
+    help=(
+        "A bound on replicated state (repeat): nonces, accounts, markets, orders (resting per "
+        "account), ids (used per account), learners [default: 64, 100000, 1000, 1000, "
+        "1000000, 64]."
+    ),
+)
 def genesis_command(
-    cluster: str, operator: str, voters: tuple[str, ...], join: str, register: str
+    cluster: str,
+    operator: str,
+    voters: tuple[str, ...],
+    join: str,
+    register: str,
+    limits: tuple[str, ...],
 ) -> None:
     """Write a genesis to stdout, for a cluster founded by hand across hosts.
 
@@ -164,6 +186,13 @@ def genesis_command(
     for v in voters:
         vid, vkey = _named_key("--voter", v)
         vs.append((vid, vkey.public_key, node_cert(vkey, vid)))
+    bounds: dict[str, int] = {}
+    for item in limits:
+        name, sep, value = item.partition("=")
+        if not sep or name not in Limits.__struct_fields__ or not value.isdigit():
+            fields = ", ".join(Limits.__struct_fields__)
+            raise _OneLineUsageError(f"--limit {item!r}: NAME=N with NAME one of {fields}")
+        bounds[name] = int(value)
     try:
         data = make_genesis(
             cluster,
@@ -171,6 +200,7 @@ def genesis_command(
             vs,
             join=join,
             register=register,
+            limits=Limits(**bounds) if bounds else None,
             cert_check=check_cert,
         )
     except GenesisError as e:

@@ -7,8 +7,8 @@ fetched over a connection pinned to that voter's certificate).  Every connection
 
 * ``node:<id>`` and ``events:<id>`` — exactly that member's certificate; an id the client does
   not know yet pins nothing an impostor could present (the handshake fails);
-* ``nodes`` and ``events`` — any current member's certificate (discovery and reads the client
-  can cross-check; commands go to a named node).
+* ``nodes`` and ``events`` — a current **voter's** certificate: a client that did not choose
+  a node believes replies and events only from a voter (any participant may run a learner).
 
 An impostor announcing a member's name fails the TLS handshake, the Grenache client marks it
 untrusted for that name and tries the next announced peer: one failed handshake, then never
@@ -36,9 +36,11 @@ class MemberPins:
         self.prefix = f"grenex:{genesis.cluster}:"
         self.voters: tuple[str, ...] = tuple(v.id for v in genesis.voters)
         self._certs: dict[str, bytes] = {}
+        self._voters: set[str] = set()  # ids whose role is voter (checked by membership)
         for v in genesis.voters:
             if v.cert is not None:
                 self._certs[v.id] = unb64url(v.cert)
+                self._voters.add(v.id)
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._nobody: ssl.SSLContext | None = None
 
@@ -49,9 +51,11 @@ class MemberPins:
     def members(self) -> Mapping[str, bytes]:
         return self._certs
 
-    def add(self, node: str, der: bytes) -> None:
+    def add(self, node: str, der: bytes, voter: bool = False) -> None:
         """Pin ``node`` to a certificate known first-hand (e.g. the operator who made it)."""
         self._certs[node] = der
+        if voter:
+            self._voters.add(node)
         self._contexts.clear()
 
     def learn(self, reply: Any) -> int:
@@ -61,6 +65,7 @@ class MemberPins:
         if not isinstance(members, list):
             return len(self._certs)
         certs: dict[str, bytes] = {}
+        voters: set[str] = set()
         for m in members:
             if not isinstance(m, dict):
                 continue
@@ -70,8 +75,11 @@ class MemberPins:
                     certs[mid] = unb64url(cert)
                 except ValueError:
                     continue
+                if m.get("role") == "voter":
+                    voters.add(mid)
         if certs:
             self._certs = certs
+            self._voters = voters
             self._contexts.clear()
         return len(self._certs)
 
@@ -93,9 +101,10 @@ class MemberPins:
         return ctx
 
     def _all(self) -> ssl.SSLContext:
+        """Any voter (``nodes``, ``events``)."""
         ctx = self._contexts.get("")
         if ctx is None:
-            certs = [self._certs[i] for i in sorted(self._certs)]
+            certs = [self._certs[i] for i in sorted(self._certs) if i in self._voters]
             if not certs:
                 return self._nobody_context()
             ctx = self._contexts[""] = pinned_client_context(certs)
