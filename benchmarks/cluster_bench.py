@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             voters=args.voters,
             memory=not args.disk,
             base_dir=tmp / "cluster",
+            node_args=tuple(shlex.split(args.node_args)),
         )
         await cluster.start()
         points = []
@@ -216,6 +218,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1, help="commands per signed envelope")
     p.add_argument("--disk", action="store_true", help="durable storage (fsync) instead of memory")
     p.add_argument("--quick", action="store_true", help="short smoke run")
+    p.add_argument(
+        "--node-args", default="", help="extra `grenex node` options, e.g. '--verify-threads 0'"
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     if args.quick:

@@ -116,6 +116,13 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
     help="A larger consensus message (a snapshot) travels to a peer in pieces of this size.",
 )
 @click.option(
+    "--verify-threads",
+    type=click.IntRange(0, 64),
+    default=2,
+    show_default=True,
+    help="Threads that verify signatures off the event loop (0: on the loop).",
+)
+@click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -146,6 +153,7 @@ def node_command(
     snapshot_interval: int,
     compaction_retain: int,
     peer_chunk_bytes: int,
+    verify_threads: int,
     ready_file: Path | None,
     no_uvloop: bool,
     verbose: int,
@@ -201,6 +209,7 @@ def node_command(
         snapshot_interval_entries=snapshot_interval,
         compaction_retain_entries=compaction_retain,
         peer_chunk_bytes=peer_chunk_bytes,
+        verify_threads=verify_threads,
         secret=os.environb.get(b"GRENEX_CLUSTER_SECRET") or None,
     )
     sys.exit(run_event_loop(run_node(cfg, ready_file), uvloop_ok=not no_uvloop))
