@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import random
 import sys
@@ -27,7 +28,7 @@ import msgspec
 from grenex.client.pins import MemberPins
 from grenex.codec.api import service_names
 from grenex.codec.genesis import read_genesis
-from grenex.codec.keys import read_key_file
+from grenex.codec.keys import SecretKey, read_key_file
 from grenex.codec.signer import Signer
 from grenex.grenache import GrenacheError, Link, PeerRPCClient, WsPeerRPCClient
 from grenex.grenache.tls import check_cert
@@ -82,7 +83,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     genesis = read_genesis(args.genesis, check_cert)
     pins = MemberPins(genesis)
     key = read_key_file(args.key)
-    signer = Signer(genesis.cluster_id, {args.client: key}, lambda: time.time_ns() // 1000)
+    # --accounts: the client's orders spread over that many accounts (keys derived from its
+    # key file), so that no account has more envelopes in flight than its nonce window holds
+    # (64: beyond it, envelopes overtaken by 64 later ones are refused stale_nonce)
+    accounts = [args.client] + [f"{args.client}-{i}" for i in range(1, args.accounts)]
+    keys = {args.client: key}
+    for name in accounts[1:]:
+        keys[name] = SecretKey(hashlib.sha256(key.seed + name.encode()).digest())
+    signer = Signer(genesis.cluster_id, keys, lambda: time.time_ns() // 1000)
     client: PeerRPCClient | WsPeerRPCClient
     if args.transport == "ws":
         client = WsPeerRPCClient(link, request_timeout_ms=30_000, ssl_for=pins.ssl_for)
@@ -97,14 +105,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     )
     name = service_names(genesis.cluster, args.node)["node"]
-    reg = await client.request(
-        name,
-        {"action": "register", "args": [msgspec.json.decode(signer.register(args.client))]},
-        timeout_ms=30_000,
-    )
-    if not isinstance(reg, dict) or "seq" not in reg:
-        raise SystemExit(f"register {args.client}: {reg}")
-    load = Load(args.client, args.market, args.seed)
+    for account in accounts:
+        reg = await client.request(
+            name,
+            {"action": "register", "args": [msgspec.json.decode(signer.register(account))]},
+            timeout_ms=30_000,
+        )
+        if not isinstance(reg, dict) or "seq" not in reg:
+            raise SystemExit(f"register {account}: {reg}")
+    loads = [Load(a, args.market, args.seed * 1000 + i) for i, a in enumerate(accounts)]
+    turn = 0
     lat_us: list[int] = []
     errors: dict[str, int] = {}
     last_seq = 0
@@ -114,6 +124,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     end = start + args.duration
 
     def request() -> dict[str, Any]:
+        nonlocal turn
+        load = loads[turn % len(loads)]
+        turn += 1
         if args.batch <= 1:
             r = load.next()
             env = signer.command({"type": r["action"], **r["args"][0]})
@@ -124,7 +137,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             c = {"type": r["action"], **r["args"][0]}
             del c["client"]
             cmds.append(c)
-        env = signer.batch(args.client, cmds)
+        env = signer.batch(load.client, cmds)
         return {"action": "submit", "args": [msgspec.json.decode(env)]}
 
     async def one(scheduled: float) -> None:
@@ -199,6 +212,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=0.0, help="open loop: orders/s (0: closed)")
     p.add_argument("--transport", choices=["http", "ws"], default="http")
     p.add_argument("--batch", type=int, default=1, help="commands per signed envelope (a batch)")
+    p.add_argument("--accounts", type=int, default=8, help="accounts this client trades for")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     result = asyncio.run(run(args))
