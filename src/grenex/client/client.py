@@ -668,6 +668,14 @@ class GrenexClient:
             request_timeout_ms=int(attempt_timeout * 1000),
             ssl_for=self.pins.ssl_for if self.pins is not None else None,
         )
+        # commands without a chosen node go to a voter only (a learner is anyone's node)
+        self._cmd_rpc = self._rpc
+        if self.pins is not None and node is None:
+            self._cmd_rpc = PeerRPCClient(
+                self.link,
+                request_timeout_ms=int(attempt_timeout * 1000),
+                ssl_for=self.pins.ssl_for_voters,
+            )
         self._streams: set[EventStream] = set()
         # How long Grape lookups may take in one attempt (a lookup, and a fresh one when every
         # listed peer is dead), each Grape of the list tried once.
@@ -735,6 +743,8 @@ class GrenexClient:
         for s in list(self._streams):
             await s.close()
         await self._rpc.close()
+        if self._cmd_rpc is not self._rpc:
+            await self._cmd_rpc.close()
         await self.link.stop()
 
     # ------------------------------------------------------------------ the retry loop
@@ -765,8 +775,9 @@ class GrenexClient:
                 # Each exchange is bounded by ``left``; the Grape lookups before it by the
                 # Link's own timeout.  The outer timeout is only a safety net: cancelling a
                 # lookup half-way would leave the Link's shared lookup task running.
+                rpc = self._cmd_rpc if command else self._rpc
                 async with asyncio.timeout(left + self._lookup_budget):
-                    return await self._rpc.request(
+                    return await rpc.request(
                         self.service,
                         payload,
                         timeout_ms=max(1, int(min(attempt_timeout, left) * 1000)),
@@ -1356,7 +1367,8 @@ class EventStream:
             owner.events_topic,
             queue_max=queue_max,
             backoff_max_ms=2_000,
-            ssl_context=pins.ssl_for(owner.events_topic) if pins is not None else None,
+            # without a chosen node: events only from a voter
+            ssl_context=pins.ssl_for_voters(owner.events_topic) if pins is not None else None,
         )
         self._started = False
         self._closed = False

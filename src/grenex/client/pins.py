@@ -7,8 +7,10 @@ fetched over a connection pinned to that voter's certificate).  Every connection
 
 * ``node:<id>`` and ``events:<id>`` — exactly that member's certificate; an id the client does
   not know yet pins nothing an impostor could present (the handshake fails);
-* ``nodes`` and ``events`` — a current **voter's** certificate: a client that did not choose
-  a node believes replies and events only from a voter (any participant may run a learner).
+* ``nodes`` and ``events`` — any current member's certificate for discovery and reads the
+  client can cross-check (:meth:`MemberPins.ssl_for`); a client that did not choose a node
+  sends its commands and reads its events through :meth:`MemberPins.ssl_for_voters`, which
+  admits only a **voter** there (any participant may run a learner).
 
 An impostor announcing a member's name fails the TLS handshake, the Grenache client marks it
 untrusted for that name and tries the next announced peer: one failed handshake, then never
@@ -84,12 +86,22 @@ class MemberPins:
         return len(self._certs)
 
     def ssl_for(self, name: str) -> ssl.SSLContext | None:
+        """``node:<id>``/``events:<id>``: that member; ``nodes``/``events``: any member."""
         if not name.startswith(self.prefix):
             return None
         _kind, _, node = name[len(self.prefix) :].partition(":")
         if node:
             return self._one(node)
-        return self._all()
+        return self._all(voters_only=False)
+
+    def ssl_for_voters(self, name: str) -> ssl.SSLContext | None:
+        """As :meth:`ssl_for`, but ``nodes``/``events`` admit only a voter."""
+        if not name.startswith(self.prefix):
+            return None
+        _kind, _, node = name[len(self.prefix) :].partition(":")
+        if node:
+            return self._one(node)
+        return self._all(voters_only=True)
 
     def _one(self, node: str) -> ssl.SSLContext:
         ctx = self._contexts.get(node)
@@ -100,14 +112,17 @@ class MemberPins:
             ctx = self._contexts[node] = pinned_client_context([der])
         return ctx
 
-    def _all(self) -> ssl.SSLContext:
-        """Any voter (``nodes``, ``events``)."""
-        ctx = self._contexts.get("")
+    def _all(self, voters_only: bool) -> ssl.SSLContext:
+        """Any member, or any voter (``nodes``, ``events``)."""
+        k = "\0voters" if voters_only else "\0all"  # never a node id (not a name)
+        ctx = self._contexts.get(k)
         if ctx is None:
-            certs = [self._certs[i] for i in sorted(self._certs) if i in self._voters]
+            certs = [
+                self._certs[i] for i in sorted(self._certs) if not voters_only or i in self._voters
+            ]
             if not certs:
                 return self._nobody_context()
-            ctx = self._contexts[""] = pinned_client_context(certs)
+            ctx = self._contexts[k] = pinned_client_context(certs)
         return ctx
 
     def _nobody_context(self) -> ssl.SSLContext:

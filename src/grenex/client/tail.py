@@ -247,7 +247,7 @@ async def tail_entries(
         client.events_topic,
         queue_max=QUEUE_MAX,
         backoff_max_ms=2_000,
-        ssl_context=pins.ssl_for(client.events_topic) if pins is not None else None,
+        ssl_context=pins.ssl_for_voters(client.events_topic) if pins is not None else None,
     )
     await sub.start()
     try:
