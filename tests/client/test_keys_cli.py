@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -159,9 +160,27 @@ async def test_genesis_is_the_spec_vector_plus_certificates(tmp_path: Path) -> N
     assert dup.code == 1 and "repeats" in dup.one_line_error()
 
 
+def free_port_triple() -> int:
+    """A port P with P, P+1 and P+2 free on 127.0.0.1 (grenex node --port P uses all three)."""
+    for _ in range(50):
+        with socket.socket() as s0:
+            s0.bind(("127.0.0.1", 0))
+            p = int(s0.getsockname()[1])
+        if p > 65530:
+            continue
+        try:
+            for q in (p, p + 1, p + 2):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+        except OSError:
+            continue
+        return p
+    raise AssertionError("no three consecutive free ports")
+
+
 @contextlib.asynccontextmanager
 async def hand_node(
-    tmp_path: Path, genesis: Path, key: Path, grape: str
+    tmp_path: Path, genesis: Path, key: Path, grape: str, *extra: str
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``grenex node`` started by hand from a genesis and a key file; stopped by its PID."""
     ready = tmp_path / "n1.ready"
@@ -183,6 +202,7 @@ async def hand_node(
             grape,
             "--ready-file",
             str(ready),
+            *extra,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -231,7 +251,11 @@ async def test_a_node_founds_a_cluster_from_grenex_genesis(tmp_path: Path) -> No
     try:
         grape = ",".join(grapes.api_urls)
         env = {"GRENEX_GENESIS": str(genesis), "GRENEX_GRAPE": grape}
-        async with hand_node(tmp_path, genesis, n1, grape):
+        port = free_port_triple()
+        async with hand_node(tmp_path, genesis, n1, grape, "--port", str(port)):
+            # SPEC §5: the API on P, the peer service on P+1, the events on P+2
+            ports = json.loads((tmp_path / "n1.ready").read_text().splitlines()[1])
+            assert (ports["api"], ports["peer"], ports["events"]) == (port, port + 1, port + 2)
 
             async def leads() -> Run | None:
                 st = await grenex("status", "--node", "n1", "--json", env=env)

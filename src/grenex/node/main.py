@@ -87,9 +87,18 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
 @click.option("--join", is_flag=True, help="Join a running cluster as a learner.")
 @click.option("--memory", is_flag=True, help="Keep the log in memory (lost on exit).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--port", type=int, default=0, help="Client API port (0: any free port).")
-@click.option("--peer-port", type=int, default=0, help="Consensus port (0: any free port).")
-@click.option("--events-port", type=int, default=0, help="Event stream port (0: any).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65533),
+    default=0,
+    help="Client API port; the peer service then listens on P+1 and events on P+2 (0: free ports).",
+)
+@click.option(
+    "--peer-port", type=int, default=None, help="Consensus port [default: P+1, or a free one]."
+)
+@click.option(
+    "--events-port", type=int, default=None, help="Event stream port [default: P+2, or a free one]."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--grape", envvar="GRENEX_GRAPE", default="http://127.0.0.1:30001", show_default=True)
 @click.option("--cluster", envvar="GRENEX_CLUSTER", default="main", show_default=True)
@@ -144,8 +153,8 @@ def node_command(
     memory: bool,
     data_dir: Path | None,
     port: int,
-    peer_port: int,
-    events_port: int,
+    peer_port: int | None,
+    events_port: int | None,
     host: str,
     grape: str,
     cluster: str,
@@ -200,8 +209,8 @@ def node_command(
         cluster=genesis.cluster,
         host=host,
         port=port,
-        peer_port=peer_port,
-        events_port=events_port,
+        peer_port=peer_port if peer_port is not None else (port + 1 if port else 0),
+        events_port=events_port if events_port is not None else (port + 2 if port else 0),
         data_dir=None if memory else data_dir,
         voters=voter_ids,
         join=join,
