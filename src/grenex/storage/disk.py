@@ -240,6 +240,10 @@ class DiskStorage:
             )
         if not ents or ents[0].index > snap.index:
             parts = [Entry(snap.index, snap.term, 0, b""), *ents]
+        elif ents[0].index == 1:
+            # the whole log retained below the snapshot: the dummy is the one before index 1
+            # (term 0), as it was before the restart — entry 1 stays readable (export)
+            parts = [Entry(0, 0, 0, b""), *ents]
         else:
             parts = ents  # entries retained below the snapshot: the first is the dummy
         if hard.commit < snap.index:
