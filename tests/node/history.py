@@ -82,6 +82,7 @@ from grenex.codec.api import service_names
 from grenex.codec.genesis import Genesis, parse_genesis
 from grenex.codec.signer import KeySource, Signer
 from grenex.grenache import GrenacheError, LookupEmptyError, PeerRPCClient, RemoteError
+from grenex.lab.checker import INERT_REASONS, MEMBERSHIP_EVENTS, export_file
 from grenex.replica.state import ReplicaState
 
 __all__ = [
@@ -564,20 +565,6 @@ def _group(
     return groups
 
 
-MEMBERSHIP_EVENTS: Final = ("member_added", "member_promoted", "member_removed")
-# §8 reasons of checks 1–5: a logged rejection for one of them consumed and executed nothing
-INERT_REASONS: Final = (
-    "bad_signature",
-    "client_taken",
-    "invalid_command",
-    "invalid_key",
-    "invalid_nonce",
-    "key_taken",
-    "stale_nonce",
-    "unknown_client",
-)
-
-
 def _entry_key(events: list[dict[str, Json]]) -> tuple[str, str, str] | None:
     """(command kind, client, id) of a log entry, from its first event; None if unnamed."""
     first = events[0]
@@ -651,18 +638,6 @@ def _replay(
         if not o.duplicate:
             events[seq] = json.loads(o.events_json)
     return events, state.engine.books()
-
-
-def export_lines(genesis: bytes, entries: dict[int, str], times: dict[int, int]) -> bytes:
-    """``entries`` as a ``grenex export`` file (its header carries the genesis file's text)."""
-    header = {"grenex_export": 1, "genesis": genesis.decode(), "first": 1}
-    lines = [json.dumps(header, separators=(",", ":"))]
-    for seq in sorted(entries):
-        line: dict[str, Json] = {"seq": seq, "cmd": json.dumps(json.loads(entries[seq]))}
-        if seq in times:
-            line["time"] = times[seq]
-        lines.append(json.dumps(line, separators=(",", ":")))
-    return "".join(x + "\n" for x in lines).encode()
 
 
 def _quantity_model(events: Iterable[dict[str, Json]], errors: list[str]) -> None:
@@ -849,7 +824,7 @@ def check(
                     f"seq {seq}: replay gives {replayed.get(seq)}, the log has {groups[seq]}",
                 )
             )
-    log_lines = export_lines(genesis, entries, times)
+    log_lines = export_file(genesis, entries, times)
     # 5. an order-quantity model over the stream, independent of the engine
     errors = []
     _quantity_model(stream, errors)

@@ -94,8 +94,8 @@ def _window_executes_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     first outcome."""
     real_check, real_consume = Auth.check, Auth.consume
 
-    def check(self: Auth, env: Envelope, *args: object) -> Verdict:
-        v = real_check(self, env, *args)  # type: ignore[arg-type]
+    def check(self: Auth, env: Envelope, *args: object, **kw: object) -> Verdict:
+        v = real_check(self, env, *args, **kw)  # type: ignore[arg-type]
         signer = self.signer(env)
         if type(v) is Duplicate and type(signer) is bytes and env.type != "register":
             return Fresh(signer)
@@ -124,8 +124,8 @@ def test_checker_catches_a_wrong_duplicate_before_the_log(monkeypatch: pytest.Mo
     the account's newest kept nonce) would tell a client its command ran when it never did."""
     real_check = Auth.check
 
-    def check(self: Auth, env: Envelope, *args: object) -> Verdict:
-        v = real_check(self, env, *args)  # type: ignore[arg-type]
+    def check(self: Auth, env: Envelope, *args: object, **kw: object) -> Verdict:
+        v = real_check(self, env, *args, **kw)  # type: ignore[arg-type]
         kept = self.kept(env.client)
         if type(v) is Fresh and kept and kept[-1].events is not None and env.type != "register":
             return Duplicate(kept[-1].seq, kept[-1].time, kept[-1].events)

@@ -103,6 +103,13 @@ def outcome_reply(
     return reply
 
 
+def duplicate_reply(v: Duplicate, batch: bool) -> dict[str, Any]:
+    """The first outcome of an envelope executed before, marked as such."""
+    reply = outcome_reply(v.seq, v.time, batch, None, v.events)
+    reply["duplicate"] = True
+    return reply
+
+
 def reply_of(applied: Applied) -> dict[str, Any]:
     """The answer to one applied envelope (see :func:`outcome_reply`)."""
     if applied.duplicate:
@@ -267,13 +274,11 @@ class ClientAPI:
         if not verdicts.known(env, signer):
             await self.verify(env, signer)
         state = self.driver.replica.state  # a snapshot may have replaced it meanwhile
-        v = state.auth.check(env, self.wall_ms(), verdicts(env, signer), signer)
+        v = state.auth.check(env, self.wall_ms(), verify=verdicts)
         if type(v) is Reject:
             raise BadRequest(v.reason)
         if type(v) is Duplicate:
-            reply = outcome_reply(v.seq, v.time, env.batch, None, v.events)
-            reply["duplicate"] = True
-            return reply
+            return duplicate_reply(v, env.batch)
         data = encode_envelope(env.text, env.sig)
         verdicts.put_decoded(data, env)  # decoded here once: not again before apply
         if len(data) > self.limits.command_bytes_max:
@@ -283,19 +288,17 @@ class ClientAPI:
         try:
             return reply_of(await self.driver.submit(data))
         except ExecutedBefore:
-            return await self._first_outcome(env, signer)
+            return await self._first_outcome(env)
 
-    async def _first_outcome(self, env: Envelope, signer: bytes) -> Any:
+    async def _first_outcome(self, env: Envelope) -> Any:
         """The leader found ``env`` executed before: answer its first outcome from this
         node's window as soon as this node has applied that far (bounded wait)."""
         deadline = self.clock() + FIRST_OUTCOME_WAIT_S
         while True:
             state = self.driver.replica.state
-            v = state.auth.check(env, self.wall_ms(), self.verdicts(env, signer), signer)
+            v = state.auth.check(env, self.wall_ms(), verify=self.verdicts)
             if type(v) is Duplicate:
-                reply = outcome_reply(v.seq, v.time, env.batch, None, v.events)
-                reply["duplicate"] = True
-                return reply
+                return duplicate_reply(v, env.batch)
             left = deadline - self.clock()
             if left <= 0:
                 raise Unavailable(

@@ -383,12 +383,15 @@ class Auth:
         time_ms: int,
         verified: bool | None = None,
         verified_key: bytes | None = None,
+        verify: Callable[[Envelope, bytes], bool] | None = None,
     ) -> Verdict:
         """§8 checks 2 (time), 3, 4 and 5 against the current state; changes nothing.
 
         ``time_ms``: the entry's time (pre-log: the node's clock).  ``verified``: None to
         verify now; a bool is a verdict computed earlier for ``verified_key`` (when given, it
-        is reused only if that is still the signer's key; otherwise verified again now)."""
+        is reused only if that is still the signer's key; otherwise verified again now).
+        ``verify(env, key)``: how to verify now (e.g. a cache of verdicts; a pure function
+        of its arguments); default one libsodium call."""
         if not nonce_in_time(env.nonce, time_ms):
             return Reject("invalid_nonce")
         signer = self.signer(env)
@@ -396,7 +399,10 @@ class Auth:
             return signer
         assert type(signer) is bytes
         if verified is None or (verified_key is not None and verified_key != signer):
-            verified = verify_envelope(self.cluster_id, env, signer)
+            if verify is not None:
+                verified = verify(env, signer)
+            else:
+                verified = verify_envelope(self.cluster_id, env, signer)
         if not verified:
             return Reject("bad_signature")
         t = env.type
@@ -588,12 +594,13 @@ class Auth:
         verified: bool | None = None,
         verified_key: bytes | None = None,
         encode: Callable[[list[list[Any]]], bytes] | None = None,
+        verify: Callable[[Envelope, bytes], bool] | None = None,
     ) -> Applied:
         """Checks 2–6 and the commands, at log position ``seq`` with the entry's time.
         ``run(cmd)`` applies one engine command (SPEC §2) and returns its events; ``encode``
         (optional) encodes the outcome exactly as :func:`grenex.codec.encode_json` would, for
         a caller that keeps the encoding for other uses."""
-        v = self.check(env, time_ms, verified, verified_key)
+        v = self.check(env, time_ms, verified, verified_key, verify)
         if type(v) is Reject:
             return Applied(v, [[self.rejected(env, None, seq, v.reason)]])
         if type(v) is Duplicate:

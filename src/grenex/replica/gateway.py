@@ -304,10 +304,8 @@ class Gateway(Generic[T]):
                 if why is None:
                     self._wait_for(tid, first + i, term)
                     i += 1
-                elif why == "duplicate":
-                    self._settle([tid], Fate.UNKNOWN, EXECUTED_BEFORE)
                 else:
-                    self._settle([tid], Fate.INVALID, why)
+                    self._refuse(tid, why)
         elif isinstance(reply, NotLeaderHere):
             self._requeue(fl.tids)  # nothing was proposed: send to whoever leads next
         else:
@@ -462,10 +460,8 @@ class Gateway(Generic[T]):
                 why = check(live[t].data)
                 if why is None:
                     keep.append(t)
-                elif why == "duplicate":
-                    self._settle([t], Fate.UNKNOWN, EXECUTED_BEFORE)
                 else:
-                    self._settle([t], Fate.INVALID, why)
+                    self._refuse(t, why)
             tids = keep
             if not tids:
                 return
@@ -571,6 +567,14 @@ class Gateway(Generic[T]):
         for t in back:
             self._live[t].where = _QUEUED  # queued_at stays: the queue stays oldest first
         self._queue.extendleft(reversed(back))
+
+    def _refuse(self, tid: int, why: str) -> None:
+        """A command the leader's precheck kept out of the log: executed before (its first
+        outcome is in the window: UNKNOWN, the client asks again), or a §8 reason."""
+        if why == "duplicate":
+            self._settle([tid], Fate.UNKNOWN, EXECUTED_BEFORE)
+        else:
+            self._settle([tid], Fate.INVALID, why)
 
     def _settle(self, tids: list[int], fate: Fate, why: str) -> None:
         for tid in tids:

@@ -187,25 +187,16 @@ class ReplicaState:
             evs: list[Any] = [ev]
             return Outcome(evs, False, encode_json(evs), time_ms, index, None, False)
         assert type(env) is Envelope
-        auth = self.auth
-        verified: bool | None = None
-        key: bytes | None = None
-        if verifier is not None:
-            signer = auth.signer(env)
-            if type(signer) is bytes:
-                key = signer
-                verified = verifier(env, signer)
         engine = self.engine
         enc = _Encoded()
-        a = auth.apply(
+        a = self.auth.apply(
             env,
             index,
             t,
             lambda cmd: engine.apply(cmd, index),
             self._counters,
-            verified,
-            key,
-            enc.outcome,
+            encode=enc.outcome,
+            verify=verifier,
         )
         v = a.verdict
         if type(v) is Duplicate:
@@ -239,17 +230,7 @@ class ReplicaState:
         if type(env) is Rejection:
             return None, Reject(env.reason)
         assert type(env) is Envelope
-        auth = self.auth
-        verified: bool | None = None
-        key: bytes | None = None
-        if verifier is not None:
-            signer = auth.signer(env)
-            if type(signer) is not bytes:
-                assert type(signer) is Reject
-                return env, signer
-            key = signer
-            verified = verifier(env, signer)
-        return env, auth.check(env, now_ms, verified, key)
+        return env, self.auth.check(env, now_ms, verify=verifier)
 
     def skip(self, index: int, term: int) -> None:
         """An entry that is not a command (no-op, membership change) was applied."""

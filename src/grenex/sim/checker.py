@@ -48,22 +48,10 @@ from grenex.codec.envelope import NONCE_AHEAD_US, KeyRotated, Registered
 from grenex.codec.genesis import Genesis
 from grenex.consensus import EntryKind
 from grenex.engine import Engine, Rejected, is_name
-from grenex.replica.auth import Duplicate, Fresh, Reject
+from grenex.replica import Applied
+from grenex.replica.auth import KNOWN_TYPES, Duplicate, Fresh, Reject
 
 __all__ = ["EnvInfo", "First", "Model", "SimFailure", "Watch"]
-
-_KNOWN_TYPES = (
-    "add_market",
-    "admit",
-    "amend",
-    "cancel",
-    "join",
-    "place",
-    "promote",
-    "register",
-    "remove",
-    "rotate_key",
-)
 
 
 class SimFailure(AssertionError):  # noqa: N818 (a verdict, raised like an assertion)
@@ -258,7 +246,7 @@ class Model:
         market = cmd.get("market") if t == "add_market" else None
         return Rejected(
             index,
-            t if t in _KNOWN_TYPES else None,
+            t if t in KNOWN_TYPES else None,
             reason,
             info.client,
             oid if is_name(oid) else None,
@@ -301,20 +289,10 @@ class Watch:
                 raise SimFailure(f"{node} is at {index} but no replica applied {i}")
             model.apply(i, e[1], e[2], e[3])
 
-    def record_applied(
-        self,
-        node: str,
-        index: int,
-        term: int,
-        kind: int,
-        data: bytes,
-        time_ms: int | None,
-        events: list[Any],
-        duplicate: bool,
-        outcome_seq: int,
-        outcome_time: int | None,
-        results_json: bytes | None,
-    ) -> None:
+    def record_applied(self, node: str, a: Applied) -> None:
+        index, term, kind, data, time_ms = a.index, a.term, a.kind, a.data, a.time
+        events, duplicate, results_json = a.events, a.duplicate, a.results_json
+        outcome_seq, outcome_time = a.outcome_seq, a.outcome_time
         got = (term, kind, data, time_ms)
         known = self.log.setdefault(index, got)
         if known != got:

@@ -546,19 +546,7 @@ class Simulation:
 
         def on_applied(applied: list[Applied]) -> None:
             for a in applied:
-                watch.record_applied(
-                    nid,
-                    a.index,
-                    a.term,
-                    a.kind,
-                    a.data,
-                    a.time,
-                    a.events,
-                    a.duplicate,
-                    a.outcome_seq,
-                    a.outcome_time,
-                    a.results_json,
-                )
+                watch.record_applied(nid, a)
 
         node.replica = r
         node.gateway = gw

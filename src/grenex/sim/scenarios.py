@@ -147,19 +147,7 @@ class _World:
             if rep.raft.role == Role.LEADER:
                 self.watch.record_leader(rep.raft.term, nid)
             for a in applied:
-                self.watch.record_applied(
-                    nid,
-                    a.index,
-                    a.term,
-                    a.kind,
-                    a.data,
-                    a.time,
-                    a.events,
-                    a.duplicate,
-                    a.outcome_seq,
-                    a.outcome_time,
-                    a.results_json,
-                )
+                self.watch.record_applied(nid, a)
 
     def run_until(self, cond: Callable[[], bool], ticks_max: int, what: str) -> None:
         for _ in range(ticks_max):
