@@ -149,6 +149,8 @@ class ClientAPI:
         self.node_id = node_id
         self.wall_ms = wall_ms
         self.snapshot_transfers: Callable[[], int] = lambda: 0  # set by the node
+        # True while this node's replica is catching up (set by the node; see _signer)
+        self.catching_up: Callable[[], bool] = lambda: False
         self.verdicts = verdicts
         self.verify = verify  # verifies off the loop (a thread), filling ``verdicts``
         self.driver = driver
@@ -263,11 +265,7 @@ class ClientAPI:
             for c in env.commands:
                 if c.get("type") != req.action:
                     raise BadRequest(f"invalid_command: {req.action} takes only {req.action}")
-        state = self.driver.replica.state
-        signer = state.auth.signer(env)
-        if type(signer) is Reject:
-            raise BadRequest(signer.reason)
-        assert type(signer) is bytes
+        signer = await self._signer(env)
         if not self._rate_ok(env.client):
             raise Busy(f"rate limit for account {env.client}; retry later")
         verdicts = self.verdicts
@@ -289,6 +287,23 @@ class ClientAPI:
             return reply_of(await self.driver.submit(data))
         except ExecutedBefore:
             return await self._first_outcome(env)
+
+    async def _signer(self, env: Envelope) -> bytes:
+        """The key that must have signed ``env`` (§8 check 3).  A node still catching up (it
+        restarted empty and is rejoining, or knows no leader yet) cannot tell an account it
+        has not applied yet from one that does not exist: it waits, bounded, for its replica
+        to catch up before it answers ``unknown_client``."""
+        deadline = self.clock() + FIRST_OUTCOME_WAIT_S
+        while True:
+            signer = self.driver.replica.state.auth.signer(env)
+            if type(signer) is bytes:
+                return signer
+            assert type(signer) is Reject
+            left = deadline - self.clock()
+            if signer.reason != "unknown_client" or left <= 0 or not self.catching_up():
+                raise BadRequest(signer.reason)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._applied.wait(), min(left, 0.5))
 
     async def _first_outcome(self, env: Envelope) -> Any:
         """The leader found ``env`` executed before: answer its first outcome from this

@@ -46,7 +46,7 @@ from grenex.node.client_api import ClientAPI, ClientLimits
 from grenex.node.config import NodeConfig
 from grenex.node.driving import DriverService
 from grenex.node.errors import NodeError
-from grenex.node.founding import Founding
+from grenex.node.founding import FOUNDED, Founding
 from grenex.node.identity import NodeIdentity
 from grenex.node.io import Endpoint, NodeIO, Publisher, PublisherOptions, RealIO, ServeOptions
 from grenex.node.membership import Membership, Reconciler
@@ -364,6 +364,11 @@ class Node:
         )
         self.peer_api = build_peer_api(
             cfg, self.driver, self.founding, self.signatures, self.identity, self.io.clock
+        )
+        self.api.catching_up = lambda: (
+            self.founding.state != FOUNDED
+            or replica.raft.lead is None
+            or replica.raft.log.committed > replica.applied_index
         )
         asm = self.peer_api.assemblies
         if asm is not None:
