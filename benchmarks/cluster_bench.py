@@ -35,6 +35,9 @@ from grenex.codec.api import statuses_agree
 from grenex.codec.keys import write_key_file
 from grenex.devnet import LocalCluster
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import phases
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -119,6 +122,17 @@ async def run_point(
         procs.append(subprocess.Popen(cmd))
     t0 = time.perf_counter()
     cpu0 = nodes_cpu_s(cluster)
+    cpu0_each = {n: cpu_s(p.pid) for n, p in cluster.procs.items()}
+    roles = {n: s["role"] for n, s in before.items() if isinstance(s, dict)}
+    spies: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        for n, nproc in cluster.procs.items():
+            if nproc.pid is not None:
+                out = args.profile / f"r{round_no}-{n}.txt"
+                spy = phases.start(nproc.pid, out, args.duration * 0.8)
+                if spy is not None:
+                    spies[n] = (spy, out)
     for p in procs:
         p.wait(timeout=args.duration + 120)
     results = [json.loads(o.read_text()) for o in outs if o.exists()]
@@ -140,6 +154,11 @@ async def run_point(
         await asyncio.sleep(0.05)
     all_applied_s = time.perf_counter() - t0
     cpu = nodes_cpu_s(cluster) - cpu0
+    cpu_each = {n: cpu_s(p.pid) - cpu0_each.get(n, 0.0) for n, p in cluster.procs.items()}
+    profile = {}
+    for n, (spy, out) in spies.items():
+        spy.wait(timeout=args.duration + 60)
+        profile[n] = phases.fold(out)
     st = await cluster.wait_converged(60)
     applied_after = max(s["applied"] for s in st.values())
     return {
@@ -162,6 +181,12 @@ async def run_point(
             cpu * 1e6 / acked / len(cluster.procs) if acked and cluster.procs else float("nan")
         ),
         "converged": statuses_agree(list(st.values())),
+        # the same per node, and its role when the point started (leader, voter, learner)
+        "cpu_us_per_order_by_node": {
+            n: {"role": roles.get(n, "?"), "us": c * 1e6 / acked if acked else float("nan")}
+            for n, c in cpu_each.items()
+        },
+        "phases": profile,
     }
 
 
@@ -192,6 +217,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     f"converged {point['converged']}",
                     flush=True,
                 )
+                print(
+                    "        per node:",
+                    "  ".join(
+                        f"{n}({v['role']}) {v['us']:.1f} us"
+                        for n, v in point["cpu_us_per_order_by_node"].items()
+                    ),
+                )
+                for n, ph in point["phases"].items():
+                    print(
+                        f"        {n} phases:",
+                        ", ".join(f"{k} {v * 100:.0f}%" for k, v in ph.items() if v >= 0.01),
+                    )
             mem = {n: vm_hwm_kib(p.pid) for n, p in cluster.procs.items()}
         finally:
             await cluster.stop()
@@ -222,6 +259,12 @@ def main() -> None:
         "--node-args", default="", help="extra `grenex node` options, e.g. '--verify-threads 0'"
     )
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="sample every node with py-spy into DIR and report CPU by phase (phases.py)",
+    )
     args = p.parse_args()
     if args.quick:
         args.rates, args.duration = "500,flat", 4.0

@@ -21,13 +21,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
 from grenex.client import GrenexClient
 from grenex.codec.api import service_names
 from grenex.codec.keys import SecretKey
-from grenex.codec.peer import RaftBatch, encode_peer_request
+from grenex.codec.peer import RAFT_STREAM_PATH, RaftBatch, encode_peer_request, encode_raft_frame
 from grenex.codec.raft import encode_message
 from grenex.consensus import Message, MessageType
 from grenex.devnet import LocalCluster
@@ -345,3 +346,66 @@ async def test_a_client_without_the_genesis_cannot_be_fooled_into_plain_http(
     async with GrenexClient(cluster.grape_urls, node="n1", timeout=3, attempt_timeout=1) as c:
         with pytest.raises(Exception):  # noqa: B017 - any failure: no plain answer
             await c.status()
+
+
+async def _open_stream(
+    cluster: LocalCluster, ctx: ssl.SSLContext, to: str
+) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+    session = aiohttp.ClientSession()
+    try:
+        url = f"wss://127.0.0.1:{ports(cluster, to)['peer']}{RAFT_STREAM_PATH}"
+        ws = await session.ws_connect(url, ssl=ctx, autoping=True)
+    except BaseException:
+        await session.close()
+        raise
+    return session, ws
+
+
+async def test_the_consensus_stream_is_used_and_guarded(cluster: LocalCluster) -> None:
+    """Consensus messages travel on one stream per peer (the leader has one up to every other
+    member).  The stream is as guarded as the peer requests: a stranger cannot finish the
+    handshake; the learner n4, with its real certificate, may open one, but its frames that
+    name another sender, and its own heartbeat and vote request, are dropped; a frame that is
+    not a consensus frame closes its stream (1008).  Nothing changes, nobody dies."""
+    leader = await cluster.wait_leader()
+    follower = next(n for n in cluster.voter_ids if n != leader)
+    await honest_orders(cluster, follower, "hon7")
+    others = len(cluster.node_ids) - 1
+    await async_wait_for(
+        lambda: _streams_up(cluster, leader, others), 10.0, message="the leader's streams up"
+    )
+    before = await healthy(cluster)
+    term, commit = before[follower]["term"], before[follower]["commit"]
+    seed, cert = rogue_identity(7)
+    stranger = pinned_client_context(
+        [unb64url(cluster.cert_of(follower))], client_cert=cert, client_seed=seed
+    )
+    with pytest.raises((aiohttp.ClientError, ssl.SSLError, OSError)):
+        s, _ = await _open_stream(cluster, stranger, follower)
+        await s.close()
+    session, ws = await _open_stream(cluster, _member_tls(cluster, "n4", follower), follower)
+    try:
+        beat = Message(MessageType.HEARTBEAT, leader, follower, term, commit=commit + 1000)
+        beat4 = Message(MessageType.HEARTBEAT, "n4", follower, term, commit=commit + 1000)
+        vote = Message(MessageType.VOTE, "n4", follower, 2**62 - 1, index=10**9, log_term=2**62 - 1)
+        for m in (beat, beat4, vote):
+            await ws.send_bytes(encode_raft_frame([encode_message(m)]))
+        await ws.send_bytes(b"\xc1 not msgpack")
+        msg = await asyncio.wait_for(ws.receive(), 10.0)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1008
+    finally:
+        await ws.close()
+        await session.close()
+    results = await honest_orders(cluster, follower, "hon8")
+    assert [r.status for r in results] == ["resting"] * HONEST_ORDERS
+    after = await healthy(cluster)
+    assert all(s["term"] < 2**61 for s in after.values())
+    assert after[follower]["leader"] is not None
+    assert after[follower]["commit"] <= after[leader]["last_index"]
+
+
+async def _streams_up(cluster: LocalCluster, node: str, n: int) -> bool:
+    st = await cluster.statuses([node])
+    s = st.get(node)
+    return isinstance(s, dict) and s.get("peer_streams", 0) >= n

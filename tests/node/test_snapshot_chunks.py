@@ -58,7 +58,9 @@ def test_assembly_refuses_gaps_changes_and_oversize() -> None:
 async def test_a_learner_catches_up_from_a_snapshot_sent_in_pieces(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    args = ("--snapshot-interval", "50", "--compaction-retain", "5", "--peer-chunk-bytes", "4096")
+    # with signature checks in threads (not the default): log entries verified as they arrive
+    args: tuple[str, ...] = ("--snapshot-interval", "50", "--compaction-retain", "5")
+    args += ("--peer-chunk-bytes", "4096", "--verify-threads", "2")
     async with LocalCluster(
         nodes=3, voters=3, grapes=1, node_args=args, base_dir=tmp_path_factory.mktemp("chunks")
     ) as c:

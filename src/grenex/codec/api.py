@@ -127,6 +127,7 @@ class StatusReply(msgspec.Struct, frozen=True, omit_defaults=False):
     forwards_inflight: int = 0
     dropped_messages: int = 0
     snapshot_transfers: int = 0  # snapshots this node received in pieces (chunked transfers)
+    peer_streams: int = 0  # consensus streams from this node to peers that are up now
 
 
 class LogLine(msgspec.Struct, frozen=True):

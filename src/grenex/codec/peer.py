@@ -27,6 +27,7 @@ import msgspec
 
 __all__ = [
     "PEER_WIRE_VERSION",
+    "RAFT_STREAM_PATH",
     "Forward",
     "FwdAt",
     "FwdDeclined",
@@ -47,9 +48,30 @@ __all__ = [
     "SnapChunkAck",
     "decode_peer_reply",
     "decode_peer_request",
+    "decode_raft_frame",
     "encode_peer_reply",
     "encode_peer_request",
+    "encode_raft_frame",
 ]
+
+# the consensus stream's path on a node's peer service (grenex.grenache.stream): each binary
+# frame is a MessagePack array of consensus messages (``grenex.codec.raft`` bytes), from the
+# node the TLS client certificate names; nothing is answered
+RAFT_STREAM_PATH: Final = "/grenex/raft/1"
+_FRAME_DECODER: Final = msgspec.msgpack.Decoder(list[bytes])
+
+
+def encode_raft_frame(msgs: list[bytes]) -> bytes:
+    return msgspec.msgpack.encode(msgs)
+
+
+def decode_raft_frame(data: bytes) -> list[bytes]:
+    """The messages of one stream frame; :class:`PeerWireError` when it is not one."""
+    try:
+        return _FRAME_DECODER.decode(data)
+    except (msgspec.DecodeError, ValueError) as e:
+        raise PeerWireError(f"not a consensus frame: {str(e)[:120]}") from None
+
 
 PEER_WIRE_VERSION: Final = 1
 

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import TYPE_CHECKING, Any, Final, Protocol, Self
 
 from aiohttp import web
 
@@ -62,6 +62,9 @@ from grenex.grenache.protocol import (
     wants_gzip,
 )
 from grenex.grenache.tls import PeerCert, ServerTLS, make_site, peer_cert, refuse_unadmitted
+
+if TYPE_CHECKING:
+    from grenex.grenache.stream import StreamOpen
 
 __all__ = [
     "PeerRPCClient",
@@ -91,6 +94,10 @@ class PeerRPCServer:
     ``body_read_timeout_ms``: a request's head and body must arrive within it, or the
     connection is closed. Counters: ``server.limits.refused``, ``.refused_address``,
     ``.expired``, ``.open``.
+
+    ``upgrades``: WebSocket upgrades on these exact paths are one-way streams
+    (:mod:`grenex.grenache.stream`): ``open(peer)`` returns the frame handler or None to
+    refuse; after the same TLS admission, within the same connection limits.
     """
 
     def __init__(
@@ -113,7 +120,11 @@ class PeerRPCServer:
         connections_max: int = 2048,
         connections_per_address_max: int = 512,
         body_read_timeout_ms: int = 5_000,
+        upgrades: Mapping[str, StreamOpen] | None = None,
+        stream_heartbeat_ms: int = 2_000,
     ) -> None:
+        self.upgrades = dict(upgrades or {})
+        self.stream_heartbeat_ms = stream_heartbeat_ms
         self.limits = ConnectionLimits(
             connections_max=connections_max,
             connections_per_address_max=connections_per_address_max,
@@ -203,6 +214,18 @@ class PeerRPCServer:
             refused = refuse_unadmitted(self.ssl_context, peer)
             if refused is not None:
                 return refused
+        if self.upgrades and request.headers.get("Upgrade", "").lower() == "websocket":
+            on_open = self.upgrades.get(request.path)
+            if on_open is not None:
+                from grenex.grenache.stream import serve_stream
+
+                upgraded(request)
+                return await serve_stream(
+                    request,
+                    on_open(peer),
+                    frame_bytes_max=self.body_bytes_max,
+                    heartbeat_ms=self.stream_heartbeat_ms,
+                )
         if self.websocket and request.headers.get("Upgrade", "").lower() == "websocket":
             from grenex.grenache.ws import serve_ws_rpc
 

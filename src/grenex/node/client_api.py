@@ -149,6 +149,7 @@ class ClientAPI:
         self.node_id = node_id
         self.wall_ms = wall_ms
         self.snapshot_transfers: Callable[[], int] = lambda: 0  # set by the node
+        self.peer_streams: Callable[[], int] = lambda: 0  # set by the node
         # True while this node's replica is catching up (set by the node; see _signer)
         self.catching_up: Callable[[], bool] = lambda: False
         self.verdicts = verdicts
@@ -470,4 +471,5 @@ class ClientAPI:
             forwards_inflight=extra["forwards_inflight"],
             dropped_messages=extra["dropped_messages"],
             snapshot_transfers=self.snapshot_transfers(),
+            peer_streams=self.peer_streams(),
         )

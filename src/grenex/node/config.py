@@ -29,7 +29,7 @@ class NodeConfig:
     # TLS certificate, the ``join`` command).  Founding voters are the genesis' voters.
     genesis: Genesis | None = None
     key: SecretKey | None = None
-    verify_threads: int = 2  # signatures are verified in these threads, off the loop
+    verify_threads: int = 0  # signatures are verified in these threads, off the loop (0: on it)
     verdicts_max: int = 65_536  # signature verdicts kept for reuse at apply
     # Shared by every node of the cluster: peer payloads are HMAC-signed with it and unsigned
     # ones refused.  None: the peer endpoint is open (keep it on a private network).
@@ -69,6 +69,9 @@ class NodeConfig:
     peer_batch_bytes_max: int = 4 * 1024 * 1024  # per request
     peer_requests_inflight_max: int = 1  # per destination
     peer_request_timeout_ms: int = 5_000
+    # consensus messages on one long-lived stream per peer (real sockets, TLS); False: every
+    # batch as a request
+    peer_streams: bool = True
     peer_snapshot_timeout_ms: int = 120_000  # a whole snapshot transfer, all its pieces
     inbox_messages_max: int = 100_000
     forward_batch_max: int = 1_024

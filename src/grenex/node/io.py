@@ -15,13 +15,14 @@ import heapq
 import itertools
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from grenex.grenache import Link, PeerPub, PeerRPCClient, PeerRPCServer
 from grenex.grenache._core import Handler, PeerHandler
 from grenex.grenache.fakes import FakeGrape, FakeNetwork
+from grenex.grenache.stream import StreamOpen, StreamSender
 from grenex.grenache.tls import ServerTLS
 
 __all__ = [
@@ -51,6 +52,8 @@ class ServeOptions:
     body_read_timeout_ms: int = 5_000
     tls: ServerTLS | None = None  # TLS 1.3 (mutual when it has anchors); None: plain
     with_peer_cert: bool = False  # the handler gets the peer's certificate (mutual TLS)
+    # WebSocket upgrades on these paths go to their handler (real sockets only)
+    upgrades: Mapping[str, StreamOpen] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,18 @@ class NodeIO(Protocol):
         ssl_for: Callable[[str], ssl.SSLContext | None] | None = None,
     ) -> PeerRPCClient: ...
 
+    def stream_sender(
+        self,
+        link: Link,
+        name: str,
+        path: str,
+        ssl_for: Callable[[str], ssl.SSLContext | None],
+        timeout_ms: int,
+    ) -> StreamSender | None:
+        """A one-way stream to ``name``'s server on ``path`` (None: this I/O has none, the
+        messages go as requests)."""
+        ...
+
     async def serve(self, handler: Handler | PeerHandler, opts: ServeOptions) -> Endpoint: ...
 
     async def publisher(self, opts: PublisherOptions) -> Publisher: ...
@@ -147,6 +162,24 @@ class RealIO:
     ) -> PeerRPCClient:
         return PeerRPCClient(link, request_timeout_ms=request_timeout_ms, ssl_for=ssl_for)
 
+    def stream_sender(
+        self,
+        link: Link,
+        name: str,
+        path: str,
+        ssl_for: Callable[[str], ssl.SSLContext | None],
+        timeout_ms: int,
+    ) -> StreamSender | None:
+        return StreamSender(
+            link,
+            name,
+            path,
+            ssl_for,
+            connect_timeout_ms=timeout_ms,
+            send_timeout_ms=timeout_ms,
+            heartbeat_ms=min(timeout_ms, 2_000),
+        )
+
     async def serve(self, handler: Handler | PeerHandler, opts: ServeOptions) -> Endpoint:
         server = PeerRPCServer(
             handler,
@@ -162,6 +195,7 @@ class RealIO:
             connections_max=opts.connections_max,
             connections_per_address_max=opts.connections_per_address_max,
             body_read_timeout_ms=opts.body_read_timeout_ms,
+            upgrades=opts.upgrades,
         )
         await server.start()
         return _RealEndpoint(server)
@@ -300,6 +334,16 @@ class FakeIO:
             transport=self.net.transport(),
             clock=self.manual.time,
         )
+
+    def stream_sender(
+        self,
+        link: Link,
+        name: str,
+        path: str,
+        ssl_for: Callable[[str], ssl.SSLContext | None],
+        timeout_ms: int,
+    ) -> StreamSender | None:
+        return None  # the fake network has requests only: consensus messages go as requests
 
     async def serve(self, handler: Handler | PeerHandler, opts: ServeOptions) -> Endpoint:
         h: Handler

@@ -127,9 +127,15 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
 @click.option(
     "--verify-threads",
     type=click.IntRange(0, 64),
-    default=2,
+    default=0,
     show_default=True,
-    help="Threads that verify signatures off the event loop (0: on the loop).",
+    help="Threads that verify signatures off the event loop (0: on the loop). Worth it only "
+    "where the node has cores to itself: with more nodes than cores they add latency.",
+)
+@click.option(
+    "--no-peer-streams",
+    is_flag=True,
+    help="Send consensus messages as peer requests instead of on one stream per peer.",
 )
 @click.option(
     "--ready-file",
@@ -163,6 +169,7 @@ def node_command(
     compaction_retain: int,
     peer_chunk_bytes: int,
     verify_threads: int,
+    no_peer_streams: bool,
     ready_file: Path | None,
     no_uvloop: bool,
     verbose: int,
@@ -219,6 +226,7 @@ def node_command(
         compaction_retain_entries=compaction_retain,
         peer_chunk_bytes=peer_chunk_bytes,
         verify_threads=verify_threads,
+        peer_streams=not no_peer_streams,
         secret=os.environb.get(b"GRENEX_CLUSTER_SECRET") or None,
     )
     sys.exit(run_event_loop(run_node(cfg, ready_file), uvloop_ok=not no_uvloop))

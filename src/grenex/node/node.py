@@ -32,6 +32,7 @@ from dataclasses import replace
 
 from grenex.codec.api import service_names
 from grenex.codec.genesis import Genesis
+from grenex.codec.peer import RAFT_STREAM_PATH
 from grenex.consensus import (
     Config,
     MemoryStorage,
@@ -42,6 +43,7 @@ from grenex.engine import JsonNumber
 from grenex.grenache import GrenacheError, Link, PeerRPCClient
 from grenex.grenache.errors import GrapeError
 from grenex.grenache.link import DHT_DOWN
+from grenex.grenache.stream import StreamSender
 from grenex.node.client_api import ClientAPI, ClientLimits
 from grenex.node.config import NodeConfig
 from grenex.node.driving import DriverService
@@ -315,6 +317,7 @@ class Node:
             self._on_send_failure,
             lambda peer: self._report(peer, True),
             secret=cfg.secret,
+            streams=_streams(self.io, self.link, self.identity, cfg),
         )
         wake = asyncio.Event()  # the forked snapshots wake the driver when a child is done
         snapshots: Snapshots
@@ -373,6 +376,7 @@ class Node:
         asm = self.peer_api.assemblies
         if asm is not None:
             self.api.snapshot_transfers = lambda: asm.completed
+        self.api.peer_streams = self.peers.streams_up
 
     async def _listen(self) -> None:
         cfg, io = self.cfg, self.io
@@ -409,6 +413,7 @@ class Node:
                     body_read_timeout_ms=cfg.peer_body_read_timeout_ms,
                     tls=ident.peer_tls if ident is not None else None,
                     with_peer_cert=True,
+                    upgrades={RAFT_STREAM_PATH: self.peer_api.open_stream},
                 ),
             )
             self.pub = await io.publisher(
@@ -542,3 +547,14 @@ class Node:
 
     def _on_send_failure(self, peer: str, snapshot: bool) -> None:
         self._report(peer, False if snapshot else None)
+
+
+def _streams(
+    io: NodeIO, link: Link | None, ident: NodeIdentity | None, cfg: NodeConfig
+) -> Callable[[str], StreamSender | None] | None:
+    """The consensus streams' factory: only with TLS (the certificate names the sender)."""
+    if not cfg.peer_streams or ident is None or link is None:
+        return None
+    return lambda name: io.stream_sender(
+        link, name, RAFT_STREAM_PATH, ident.ssl_for, cfg.peer_request_timeout_ms
+    )

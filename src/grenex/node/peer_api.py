@@ -31,6 +31,7 @@ from grenex.codec.peer import (
     SnapChunk,
     SnapChunkAck,
     decode_peer_request,
+    decode_raft_frame,
     encode_peer_reply,
 )
 from grenex.codec.raft import decode_message
@@ -44,6 +45,7 @@ from grenex.consensus import (
     Role,
 )
 from grenex.engine import is_name
+from grenex.grenache.stream import StreamRefusedError
 from grenex.grenache.tls import PeerCert
 from grenex.node.driving import DriverService
 from grenex.node.identity import NodeIdentity
@@ -177,6 +179,32 @@ class PeerAPI:
                 self.refused += 1
                 raise BadRequest(f"{type(msg).__name__} is not for a {ident.role(sender)}")
         return encode_peer_reply(await self._answer(msg))
+
+    def open_stream(self, peer: PeerCert | None) -> Callable[[bytes], None] | None:
+        """A consensus stream (``RAFT_STREAM_PATH``) opened by ``peer``: its frame handler, or
+        None (refused) unless the certificate is a member's.  Each frame is checked as a
+        ``RaftBatch`` from that member is (types by role, every message's sender); a frame
+        that does not decode, or a sender no longer a member, closes the stream."""
+        ident = self.identity
+        if ident is None:
+            return None  # without certificates nobody is named by the connection
+        sender = ident.sender(peer)
+        if sender is None:
+            self.refused += 1
+            return None
+
+        def on_frame(data: bytes) -> None:
+            if ident.sender(peer) != sender:
+                self.refused += 1
+                raise StreamRefusedError(f"{sender} is no longer a member")
+            try:
+                msgs = decode_raft_frame(data)
+            except PeerWireError as e:
+                self.refused += 1
+                raise StreamRefusedError(str(e)) from None
+            self._raft(RaftBatch(sender, msgs))
+
+        return on_frame
 
     @staticmethod
     def _allowed(msg: PeerMessage, role: str | None) -> bool:

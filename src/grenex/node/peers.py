@@ -10,6 +10,13 @@ A message larger than ``chunk_bytes`` (a snapshot) travels in pieces (``SnapChun
 small request each, in order (:meth:`Peers.send_in_chunks`): so every peer request stays small
 and the peer service's body cap can be small too.
 
+When the I/O offers streams (real sockets: :mod:`grenex.grenache.stream`), consensus messages
+travel on a long-lived one-way stream per destination instead: one WebSocket frame per batch
+(``encode_raft_frame``: the messages' bytes in a MessagePack array), no request id, no answer,
+no JSON or base64 around them, the sender named by its TLS certificate.  While a stream is
+down (not yet connected, broken, a peer that does not serve it) the batch goes as a request,
+as before, and the stream is tried again after a back-off.  Snapshots always go as requests.
+
 Other messages (forwarded commands, join, probe, rejoin) go through :meth:`Peers.ask`, one
 request and its typed reply (``grenex.codec.peer``).
 """
@@ -34,6 +41,7 @@ from grenex.codec.peer import (
     SnapChunkAck,
     decode_peer_reply,
     encode_peer_request,
+    encode_raft_frame,
 )
 from grenex.codec.raft import encode_message
 from grenex.consensus import Message, MessageType
@@ -44,6 +52,7 @@ from grenex.grenache.errors import (
     LookupEmptyError,
     TransportError,
 )
+from grenex.grenache.stream import StreamSender
 
 __all__ = ["AskError", "PeerLimits", "Peers"]
 
@@ -78,6 +87,7 @@ class _Channel:
         self.wake = asyncio.Event()
         self.inflight: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
+        self.stream: StreamSender | None = None
 
     def put(self, data: bytes, is_snapshot: bool) -> None:
         lim = self.peers.limits
@@ -87,6 +97,19 @@ class _Channel:
         self.queue.append((data, is_snapshot))
         self.queued_bytes += len(data)
         self.wake.set()
+
+    def _take_plain(self) -> list[bytes]:
+        """Queued messages up to the next snapshot (for the stream)."""
+        batch: list[bytes] = []
+        size = 0
+        cap = self.peers.limits.batch_bytes_max
+        q = self.queue
+        while q and not q[0][1] and (not batch or size + len(q[0][0]) <= cap):
+            data, _ = q.popleft()
+            self.queued_bytes -= len(data)
+            batch.append(data)
+            size += len(data)
+        return batch
 
     def _take(self) -> tuple[list[bytes], bool]:
         batch: list[bytes] = []
@@ -107,6 +130,15 @@ class _Channel:
             await self.wake.wait()
             self.wake.clear()
             while self.queue:
+                stream = self.stream
+                if stream is not None and not self.queue[0][1] and stream.ready():
+                    batch = self._take_plain()
+                    try:
+                        await stream.send(encode_raft_frame(batch))
+                    except TransportError as e:
+                        log.debug("stream to %s: %s", self.dst, e)
+                        self.peers.on_failure(self.dst, False)
+                    continue
                 if len(inflight) >= self.peers.limits.inflight_max:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                     continue
@@ -145,7 +177,9 @@ class Peers:
         on_failure: Callable[[str, bool], None],
         on_snapshot_sent: Callable[[str], None],
         secret: bytes | None = None,
+        streams: Callable[[str], StreamSender | None] | None = None,
     ) -> None:
+        self.streams = streams  # name -> a stream to it (None: requests only)
         self.node_id = node_id
         self.cluster = cluster
         self.client = client
@@ -157,11 +191,17 @@ class Peers:
         self._transfers = 0  # chunked transfers started (their ids)
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def streams_up(self) -> int:
+        """Destinations whose consensus stream is connected now."""
+        return sum(1 for ch in self.channels.values() if ch.stream and ch.stream.connected)
+
     def send(self, m: Message) -> None:
         """Queue one consensus message (after its Ready was flushed)."""
         ch = self.channels.get(m.dst)
         if ch is None:
             ch = self.channels[m.dst] = _Channel(self, m.dst)
+            if self.streams is not None:
+                ch.stream = self.streams(service_names(self.cluster, m.dst)["peer"])
             ch.task = asyncio.create_task(ch.run(), name=f"peer-{m.dst}")
         ch.put(encode_message(m), m.type == MessageType.SNAP)
 
@@ -218,6 +258,9 @@ class Peers:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
+        for ch in self.channels.values():
+            if ch.stream is not None:
+                await ch.stream.close()
         tasks = [ch.task for ch in self.channels.values() if ch.task is not None]
         tasks += [t for ch in self.channels.values() for t in ch.inflight]
         tasks += list(self._tasks)

@@ -1,0 +1,197 @@
+"""One-way streams (``grenex.grenache.stream``) on a real server over loopback: frames arrive in
+order, a refused or closed stream is noticed by the sender, an impostor's certificate is never
+believed, and a mutual-TLS server names the sender to the frame handler."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import time
+from collections.abc import Callable
+
+import pytest
+
+from grenex.grenache import Link, PeerRPCServer, TransportError
+from grenex.grenache.stream import FrameHandler, StreamSender
+from grenex.grenache.testing import async_wait_for
+from grenex.grenache.tls import (
+    PeerCert,
+    ServerTLS,
+    TrustAnchors,
+    make_self_signed,
+    pinned_client_context,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+PATH = "/test/stream/1"
+
+
+def ident(n: int) -> tuple[bytes, bytes]:
+    seed = hashlib.sha256(f"grenache-stream-test-{n}".encode()).digest()
+    return seed, make_self_signed(seed, f"n{n}")
+
+
+def unique(name: str) -> str:
+    return f"stream:{name}:{time.monotonic_ns()}"
+
+
+def no_rpc(key: str, payload: object) -> object:
+    raise AssertionError("no RPC expected")
+
+
+class Sink:
+    """Records frames (and who sent them); refuses or raises on demand."""
+
+    def __init__(self, refuse: bool = False, raise_on: bytes | None = None) -> None:
+        self.frames: list[bytes] = []
+        self.peers: list[PeerCert | None] = []
+        self.refuse = refuse
+        self.raise_on = raise_on
+
+    def open(self, peer: PeerCert | None) -> FrameHandler | None:
+        if self.refuse:
+            return None
+        self.peers.append(peer)
+
+        def on_frame(data: bytes) -> None:
+            if data == self.raise_on:
+                raise ValueError("not a frame of ours")
+            self.frames.append(data)
+
+        return on_frame
+
+
+def failed(s: StreamSender, n: int) -> Callable[[], bool]:
+    """True once ``n`` attempts failed (asking for a connection, as a channel does)."""
+
+    def check() -> bool:
+        s.ready()
+        return s.failures >= n
+
+    return check
+
+
+async def connected(sender: StreamSender, timeout: float = 10.0) -> None:
+    await async_wait_for(sender.ready, timeout, message="stream up")
+
+
+def sender(link: Link, name: str, ssl_for: Callable[[str], ssl.SSLContext | None]) -> StreamSender:
+    return StreamSender(
+        link, name, PATH, ssl_for, backoff_min_ms=20, backoff_max_ms=100, heartbeat_ms=1_000
+    )
+
+
+async def test_frames_arrive_in_order_and_a_restart_is_survived(link: Link) -> None:
+    sink = Sink()
+    name = unique("order")
+    server = PeerRPCServer(no_rpc, upgrades={PATH: sink.open})
+    await server.start()
+    port = server.port
+    await link.start_announcing(name, port)
+    s = sender(link, name, lambda _n: None)
+    try:
+        assert not s.ready()  # not connected yet: an attempt starts
+        await connected(s)
+        for i in range(200):
+            await s.send(b"%d" % i)
+        await async_wait_for(lambda: len(sink.frames) == 200, 10.0, message="200 frames")
+        assert sink.frames == [b"%d" % i for i in range(200)]
+        # the server goes away: the sender notices, sends fail, nothing hangs
+        await server.stop()
+        await async_wait_for(lambda: not s.connected, 10.0, message="noticed the close")
+        with pytest.raises(TransportError):
+            await s.send(b"lost")
+        # and comes back on the same port: the sender reconnects by itself
+        server = PeerRPCServer(no_rpc, port=port, upgrades={PATH: sink.open})
+        await server.start()
+        await connected(s)
+        await s.send(b"again")
+        await async_wait_for(lambda: sink.frames[-1:] == [b"again"], 10.0, message="resent")
+        assert s.connects == 2
+    finally:
+        await s.close()
+        await link.stop_announcing(name, port)
+        await server.stop()
+
+
+async def test_a_refused_stream_never_connects_and_backs_off(link: Link) -> None:
+    name = unique("refused")
+    async with PeerRPCServer(no_rpc, upgrades={PATH: Sink(refuse=True).open}) as server:
+        await link.start_announcing(name, server.port)
+        s = sender(link, name, lambda _n: None)
+        try:
+            await async_wait_for(failed(s, 3), 10.0, message="three refusals")
+            assert not s.connected and s.connects == 0
+            with pytest.raises(TransportError):
+                await s.send(b"x")
+        finally:
+            await s.close()
+            await link.stop_announcing(name, server.port)
+
+
+async def test_a_frame_the_handler_refuses_closes_the_stream(link: Link) -> None:
+    sink = Sink(raise_on=b"bad")
+    name = unique("bad")
+    async with PeerRPCServer(no_rpc, upgrades={PATH: sink.open}) as server:
+        await link.start_announcing(name, server.port)
+        s = sender(link, name, lambda _n: None)
+        try:
+            await connected(s)
+            await s.send(b"good")
+            await s.send(b"bad")
+            await async_wait_for(lambda: not s.connected, 10.0, message="closed by the server")
+            # the server lives on: a new stream works
+            await connected(s)
+            await s.send(b"after")
+            await async_wait_for(
+                lambda: sink.frames == [b"good", b"after"], 10.0, message="good frames only"
+            )
+        finally:
+            await s.close()
+            await link.stop_announcing(name, server.port)
+
+
+async def test_mutual_tls_names_the_sender_and_an_impostor_is_never_believed(
+    link: Link,
+) -> None:
+    (seed1, cert1), (seed2, cert2), (seed9, cert9) = ident(1), ident(2), ident(9)
+    honest, rogue = Sink(), Sink()
+    name = unique("tls")
+    tls = ServerTLS(cert1, seed1, TrustAnchors([cert2]))
+    async with (
+        PeerRPCServer(
+            no_rpc, ssl_context=tls, with_peer_cert=True, upgrades={PATH: honest.open}
+        ) as server,
+        PeerRPCServer(
+            no_rpc, ssl_context=ServerTLS(cert9, seed9), upgrades={PATH: rogue.open}
+        ) as impostor,
+    ):
+        await link.start_announcing(name, impostor.port)
+        ctx = pinned_client_context([cert1], client_cert=cert2, client_seed=seed2)
+        s = sender(link, name, lambda _n: ctx)
+        try:
+            # only the impostor is announced: the pin refuses it, every time
+            await async_wait_for(failed(s, 2), 10.0, message="impostor refused")
+            assert s.connects == 0 and rogue.frames == [] and rogue.peers == []
+            await link.start_announcing(name, server.port)
+            await connected(s, 15.0)
+            await s.send(b"hello")
+            await async_wait_for(lambda: honest.frames == [b"hello"], 10.0, message="delivered")
+            peer = honest.peers[0]
+            assert peer is not None and peer.der == cert2
+            assert rogue.frames == []
+        finally:
+            await s.close()
+            await link.stop_announcing(name, impostor.port)
+            await link.stop_announcing(name, server.port)
+
+
+async def test_close_stops_connecting(link: Link) -> None:
+    """A sender closed while its attempt runs leaves no task behind."""
+    s = sender(link, unique("nobody"), lambda _n: None)
+    assert not s.ready()
+    await s.close()
+    assert not s.ready() and not s.connected
+    await asyncio.sleep(0)
