@@ -65,6 +65,9 @@ class Counts:
     def used_ids(self, client: str) -> int:
         return self.ids.get(client, 0)
 
+    def client_counts(self, client: str) -> tuple[int, int]:
+        return self.resting_orders(client), self.used_ids(client)
+
 
 def genesis(**kw: Any) -> Any:
     return parse_genesis(make_genesis("main", ("op", OP.public_key), [("n1", OP.public_key)], **kw))

@@ -1,4 +1,5 @@
-"""Compile ``grenex.engine.core`` with mypyc into the build directory of :mod:`.native`.
+"""Compile ``grenex.engine.core`` and ``grenex.engine.usedids`` with mypyc, as one group,
+into the build directory of :mod:`.native`.
 
 Run by setup (``./run``): ``python -m grenex.engine.build_native``.  Exit status 1 (and a
 one-line note) when there is no compiler: the engine then runs as pure Python.
@@ -13,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from grenex.engine.native import SOURCES, built_path
+from grenex.engine.native import COMPILED, SOURCES, built_path, group_body
 
 __all__ = ["build"]
 
@@ -21,10 +22,10 @@ _HERE = Path(__file__).resolve().parent
 
 
 def build(quiet: bool = True) -> Path:
-    """Compile the engine core with mypyc; returns the path of the built module."""
+    """Compile the engine's hot modules with mypyc; returns the path of the built core."""
     target = built_path()
-    body_name = target.name.replace("core", "core__mypyc", 1)
-    if target.is_file() and target.with_name(body_name).is_file():
+    suffix = target.name[len("core") :]
+    if target.is_file() and group_body(target.parent) is not None:
         return target
     with tempfile.TemporaryDirectory(prefix="grenex-mypyc-") as tmp:
         root = Path(tmp)
@@ -36,20 +37,20 @@ def build(quiet: bool = True) -> Path:
         for name in SOURCES:
             shutil.copyfile(_HERE / name, pkg / "engine" / name)
         proc = subprocess.run(
-            [sys.executable, "-m", "mypyc", "grenex/engine/core.py"],
+            [sys.executable, "-m", "mypyc", *(f"grenex/engine/{m}.py" for m in COMPILED)],
             cwd=root,
             capture_output=True,
             text=True,
             check=False,
             env={**os.environ, "MYPYPATH": ""},
         )
-        shim = pkg / "engine" / target.name
-        body = pkg / "engine" / body_name
-        if proc.returncode != 0 or not shim.is_file() or not body.is_file():
+        shims = [pkg / "engine" / f"{m}{suffix}" for m in COMPILED]
+        body = group_body(root)
+        if proc.returncode != 0 or body is None or not all(p.is_file() for p in shims):
             raise RuntimeError(f"mypyc failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        # body first, shim last and atomically: the loader looks for the shim
-        for src in (body, shim):
+        # body first, the core's shim last and atomically: the loader looks for the shim
+        for src in (body, *shims):
             partial = target.with_name(src.name + ".partial")
             shutil.copyfile(src, partial)
             partial.replace(target.with_name(src.name))

@@ -1,9 +1,11 @@
-"""An optional compiled build of the engine's hot module, from the very same source.
+"""An optional compiled build of the engine's hot modules, from the very same source.
 
-``grenex.engine.core`` is plain, typed Python.  When a C compiler is at hand, setup compiles
-it with mypyc (``python -m grenex.engine.build_native``) into a directory keyed by a hash of
-the engine's sources and the interpreter, and ``grenex.engine`` loads that build instead of
-the source module.  Because the key covers every engine source file, an edited engine is never
+``grenex.engine.core`` (and the used-id archive it consults for every order,
+``grenex.engine.usedids``) are plain, typed Python.  When a C compiler is at hand, setup
+compiles both with mypyc, as one group (so the core calls the archive natively), with
+``python -m grenex.engine.build_native``, into a directory keyed by a hash of the engine's
+sources and the interpreter, and ``grenex.engine`` loads that build instead of the source
+modules.  Because the key covers every engine source file, an edited engine is never
 served by a stale build: it simply runs as Python until it is built again.
 
 ``GRENEX_PURE=1`` forces the pure-Python module (tests compare the two builds).
@@ -25,7 +27,10 @@ __all__ = ["SOURCES", "build_id", "built_path", "load_core", "native_dir"]
 _HERE = Path(__file__).resolve().parent
 # Every file whose content the compiled core depends on.
 SOURCES = ("core.py", "decimal.py", "events.py", "usedids.py")
+# compiled together, in this order of loading (the core last: its shim marks a whole build)
+COMPILED = ("usedids", "core")
 _MODULE = "grenex.engine.core"
+_LAYOUT = b"group:usedids+core"  # what a build directory holds (part of the build id)
 
 
 def _suffix() -> str:
@@ -34,7 +39,7 @@ def _suffix() -> str:
 
 
 def build_id() -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(_LAYOUT)
     for name in SOURCES:
         h.update(name.encode())
         h.update((_HERE / name).read_bytes())
@@ -62,26 +67,40 @@ def _load_extension(name: str, path: Path) -> None:
     loader.exec_module(module)
 
 
-def load_core() -> bool:
-    """Install the compiled core as ``grenex.engine.core`` if a fresh build exists.
+def group_body(directory: Path) -> Path | None:
+    """The group's body in a build directory (mypyc names it ``<hash>__mypyc``), if one."""
+    bodies = sorted(directory.glob(f"*__mypyc{_suffix()}"))
+    return bodies[0] if len(bodies) == 1 else None
 
-    mypyc builds one module as a small shim (``core``) plus its body (``core__mypyc``); both
-    are loaded from the build directory under their package names.
+
+def load_core() -> bool:
+    """Install the compiled modules (``grenex.engine.usedids``, ``grenex.engine.core``) if a
+    fresh build exists.
+
+    mypyc builds a group of modules as one body (``<hash>__mypyc``) and a small shim per
+    module; the body is loaded under its own name, then each shim under its package name.
     """
-    if os.environ.get("GRENEX_PURE") or _MODULE in sys.modules:
+    names = [f"grenex.engine.{m}" for m in COMPILED]
+    if os.environ.get("GRENEX_PURE") or any(n in sys.modules for n in names):
         return False
     try:
         path = built_path()
-        body = path.with_name(f"core__mypyc{_suffix()}")
-        if not (path.is_file() and body.is_file()):
+        body = group_body(path.parent)
+        shims = [path.with_name(f"{m}{_suffix()}") for m in COMPILED]
+        if body is None or not all(p.is_file() for p in shims):
             return False
     except OSError:
         return False
+    loaded: list[str] = []
     try:
-        _load_extension(f"{_MODULE}__mypyc", body)
-        _load_extension(_MODULE, path)
+        body_name = body.name[: -len(_suffix())]
+        loaded.append(body_name)
+        _load_extension(body_name, body)
+        for name, shim in zip(names, shims, strict=True):
+            loaded.append(name)
+            _load_extension(name, shim)
     except Exception:  # a broken build must never stop the engine: fall back to the source
-        sys.modules.pop(_MODULE, None)
-        sys.modules.pop(f"{_MODULE}__mypyc", None)
+        for name in loaded:
+            sys.modules.pop(name, None)
         return False
     return True

@@ -136,6 +136,10 @@ class Counters(Protocol):
         """The account's used order ids."""
         ...
 
+    def client_counts(self, client: str) -> tuple[int, int]:
+        """(resting orders, used order ids) of the account: both at once, for a place."""
+        ...
+
 
 # -- verdicts -------------------------------------------------------------------------------------
 
@@ -458,9 +462,10 @@ class Auth:
         if t in _OPERATOR_ONLY and client != g.operator.client:
             return "not_operator"
         if t == "place":
-            if counters.resting_orders(client) >= g.limits.orders:
+            resting, used = counters.client_counts(client)
+            if resting >= g.limits.orders:
                 return "limit_orders"
-            if counters.used_ids(client) >= g.limits.ids:
+            if used >= g.limits.ids:
                 return "limit_ids"
             return None
         if t == "add_market":

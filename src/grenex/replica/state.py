@@ -104,6 +104,9 @@ class _Counters:
     def used_ids(self, client: str) -> int:
         return self.engine.client_counts(client)[1]
 
+    def client_counts(self, client: str) -> tuple[int, int]:
+        return self.engine.client_counts(client)
+
 
 class _Encoded:
     """One entry's events encoded once: the window's outcome (one list per command), the
