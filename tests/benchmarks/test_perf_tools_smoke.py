@@ -1,0 +1,34 @@
+"""Smoke test of the performance tools (``benchmarks/apply_bench.py``, ``benchmarks/phases.py``):
+they run and fold what they should.  Nothing is timed here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+import apply_bench  # noqa: E402
+import phases  # noqa: E402
+
+
+def test_apply_bench_applies_every_command() -> None:
+    for batch in (1, 8):
+        args = argparse.Namespace(batch=batch, envelopes=20, clients=3, runs=1)
+        assert apply_bench.one_run(args, 1) > 0  # raises when any command was refused
+
+
+def test_phases_fold_counts_the_first_phase_in_a_stack(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "run (x/asyncio/runners.py:1);apply (src/grenex/replica/state.py:9);"
+        "verify (site-packages/nacl/bindings/crypto_sign.py:3) 3\n"
+        "run (x/asyncio/runners.py:1);apply (src/grenex/engine/core.py:5) 1\n"
+        "run (x/asyncio/runners.py:1) 4\n"
+        "not a sample line\n"
+    )
+    assert phases.fold(raw) == {"asyncio": 0.5, "signature": 0.375, "engine": 0.125}
+    assert phases.fold(tmp_path / "missing.txt") == {}
