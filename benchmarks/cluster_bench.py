@@ -59,10 +59,6 @@ def cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def nodes_cpu_s(cluster: LocalCluster) -> float:
-    return sum(cpu_s(p.pid) for p in cluster.procs.values())
-
-
 def vm_hwm_kib(pid: int | None) -> int:
     if pid is None:
         return 0
@@ -73,6 +69,29 @@ def vm_hwm_kib(pid: int | None) -> int:
     except OSError:
         return 0
     return 0
+
+
+async def kill_leader(cluster: LocalCluster, at: float) -> dict[str, Any]:
+    """SIGKILL the leader at ``at`` (perf_counter) and time the first commit under a new one:
+    until a survivor leads and its commit index passes what any replica had committed."""
+    await asyncio.sleep(max(0.0, at - time.perf_counter()))
+    before = await cluster.statuses()
+    old = next(n for n, s in before.items() if isinstance(s, dict) and s["role"] == "leader")
+    committed = max(s["commit"] for s in before.values() if isinstance(s, dict))
+    t_kill = time.perf_counter()
+    cluster.kill(old)
+    survivors = [n for n in cluster.node_ids if n != old]
+    while time.perf_counter() - t_kill < 60:
+        st = await cluster.statuses(survivors)
+        lead = [s for s in st.values() if isinstance(s, dict) and s["role"] == "leader"]
+        if lead and lead[0]["node"] != old and lead[0]["commit"] > committed:
+            return {
+                "killed": old,
+                "new_leader": lead[0]["node"],
+                "first_commit_ms": (time.perf_counter() - t_kill) * 1000,
+            }
+        await asyncio.sleep(0.01)
+    return {"killed": old, "new_leader": None, "first_commit_ms": float("nan")}
 
 
 async def run_point(
@@ -121,7 +140,7 @@ async def run_point(
             cmd += ["--rate", str(float(rate) / args.clients)]
         procs.append(subprocess.Popen(cmd))
     t0 = time.perf_counter()
-    cpu0 = nodes_cpu_s(cluster)
+    pids = {n: p.pid for n, p in cluster.procs.items()}
     cpu0_each = {n: cpu_s(p.pid) for n, p in cluster.procs.items()}
     roles = {n: s["role"] for n, s in before.items() if isinstance(s, dict)}
     spies: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
@@ -133,8 +152,13 @@ async def run_point(
                 spy = phases.start(nproc.pid, out, args.duration * 0.8)
                 if spy is not None:
                     spies[n] = (spy, out)
+    failover: dict[str, Any] | None = None
+    if args.kill_leader and round_no == len(args.rates.split(",")) - 1:
+        failover = await kill_leader(cluster, t0 + args.duration / 2)
     for p in procs:
         p.wait(timeout=args.duration + 120)
+    if failover is not None:
+        await cluster.restart(failover["killed"])  # it comes back empty and catches up
     results = [json.loads(o.read_text()) for o in outs if o.exists()]
     lat = [x for r in results for x in r["latency_us"]]
     acked = sum(r["acked"] for r in results)
@@ -153,8 +177,11 @@ async def run_point(
             break
         await asyncio.sleep(0.05)
     all_applied_s = time.perf_counter() - t0
-    cpu = nodes_cpu_s(cluster) - cpu0
-    cpu_each = {n: cpu_s(p.pid) - cpu0_each.get(n, 0.0) for n, p in cluster.procs.items()}
+    # a node killed during the point (--kill-leader) is left out: its CPU went with it
+    cpu_each = {
+        n: cpu_s(p.pid) - cpu0_each[n] for n, p in cluster.procs.items() if p.pid == pids.get(n)
+    }
+    cpu = sum(cpu_each.values())
     profile = {}
     for n, (spy, out) in spies.items():
         spy.wait(timeout=args.duration + 60)
@@ -178,7 +205,7 @@ async def run_point(
         # (BENCHMARKS.md: the figure that does not depend on how many processes share the
         # machine)
         "cpu_us_per_order_per_node": (
-            cpu * 1e6 / acked / len(cluster.procs) if acked and cluster.procs else float("nan")
+            cpu * 1e6 / acked / len(cpu_each) if acked and cpu_each else float("nan")
         ),
         "converged": statuses_agree(list(st.values())),
         # the same per node, and its role when the point started (leader, voter, learner)
@@ -187,6 +214,7 @@ async def run_point(
             for n, c in cpu_each.items()
         },
         "phases": profile,
+        "failover": failover,
     }
 
 
@@ -224,6 +252,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         for n, v in point["cpu_us_per_order_by_node"].items()
                     ),
                 )
+                fo = point["failover"]
+                if fo is not None:
+                    print(
+                        f"        leader {fo['killed']} killed (SIGKILL) mid-point: first commit "
+                        f"under {fo['new_leader']} after {fo['first_commit_ms']:.0f} ms"
+                    )
                 for n, ph in point["phases"].items():
                     print(
                         f"        {n} phases:",
@@ -259,6 +293,12 @@ def main() -> None:
         "--node-args", default="", help="extra `grenex node` options, e.g. '--verify-threads 0'"
     )
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--kill-leader",
+        action="store_true",
+        help="SIGKILL the leader halfway through the last point; report the time to the first "
+        "commit under the new leader (the killed node restarts empty and catches up)",
+    )
     p.add_argument(
         "--profile",
         type=Path,
