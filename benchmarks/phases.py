@@ -4,6 +4,10 @@
 the point and this module folds the collapsed stacks into phases.  A sample is counted in the
 first phase (in the order below) whose marker appears anywhere in its stack, so a signature
 check inside the apply counts as ``signature``, TLS inside an HTTP write as ``tls``.
+py-spy samples with ``--gil``: only the thread holding the GIL, i.e. Python work and the C
+work that keeps the GIL; C work that releases it (libsodium's signature check, part of the
+socket and TLS work) is under-counted, so the split is of the interpreter's time, while the
+benchmark's CPU figure from ``/proc`` is the whole.
 py-spy is not a dependency: install it into the venv to use this (``.venv/bin/pip install
 py-spy``); without it the benchmark says so and reports CPU only.
 """
@@ -22,14 +26,24 @@ PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("signature", ("nacl/", "verifying.py", "signer.py", "crypto_sign")),
     ("tls", ("ssl.py", "sslproto", "SSLObject", "_ssl")),
     ("engine", ("grenex/engine/",)),
-    ("apply (auth, replica)", ("grenex/replica/",)),
+    ("apply (decode, auth, replica)", ("grenex/replica/",)),
     ("consensus", ("grenex/consensus/",)),
     ("storage", ("grenex/storage/",)),
     ("peer codec", ("codec/peer.py", "codec/raft.py", "codec/stamp.py")),
-    ("peer transport", ("grenex/node/peers.py", "grenex/node/peer_api.py")),
+    (
+        "peer transport (streams, requests)",
+        (
+            "grenex/node/peers.py",
+            "grenex/node/peer_api.py",
+            "grenache/stream.py",
+            "client_ws.py",
+            "web_ws.py",
+            "_websocket/",
+        ),
+    ),
     ("client api", ("grenex/node/client_api.py", "codec/api.py", "codec/envelope.py")),
     ("events", ("publisher.py", "grenache/ws.py")),
-    ("http (aiohttp, grenache)", ("aiohttp/", "grenache/")),
+    ("http requests (client API, forwards)", ("aiohttp/", "grenache/")),
     ("driver", ("grenex/node/driving.py",)),
     ("asyncio", ("asyncio/", "uvloop")),
 ]
