@@ -5,6 +5,8 @@ believed, and a mutual-TLS server names the sender to the frame handler."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hashlib
 import ssl
 import time
@@ -13,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from grenex.grenache import Link, PeerRPCServer, TransportError
-from grenex.grenache.stream import FrameHandler, StreamSender
+from grenex.grenache.stream import FrameHandler, StreamSender, client_frame
 from grenex.grenache.testing import async_wait_for
 from grenex.grenache.tls import (
     PeerCert,
@@ -195,3 +197,78 @@ async def test_close_stops_connecting(link: Link) -> None:
     await s.close()
     assert not s.ready() and not s.connected
     await asyncio.sleep(0)
+
+
+class RawServer:
+    """A bare WebSocket server: accepts the upgrade, then sends ``after`` (raw bytes) and
+    records what the client sends; it never answers a ping by itself."""
+
+    def __init__(self, after: bytes = b"") -> None:
+        self.after = after
+        self.got = bytearray()
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n" + self.after
+        )
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                self.got += data
+        writer.close()
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def unmask(frame: bytes) -> tuple[int, bytes]:
+    """(opcode, payload) of one masked client frame with a short payload."""
+    assert frame[1] & 0x80, "a client frame must be masked"
+    n = frame[1] & 0x7F
+    key, body = frame[2:6], frame[6 : 6 + n]
+    return frame[0] & 0x0F, bytes(b ^ key[i % 4] for i, b in enumerate(body))
+
+
+async def test_a_silent_receiver_is_dropped_and_a_ping_is_answered(link: Link) -> None:
+    """The server answers no ping: the sender drops the connection after a heartbeat without
+    an answer.  Before that, the server's own ping (payload "hi") got a masked pong back."""
+    name = unique("silent")
+    raw = RawServer(after=b"\x89\x02hi")  # a ping frame, unmasked as a server's must be
+    async with raw as port:
+        await link.start_announcing(name, port)
+        s = StreamSender(link, name, PATH, lambda _n: None, heartbeat_ms=200, backoff_min_ms=5000)
+        try:
+            await connected(s)
+            await async_wait_for(lambda: len(raw.got) >= 8, 5.0, message="the pong")
+            assert unmask(bytes(raw.got[:8])) == (0xA, b"hi")
+            await async_wait_for(lambda: not s.connected, 5.0, message="dropped when silent")
+            assert s.failures == 1
+        finally:
+            await s.close()
+            await link.stop_announcing(name, port)
+
+
+def test_client_frames_are_masked_with_the_key() -> None:
+    for payload in (b"", b"abc", bytes(range(256)) * 300):
+        frame = client_frame(0x2, payload, b"\x01\x02\x03\x04")
+        n = len(payload)
+        off = 2 if n < 126 else 4 if n < 65536 else 10
+        assert frame[0] == 0x82 and frame[1] & 0x80
+        key, body = frame[off : off + 4], frame[off + 4 :]
+        assert key == b"\x01\x02\x03\x04"
+        assert bytes(b ^ key[i % 4] for i, b in enumerate(body)) == payload

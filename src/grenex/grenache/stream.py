@@ -8,12 +8,15 @@ an upgrade on a path the server routes to an application handler
 and the same connection limits as the service's RPC; each binary frame is one application
 message, nothing comes back.
 
-Sender: :class:`StreamSender` (one destination name).  ``ready()`` says whether a connection
-is up and, when it is not, starts one attempt in the background (after a back-off that grows
-while attempts fail); ``send(frame)`` writes one frame within ``send_timeout_ms`` or raises
-:class:`~grenex.grenache.errors.TransportError` and drops the connection.  Pings every
-``heartbeat_ms`` find a peer that went silent: the connection is dropped when no pong comes
-back within half of it.
+Sender: :class:`StreamSender` (one destination name), a small WebSocket client of its own on
+an asyncio protocol (RFC 6455: masked binary frames out; pings answered; a close frame or a
+lost connection ends it), so that a frame is written **synchronously**, with no task switch:
+``ready()`` says whether a connection is up and, when it is not, starts one attempt in the
+background (after a back-off that grows while attempts fail); ``write(frame)`` hands one frame
+to the socket at once, or raises :class:`~grenex.grenache.errors.TransportError` (no
+connection, or more than ``buffer_bytes_max`` unsent: the peer does not read, and the
+connection is dropped).  A ping every ``heartbeat_ms`` finds a peer that went silent: when
+nothing came back since the previous ping, the connection is dropped.
 
 Receiver: :func:`serve_stream`: ``open(peer_cert)`` returns the frame handler, or None to
 refuse (403 before the upgrade).  A handler that raises closes the socket (1008): bad input
@@ -23,13 +26,17 @@ never stops the server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
+import os
 import random
 import ssl
+import struct
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -46,6 +53,139 @@ FrameHandler = Callable[[bytes], None]
 StreamOpen = Callable[[PeerCert | None], FrameHandler | None]
 
 _CLOSE_POLICY: Final = 1008
+_WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_HEAD_BYTES_MAX: Final = 16 * 1024  # the server's upgrade answer
+_IN_FRAME_BYTES_MAX: Final = 64 * 1024  # what a receiver may send back: pings, a close
+
+
+def _xor_mask(mask: bytes, data: bytearray) -> None:
+    n = len(data)
+    if n:
+        k = (mask * (n // 4 + 1))[:n]
+        data[:] = (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+try:  # aiohttp's C masking when it has one (3.11+); the same result either way
+    from aiohttp._websocket.helpers import websocket_mask as _mask
+except ImportError:  # pragma: no cover - older aiohttp
+    _mask = _xor_mask
+
+
+def client_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
+    """One masked client-to-server WebSocket frame (FIN set) with masking ``key`` (4 bytes)."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, 0xFE, n)
+    else:
+        head = struct.pack("!BBQ", first, 0xFF, n)
+    body = bytearray(payload)
+    _mask(key, body)
+    return head + key + body
+
+
+class _Client(asyncio.Protocol):
+    """One connection of a :class:`StreamSender`: the upgrade, then frames from the server
+    (pings answered; a close ends it; nothing else is expected)."""
+
+    def __init__(self, sender: StreamSender, key: bytes) -> None:
+        self.sender = sender
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.open = False
+        self.closed = False
+        self.received = 0  # chunks received (the heartbeat's evidence of life)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream transport (uvloop's TLS transport is one without being an instance)
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += 1
+        self.buf += data
+        try:
+            if not self.open and not self._upgrade():
+                return
+            self._frames()
+        except ValueError as e:  # a broken answer: never believed, the connection ends
+            log.debug("stream to %s: %s", self.sender.name, e)
+            self.abort()
+
+    def _upgrade(self) -> bool:
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > _HEAD_BYTES_MAX:
+                raise ValueError("an upgrade answer without end")
+            return False
+        lines = bytes(self.buf[:end]).split(b"\r\n")
+        del self.buf[: end + 4]
+        status = lines[0].split(b" ", 2)
+        if len(status) < 2 or status[1] != b"101":
+            raise ValueError(f"upgrade refused: {lines[0][:80]!r}")
+        want = base64.b64encode(hashlib.sha1(self.key + _WS_GUID).digest())
+        accept = [
+            v.strip()
+            for k, _, v in (line.partition(b":") for line in lines[1:])
+            if k.strip().lower() == b"sec-websocket-accept"
+        ]
+        if accept != [want]:
+            raise ValueError("the upgrade answer does not accept our key")
+        self.open = True
+        if not self.upgraded.done():
+            self.upgraded.set_result(None)
+        return True
+
+    def _frames(self) -> None:
+        buf = self.buf
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            if b1 & 0x80:
+                raise ValueError("a masked frame from the server")
+            n, off = b1 & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n, off = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n, off = int.from_bytes(buf[2:10], "big"), 10
+            if n > _IN_FRAME_BYTES_MAX:
+                raise ValueError("a frame too large from the server")
+            if len(buf) < off + n:
+                return
+            payload = bytes(buf[off : off + n])
+            del buf[: off + n]
+            op = b0 & 0x0F
+            if op == 0x9:  # ping: pong with the same payload
+                self.write(client_frame(0xA, payload, self.sender.mask_key()))
+            elif op == 0x8:  # close: the receiver is done with us
+                self.abort()
+                return
+            # pongs, and data the receiver should not send, are only evidence of life
+
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def abort(self) -> None:
+        self.closed = True
+        t = self.transport
+        if t is not None:
+            with contextlib.suppress(AttributeError, RuntimeError):
+                t.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
+            self.upgraded.exception()  # retrieved: nobody may be waiting any more
+        self.sender._lost(self)
 
 
 class StreamRefusedError(Exception):
@@ -95,11 +235,10 @@ class StreamSender:
         ssl_for: Callable[[str], ssl.SSLContext | None],
         *,
         connect_timeout_ms: int = 2_000,
-        send_timeout_ms: int = 2_000,
         heartbeat_ms: int = 2_000,
         backoff_min_ms: int = 100,
         backoff_max_ms: int = 5_000,
-        frame_bytes_max: int = 8 * 1024 * 1024,
+        buffer_bytes_max: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -108,17 +247,18 @@ class StreamSender:
         self.path = path
         self.ssl_for = ssl_for
         self.connect_timeout_ms = connect_timeout_ms
-        self.send_timeout_ms = send_timeout_ms
         self.heartbeat_ms = heartbeat_ms
         self.backoff_min_ms = backoff_min_ms
         self.backoff_max_ms = backoff_max_ms
-        self.frame_bytes_max = frame_bytes_max
+        self.buffer_bytes_max = buffer_bytes_max
         self.clock = clock
-        self._rng = rng or random.Random()
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._session: aiohttp.ClientSession | None = None
+        # masking keys need not be secret inside TLS (RFC 6455 masks against proxies that
+        # could be confused by plain bytes); the generator is the shell's, seeded at random
+        self._rng = rng or random.Random(os.urandom(16))
+        self._conn: _Client | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._beat: asyncio.TimerHandle | None = None
+        self._beat_seen = -1
         self._backoff_ms = 0
         self._next_try = 0.0
         self._closed = False
@@ -126,10 +266,13 @@ class StreamSender:
         self.connects = 0  # connections made so far
         self.failures = 0  # attempts or connections that failed
 
+    def mask_key(self) -> bytes:
+        return self._rng.getrandbits(32).to_bytes(4, "big")
+
     @property
     def connected(self) -> bool:
-        ws = self._ws
-        return ws is not None and not ws.closed
+        c = self._conn
+        return c is not None and c.open and not c.closed
 
     def ready(self) -> bool:
         """True when a connection is up; otherwise start an attempt (unless one runs or the
@@ -141,44 +284,57 @@ class StreamSender:
         self._connecting = asyncio.get_running_loop().create_task(self._connect())
         return False
 
-    async def send(self, frame: bytes) -> None:
-        ws = self._ws
-        if ws is None or ws.closed:
+    def write(self, frame: bytes) -> None:
+        """Hand one binary frame to the connection now (see the module docstring)."""
+        c = self._conn
+        if c is None or not c.open or c.closed or c.transport is None:
             raise TransportError("ERR_TRANSPORT_CLOSE: the stream is down", delivered=False)
-        try:
-            async with asyncio.timeout(self.send_timeout_ms / 1000):
-                await ws.send_bytes(frame)
-        except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
-            await self._drop(f"send failed: {type(exc).__name__}")
+        if c.transport.get_write_buffer_size() > self.buffer_bytes_max:
+            self._drop(c, "the receiver does not read")
             raise TransportError(
-                f"ERR_TRANSPORT_CLOSE: stream to {self.name}: {type(exc).__name__}",
+                f"ERR_TRANSPORT_CLOSE: stream to {self.name}: the receiver does not read",
                 peer=self.dest or "",
                 delivered=False,
-            ) from None
+            )
+        c.transport.write(client_frame(0x2, frame, self.mask_key()))
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        with contextlib.suppress(Exception):
-            async for _msg in ws:
-                pass  # a data frame from the receiver: ignored (it sends none)
-        if self._ws is ws:
-            self._ws = None
-            self.failures += 1
-            self._grow_backoff()
-            log.debug("stream to %s closed by the other side", self.name)
+    async def send(self, frame: bytes) -> None:
+        """:meth:`write`, for callers in a coroutine."""
+        self.write(frame)
 
-    async def _drop(self, why: str) -> None:
-        ws, self._ws = self._ws, None
+    def _drop(self, c: _Client, why: str) -> None:
+        log.debug("stream to %s dropped: %s", self.name, why)
+        c.abort()
+        self._lost(c)
+
+    def _lost(self, c: _Client) -> None:
+        if self._conn is not c:
+            return
+        self._conn = None
         self.failures += 1
         self._grow_backoff()
-        log.debug("stream to %s dropped: %s", self.name, why)
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
 
     def _grow_backoff(self) -> None:
         b = min(self.backoff_max_ms, max(self.backoff_min_ms, self._backoff_ms * 2))
         self._backoff_ms = b
         self._next_try = self.clock() + b * (0.5 + self._rng.random() / 2) / 1000
+
+    def _heartbeat(self) -> None:
+        c = self._conn
+        self._beat = None
+        if c is None or c.closed:
+            return
+        if c.received == self._beat_seen:  # nothing came back since the last ping
+            self._drop(c, "no answer to a ping")
+            return
+        self._beat_seen = c.received
+        c.write(client_frame(0x9, b"", self.mask_key()))
+        self._beat = asyncio.get_running_loop().call_later(
+            self.heartbeat_ms / 1000, self._heartbeat
+        )
 
     async def _connect(self) -> None:
         try:
@@ -186,54 +342,56 @@ class StreamSender:
                 dests = await self.link.lookup(self.name)
                 ctx = self.ssl_for(self.name)
                 for dest in dests:
-                    ws = await self._open(dest, ctx)
-                    if ws is not None:
-                        self._ws, self.dest = ws, dest
+                    c = await self._open(dest, ctx)
+                    if c is not None:
+                        self._conn, self.dest = c, dest
                         self.connects += 1
                         self._backoff_ms = 0
-                        # read what comes back (pongs, a close): nothing else is sent to us
-                        self._reader = asyncio.get_running_loop().create_task(self._read(ws))
+                        self._beat_seen = -1
+                        self._beat = asyncio.get_running_loop().call_later(
+                            self.heartbeat_ms / 1000, self._heartbeat
+                        )
                         return
         except (TimeoutError, GrenacheError, OSError) as exc:
             log.debug("stream to %s: %s", self.name, exc)
-        except asyncio.CancelledError:
-            raise
         finally:
             self._connecting = None
         self.failures += 1
         self._grow_backoff()
 
-    async def _open(
-        self, dest: str, ctx: ssl.SSLContext | None
-    ) -> aiohttp.ClientWebSocketResponse | None:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ssl=False),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-        url = f"{'wss' if ctx is not None else 'ws'}://{dest}{self.path}"
+    async def _open(self, dest: str, ctx: ssl.SSLContext | None) -> _Client | None:
+        host, _, port = dest.rpartition(":")
+        key = base64.b64encode(os.urandom(16))
+        loop = asyncio.get_running_loop()
+        c: _Client | None = None
+        ok = False
         try:
-            ws = await self._session.ws_connect(
-                url,
-                autoping=True,
-                compress=0,
-                heartbeat=self.heartbeat_ms / 1000,
-                max_msg_size=self.frame_bytes_max,
-                ssl=ctx if ctx is not None else False,
+            _t, c = await loop.create_connection(
+                lambda: _Client(self, key),
+                host,
+                int(port),
+                ssl=ctx,
+                server_hostname=host if ctx is not None else None,
             )
-        except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            if isinstance(exc, ssl.SSLError | aiohttp.ClientSSLError):
-                log.debug("%s", handshake_error(exc, dest, self.name))
-            else:
-                log.debug("stream to %s at %s: %s", self.name, dest, exc)
-            return None
-        try:
-            check_pinned(ctx, ws.get_extra_info("ssl_object"), dest, self.name)
+            check_pinned(ctx, _t.get_extra_info("ssl_object"), dest, self.name)
+            c.write(
+                b"GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n" % (self.path.encode(), dest.encode(), key)
+            )
+            await c.upgraded
+            ok = True
+            return c
         except PeerAuthError as exc:  # an impostor announcing the name: never believed
             log.debug("%s", exc)
-            await ws.close()
-            return None
-        return ws
+        except ssl.SSLError as exc:
+            log.debug("%s", handshake_error(exc, dest, self.name))
+        except (OSError, ValueError) as exc:
+            log.debug("stream to %s at %s: %s", self.name, dest, exc)
+        finally:
+            if not ok and c is not None:
+                c.abort()
+        return None
 
     async def close(self) -> None:
         self._closed = True
@@ -242,15 +400,10 @@ class StreamSender:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._beat is not None:
+            self._beat.cancel()
+            self._beat = None
+        c, self._conn = self._conn, None
+        if c is not None and c.transport is not None:
+            c.closed = True
+            c.transport.close()

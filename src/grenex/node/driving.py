@@ -224,6 +224,7 @@ class DriverService:
             else:
                 replica.flush(rd)
         self._dispatch(gw.take())
+        self.peers.flush()  # the turn's consensus messages, one frame per member
 
     def _dispatch(self, outputs: list[Outcome[int] | Forward | ForwardAnswer]) -> None:
         for out in outputs:

@@ -176,7 +176,6 @@ class RealIO:
             path,
             ssl_for,
             connect_timeout_ms=timeout_ms,
-            send_timeout_ms=timeout_ms,
             heartbeat_ms=min(timeout_ms, 2_000),
         )
 

@@ -96,7 +96,24 @@ class _Channel:
             return
         self.queue.append((data, is_snapshot))
         self.queued_bytes += len(data)
-        self.wake.set()
+        if self.stream is not None and not is_snapshot and self.stream.connected:
+            self.peers.pending.add(self.dst)  # written by Peers.flush at the end of the turn
+        else:
+            self.wake.set()
+
+    def stream_out(self) -> bool:
+        """Write what is queued up to the next snapshot to the stream, now, as one frame;
+        False when there is no stream up (or a snapshot is next): the requests carry it."""
+        stream = self.stream
+        if stream is None or not self.queue or self.queue[0][1] or not stream.ready():
+            return False
+        batch = self._take_plain()
+        try:
+            stream.write(encode_raft_frame(batch))
+        except TransportError as e:
+            log.debug("stream to %s: %s", self.dst, e)
+            self.peers.on_failure(self.dst, False)
+        return True
 
     def _take_plain(self) -> list[bytes]:
         """Queued messages up to the next snapshot (for the stream)."""
@@ -130,14 +147,7 @@ class _Channel:
             await self.wake.wait()
             self.wake.clear()
             while self.queue:
-                stream = self.stream
-                if stream is not None and not self.queue[0][1] and stream.ready():
-                    batch = self._take_plain()
-                    try:
-                        await stream.send(encode_raft_frame(batch))
-                    except TransportError as e:
-                        log.debug("stream to %s: %s", self.dst, e)
-                        self.peers.on_failure(self.dst, False)
+                if self.stream_out():
                     continue
                 if len(inflight) >= self.peers.limits.inflight_max:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -188,8 +198,23 @@ class Peers:
         self.on_snapshot_sent = on_snapshot_sent
         self.secret = secret
         self.channels: dict[str, _Channel] = {}
+        self.pending: set[str] = set()  # members with messages queued for the stream
         self._transfers = 0  # chunked transfers started (their ids)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def flush(self) -> None:
+        """At the end of a driver turn: what the turn queued for members with a stream up
+        goes out now, one frame per member, written without a task switch; the rest (no
+        stream, a snapshot) is left to the channels' tasks."""
+        pending, self.pending = self.pending, set()
+        for dst in sorted(pending):
+            ch = self.channels.get(dst)
+            if ch is None:
+                continue
+            while ch.stream_out():
+                pass
+            if ch.queue:
+                ch.wake.set()
 
     def streams_up(self) -> int:
         """Destinations whose consensus stream is connected now."""
