@@ -38,24 +38,21 @@ async def test_own_trades_and_fills(tmp_path_factory: pytest.TempPathFactory) ->
             "GRENEX_GRAPE": ",".join(c.grape_urls),
             "GRENEX_GENESIS": str(c.genesis_path),
         }
-        run = subprocess.run(
-            [sys.executable, "-m", "grenex", "trades", "--client", "oli", "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert run.returncode == 0, run.stderr
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            run = subprocess.run(
+                [sys.executable, "-m", "grenex", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert run.returncode == 0, run.stderr
+            return run
+
+        run = cli("trades", "--client", "oli", "--json")
         trades = json.loads(run.stdout)["trades"]
         assert [(t["taker_client"], t["qty"]) for t in trades] == [("oli", "0.2")]
-        run = subprocess.run(
-            [sys.executable, "-m", "grenex", "order", "--id", f"mia/{ask.id}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert run.returncode == 0, run.stderr
+        run = cli("order", "--id", f"mia/{ask.id}")
         assert "fill 0.1 @ 100 as maker" in run.stdout and "fill 0.2 @ 100" in run.stdout

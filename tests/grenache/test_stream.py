@@ -97,19 +97,19 @@ async def test_frames_arrive_in_order_and_a_restart_is_survived(link: Link) -> N
         assert not s.ready()  # not connected yet: an attempt starts
         await connected(s)
         for i in range(200):
-            await s.send(b"%d" % i)
+            s.write(b"%d" % i)
         await async_wait_for(lambda: len(sink.frames) == 200, 10.0, message="200 frames")
         assert sink.frames == [b"%d" % i for i in range(200)]
         # the server goes away: the sender notices, sends fail, nothing hangs
         await server.stop()
         await async_wait_for(lambda: not s.connected, 10.0, message="noticed the close")
         with pytest.raises(TransportError):
-            await s.send(b"lost")
+            s.write(b"lost")
         # and comes back on the same port: the sender reconnects by itself
         server = PeerRPCServer(no_rpc, port=port, upgrades={PATH: sink.open})
         await server.start()
         await connected(s)
-        await s.send(b"again")
+        s.write(b"again")
         await async_wait_for(lambda: sink.frames[-1:] == [b"again"], 10.0, message="resent")
         assert s.connects == 2
     finally:
@@ -127,7 +127,7 @@ async def test_a_refused_stream_never_connects_and_backs_off(link: Link) -> None
             await async_wait_for(failed(s, 3), 10.0, message="three refusals")
             assert not s.connected and s.connects == 0
             with pytest.raises(TransportError):
-                await s.send(b"x")
+                s.write(b"x")
         finally:
             await s.close()
             await link.stop_announcing(name, server.port)
@@ -141,12 +141,12 @@ async def test_a_frame_the_handler_refuses_closes_the_stream(link: Link) -> None
         s = sender(link, name, lambda _n: None)
         try:
             await connected(s)
-            await s.send(b"good")
-            await s.send(b"bad")
+            s.write(b"good")
+            s.write(b"bad")
             await async_wait_for(lambda: not s.connected, 10.0, message="closed by the server")
             # the server lives on: a new stream works
             await connected(s)
-            await s.send(b"after")
+            s.write(b"after")
             await async_wait_for(
                 lambda: sink.frames == [b"good", b"after"], 10.0, message="good frames only"
             )
@@ -179,7 +179,7 @@ async def test_mutual_tls_names_the_sender_and_an_impostor_is_never_believed(
             assert s.connects == 0 and rogue.frames == [] and rogue.peers == []
             await link.start_announcing(name, server.port)
             await connected(s, 15.0)
-            await s.send(b"hello")
+            s.write(b"hello")
             await async_wait_for(lambda: honest.frames == [b"hello"], 10.0, message="delivered")
             peer = honest.peers[0]
             assert peer is not None and peer.der == cert2
@@ -191,12 +191,20 @@ async def test_mutual_tls_names_the_sender_and_an_impostor_is_never_believed(
 
 
 async def test_close_stops_connecting(link: Link) -> None:
-    """A sender closed while its attempt runs leaves no task behind."""
-    s = sender(link, unique("nobody"), lambda _n: None)
-    assert not s.ready()
-    await s.close()
-    assert not s.ready() and not s.connected
-    await asyncio.sleep(0)
+    """A sender closed while its attempt runs leaves no task behind and never starts
+    another, though a receiver is there to connect to."""
+    name = unique("closed")
+    async with PeerRPCServer(no_rpc, upgrades={PATH: Sink().open}) as server:
+        await link.start_announcing(name, server.port)
+        s = sender(link, name, lambda _n: None)
+        try:
+            assert not s.ready()  # an attempt starts
+            await s.close()
+            assert s._connecting is None  # cancelled and awaited
+            assert not s.ready() and s._connecting is None and not s.connected
+            assert s.connects == 0
+        finally:
+            await link.stop_announcing(name, server.port)
 
 
 class RawServer:

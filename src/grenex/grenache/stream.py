@@ -298,10 +298,6 @@ class StreamSender:
             )
         c.transport.write(client_frame(0x2, frame, self.mask_key()))
 
-    async def send(self, frame: bytes) -> None:
-        """:meth:`write`, for callers in a coroutine."""
-        self.write(frame)
-
     def _drop(self, c: _Client, why: str) -> None:
         log.debug("stream to %s dropped: %s", self.name, why)
         c.abort()

@@ -96,10 +96,8 @@ class _Channel:
             return
         self.queue.append((data, is_snapshot))
         self.queued_bytes += len(data)
-        if self.stream is not None and not is_snapshot and self.stream.connected:
-            self.peers.pending.add(self.dst)  # written by Peers.flush at the end of the turn
-        else:
-            self.wake.set()
+        if self.stream is None or is_snapshot or not self.stream.connected:
+            self.wake.set()  # else Peers.flush writes it at the end of the driver turn
 
     def stream_out(self) -> bool:
         """Write what is queued up to the next snapshot to the stream, now, as one frame;
@@ -198,7 +196,6 @@ class Peers:
         self.on_snapshot_sent = on_snapshot_sent
         self.secret = secret
         self.channels: dict[str, _Channel] = {}
-        self.pending: set[str] = set()  # members with messages queued for the stream
         self._transfers = 0  # chunked transfers started (their ids)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -206,11 +203,7 @@ class Peers:
         """At the end of a driver turn: what the turn queued for members with a stream up
         goes out now, one frame per member, written without a task switch; the rest (no
         stream, a snapshot) is left to the channels' tasks."""
-        pending, self.pending = self.pending, set()
-        for dst in sorted(pending):
-            ch = self.channels.get(dst)
-            if ch is None:
-                continue
+        for ch in self.channels.values():
             while ch.stream_out():
                 pass
             if ch.queue:

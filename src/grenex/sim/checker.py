@@ -424,6 +424,21 @@ class Acked(NamedTuple):
     events: list[Any]
     results: bytes | None
 
+    @classmethod
+    def of(cls, who: str, data: bytes, a: Applied) -> Acked:
+        """The answer built from the applied entry the node acknowledged."""
+        return cls(
+            who,
+            data,
+            a.index,
+            a.term,
+            a.duplicate,
+            a.outcome_seq,
+            a.outcome_time,
+            list(a.events),
+            a.results_json,
+        )
+
 
 def _short(events: list[Any]) -> str:
     names = [type(e).__name__ for e in events]

@@ -1050,17 +1050,7 @@ class Simulation:
                     f"{node} acknowledged {c.name}#{seq} with another command's entry"
                     f" {a.data[:60]!r} at {a.index}"
                 )
-            op.answer = Acked(
-                f"{c.name}#{seq}",
-                op.data,
-                a.index,
-                a.term,
-                a.duplicate,
-                a.outcome_seq,
-                a.outcome_time,
-                list(a.events),
-                a.results_json,
-            )
+            op.answer = Acked.of(f"{c.name}#{seq}", op.data, a)
             self._acknowledged(c, op, node, a.duplicate, a.events, a.results_json)
         elif kind == "dup":  # the receiving node's window: the first outcome, before the log
             _, _, _, oseq, otime, results = payload

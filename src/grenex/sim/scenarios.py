@@ -373,19 +373,7 @@ class _Script:
             a = payload[3]
             if a.data != data:
                 raise SimFailure(f"{node} acknowledged {who} with another entry")
-            self.acked.append(
-                Acked(
-                    who,
-                    data,
-                    a.index,
-                    a.term,
-                    a.duplicate,
-                    a.outcome_seq,
-                    a.outcome_time,
-                    list(a.events),
-                    a.results_json,
-                )
-            )
+            self.acked.append(Acked.of(who, data, a))
             detail: Any = ("duplicate", a.outcome_seq) if a.duplicate else _types(a.events)
         elif kind == "dup":
             _, _, _, oseq, otime, results = payload
