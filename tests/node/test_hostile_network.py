@@ -28,7 +28,15 @@ import pytest_asyncio
 from grenex.client import GrenexClient
 from grenex.codec.api import service_names
 from grenex.codec.keys import SecretKey
-from grenex.codec.peer import RAFT_STREAM_PATH, RaftBatch, encode_peer_request, encode_raft_frame
+from grenex.codec.peer import (
+    RAFT_STREAM_PATH,
+    FwdAnswer,
+    FwdAt,
+    FwdItem,
+    RaftBatch,
+    encode_peer_request,
+    encode_raft_frame,
+)
 from grenex.codec.raft import encode_message
 from grenex.consensus import Message, MessageType
 from grenex.devnet import LocalCluster
@@ -390,6 +398,10 @@ async def test_the_consensus_stream_is_used_and_guarded(cluster: LocalCluster) -
         vote = Message(MessageType.VOTE, "n4", follower, 2**62 - 1, index=10**9, log_term=2**62 - 1)
         for m in (beat, beat4, vote):
             await ws.send_bytes(encode_raft_frame([encode_message(m)]))
+        # answers to forwards the follower never sent to n4 (only the leader a batch went to
+        # answers it), and a forward to a node that does not lead (answered "not leader")
+        forged = [FwdAnswer(b, FwdAt(1, term)) for b in range(64)]
+        await ws.send_bytes(encode_raft_frame([], [FwdItem(1, [b"{}"])], forged))
         await ws.send_bytes(b"\xc1 not msgpack")
         msg = await asyncio.wait_for(ws.receive(), 10.0)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
@@ -400,6 +412,8 @@ async def test_the_consensus_stream_is_used_and_guarded(cluster: LocalCluster) -
     results = await honest_orders(cluster, follower, "hon8")
     assert [r.status for r in results] == ["resting"] * HONEST_ORDERS
     after = await healthy(cluster)
+    # the follower's forwards rode its stream to the leader (none was a request of its own)
+    assert after[follower]["forwards_riding"] >= 1
     assert all(s["term"] < 2**61 for s in after.values())
     assert after[follower]["leader"] is not None
     assert after[follower]["commit"] <= after[leader]["last_index"]

@@ -128,6 +128,7 @@ class StatusReply(msgspec.Struct, frozen=True, omit_defaults=False):
     dropped_messages: int = 0
     snapshot_transfers: int = 0  # snapshots this node received in pieces (chunked transfers)
     peer_streams: int = 0  # consensus streams from this node to peers that are up now
+    forwards_riding: int = 0  # forwards sent riding with consensus messages (not requests)
 
 
 class LogLine(msgspec.Struct, frozen=True):

@@ -29,8 +29,10 @@ __all__ = [
     "PEER_WIRE_VERSION",
     "RAFT_STREAM_PATH",
     "Forward",
+    "FwdAnswer",
     "FwdAt",
     "FwdDeclined",
+    "FwdItem",
     "FwdNotLeader",
     "FwdReply",
     "Join",
@@ -42,6 +44,7 @@ __all__ = [
     "ProbeReply",
     "RaftAck",
     "RaftBatch",
+    "RaftFrame",
     "Rejoin",
     "RejoinReply",
     "SnapChunk",
@@ -55,18 +58,19 @@ __all__ = [
 ]
 
 # the consensus stream's path on a node's peer service (grenex.grenache.stream): each binary
-# frame is a MessagePack array of consensus messages (``grenex.codec.raft`` bytes), from the
-# node the TLS client certificate names; nothing is answered
-RAFT_STREAM_PATH: Final = "/grenex/raft/1"
-_FRAME_DECODER: Final = msgspec.msgpack.Decoder(list[bytes])
+# frame is a :class:`RaftFrame` from the node the TLS client certificate names; nothing is
+# answered on the connection (answers to forwards travel on the other node's stream to us)
+RAFT_STREAM_PATH: Final = "/grenex/raft/2"
 
 
-def encode_raft_frame(msgs: list[bytes]) -> bytes:
-    return msgspec.msgpack.encode(msgs)
+def encode_raft_frame(
+    msgs: list[bytes], fwds: list[FwdItem] | None = None, answers: list[FwdAnswer] | None = None
+) -> bytes:
+    return _enc.encode(RaftFrame(msgs, fwds or [], answers or []))
 
 
-def decode_raft_frame(data: bytes) -> list[bytes]:
-    """The messages of one stream frame; :class:`PeerWireError` when it is not one."""
+def decode_raft_frame(data: bytes) -> RaftFrame:
+    """One stream frame; :class:`PeerWireError` when it is not one."""
     try:
         return _FRAME_DECODER.decode(data)
     except (msgspec.DecodeError, ValueError) as e:
@@ -80,11 +84,14 @@ class PeerWireError(ValueError):
     """A peer payload that is not a valid message of this version."""
 
 
-class RaftBatch(msgspec.Struct, tag="raft", frozen=True):
-    """Consensus messages (each ``grenex.codec.raft.encode_message`` bytes)."""
+class RaftBatch(msgspec.Struct, tag="raft", frozen=True, omit_defaults=True):
+    """Consensus messages (each ``grenex.codec.raft.encode_message`` bytes), and the forwards
+    and forward answers that travel with them (as in a stream frame, :class:`RaftFrame`)."""
 
     src: str
     msgs: list[bytes]
+    fwds: list[FwdItem] = []
+    answers: list[FwdAnswer] = []
 
 
 class Forward(msgspec.Struct, tag="fwd", frozen=True):
@@ -179,6 +186,30 @@ class FwdDeclined(msgspec.Struct, tag="declined", frozen=True):
 FwdReply = FwdAt | FwdNotLeader | FwdDeclined
 
 
+class FwdItem(msgspec.Struct, array_like=True, frozen=True):
+    """Commands forwarded to the leader as batch ``batch`` of the sender, riding with its
+    consensus messages (a stream frame or a ``raft`` request); answered by a
+    :class:`FwdAnswer` riding the other way, never by a reply."""
+
+    batch: int
+    cmds: list[bytes]
+
+
+class FwdAnswer(msgspec.Struct, array_like=True, frozen=True):
+    """The leader's answer to the sender's forwarded batch ``batch`` (a :class:`FwdItem`)."""
+
+    batch: int
+    reply: FwdReply
+
+
+class RaftFrame(msgspec.Struct, array_like=True, frozen=True):
+    """One consensus stream frame: ``[msgs, fwds, answers]`` in MessagePack."""
+
+    msgs: list[bytes]
+    fwds: list[FwdItem] = []
+    answers: list[FwdAnswer] = []
+
+
 class JoinReply(msgspec.Struct, tag="join_ack", frozen=True):
     ok: bool
     already: bool
@@ -213,6 +244,7 @@ PeerReply = (
 )
 
 _enc: Final = msgspec.msgpack.Encoder()
+_FRAME_DECODER: Final = msgspec.msgpack.Decoder(RaftFrame)
 _req_dec: Final[msgspec.msgpack.Decoder[PeerMessage]] = msgspec.msgpack.Decoder(PeerMessage)
 _rep_dec: Final[msgspec.msgpack.Decoder[PeerReply]] = msgspec.msgpack.Decoder(PeerReply)
 

@@ -472,4 +472,5 @@ class ClientAPI:
             dropped_messages=extra["dropped_messages"],
             snapshot_transfers=self.snapshot_transfers(),
             peer_streams=self.peer_streams(),
+            forwards_riding=extra["forwards_riding"],
         )

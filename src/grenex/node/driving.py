@@ -11,9 +11,12 @@ fsync) runs in a worker thread, the only part that leaves the loop; in memory it
 The gateway (pure) decides every routing question; this service only carries its outputs:
 
 * ``Outcome`` → the client's future (``Applied``, or an :class:`~grenex.codec.api.ApiError`);
-* ``Forward`` → a request to the leader's peer service, whose typed reply (or failure) is
-  queued back as a gateway input;
-* ``ForwardAnswer`` → the future of the forwarder's pending request.
+* ``Forward`` → with the consensus stream to the leader up, a ``FwdItem`` riding with our
+  consensus messages to it (:meth:`Peers.forward`), whose ``FwdAnswer`` comes back with the
+  leader's messages to us (:meth:`answers`); else a request to the leader's peer service,
+  whose typed reply (or failure) is queued back as a gateway input;
+* ``ForwardAnswer`` → the future of the forwarder's pending request, or, for a forward that
+  rode the consensus traffic (:meth:`forwarded_by_peer`), a ``FwdAnswer`` riding back.
 
 Bounds: the consensus inbox (``inbox_messages_max``), the gateway's own bounds, the pending
 forwarded requests (the gateway's ``forwarded_batches_max``), conf-change requests.
@@ -31,7 +34,7 @@ from typing import Any
 
 from grenex.codec.api import BadRequest, Busy, Unavailable
 from grenex.codec.peer import Forward as PeerForward
-from grenex.codec.peer import FwdAt, FwdDeclined, FwdNotLeader, FwdReply
+from grenex.codec.peer import FwdAnswer, FwdAt, FwdDeclined, FwdNotLeader, FwdReply
 from grenex.consensus import (
     InvalidConfChangeError,
     Message,
@@ -59,6 +62,7 @@ __all__ = ["ConfRequest", "DriverService", "DriverStoppedError", "ExecutedBefore
 log = logging.getLogger("grenex.node.driver")
 
 CONF_REQUESTS_MAX = 64  # membership requests queued for the next turn
+REPLIES_MAX = 4_096  # answers to our forwards queued for the next turn (beyond: dropped)
 
 
 class ExecutedBefore(Unavailable):
@@ -115,15 +119,24 @@ class DriverService:
         self._reports: deque[tuple[str, bool | None]] = deque()
         self._submits: deque[tuple[int, bytes]] = deque()
         self._forwarded: deque[tuple[str, int, list[bytes]]] = deque()
-        self._replies: deque[tuple[int, ForwardReply | None, bool, str]] = deque()
+        # (batch, reply or None for a failure, delivered, why, the answering node or None
+        # when the reply came back on the forward's own request)
+        self._replies: deque[tuple[int, ForwardReply | None, bool, str, str | None]] = deque()
         self._conf: deque[ConfRequest] = deque()
         self._hooks: list[Callable[[Replica], None]] = []
         self._waiters: dict[int, asyncio.Future[Applied]] = {}
-        self._fwd_waiters: dict[tuple[str, int], asyncio.Future[FwdReply]] = {}
+        # (src, batch) -> the future of the forwarder's request, or None: the answer rides
+        # back with our consensus messages to src (Peers.answer)
+        self._fwd_waiters: dict[tuple[str, int], asyncio.Future[FwdReply] | None] = {}
         self._next_token = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._flushing: asyncio.Future[None] | None = None  # a flush in its worker thread
-        self.counters = {"inbox_dropped": 0, "forwards_failed": 0}
+        self.counters = {
+            "inbox_dropped": 0,
+            "forwards_failed": 0,
+            "forwards_riding": 0,
+            "forwards_refused": 0,  # riding forwards from a node outside the configuration
+        }
 
     # -- running -----------------------------------------------------------------------------
 
@@ -154,7 +167,7 @@ class DriverService:
         self._waiters.clear()
         queued = {(src, batch) for src, batch, _ in self._forwarded}  # not given to the gateway
         for key, f in self._fwd_waiters.items():
-            if f.done():
+            if f is None or f.done():
                 continue
             if key in queued:  # surely never proposed
                 f.set_result(FwdDeclined("the leader is stopping", False))
@@ -202,11 +215,11 @@ class DriverService:
             src, batch, datas = self._forwarded.popleft()
             gw.forwarded(src, batch, datas)
         while self._replies:
-            batch, reply, delivered, why = self._replies.popleft()
+            batch, reply, delivered, why, by = self._replies.popleft()
             if reply is None:
                 gw.forward_failed(batch, delivered, why)
             else:
-                gw.forward_replied(batch, reply)
+                gw.forward_replied(batch, reply, by)
         self._conf_changes(replica)
         ticks, self._ticks_due = self._ticks_due, 0
         msgs = list(self._inbox)
@@ -253,11 +266,24 @@ class DriverService:
                         )
                     )
             elif isinstance(out, Forward):
-                self.peers.spawn(self._forward(out))
+                if self.peers.stream_up(out.to) and self._rides(out.datas):
+                    self.peers.forward(out.to, out.batch, out.datas)
+                    self.counters["forwards_riding"] += 1
+                else:
+                    self.peers.spawn(self._forward(out))
             else:
-                f = self._fwd_waiters.pop((out.to, out.batch), None)
-                if f is not None and not f.done():
+                key = (out.to, out.batch)
+                if key not in self._fwd_waiters:
+                    continue
+                f = self._fwd_waiters.pop(key)
+                if f is None:
+                    self.peers.answer(out.to, out.batch, reply_to_wire(out.reply))
+                elif not f.done():
                     f.set_result(reply_to_wire(out.reply))
+
+    def _rides(self, datas: list[bytes]) -> bool:
+        """A forward small enough to ride in a stream frame (half of one)."""
+        return sum(len(d) for d in datas) <= self.peers.limits.batch_bytes_max // 2
 
     async def _forward(self, fwd: Forward) -> None:
         try:
@@ -266,12 +292,12 @@ class DriverService:
             )
         except AskError as e:
             self.counters["forwards_failed"] += 1
-            self._replies.append((fwd.batch, None, e.delivered, str(e)))
+            self._replies.append((fwd.batch, None, e.delivered, str(e), None))
         else:
             if isinstance(reply, FwdAt | FwdNotLeader | FwdDeclined):
-                self._replies.append((fwd.batch, reply_from_wire(reply), True, ""))
+                self._replies.append((fwd.batch, reply_from_wire(reply), True, "", None))
             else:
-                self._replies.append((fwd.batch, None, True, "the leader answered off-topic"))
+                self._replies.append((fwd.batch, None, True, "the leader answered off-topic", None))
         self.wake.set()
 
     def _conf_changes(self, replica: Replica) -> None:
@@ -330,6 +356,35 @@ class DriverService:
         self.wake.set()
         return fut
 
+    def forwarded_by_peer(self, src: str, batch: int, datas: list[bytes]) -> None:
+        """A forward that rode ``src``'s consensus traffic (a ``FwdItem``): its answer rides
+        back the same way (nothing when this node is stopping: the forwarder's deadline, or
+        the next leader, settles it)."""
+        if self.stopped.is_set():
+            return
+        if src not in self.replica.raft.conf_state().members():
+            # answers ride only to members (no channel is ever opened to a claimed name)
+            self.counters["forwards_refused"] += 1
+            return
+        key = (src, batch)
+        if key in self._fwd_waiters:
+            return  # a copy of a batch still pending: the first one's answer serves
+        if len(self._fwd_waiters) >= self.gateway.limits.forwarded_batches_max:
+            self.peers.answer(src, batch, FwdDeclined("leader busy", True))
+            return
+        self._fwd_waiters[key] = None
+        self._forwarded.append((src, batch, datas))
+        self.wake.set()
+
+    def answers(self, src: str, answers: list[FwdAnswer]) -> None:
+        """Answers to our forwards that rode ``src``'s consensus traffic; the gateway takes
+        only those for batches forwarded to ``src``."""
+        room = REPLIES_MAX - len(self._replies)
+        for a in answers[: max(0, room)]:
+            self._replies.append((a.batch, reply_from_wire(a.reply), True, "", src))
+        if answers:
+            self.wake.set()
+
     def drop_forward_waiter(self, src: str, batch: int) -> None:
         self._fwd_waiters.pop((src, batch), None)
 
@@ -368,4 +423,5 @@ class DriverService:
             "queued": gw.queued(),
             "forwards_inflight": gw.inflight(),
             "dropped_messages": self.driver.dropped_messages,
+            "forwards_riding": self.counters["forwards_riding"],
         }

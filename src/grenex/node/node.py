@@ -122,7 +122,7 @@ def build_peer_api(
         on_probe=founding.on_probe,
         on_rejoin=founding.on_rejoin,
         accepts_raft=founding.accepts_raft,
-        prepare=signatures.prepare,
+        prepare=signatures.prepare if signatures.threaded else None,
         prefetch=signatures.prefetch,
         identity=identity,
         assemblies=Assemblies(

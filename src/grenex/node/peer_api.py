@@ -4,7 +4,10 @@ Every request is a typed message of :mod:`grenex.codec.peer` (checked against th
 secret when there is one); anything else is answered ``ERR_GRENEX_BAD_REQUEST`` and changes
 nothing.  Consensus batches go to the driver's bounded inbox (the replica drops what a member
 must not believe); forwarded commands go to the gateway, and the request is answered with the
-gateway's answer; joins, probes and rejoins are answered from this node's state.
+gateway's answer; joins, probes and rejoins are answered from this node's state.  Forwards
+and forward answers may also ride with a member's consensus messages (a stream frame or a
+``raft`` request: ``FwdItem``, ``FwdAnswer``); a forward that rode in is answered the same
+way, with this node's consensus messages to the sender.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ __all__ = ["Assemblies", "PeerAPI", "PeerLimitsIn"]
 
 # the consensus messages a learner may send: answers to the leader's appends and heartbeats
 _LEARNER_RAFT: Final = (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP)
+# forward answers one frame or batch may carry (a forwarder has a few forwards in flight)
+ANSWERS_PER_BATCH_MAX: Final = 1_024
 
 
 class PeerLimitsIn(msgspec.Struct, frozen=True):
@@ -61,6 +66,7 @@ class PeerLimitsIn(msgspec.Struct, frozen=True):
     forward_commands_max: int
     command_bytes_max: int
     forward_wait_ms: int
+    forwards_per_batch_max: int = 64  # forwards riding in one frame or raft request
 
 
 class _Transfer:
@@ -159,6 +165,7 @@ class PeerAPI:
         self.on_rejoin = on_rejoin
         self.accepts_raft = accepts_raft  # False: not founded yet (founding.py), drop consensus
         self.refused = 0
+        self._checking: set[asyncio.Task[None]] = set()  # forwards being verified in threads
 
     async def handle(self, key: str, payload: Any, peer: PeerCert | None = None) -> Any:
         try:
@@ -198,11 +205,11 @@ class PeerAPI:
                 self.refused += 1
                 raise StreamRefusedError(f"{sender} is no longer a member")
             try:
-                msgs = decode_raft_frame(data)
+                f = decode_raft_frame(data)
             except PeerWireError as e:
                 self.refused += 1
                 raise StreamRefusedError(str(e)) from None
-            self._raft(RaftBatch(sender, msgs))
+            self._raft(RaftBatch(sender, f.msgs, f.fwds, f.answers))
 
         return on_frame
 
@@ -248,6 +255,12 @@ class PeerAPI:
             return RaftAck(0, len(msg.msgs))
         if len(msg.msgs) > self.limits.messages_per_batch_max:
             raise BadRequest("too many messages in one batch")
+        if len(msg.fwds) > self.limits.forwards_per_batch_max:
+            raise BadRequest("too many forwards in one batch")
+        if len(msg.answers) > ANSWERS_PER_BATCH_MAX:
+            raise BadRequest("too many forward answers in one batch")
+        for f in msg.fwds:
+            self._check_forward(f.cmds, f.batch)
         try:
             decoded = [decode_message(b) for b in msg.msgs]
         except (ValueError, TypeError, msgspec.DecodeError) as e:
@@ -264,23 +277,50 @@ class PeerAPI:
                 unstamp(e.data)[1] for m in ok for e in m.entries if e.kind == EntryKind.NORMAL
             ]
             self.prefetch(datas)
-        taken, dropped = self.driver.deliver(ok)
+        taken, dropped = self.driver.deliver(ok) if decoded else (0, 0)
+        if msg.answers:
+            self.driver.answers(msg.src, msg.answers)
+        for f in msg.fwds:
+            self._forward_riding(msg.src, f.batch, f.cmds)
         return RaftAck(taken, dropped + len(decoded) - len(ok))
 
-    async def _forward(self, msg: Forward) -> PeerReply:
+    def _check_forward(self, cmds: list[bytes], batch: int) -> None:
         lim = self.limits
         if (
-            not msg.cmds
-            or len(msg.cmds) > lim.forward_commands_max
-            or any(len(c) > lim.command_bytes_max for c in msg.cmds)
-            or msg.batch < 0
+            not cmds
+            or len(cmds) > lim.forward_commands_max
+            or any(len(c) > lim.command_bytes_max for c in cmds)
+            or batch < 0
         ):
             raise BadRequest("a forward holds 1..max commands of bounded size")
+
+    def _forward_riding(self, src: str, batch: int, cmds: list[bytes]) -> None:
+        """A forward that rode ``src``'s consensus traffic: to the gateway (after the
+        signature threads, when there are any); the answer rides back."""
+        if self.prepare is None:
+            self.driver.forwarded_by_peer(src, batch, cmds)
+            return
+        if len(self._checking) >= self.limits.forwards_per_batch_max:
+            self.driver.forwarded_by_peer(src, batch, cmds)  # the precheck verifies them
+            return
+        prepare = self.prepare
+
+        async def check() -> None:
+            await prepare(cmds)
+            self.driver.forwarded_by_peer(src, batch, cmds)
+
+        task = asyncio.ensure_future(check())
+        self._checking.add(task)
+        task.add_done_callback(self._checking.discard)
+
+    async def _forward(self, msg: Forward) -> PeerReply:
+        self._check_forward(msg.cmds, msg.batch)
         if self.prepare is not None:
             await self.prepare(list(msg.cmds))
         fut = self.driver.forwarded(msg.src, msg.batch, list(msg.cmds))
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), lim.forward_wait_ms / 1000)
+            wait = self.limits.forward_wait_ms / 1000
+            return await asyncio.wait_for(asyncio.shield(fut), wait)
         except TimeoutError:
             # it may still be proposed: the forwarder must treat its outcome as unknown
             self.driver.drop_forward_waiter(msg.src, msg.batch)

@@ -17,8 +17,13 @@ no JSON or base64 around them, the sender named by its TLS certificate.  While a
 down (not yet connected, broken, a peer that does not serve it) the batch goes as a request,
 as before, and the stream is tried again after a back-off.  Snapshots always go as requests.
 
-Other messages (forwarded commands, join, probe, rejoin) go through :meth:`Peers.ask`, one
-request and its typed reply (``grenex.codec.peer``).
+Forwarded commands ride with the consensus messages when the stream to the leader is up
+(:meth:`Peers.forward`: a ``FwdItem`` in the frame), and the leader's answer rides with its
+own consensus messages to us (:meth:`Peers.answer`: a ``FwdAnswer``), so a forward costs no
+request, no reply and no write of its own; when the stream is down, a queued forward or answer
+goes in the channel's ``raft`` request instead.  Other messages (forwards while the stream to
+the leader is down, join, probe, rejoin) go through :meth:`Peers.ask`, one request and its
+typed reply (``grenex.codec.peer``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from typing import Any
 
 from grenex.codec.api import service_names
 from grenex.codec.peer import (
+    FwdAnswer,
+    FwdItem,
+    FwdReply,
     PeerMessage,
     PeerReply,
     PeerWireError,
@@ -88,6 +96,19 @@ class _Channel:
         self.inflight: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.stream: StreamSender | None = None
+        # forwards to this node (the leader) and answers to its forwards: never dropped for a
+        # full queue (the gateways bound them: forwards in flight, batches waiting to propose)
+        self.fwds: deque[FwdItem] = deque()
+        self.answers: deque[FwdAnswer] = deque()
+
+    def pending(self) -> bool:
+        return bool(self.queue or self.fwds or self.answers)
+
+    def put_control(self) -> None:
+        """A forward or an answer was queued: the end of the turn writes it on the stream,
+        else the channel's task sends it in a request."""
+        if self.stream is None or not self.stream.connected:
+            self.wake.set()
 
     def put(self, data: bytes, is_snapshot: bool) -> None:
         lim = self.peers.limits
@@ -100,30 +121,57 @@ class _Channel:
             self.wake.set()  # else Peers.flush writes it at the end of the driver turn
 
     def stream_out(self) -> bool:
-        """Write what is queued up to the next snapshot to the stream, now, as one frame;
-        False when there is no stream up (or a snapshot is next): the requests carry it."""
+        """Write what is queued up to the next snapshot to the stream, now, as one frame
+        (with the queued forwards and answers); False when there is no stream up (or only a
+        snapshot is next): the requests carry it."""
         stream = self.stream
-        if stream is None or not self.queue or self.queue[0][1] or not stream.ready():
+        q = self.queue
+        plain = bool(q) and not q[0][1]
+        if stream is None or not (plain or self.fwds or self.answers) or not stream.ready():
             return False
-        batch = self._take_plain()
+        answers, fwds, size = self._take_control()
+        batch = self._take_plain(size, not fwds)
         try:
-            stream.write(encode_raft_frame(batch))
+            stream.write(encode_raft_frame(batch, fwds, answers))
         except TransportError as e:
             log.debug("stream to %s: %s", self.dst, e)
+            # forwards and answers go again, in a request; consensus messages need not
+            self.fwds.extendleft(reversed(fwds))
+            self.answers.extendleft(reversed(answers))
             self.peers.on_failure(self.dst, False)
+            self.wake.set()
+            return False
         return True
 
-    def _take_plain(self) -> list[bytes]:
-        """Queued messages up to the next snapshot (for the stream)."""
-        batch: list[bytes] = []
+    def _take_control(self) -> tuple[list[FwdAnswer], list[FwdItem], int]:
+        """The queued answers, and forwards up to the batch size (at least one)."""
+        answers = list(self.answers)
+        self.answers.clear()
+        fwds: list[FwdItem] = []
         size = 0
         cap = self.peers.limits.batch_bytes_max
+        while self.fwds:
+            n = sum(len(c) for c in self.fwds[0].cmds)
+            if fwds and size + n > cap:
+                break
+            fwds.append(self.fwds.popleft())
+            size += n
+        return answers, fwds, size
+
+    def _take_plain(self, size: int = 0, at_least_one: bool = True) -> list[bytes]:
+        """Queued messages up to the next snapshot, within the batch size (``size`` of it
+        taken by forwards already; ``at_least_one`` beyond it when nothing else goes)."""
+        batch: list[bytes] = []
+        cap = self.peers.limits.batch_bytes_max
         q = self.queue
-        while q and not q[0][1] and (not batch or size + len(q[0][0]) <= cap):
+        while q and not q[0][1]:
+            n = len(q[0][0])
+            if size + n > cap and (batch or not at_least_one):
+                break
             data, _ = q.popleft()
-            self.queued_bytes -= len(data)
+            self.queued_bytes -= n
             batch.append(data)
-            size += len(data)
+            size += n
         return batch
 
     def _take(self) -> tuple[list[bytes], bool]:
@@ -144,25 +192,29 @@ class _Channel:
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while self.queue:
+            while self.pending():
                 if self.stream_out():
                     continue
                 if len(inflight) >= self.peers.limits.inflight_max:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                     continue
+                answers, fwds, _ = self._take_control()
                 batch, snap = self._take()
-                task = asyncio.create_task(self._send(batch, snap))
+                task = asyncio.create_task(self._send(batch, snap, fwds, answers))
                 inflight.add(task)
                 task.add_done_callback(inflight.discard)
 
-    async def _send(self, batch: list[bytes], snap: bool) -> None:
+    async def _send(
+        self, batch: list[bytes], snap: bool, fwds: list[FwdItem], answers: list[FwdAnswer]
+    ) -> None:
         p = self.peers
         lim = p.limits
         try:
             big = [m for m in batch if len(m) > lim.chunk_bytes]
             small = [m for m in batch if len(m) <= lim.chunk_bytes]
-            if small:
-                await p.ask(self.dst, RaftBatch(p.node_id, small), lim.request_timeout_ms)
+            if small or fwds or answers:
+                req = RaftBatch(p.node_id, small, fwds, answers)
+                await p.ask(self.dst, req, lim.request_timeout_ms)
             for m in big:  # a snapshot: in pieces, each a small request of its own
                 await p.send_in_chunks(self.dst, m)
         except AskError as e:
@@ -206,22 +258,43 @@ class Peers:
         for ch in self.channels.values():
             while ch.stream_out():
                 pass
-            if ch.queue:
+            if ch.pending():
                 ch.wake.set()
 
     def streams_up(self) -> int:
         """Destinations whose consensus stream is connected now."""
         return sum(1 for ch in self.channels.values() if ch.stream and ch.stream.connected)
 
+    def stream_up(self, dst: str) -> bool:
+        """The consensus stream to ``dst`` is connected now."""
+        ch = self.channels.get(dst)
+        return ch is not None and ch.stream is not None and ch.stream.connected
+
+    def _channel(self, dst: str) -> _Channel:
+        ch = self.channels.get(dst)
+        if ch is None:
+            ch = self.channels[dst] = _Channel(self, dst)
+            if self.streams is not None:
+                ch.stream = self.streams(service_names(self.cluster, dst)["peer"])
+            ch.task = asyncio.create_task(ch.run(), name=f"peer-{dst}")
+        return ch
+
     def send(self, m: Message) -> None:
         """Queue one consensus message (after its Ready was flushed)."""
-        ch = self.channels.get(m.dst)
-        if ch is None:
-            ch = self.channels[m.dst] = _Channel(self, m.dst)
-            if self.streams is not None:
-                ch.stream = self.streams(service_names(self.cluster, m.dst)["peer"])
-            ch.task = asyncio.create_task(ch.run(), name=f"peer-{m.dst}")
-        ch.put(encode_message(m), m.type == MessageType.SNAP)
+        self._channel(m.dst).put(encode_message(m), m.type == MessageType.SNAP)
+
+    def forward(self, dst: str, batch: int, cmds: list[bytes]) -> None:
+        """Queue forwarded commands for the leader ``dst``, to ride with our consensus
+        messages to it; its answer comes back as a ``FwdAnswer`` with its messages to us."""
+        ch = self._channel(dst)
+        ch.fwds.append(FwdItem(batch, cmds))
+        ch.put_control()
+
+    def answer(self, dst: str, batch: int, reply: FwdReply) -> None:
+        """Queue the answer to ``dst``'s forwarded batch, to ride with our messages to it."""
+        ch = self._channel(dst)
+        ch.answers.append(FwdAnswer(batch, reply))
+        ch.put_control()
 
     async def ask(self, dst: str, msg: PeerMessage, timeout_ms: int) -> PeerReply:
         """One request to ``dst``'s peer service and its typed reply."""

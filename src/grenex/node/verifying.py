@@ -49,6 +49,11 @@ class Signatures:
             ThreadPoolExecutor(threads, thread_name_prefix="verify") if threads > 0 else None
         )
 
+    @property
+    def threaded(self) -> bool:
+        """Signatures are checked in worker threads (``--verify-threads`` > 0)."""
+        return self._pool is not None
+
     def attach(self, replica: Replica) -> None:
         """Verdicts and decoded envelopes are reused at apply."""
         self.replica = replica

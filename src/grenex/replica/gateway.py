@@ -281,12 +281,15 @@ class Gateway(Generic[T]):
             return
         self._forwarded.append((src, batch, datas))
 
-    def forward_replied(self, batch: int, reply: ForwardReply) -> None:
-        """The answer to a batch we forwarded (a late or repeated answer is ignored)."""
-        fl = self._inflight.pop(batch, None)
-        if fl is None:
+    def forward_replied(self, batch: int, reply: ForwardReply, src: str | None = None) -> None:
+        """The answer to a batch we forwarded (a late or repeated answer is ignored).  ``src``:
+        the node that sent the answer, when it did not come back on the forward's own request
+        (it rode that node's consensus traffic): only the node the batch went to answers it."""
+        fl = self._inflight.get(batch)
+        if fl is None or (src is not None and src != fl.to):
             self.counters["forward_replies_ignored"] += 1
             return
+        del self._inflight[batch]
         if isinstance(reply, At):
             first, term = reply.first, reply.term
             skipped = dict(reply.skipped)

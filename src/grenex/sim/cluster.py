@@ -665,8 +665,10 @@ class Simulation:
             elif kind == "fwd_reply":
                 # Delivered to whoever runs as ``dst`` now, even a later incarnation than the
                 # one that forwarded: batch numbers alone must keep answers apart.
+                # As on a real cluster, where the answer rides the leader's own consensus
+                # traffic to us: only the node the batch went to may answer it.
                 _, batch, body = payload
-                gw.forward_replied(batch, _from_wire(decode_peer_reply(body)))
+                gw.forward_replied(batch, _from_wire(decode_peer_reply(body)), src)
                 self.stats["fwd_answers"] += 1
             else:
                 gw.forward_failed(payload[1], False, "connection refused")
