@@ -30,6 +30,7 @@ from grenex.codec.peer import (
 )
 from grenex.consensus import Role
 from grenex.grenache.errors import GrenacheError
+from grenex.node.peers import ANSWERS_QUEUED_MAX, PeerLimits, Peers
 from grenex.replica.gateway import At, Fate, Forward, Gateway, GatewayLimits, Outcome
 
 from .inproc import InProcCluster
@@ -234,3 +235,21 @@ async def test_a_riding_forward_from_outside_the_configuration_is_dropped(
     assert node.driver.replica.raft.status().last_index == before
     assert "stranger" not in node.peers.channels
     assert node.driver.counters["forwards_refused"] == 1
+
+
+async def test_answers_queued_for_one_member_are_bounded() -> None:
+    """A member that forwards faster than it takes answers cannot grow the leader's queue."""
+
+    class _Silent:
+        async def request(self, *_a: Any, **_k: Any) -> Any:
+            await asyncio.Event().wait()  # never answers
+
+    limits = PeerLimits(1 << 20, 1 << 20, 1, 5_000, 5_000)
+    peers = Peers("n1", "main", _Silent(), limits, lambda *_: None, lambda _: None)  # type: ignore[arg-type]
+    try:
+        for b in range(ANSWERS_QUEUED_MAX + 76):
+            peers.answer("n2", b, FwdDeclined("leader busy", True))
+        ch = peers.channels["n2"]
+        assert len(ch.answers) == ANSWERS_QUEUED_MAX and ch.dropped == 76
+    finally:
+        await peers.close()

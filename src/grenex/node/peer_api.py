@@ -52,13 +52,14 @@ from grenex.grenache.stream import StreamRefusedError
 from grenex.grenache.tls import PeerCert
 from grenex.node.driving import DriverService
 from grenex.node.identity import NodeIdentity
+from grenex.node.peers import ANSWERS_QUEUED_MAX
 
 __all__ = ["Assemblies", "PeerAPI", "PeerLimitsIn"]
 
 # the consensus messages a learner may send: answers to the leader's appends and heartbeats
 _LEARNER_RAFT: Final = (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP)
 # forward answers one frame or batch may carry (a forwarder has a few forwards in flight)
-ANSWERS_PER_BATCH_MAX: Final = 1_024
+ANSWERS_PER_BATCH_MAX: Final = ANSWERS_QUEUED_MAX
 
 
 class PeerLimitsIn(msgspec.Struct, frozen=True):

@@ -62,7 +62,11 @@ from grenex.grenache.errors import (
 )
 from grenex.grenache.stream import StreamSender
 
-__all__ = ["AskError", "PeerLimits", "Peers"]
+__all__ = ["ANSWERS_QUEUED_MAX", "AskError", "PeerLimits", "Peers"]
+
+# forward answers queued for one destination (beyond: dropped, the forwarder's deadline
+# settles them); also the most one frame or request carries, as the receiver accepts
+ANSWERS_QUEUED_MAX = 1_024
 
 log = logging.getLogger("grenex.node.peers")
 
@@ -96,8 +100,9 @@ class _Channel:
         self.inflight: set[asyncio.Task[None]] = set()
         self.task: asyncio.Task[None] | None = None
         self.stream: StreamSender | None = None
-        # forwards to this node (the leader) and answers to its forwards: never dropped for a
-        # full queue (the gateways bound them: forwards in flight, batches waiting to propose)
+        # forwards to this node (the leader) and answers to its forwards: not dropped for a
+        # full queue (the forwarder's gateway bounds its forwards in flight; answers are
+        # bounded by ANSWERS_QUEUED_MAX)
         self.fwds: deque[FwdItem] = deque()
         self.answers: deque[FwdAnswer] = deque()
 
@@ -291,8 +296,13 @@ class Peers:
         ch.put_control()
 
     def answer(self, dst: str, batch: int, reply: FwdReply) -> None:
-        """Queue the answer to ``dst``'s forwarded batch, to ride with our messages to it."""
+        """Queue the answer to ``dst``'s forwarded batch, to ride with our messages to it
+        (dropped when ``ANSWERS_QUEUED_MAX`` wait already: a member that forwards faster
+        than it takes answers)."""
         ch = self._channel(dst)
+        if len(ch.answers) >= ANSWERS_QUEUED_MAX:
+            ch.dropped += 1
+            return
         ch.answers.append(FwdAnswer(batch, reply))
         ch.put_control()
 
