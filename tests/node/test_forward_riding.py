@@ -29,7 +29,7 @@ from grenex.codec.peer import (
     encode_raft_frame,
 )
 from grenex.consensus import Role
-from grenex.grenache.errors import GrenacheError
+from grenex.grenache.errors import GrenacheError, TransportError
 from grenex.node.peers import ANSWERS_QUEUED_MAX, PeerLimits, Peers
 from grenex.replica.gateway import At, Fate, Forward, Gateway, GatewayLimits, Outcome
 
@@ -251,5 +251,90 @@ async def test_answers_queued_for_one_member_are_bounded() -> None:
             peers.answer("n2", b, FwdDeclined("leader busy", True))
         ch = peers.channels["n2"]
         assert len(ch.answers) == ANSWERS_QUEUED_MAX and ch.dropped == 76
+    finally:
+        await peers.close()
+
+
+async def test_riding_forwards_whose_request_never_left_are_reported_not_delivered() -> None:
+    """With the stream down, riding forwards go in the channel's raft request; when that
+    request surely never arrived (connection refused), the forwarder is told so, as a
+    forward's own request would tell it: its commands go again, nothing is unknown."""
+
+    class _Refused:
+        async def request(self, *_a: Any, **_k: Any) -> Any:
+            raise TransportError("ERR_REQUEST_GENERIC: refused", delivered=False)
+
+    failed: list[tuple[list[int], bool]] = []
+    lost = asyncio.Event()
+
+    def on_failed(batches: list[int], delivered: bool, _why: str) -> None:
+        failed.append((batches, delivered))
+        lost.set()
+
+    limits = PeerLimits(1 << 20, 1 << 20, 1, 5_000, 5_000)
+    peers = Peers("n2", "main", _Refused(), limits, lambda *_: None, lambda _: None)  # type: ignore[arg-type]
+    peers.on_forwards_failed = on_failed
+    try:
+        peers.forward("n1", 41, [b"{}"])
+        peers.forward("n1", 42, [b"{}"])
+        await asyncio.wait_for(lost.wait(), 5.0)
+        assert failed == [([41, 42], False)]
+    finally:
+        await peers.close()
+
+
+class _FakeStream:
+    """What a channel uses of a StreamSender: a connection that can break and come back."""
+
+    def __init__(self) -> None:
+        self.connected = True
+        self.connects = 1
+        self.frames: list[bytes] = []
+
+    def ready(self) -> bool:
+        return self.connected
+
+    def write(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    async def close(self) -> None:
+        self.connected = False
+
+
+async def test_riding_forwards_on_a_broken_stream_are_unknown_at_once() -> None:
+    """A forward written on a connection that then broke may or may not have been read: its
+    forwarder learns that at the next turn (unknown; the client sends it again), not at its
+    deadline.  Forwards written on the new connection are not touched."""
+
+    class _Silent:
+        async def request(self, *_a: Any, **_k: Any) -> Any:
+            await asyncio.Event().wait()
+
+    stream = _FakeStream()
+    failed: list[tuple[list[int], bool]] = []
+    limits = PeerLimits(1 << 20, 1 << 20, 1, 5_000, 5_000)
+    peers = Peers(
+        "n2",
+        "main",
+        _Silent(),  # type: ignore[arg-type]
+        limits,
+        lambda *_: None,
+        lambda _: None,
+        streams=lambda _name: stream,  # type: ignore[arg-type,return-value]
+    )
+    peers.on_forwards_failed = lambda b, d, _w: failed.append((b, d))
+    try:
+        peers.forward("n1", 7, [b"{}"])
+        peers.flush()
+        assert len(stream.frames) == 1 and decode_raft_frame(stream.frames[0]).fwds[0].batch == 7
+        peers.flush()
+        assert failed == []  # the connection is up: nothing to say
+        stream.connects = 2  # it broke and came back
+        peers.forward("n1", 8, [b"{}"])
+        peers.flush()
+        assert failed == [([7], True)]
+        stream.connected = False
+        peers.flush()
+        assert failed == [([7], True), ([8], True)]
     finally:
         await peers.close()

@@ -111,6 +111,7 @@ class DriverService:
         self.inbox_messages_max = inbox_messages_max
         self.forward_timeout_ms = forward_timeout_ms
         self.driver: Driver[int] = Driver(replica, gateway, snapshots, peers.send, on_applied)
+        peers.on_forwards_failed = self._forwards_failed
         self.wake = wake if wake is not None else asyncio.Event()
         self.stopped = asyncio.Event()
         self.failed = False
@@ -280,6 +281,13 @@ class DriverService:
                     self.peers.answer(out.to, out.batch, reply_to_wire(out.reply))
                 elif not f.done():
                     f.set_result(reply_to_wire(out.reply))
+
+    def _forwards_failed(self, batches: list[int], delivered: bool, why: str) -> None:
+        """Riding forwards whose ``raft`` request failed (their stream was down)."""
+        self.counters["forwards_failed"] += len(batches)
+        for b in batches:
+            self._replies.append((b, None, delivered, why, None))
+        self.wake.set()
 
     def _rides(self, datas: list[bytes]) -> bool:
         """A forward small enough to ride in a stream frame (half of one)."""

@@ -67,6 +67,7 @@ __all__ = ["ANSWERS_QUEUED_MAX", "AskError", "PeerLimits", "Peers"]
 # forward answers queued for one destination (beyond: dropped, the forwarder's deadline
 # settles them); also the most one frame or request carries, as the receiver accepts
 ANSWERS_QUEUED_MAX = 1_024
+WRITTEN_KEPT = 64  # riding forwards remembered per stream connection (see _Channel.written)
 
 log = logging.getLogger("grenex.node.peers")
 
@@ -105,6 +106,11 @@ class _Channel:
         # bounded by ANSWERS_QUEUED_MAX)
         self.fwds: deque[FwdItem] = deque()
         self.answers: deque[FwdAnswer] = deque()
+        # forwards written on the stream's connection number ``written_on`` (the newest few:
+        # a forwarder has only a few in flight); if that connection breaks they may or may
+        # not have been read, and their forwarder is told so at once
+        self.written: deque[int] = deque(maxlen=WRITTEN_KEPT)
+        self.written_on = 0
 
     def pending(self) -> bool:
         return bool(self.queue or self.fwds or self.answers)
@@ -138,6 +144,11 @@ class _Channel:
         batch = self._take_plain(size, not fwds)
         try:
             stream.write(encode_raft_frame(batch, fwds, answers))
+            if fwds:
+                if self.written_on != stream.connects:
+                    self.written.clear()
+                    self.written_on = stream.connects
+                self.written.extend(f.batch for f in fwds)
         except TransportError as e:
             log.debug("stream to %s: %s", self.dst, e)
             # forwards and answers go again, in a request; consensus messages need not
@@ -147,6 +158,20 @@ class _Channel:
             self.wake.set()
             return False
         return True
+
+    def check_written(self) -> None:
+        """Forwards written on a connection that is gone: their outcome is unknown now
+        (they may have been read), not at the forwarder's deadline."""
+        stream = self.stream
+        if not self.written or stream is None:
+            return
+        if stream.connected and stream.connects == self.written_on:
+            return
+        batches = list(self.written)
+        self.written.clear()
+        cb = self.peers.on_forwards_failed
+        if cb is not None:
+            cb(batches, True, f"the stream to {self.dst} broke after the forward was written")
 
     def _take_control(self) -> tuple[list[FwdAnswer], list[FwdItem], int]:
         """The queued answers, and forwards up to the batch size (at least one)."""
@@ -225,6 +250,9 @@ class _Channel:
         except AskError as e:
             log.debug("to %s: %s", self.dst, e)
             p.on_failure(self.dst, snap)
+            if fwds and p.on_forwards_failed is not None:
+                # as a forward's own request would: not delivered, they go again
+                p.on_forwards_failed([f.batch for f in fwds], e.delivered, str(e))
         else:
             if snap:
                 p.on_snapshot_sent(self.dst)
@@ -253,6 +281,8 @@ class Peers:
         self.on_snapshot_sent = on_snapshot_sent
         self.secret = secret
         self.channels: dict[str, _Channel] = {}
+        # (batches, delivered, why): riding forwards whose request failed (set by the driver)
+        self.on_forwards_failed: Callable[[list[int], bool, str], None] | None = None
         self._transfers = 0  # chunked transfers started (their ids)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -261,6 +291,7 @@ class Peers:
         goes out now, one frame per member, written without a task switch; the rest (no
         stream, a snapshot) is left to the channels' tasks."""
         for ch in self.channels.values():
+            ch.check_written()
             while ch.stream_out():
                 pass
             if ch.pending():
