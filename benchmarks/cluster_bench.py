@@ -133,6 +133,8 @@ async def run_point(
             str(args.batch),
             "--out",
             str(out),
+            "--loop",
+            args.client_loop,
         ]
         if rate == "flat":
             cmd += ["--concurrency", str(args.concurrency)]
@@ -293,6 +295,12 @@ def main() -> None:
         "--node-args", default="", help="extra `grenex node` options, e.g. '--verify-threads 0'"
     )
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--client-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the client processes' event loop (uvloop where installed, as the nodes run)",
+    )
     p.add_argument(
         "--kill-leader",
         action="store_true",

@@ -32,6 +32,7 @@ from grenex.codec.keys import SecretKey, read_key_file
 from grenex.codec.signer import Signer
 from grenex.grenache import GrenacheError, Link, PeerRPCClient, WsPeerRPCClient
 from grenex.grenache.tls import check_cert
+from grenex.node.main import run_event_loop
 
 
 class Load:
@@ -214,8 +215,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1, help="commands per signed envelope (a batch)")
     p.add_argument("--accounts", type=int, default=8, help="accounts this client trades for")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the client's event loop (uvloop where installed, as the node runs)",
+    )
     args = p.parse_args()
-    result = asyncio.run(run(args))
+    result = run_event_loop(run(args), args.loop == "uvloop")
     args.out.write_text(json.dumps(result))
     sys.exit(0)
 

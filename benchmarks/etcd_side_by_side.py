@@ -63,6 +63,7 @@ from typing import Any, TextIO
 from grenex.codec.api import statuses_agree
 from grenex.codec.keys import write_key_file
 from grenex.devnet import LocalCluster
+from grenex.node.main import run_event_loop
 
 HERE = Path(__file__).resolve().parent
 INSTALL_HINT = "apt-get install etcd-server (as root; optional, Debian/Ubuntu)"
@@ -504,7 +505,7 @@ async def etcd_point(
         cmd += ["--url", etcd.client_urls[i % len(etcd.client_urls)]]
         cmd += ["--client", f"{tag}c{i}", "--seed", str(i), "--duration", str(args.duration)]
         cmd += ["--concurrency", str(args.concurrency), "--batch", str(batch), "--out", str(out)]
-        cmd += ["--http", args.http]
+        cmd += ["--http", args.http, "--client-loop", args.client_loop]
         procs.append(PROCS.start(cmd))
     await wait_all(procs, args.duration + 90)
     ch = children_cpu_s() - ch0
@@ -550,7 +551,8 @@ async def grenex_point(
         cmd += ["--key", str(key_file)]
         cmd += ["--node", nodes[i % len(nodes)], "--client", account, "--seed", str(i)]
         cmd += ["--duration", str(args.duration), "--concurrency", str(args.concurrency)]
-        cmd += ["--batch", str(batch), "--out", str(out), *shlex.split(args.grenex_client_args)]
+        cmd += ["--batch", str(batch), "--out", str(out), "--loop", args.client_loop]
+        cmd += shlex.split(args.grenex_client_args)
         procs.append(PROCS.start(cmd))
     await wait_all(procs, args.duration + 90)
     ch = children_cpu_s() - ch0
@@ -792,6 +794,12 @@ def parser() -> argparse.ArgumentParser:
         default="fast",
         help="the etcd clients' HTTP client: fast (the one grenex's client uses) or aiohttp",
     )
+    p.add_argument(
+        "--client-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="both systems' client processes' event loop (uvloop where installed)",
+    )
     p.add_argument("--tmp-dir", type=Path, default=None, help="where the data dirs go")
     p.add_argument("--json", type=Path, default=None)
     # worker mode (one etcd client process)
@@ -811,7 +819,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.worker:
-        result = asyncio.run(etcd_worker(args))
+        result = run_event_loop(etcd_worker(args), args.client_loop == "uvloop")
         args.out.write_text(json.dumps(result))
         return 0
     binary, why = find_etcd(args.etcd)

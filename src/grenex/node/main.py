@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -24,6 +24,8 @@ from grenex.node.gcpolicy import GcPolicy
 from grenex.node.node import Node
 
 __all__ = ["node_command", "run_node"]
+
+T = TypeVar("T")
 
 
 async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
@@ -232,9 +234,9 @@ def node_command(
     sys.exit(run_event_loop(run_node(cfg, ready_file), uvloop_ok=not no_uvloop))
 
 
-def run_event_loop(main: Coroutine[Any, Any, int], uvloop_ok: bool = True) -> int:
-    """Run the node on uvloop where it is installed (the field-standard loop: measurably less
-    CPU per request), else on the standard loop."""
+def run_event_loop(main: Coroutine[Any, Any, T], uvloop_ok: bool = True) -> T:
+    """Run ``main`` (the node, or a client) on uvloop where it is installed (the
+    field-standard loop: measurably less CPU per request), else on the standard loop."""
     if uvloop_ok:
         try:
             import uvloop
