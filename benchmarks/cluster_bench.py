@@ -75,8 +75,17 @@ async def kill_leader(cluster: LocalCluster, at: float) -> dict[str, Any]:
     """SIGKILL the leader at ``at`` (perf_counter) and time the first commit under a new one:
     until a survivor leads and its commit index passes what any replica had committed."""
     await asyncio.sleep(max(0.0, at - time.perf_counter()))
-    before = await cluster.statuses()
-    old = next(n for n, s in before.items() if isinstance(s, dict) and s["role"] == "leader")
+    old: str | None = None
+    waited = time.perf_counter()
+    while old is None:  # a leader to kill (an election may be under way at ``at``)
+        before = await cluster.statuses()
+        old = next(
+            (n for n, s in before.items() if isinstance(s, dict) and s["role"] == "leader"), None
+        )
+        if old is None:
+            if time.perf_counter() - waited > 30:
+                return {"killed": None, "new_leader": None, "first_commit_ms": float("nan")}
+            await asyncio.sleep(0.05)
     committed = max(s["commit"] for s in before.values() if isinstance(s, dict))
     t_kill = time.perf_counter()
     cluster.kill(old)
@@ -159,7 +168,7 @@ async def run_point(
         failover = await kill_leader(cluster, t0 + args.duration / 2)
     for p in procs:
         p.wait(timeout=args.duration + 120)
-    if failover is not None:
+    if failover is not None and failover["killed"] is not None:
         await cluster.restart(failover["killed"])  # it comes back empty and catches up
     results = [json.loads(o.read_text()) for o in outs if o.exists()]
     lat = [x for r in results for x in r["latency_us"]]
@@ -255,7 +264,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     ),
                 )
                 fo = point["failover"]
-                if fo is not None:
+                if fo is not None and fo["killed"] is None:
+                    print("        no leader to kill within 30 s of the kill time")
+                elif fo is not None:
                     print(
                         f"        leader {fo['killed']} killed (SIGKILL) mid-point: first commit "
                         f"under {fo['new_leader']} after {fo['first_commit_ms']:.0f} ms"
