@@ -51,10 +51,16 @@ def test_a_frame_carries_messages_forwards_and_answers() -> None:
     assert decode_raft_frame(encode_raft_frame([b"m"])).fwds == []
 
 
-def test_a_frame_of_the_first_stream_version_is_refused() -> None:
-    """``/grenex/raft/1`` frames were a bare array of messages: not a frame of this path."""
+def test_a_frame_of_the_first_stream_version_is_read_only_as_one() -> None:
+    """``/grenex/raft/1`` frames are a bare array of messages (still served, for nodes of the
+    previous version): not a frame of version 2, and no forwards in it."""
+    v1 = msgspec.msgpack.encode([b"m1", b"m2"])
     with pytest.raises(PeerWireError):
-        decode_raft_frame(msgspec.msgpack.encode([b"m1", b"m2"]))
+        decode_raft_frame(v1)
+    f = decode_raft_frame(v1, version=1)
+    assert f.msgs == [b"m1", b"m2"] and f.fwds == [] and f.answers == []
+    with pytest.raises(PeerWireError):
+        decode_raft_frame(encode_raft_frame([b"m"]), version=1)
     with pytest.raises(PeerWireError):
         decode_raft_frame(msgspec.msgpack.encode([[b"m"], [[1, "not a list"]], []]))
 

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 import pytest_asyncio
 
@@ -30,6 +31,7 @@ from grenex.codec.api import service_names
 from grenex.codec.keys import SecretKey
 from grenex.codec.peer import (
     RAFT_STREAM_PATH,
+    RAFT_STREAM_PATH_V1,
     FwdAnswer,
     FwdAt,
     FwdItem,
@@ -357,11 +359,11 @@ async def test_a_client_without_the_genesis_cannot_be_fooled_into_plain_http(
 
 
 async def _open_stream(
-    cluster: LocalCluster, ctx: ssl.SSLContext, to: str
+    cluster: LocalCluster, ctx: ssl.SSLContext, to: str, path: str = RAFT_STREAM_PATH
 ) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
     session = aiohttp.ClientSession()
     try:
-        url = f"wss://127.0.0.1:{ports(cluster, to)['peer']}{RAFT_STREAM_PATH}"
+        url = f"wss://127.0.0.1:{ports(cluster, to)['peer']}{path}"
         ws = await session.ws_connect(url, ssl=ctx, autoping=True)
     except BaseException:
         await session.close()
@@ -403,6 +405,20 @@ async def test_the_consensus_stream_is_used_and_guarded(cluster: LocalCluster) -
         forged = [FwdAnswer(b, FwdAt(1, term)) for b in range(64)]
         await ws.send_bytes(encode_raft_frame([], [FwdItem(1, [b"{}"])], forged))
         await ws.send_bytes(b"\xc1 not msgpack")
+        msg = await asyncio.wait_for(ws.receive(), 10.0)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1008
+    finally:
+        await ws.close()
+        await session.close()
+    # version 1 of the stream (a bare array of messages, for nodes of the previous version) is
+    # served under the same rules: n4's forged heartbeat in it is dropped, garbage closes it
+    session, ws = await _open_stream(
+        cluster, _member_tls(cluster, "n4", follower), follower, RAFT_STREAM_PATH_V1
+    )
+    try:
+        await ws.send_bytes(msgspec.msgpack.encode([encode_message(beat)]))
+        await ws.send_bytes(encode_raft_frame([encode_message(beat)]))  # a v2 frame: refused
         msg = await asyncio.wait_for(ws.receive(), 10.0)
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == 1008

@@ -28,6 +28,7 @@ import msgspec
 __all__ = [
     "PEER_WIRE_VERSION",
     "RAFT_STREAM_PATH",
+    "RAFT_STREAM_PATH_V1",
     "Forward",
     "FwdAnswer",
     "FwdAt",
@@ -61,6 +62,9 @@ __all__ = [
 # frame is a :class:`RaftFrame` from the node the TLS client certificate names; nothing is
 # answered on the connection (answers to forwards travel on the other node's stream to us)
 RAFT_STREAM_PATH: Final = "/grenex/raft/2"
+# version 1 of the stream (a frame is a bare array of consensus messages, no forwards): still
+# served, so that a node of the previous version keeps its streams to this one
+RAFT_STREAM_PATH_V1: Final = "/grenex/raft/1"
 
 
 def encode_raft_frame(
@@ -69,9 +73,12 @@ def encode_raft_frame(
     return _enc.encode(RaftFrame(msgs, fwds or [], answers or []))
 
 
-def decode_raft_frame(data: bytes) -> RaftFrame:
-    """One stream frame; :class:`PeerWireError` when it is not one."""
+def decode_raft_frame(data: bytes, version: int = 2) -> RaftFrame:
+    """One stream frame (of ``version``: 1 is a bare array of messages); :class:`PeerWireError`
+    when it is not one."""
     try:
+        if version == 1:
+            return RaftFrame(_FRAME_V1_DECODER.decode(data))
         return _FRAME_DECODER.decode(data)
     except (msgspec.DecodeError, ValueError) as e:
         raise PeerWireError(f"not a consensus frame: {str(e)[:120]}") from None
@@ -245,6 +252,7 @@ PeerReply = (
 
 _enc: Final = msgspec.msgpack.Encoder()
 _FRAME_DECODER: Final = msgspec.msgpack.Decoder(RaftFrame)
+_FRAME_V1_DECODER: Final = msgspec.msgpack.Decoder(list[bytes])
 _req_dec: Final[msgspec.msgpack.Decoder[PeerMessage]] = msgspec.msgpack.Decoder(PeerMessage)
 _rep_dec: Final[msgspec.msgpack.Decoder[PeerReply]] = msgspec.msgpack.Decoder(PeerReply)
 

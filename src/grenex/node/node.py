@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from grenex.codec.api import service_names
 from grenex.codec.genesis import Genesis
-from grenex.codec.peer import RAFT_STREAM_PATH
+from grenex.codec.peer import RAFT_STREAM_PATH, RAFT_STREAM_PATH_V1
 from grenex.consensus import (
     Config,
     MemoryStorage,
@@ -413,7 +413,10 @@ class Node:
                     body_read_timeout_ms=cfg.peer_body_read_timeout_ms,
                     tls=ident.peer_tls if ident is not None else None,
                     with_peer_cert=True,
-                    upgrades={RAFT_STREAM_PATH: self.peer_api.open_stream},
+                    upgrades={
+                        RAFT_STREAM_PATH: self.peer_api.open_stream,
+                        RAFT_STREAM_PATH_V1: self.peer_api.open_stream_v1,
+                    },
                 ),
             )
             self.pub = await io.publisher(

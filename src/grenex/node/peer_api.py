@@ -188,7 +188,14 @@ class PeerAPI:
                 raise BadRequest(f"{type(msg).__name__} is not for a {ident.role(sender)}")
         return encode_peer_reply(await self._answer(msg))
 
-    def open_stream(self, peer: PeerCert | None) -> Callable[[bytes], None] | None:
+    def open_stream_v1(self, peer: PeerCert | None) -> Callable[[bytes], None] | None:
+        """A stream of version 1 (``RAFT_STREAM_PATH_V1``: frames of consensus messages only,
+        from a node of the previous version), under the same rules."""
+        return self.open_stream(peer, version=1)
+
+    def open_stream(
+        self, peer: PeerCert | None, version: int = 2
+    ) -> Callable[[bytes], None] | None:
         """A consensus stream (``RAFT_STREAM_PATH``) opened by ``peer``: its frame handler, or
         None (refused) unless the certificate is a member's.  Each frame is checked as a
         ``RaftBatch`` from that member is (types by role, every message's sender); a frame
@@ -206,7 +213,7 @@ class PeerAPI:
                 self.refused += 1
                 raise StreamRefusedError(f"{sender} is no longer a member")
             try:
-                f = decode_raft_frame(data)
+                f = decode_raft_frame(data, version)
             except PeerWireError as e:
                 self.refused += 1
                 raise StreamRefusedError(str(e)) from None
