@@ -17,8 +17,9 @@ register (a node checks a command against its own applied state).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -247,3 +248,15 @@ class InProcCluster:
         await self.until(same, seconds_max)
         await settle()
         assert len(set(self.hashes().values())) == 1, self.hashes()
+
+
+@contextlib.asynccontextmanager
+async def running(**kwargs: Any) -> AsyncIterator[InProcCluster]:
+    """An :class:`InProcCluster` (``kwargs`` as its constructor's), started, and stopped on
+    the way out."""
+    c = InProcCluster(**kwargs)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()

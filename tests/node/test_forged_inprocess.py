@@ -31,7 +31,7 @@ from grenex.codec.raft import encode_message
 from grenex.consensus import ConfState, Entry, EntryKind, Message, MessageType, Snapshot
 from grenex.replica import Replica
 
-from .inproc import InProcCluster
+from .inproc import InProcCluster, running
 
 Forge = Callable[[str, str, Replica], Message]  # (leader, follower, follower's replica)
 
@@ -116,12 +116,8 @@ def undecodable_config_entry(leader: str, follower: str, r: Replica) -> Message:
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[InProcCluster]:
-    c = InProcCluster(voters=3)
-    await c.start()
-    try:
+    async with running(voters=3) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from grenex.grenache.errors import GrenacheError, TransportError
 from grenex.node.peers import ANSWERS_QUEUED_MAX, PeerLimits, Peers
 from grenex.replica.gateway import At, Fate, Forward, Gateway, GatewayLimits, Outcome
 
-from .inproc import InProcCluster
+from .inproc import InProcCluster, running
 
 # -- the wire --------------------------------------------------------------------------------
 
@@ -118,12 +118,8 @@ def test_an_answer_on_the_forwards_own_request_needs_no_sender() -> None:
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[InProcCluster]:
-    c = InProcCluster(voters=3)
-    await c.start()
-    try:
+    async with running(voters=3) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 def _order(cluster: InProcCluster, oid: str) -> bytes:
@@ -243,15 +239,27 @@ async def test_a_riding_forward_from_outside_the_configuration_is_dropped(
     assert node.driver.counters["forwards_refused"] == 1
 
 
+LIMITS = PeerLimits(1 << 20, 1 << 20, 1, 5_000, 5_000)
+
+
+class _Silent:
+    """A peer client whose requests never get an answer."""
+
+    async def request(self, *_a: Any, **_k: Any) -> Any:
+        await asyncio.Event().wait()
+
+
+class _Refused:
+    """A peer client whose requests surely never arrive (connection refused)."""
+
+    async def request(self, *_a: Any, **_k: Any) -> Any:
+        raise TransportError("ERR_REQUEST_GENERIC: refused", delivered=False)
+
+
 async def test_answers_queued_for_one_member_are_bounded() -> None:
     """A member that forwards faster than it takes answers cannot grow the leader's queue."""
 
-    class _Silent:
-        async def request(self, *_a: Any, **_k: Any) -> Any:
-            await asyncio.Event().wait()  # never answers
-
-    limits = PeerLimits(1 << 20, 1 << 20, 1, 5_000, 5_000)
-    peers = Peers("n1", "main", _Silent(), limits, lambda *_: None, lambda _: None)  # type: ignore[arg-type]
+    peers = Peers("n1", "main", _Silent(), LIMITS, lambda *_: None, lambda _: None)  # type: ignore[arg-type]
     try:
         for b in range(ANSWERS_QUEUED_MAX + 76):
             peers.answer("n2", b, FwdDeclined("leader busy", True))
@@ -266,10 +274,6 @@ async def test_riding_forwards_whose_request_never_left_are_reported_not_deliver
     request surely never arrived (connection refused), the forwarder is told so, as a
     forward's own request would tell it: its commands go again, nothing is unknown."""
 
-    class _Refused:
-        async def request(self, *_a: Any, **_k: Any) -> Any:
-            raise TransportError("ERR_REQUEST_GENERIC: refused", delivered=False)
-
     failed: list[tuple[list[int], bool]] = []
     lost = asyncio.Event()
 
@@ -277,8 +281,7 @@ async def test_riding_forwards_whose_request_never_left_are_reported_not_deliver
         failed.append((batches, delivered))
         lost.set()
 
-    limits = PeerLimits(1 << 20, 1 << 20, 1, 5_000, 5_000)
-    peers = Peers("n2", "main", _Refused(), limits, lambda *_: None, lambda _: None)  # type: ignore[arg-type]
+    peers = Peers("n2", "main", _Refused(), LIMITS, lambda *_: None, lambda _: None)  # type: ignore[arg-type]
     peers.on_forwards_failed = on_failed
     try:
         peers.forward("n1", 41, [b"{}"])
@@ -312,18 +315,13 @@ async def test_riding_forwards_on_a_broken_stream_are_unknown_at_once() -> None:
     forwarder learns that at the next turn (unknown; the client sends it again), not at its
     deadline.  Forwards written on the new connection are not touched."""
 
-    class _Silent:
-        async def request(self, *_a: Any, **_k: Any) -> Any:
-            await asyncio.Event().wait()
-
     stream = _FakeStream()
     failed: list[tuple[list[int], bool]] = []
-    limits = PeerLimits(1 << 20, 1 << 20, 1, 5_000, 5_000)
     peers = Peers(
         "n2",
         "main",
         _Silent(),  # type: ignore[arg-type]
-        limits,
+        LIMITS,
         lambda *_: None,
         lambda _: None,
         streams=lambda _name: stream,  # type: ignore[arg-type,return-value]

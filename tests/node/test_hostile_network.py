@@ -371,6 +371,13 @@ async def _open_stream(
     return session, ws
 
 
+async def _closed_for_policy(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """The receiver closes the stream for a policy violation (1008) within 10 s."""
+    msg = await asyncio.wait_for(ws.receive(), 10.0)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == 1008
+
+
 async def test_the_consensus_stream_is_used_and_guarded(cluster: LocalCluster) -> None:
     """Consensus messages travel on one stream per peer (the leader has one up to every other
     member).  The stream is as guarded as the peer requests: a stranger cannot finish the
@@ -405,9 +412,7 @@ async def test_the_consensus_stream_is_used_and_guarded(cluster: LocalCluster) -
         forged = [FwdAnswer(b, FwdAt(1, term)) for b in range(64)]
         await ws.send_bytes(encode_raft_frame([], [FwdItem(1, [b"{}"])], forged))
         await ws.send_bytes(b"\xc1 not msgpack")
-        msg = await asyncio.wait_for(ws.receive(), 10.0)
-        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        assert ws.close_code == 1008
+        await _closed_for_policy(ws)
     finally:
         await ws.close()
         await session.close()
@@ -419,9 +424,7 @@ async def test_the_consensus_stream_is_used_and_guarded(cluster: LocalCluster) -
     try:
         await ws.send_bytes(msgspec.msgpack.encode([encode_message(beat)]))
         await ws.send_bytes(encode_raft_frame([encode_message(beat)]))  # a v2 frame: refused
-        msg = await asyncio.wait_for(ws.receive(), 10.0)
-        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        assert ws.close_code == 1008
+        await _closed_for_policy(ws)
     finally:
         await ws.close()
         await session.close()

@@ -17,19 +17,15 @@ import pytest
 from grenex.codec import api as wire
 from grenex.grenache.testing import async_wait_for
 
-from .inproc import InProcCluster
+from .inproc import InProcCluster, running
 
 MARKET = {"market": "BTC-USD", "tick": "0.01", "lot": "0.001"}
 
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[InProcCluster]:
-    c = InProcCluster(voters=3, learners=2)
-    await c.start()
-    try:
+    async with running(voters=3, learners=2) as c:
         yield c
-    finally:
-        await c.stop()
 
 
 def _place(client: str, oid: str, side: str, qty: str, price: str) -> dict[str, Any]:

@@ -370,7 +370,8 @@ class DriverService:
         the next leader, settles it)."""
         if self.stopped.is_set():
             return
-        if src not in self.replica.raft.conf_state().members():
+        raft = self.replica.raft
+        if not (src in raft.voters or src in raft.learners):
             # answers ride only to members (no channel is ever opened to a claimed name)
             self.counters["forwards_refused"] += 1
             return

@@ -58,8 +58,6 @@ __all__ = ["Assemblies", "PeerAPI", "PeerLimitsIn"]
 
 # the consensus messages a learner may send: answers to the leader's appends and heartbeats
 _LEARNER_RAFT: Final = (MessageType.APP_RESP, MessageType.HEARTBEAT_RESP)
-# forward answers one frame or batch may carry (a forwarder has a few forwards in flight)
-ANSWERS_PER_BATCH_MAX: Final = ANSWERS_QUEUED_MAX
 
 
 class PeerLimitsIn(msgspec.Struct, frozen=True):
@@ -265,7 +263,7 @@ class PeerAPI:
             raise BadRequest("too many messages in one batch")
         if len(msg.fwds) > self.limits.forwards_per_batch_max:
             raise BadRequest("too many forwards in one batch")
-        if len(msg.answers) > ANSWERS_PER_BATCH_MAX:
+        if len(msg.answers) > ANSWERS_QUEUED_MAX:  # the most a sender queues for one member
             raise BadRequest("too many forward answers in one batch")
         for f in msg.fwds:
             self._check_forward(f.cmds, f.batch)
