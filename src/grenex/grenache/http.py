@@ -49,6 +49,7 @@ from grenex.grenache._core import (
     http_exchange,
 )
 from grenex.grenache._fasthttp import FastHttpTransport
+from grenex.grenache._fastserve import Front, FrontConfig, stop_fronts
 from grenex.grenache._limits import ConnectionLimits, LimitedServer, body_read, upgraded
 from grenex.grenache.errors import ReplyError, TransportError
 from grenex.grenache.link import Link
@@ -122,7 +123,11 @@ class PeerRPCServer:
         body_read_timeout_ms: int = 5_000,
         upgrades: Mapping[str, StreamOpen] | None = None,
         stream_heartbeat_ms: int = 2_000,
+        front: bool = True,
     ) -> None:
+        self.front = front
+        self._front_cfg: FrontConfig | None = None
+        self._listener: asyncio.Server | None = None
         self.upgrades = dict(upgrades or {})
         self.stream_heartbeat_ms = stream_heartbeat_ms
         self.limits = ConnectionLimits(
@@ -178,6 +183,10 @@ class PeerRPCServer:
             server, handle_signals=False, shutdown_timeout=self.shutdown_timeout_ms / 1000
         )
         await runner.setup()
+        if self.front:
+            # the front serves plain requests and streams; aiohttp what it hands off
+            await self._start_front(runner, server)
+            return
         site = make_site(runner, self.host, self._port, self.ssl_context, backlog=1024)
         try:
             await site.start()
@@ -190,10 +199,54 @@ class PeerRPCServer:
                 self._port = int(addr[1])
                 break
 
+    async def _start_front(self, runner: web.ServerRunner, server: LimitedServer) -> None:
+        tls = self.ssl_context if isinstance(self.ssl_context, ServerTLS) else None
+        cfg = FrontConfig(
+            core=self.core,
+            limits=self.limits,
+            body_bytes_max=self.body_bytes_max,
+            keepalive_s=self.keepalive_timeout_ms / 1000,
+            heartbeat_s=self.stream_heartbeat_ms / 1000,
+            tls=tls,
+            upgrades=self.upgrades,
+            fallback=server,
+        )
+        if isinstance(self.ssl_context, ServerTLS):
+            ssl_ctx: ssl.SSLContext | None = self.ssl_context.ssl_context()
+            handshake_s: float | None = self.ssl_context.handshake_timeout_ms / 1000
+        else:
+            ssl_ctx, handshake_s = self.ssl_context, None
+        try:
+            self._listener = await asyncio.get_running_loop().create_server(
+                lambda: Front(cfg),
+                self.host,
+                self._port,
+                ssl=ssl_ctx,
+                ssl_handshake_timeout=handshake_s if ssl_ctx is not None else None,
+                backlog=1024,
+                reuse_address=True,
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._front_cfg = cfg
+        self._runner = runner
+        sockets = self._listener.sockets
+        if sockets:
+            self._port = int(sockets[0].getsockname()[1])
+
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
+        listener, self._listener = self._listener, None
+        cfg, self._front_cfg = self._front_cfg, None
+        if listener is not None:
+            listener.close()
+        if cfg is not None:
+            await stop_fronts(cfg, self.shutdown_timeout_ms / 1000)
         if runner is not None:
             await runner.cleanup()
+        if listener is not None:
+            await listener.wait_closed()
 
     async def __aenter__(self) -> Self:
         await self.start()

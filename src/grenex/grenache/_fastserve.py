@@ -1,0 +1,593 @@
+"""The server side of Grenache HTTP RPC and of streams, on a plain asyncio Protocol.
+
+Why: a client API answers one small POST per order, and the consensus streams deliver a frame
+per message; aiohttp's server spends ~50 µs of interpreter time per request here (its request,
+response, header and stream objects, a deadline timer armed and cancelled per request) and a
+task switch per WebSocket frame. This front serves the common case itself (~15 µs per request,
+measured by ``benchmarks/http_server_bench.py``) and hands everything else to aiohttp.
+
+Theory of operation
+-------------------
+One :class:`Front` per accepted connection (after the TLS handshake, which the listening
+server bounds). It is counted against the server's :class:`~grenex.grenache._limits.
+ConnectionLimits` as aiohttp's connections are (refused at once with ``503 ERR_SERVICE_BUSY``
+beyond a cap), and reads request heads itself:
+
+* **RPC request** (any method, any path, ``Content-Length`` or no body, HTTP/1.0 or 1.1, no
+  ``Transfer-Encoding``, ``Upgrade`` or ``Expect``): the body is read up to ``body_bytes_max``
+  (a larger ``Content-Length`` gets ``413`` at once, the rest of the body is read and thrown
+  away for at most a second so that the client sees the answer, and the connection is
+  closed), the request goes to :func:`~grenex.grenache._core.http_exchange` in a task of its
+  own, and the reply is written with ``Content-Length``. One request at a time per connection,
+  as aiohttp does: bytes of the next (pipelined) request wait in the buffer, and reading pauses
+  while they pass a bound. HTTP/1.0 without ``keep-alive`` and ``Connection: close`` close the
+  connection after the reply.
+* **Stream upgrade** (a WebSocket upgrade on a path in ``upgrades``): the handshake is answered
+  here and every binary frame is handed to the stream's handler from ``data_received``, with
+  no task and no copy beyond the unmasking (RFC 6455: frames from a client must be masked;
+  fragmented, text and oversized frames close the stream; pings are answered; a ping goes out
+  every ``heartbeat_ms`` and a stream silent for a whole period is closed; a handler that
+  raises closes it with 1008, as before).
+* **Anything else** (a WebSocket upgrade for WS RPC, a chunked body, ``Expect``): the
+  connection is handed, with the bytes read so far, to aiohttp's connection protocol
+  (:class:`~grenex.grenache._limits.LimitedServer`), which serves it from then on exactly as
+  it served every connection before.
+
+A malformed head gets ``400`` and the connection is closed; a head larger than
+:data:`HEAD_BYTES_MAX` too. Deadlines, as with aiohttp: a request's head and body must arrive
+within ``body_read_timeout_ms`` of its first byte (else the connection is closed and
+``limits.expired`` counts it); an idle keep-alive connection is closed after
+``keepalive_timeout_ms``. One timer per connection serves both (re-armed for what remains,
+never armed and cancelled per request).
+
+TLS: with a :class:`~grenex.grenache.tls.ServerTLS` the peer's certificate is read once per
+connection and checked against the *current* anchors on every request (``403``, closed, when
+they no longer admit it), as aiohttp's handler did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import struct
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final, cast
+
+from grenex.grenache._core import ServiceCore, http_exchange
+from grenex.grenache._limits import ConnectionLimits
+from grenex.grenache.protocol import wants_gzip
+from grenex.grenache.tls import PeerCert, ServerTLS, peer_cert
+
+if TYPE_CHECKING:
+    from grenex.grenache.stream import FrameHandler, StreamOpen
+
+__all__ = ["HEAD_BYTES_MAX", "Front", "FrontConfig"]
+
+log = logging.getLogger("grenex.grenache.fastserve")
+
+HEAD_BYTES_MAX: Final = 32 * 1024  # a request's line and headers
+LINE_BYTES_MAX: Final = 8190  # one line of them (aiohttp's limit)
+LINGER_S: Final = 1.0  # reading the unread rest of a refused body, at most
+_WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_CLOSE_PROTOCOL: Final = 1002
+_CLOSE_UNSUPPORTED: Final = 1003
+_CLOSE_POLICY: Final = 1008
+_CLOSE_TOO_BIG: Final = 1009
+
+_REASONS: Final = {
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    413: b"Request Entity Too Large",
+    503: b"Service Unavailable",
+}
+
+try:  # aiohttp's C unmasking (the same XOR either way)
+    from aiohttp._websocket.helpers import websocket_mask as _mask
+except ImportError:  # pragma: no cover - older aiohttp
+
+    def _mask(mask: bytes, data: bytearray) -> None:
+        n = len(data)
+        if n:
+            k = (mask * (n // 4 + 1))[:n]
+            data[:] = (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+class FrontConfig:
+    """What every connection of one server shares."""
+
+    __slots__ = (
+        "body_bytes_max",
+        "connections",
+        "core",
+        "fallback",
+        "heartbeat_s",
+        "keepalive_s",
+        "limits",
+        "loop",
+        "read_timeout_s",
+        "tasks",
+        "tls",
+        "upgrades",
+    )
+
+    def __init__(
+        self,
+        *,
+        core: ServiceCore,
+        limits: ConnectionLimits,
+        body_bytes_max: int,
+        keepalive_s: float,
+        heartbeat_s: float,
+        tls: ServerTLS | None,
+        upgrades: Mapping[str, StreamOpen],
+        fallback: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.core = core
+        self.limits = limits
+        self.body_bytes_max = body_bytes_max
+        self.keepalive_s = keepalive_s
+        self.read_timeout_s = limits.body_read_timeout_ms / 1000
+        self.heartbeat_s = heartbeat_s
+        self.tls = tls
+        self.upgrades = upgrades
+        self.fallback = fallback  # aiohttp's connection protocol, for what the front hands off
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[Front] = set()  # open and served here (not handed off)
+        self.tasks: set[asyncio.Task[None]] = set()  # requests being answered
+
+
+def _response(status: int, body: bytes, *, close: bool, ctype: bytes = b"text/plain") -> bytes:
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+        status,
+        _REASONS.get(status, b"Error"),
+        ctype,
+        len(body),
+    )
+    if close:
+        head += b"Connection: close\r\n"
+    return head + b"\r\n" + body
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked server-to-client WebSocket frame (FIN set)."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", first, 126, n) + payload
+    return struct.pack("!BBQ", first, 127, n) + payload
+
+
+class _BadHeadError(Exception):
+    pass
+
+
+class Front(asyncio.Protocol):
+    """One connection (see the module docstring)."""
+
+    def __init__(self, cfg: FrontConfig) -> None:
+        self.cfg = cfg
+        self.transport: asyncio.Transport | None = None
+        self.address: str | None = None  # set once admitted
+        self.buf = bytearray()
+        self.peer: PeerCert | None = None
+        self.busy = False  # a request is being answered
+        self.closing = False  # close once the current reply is written
+        self.paused = False
+        self.started: float | None = None  # when the pending request's first byte came
+        self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when it fires
+        self.discard = 0  # bytes of a refused body still to read and throw away
+        self.on_frame: FrameHandler | None = None  # set once upgraded to a stream
+        self.ws_closing = False  # a close frame sent: waiting for the client's own
+        self.heard = 0  # data_received calls (a stream's evidence of life)
+        self.heard_at_beat = -1
+
+    # ------------------------------------------------------------------------------ protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        t = cast(asyncio.Transport, transport)  # uvloop's transports have the interface
+        name = t.get_extra_info("peername")
+        address = str(name[0]) if isinstance(name, tuple) and name else ""
+        refusal = self.cfg.limits.admit(address)
+        if refusal is not None:
+            t.write(refusal)
+            t.close()
+            return
+        self.transport = t
+        self.address = address
+        if self.cfg.tls is not None:
+            self.peer = peer_cert(t.get_extra_info("ssl_object"))
+        self.cfg.connections.add(self)
+        now = self.cfg.loop.time()
+        self.started = now  # the first request's deadline runs from the connection
+        self.idle_since = now
+        self._arm(self.cfg.read_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self.heard += 1
+        if self.on_frame is not None or self.ws_closing:
+            self.buf += data
+            self._frames()
+            return
+        if self.discard:
+            n = min(self.discard, len(data))
+            self.discard -= n
+            if not self.discard:
+                self._close()
+            return
+        if self.closing:
+            return
+        if not self.buf and self.started is None:
+            self.started = self.cfg.loop.time()
+        self.buf += data
+        if not self.busy:
+            self._next()
+        elif len(self.buf) > HEAD_BYTES_MAX + self.cfg.body_bytes_max and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    # ------------------------------------------------------------------------------- helpers
+
+    def _release(self) -> None:
+        if self.address is not None:
+            self.cfg.limits.release(self.address)
+            self.address = None
+        self.cfg.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.transport = None
+        self.on_frame = None
+
+    def _arm(self, after_s: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        after_s = max(0.01, after_s)
+        self.timer_at = self.cfg.loop.time() + after_s
+        self.timer = self.cfg.loop.call_later(after_s, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.transport is None:
+            return
+        cfg = self.cfg
+        if self.on_frame is not None:
+            self._beat()
+            return
+        now = cfg.loop.time()
+        if self.discard or self.ws_closing:  # lingering after a 413 or a close: LINGER_S
+            self._abort()
+            return
+        if self.started is not None and not self.busy:
+            left = self.started + cfg.read_timeout_s - now
+            if left <= 0:
+                cfg.limits.expired += 1
+                self._abort()
+                return
+            self._arm(left)
+            return
+        if self.busy:
+            self._arm(cfg.read_timeout_s)
+            return
+        left = self.idle_since + cfg.keepalive_s - now
+        if left <= 0:
+            self._close()
+            return
+        self._arm(left)
+
+    def _write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def _close(self) -> None:
+        t = self.transport
+        if t is not None:
+            t.close()
+
+    def _abort(self) -> None:
+        t = self.transport
+        if t is not None:
+            with contextlib.suppress(AttributeError, RuntimeError):
+                t.abort()
+            self._release()
+
+    def _refuse(self, status: int, text: str) -> None:
+        """Answer ``status`` and close: nothing more is read from this connection."""
+        self._write(_response(status, text.encode(), close=True))
+        self.closing = True
+        self.buf.clear()
+        self._close()
+
+    # ------------------------------------------------------------------------------ requests
+
+    def _next(self) -> None:
+        """Start the next complete request in the buffer, if there is one."""
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > HEAD_BYTES_MAX:
+                self._refuse(400, "ERR_REQUEST_INVALID: request head too large")
+            return
+        if end > HEAD_BYTES_MAX:
+            self._refuse(400, "ERR_REQUEST_INVALID: request head too large")
+            return
+        try:
+            lines = bytes(buf[:end]).split(b"\r\n")
+            parts = lines[0].split(b" ")
+            if len(parts) != 3 or not parts[0] or not parts[1]:
+                raise _BadHeadError("bad request line")
+            version = parts[2]
+            if version == b"HTTP/1.1":
+                keep_alive = True
+            elif version == b"HTTP/1.0":
+                keep_alive = False
+            else:
+                raise _BadHeadError("unsupported HTTP version")
+            length = 0
+            seen_length = False
+            compress = False
+            hand_off = False
+            upgrade = b""
+            for line in lines[1:]:
+                if len(line) > LINE_BYTES_MAX:
+                    raise _BadHeadError("header line too long")
+                name, sep, value = line.partition(b":")
+                if not sep or not name or name[-1:] in b" \t" or name[0:1] in b" \t":
+                    raise _BadHeadError("malformed header")
+                name = name.lower()
+                if name == b"content-length":
+                    value = value.strip()
+                    if not value.isdigit() or len(value) > 18:
+                        raise _BadHeadError("bad Content-Length")
+                    n = int(value)
+                    if seen_length and n != length:
+                        raise _BadHeadError("conflicting Content-Length")
+                    length, seen_length = n, True
+                elif name == b"connection":
+                    tokens = value.lower()
+                    if b"close" in tokens:
+                        keep_alive = False
+                    elif b"keep-alive" in tokens:
+                        keep_alive = True
+                elif name == b"grc-compress":
+                    compress = wants_gzip(value.decode("latin-1"))
+                elif name == b"upgrade":
+                    upgrade = value.strip().lower()
+                    hand_off = True
+                elif name in (b"transfer-encoding", b"expect"):
+                    hand_off = True
+        except _BadHeadError as exc:
+            self._refuse(400, f"ERR_REQUEST_INVALID: {exc}")
+            return
+        if upgrade == b"websocket" and parts[1].decode("latin-1") in self.cfg.upgrades:
+            self._upgrade_stream(parts[1].decode("latin-1"), lines[1:], end)
+            return
+        if hand_off:
+            self._hand_off()
+            return
+        if not self._admitted():
+            return
+        if length > self.cfg.body_bytes_max:
+            self._write(_response(413, b"ERR_REQUEST_TOO_LARGE: %d bytes" % length, close=True))
+            self.closing = True
+            have = len(buf) - end - 4
+            self.buf.clear()
+            self.discard = length - have
+            if self.discard <= 0:
+                self.discard = 0
+                self._close()
+            else:
+                self._arm(LINGER_S)
+            return
+        total = end + 4 + length
+        if len(buf) < total:
+            return  # the body is on its way
+        body = bytes(buf[end + 4 : total])
+        del buf[:total]
+        self.started = self.cfg.loop.time() if buf else None  # the next request's clock
+        self.busy = True
+        cfg = self.cfg
+        task = cfg.loop.create_task(self._answer(body, compress, keep_alive))
+        cfg.tasks.add(task)
+        task.add_done_callback(cfg.tasks.discard)
+
+    def _admitted(self) -> bool:
+        tls = self.cfg.tls
+        if tls is None or tls.anchors is None:
+            return True
+        if tls.admits(self.peer.der if self.peer is not None else None):
+            return True
+        tls.refused += 1
+        self._refuse(403, "ERR_PEER_AUTH: certificate not admitted")
+        return False
+
+    async def _answer(self, body: bytes, compress: bool, keep_alive: bool) -> None:
+        cfg = self.cfg
+        try:
+            status, reply = await http_exchange(
+                cfg.core, body, compress, cfg.body_bytes_max, self.peer
+            )
+        except Exception:  # never expected: http_exchange answers every failure itself
+            log.exception("an RPC request failed unanswered")
+            status, reply = 500, b"ERR_REQUEST_GENERIC: internal error"
+        close = not keep_alive or status == 413
+        if status == 200:
+            self._write(_response(200, reply, close=close, ctype=b"application/json"))
+        else:
+            self._write(_response(status, reply, close=close))
+        self.busy = False
+        if self.transport is None:
+            return
+        if close:
+            self.closing = True
+            self._close()
+            return
+        now = cfg.loop.time()
+        self.idle_since = now
+        if now + cfg.keepalive_s < self.timer_at:  # a keep-alive shorter than the deadline
+            self._arm(cfg.keepalive_s)
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+        if self.buf:
+            self._next()
+
+    # ----------------------------------------------------------------------------- hand-off
+
+    def _hand_off(self) -> None:
+        """From now on aiohttp serves this connection, starting with the bytes read so far."""
+        t = self.transport
+        if t is None:
+            return
+        data = bytes(self.buf)
+        self.buf.clear()
+        self._release()  # the handler counts the connection in again
+        proto = self.cfg.fallback()
+        t.set_protocol(proto)
+        proto.connection_made(t)
+        if data and not t.is_closing():
+            proto.data_received(data)
+
+    # ------------------------------------------------------------------------------- streams
+
+    def _upgrade_stream(self, path: str, headers: list[bytes], end: int) -> None:
+        key = b""
+        version = b""
+        connection = b""
+        for line in headers:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"sec-websocket-key":
+                key = value.strip()
+            elif name == b"sec-websocket-version":
+                version = value.strip()
+            elif name == b"connection":
+                connection = value.lower()
+        if not self._admitted():
+            return
+        if not key or version != b"13" or b"upgrade" not in connection:
+            self._refuse(400, "ERR_REQUEST_INVALID: not a WebSocket upgrade")
+            return
+        on_frame = self.cfg.upgrades[path](self.peer)
+        if on_frame is None:
+            self._refuse(403, "ERR_GRENEX_NOT_ALLOWED: not a member's stream")
+            return
+        del self.buf[: end + 4]
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+        self._write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept
+        )
+        self.on_frame = on_frame
+        self.started = None
+        self.heard_at_beat = self.heard
+        self._arm(self.cfg.heartbeat_s)
+        if self.buf:
+            self._frames()
+
+    def _close_stream(self, code: int, why: str) -> None:
+        """Send a close frame; the connection ends when the client answers it, or after
+        :data:`LINGER_S` (closing at once would lose the code on the client's side)."""
+        self._write(server_frame(0x8, struct.pack("!H", code) + why.encode()[:120]))
+        self.on_frame = None
+        self.ws_closing = True
+        self.buf.clear()
+        self._arm(LINGER_S)
+
+    def _frames(self) -> None:
+        buf = self.buf
+        limit = self.cfg.body_bytes_max
+        while (self.on_frame is not None or self.ws_closing) and len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            n, off = b1 & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n, off = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n, off = int.from_bytes(buf[2:10], "big"), 10
+            if self.ws_closing and (not b1 & 0x80 or n > limit):
+                self._abort()
+                return
+            if not b1 & 0x80:
+                self._close_stream(_CLOSE_PROTOCOL, "frames from a client must be masked")
+                return
+            if n > limit:
+                self._close_stream(_CLOSE_TOO_BIG, f"frame over {limit} bytes")
+                return
+            if len(buf) < off + 4 + n:
+                return
+            key = bytes(buf[off : off + 4])
+            payload = buf[off + 4 : off + 4 + n]
+            del buf[: off + 4 + n]
+            _mask(key, payload)
+            op = b0 & 0x0F
+            if self.ws_closing:  # only the answer to our close matters now
+                if op == 0x8:
+                    buf.clear()
+                    self._close()
+                    return
+                continue
+            if not b0 & 0x80 or op == 0x0:
+                self._close_stream(_CLOSE_UNSUPPORTED, "fragmented frames are not accepted")
+                return
+            on_frame = self.on_frame
+            if op == 0x2 and on_frame is not None:
+                try:
+                    on_frame(bytes(payload))
+                except Exception as exc:  # bad input closes the stream, nothing else
+                    log.debug("closing a stream: %s", exc)
+                    self._close_stream(_CLOSE_POLICY, str(exc))
+                    return
+            elif op == 0x9:  # ping
+                self._write(server_frame(0xA, bytes(payload)))
+            elif op == 0x8:  # close: answer it and end
+                self._write(server_frame(0x8, bytes(payload[:2])))
+                self.on_frame = None
+                buf.clear()
+                self._close()
+                return
+            elif op != 0xA:  # text and unknown opcodes end the stream
+                self._close_stream(_CLOSE_UNSUPPORTED, "only binary frames")
+                return
+
+    def _beat(self) -> None:
+        if self.heard == self.heard_at_beat:  # silent for a whole period
+            log.debug("closing a silent stream")
+            self._abort()
+            return
+        self.heard_at_beat = self.heard
+        self._write(server_frame(0x9, b""))
+        self._arm(self.cfg.heartbeat_s)
+
+
+async def stop_fronts(cfg: FrontConfig, timeout_s: float) -> None:
+    """Let requests being answered finish for at most ``timeout_s``, then close everything."""
+    for c in list(cfg.connections):
+        if not c.busy:
+            c._close()
+        c.closing = True
+    tasks = list(cfg.tasks)
+    if tasks:
+        _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+    for c in list(cfg.connections):
+        c._abort()
