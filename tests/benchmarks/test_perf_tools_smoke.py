@@ -32,3 +32,34 @@ def test_phases_fold_counts_the_first_phase_in_a_stack(tmp_path: Path) -> None:
     )
     assert phases.fold(raw) == {"asyncio": 0.5, "signature": 0.375, "engine": 0.125}
     assert phases.fold(tmp_path / "missing.txt") == {}
+
+
+def test_http_server_bench_measures_both_servers(tmp_path: Path) -> None:
+    """``benchmarks/http_server_bench.py`` runs its servers (front and aiohttp, plain and TLS),
+    every request and frame is answered or counted, and it writes a figure for each."""
+    import json
+    import subprocess
+
+    out = tmp_path / "http.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "http_server_bench.py"),
+            "--quick",
+            "--n",
+            "400",
+            "--frames",
+            "1000",
+            "--json",
+            str(out),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    results = json.loads(out.read_text())["results"]
+    kinds = ("requests", "frames", "frames_paced")
+    assert sorted(results) == sorted(f"{k}_{t}" for k in kinds for t in ("plain", "tls"))
+    for figures in results.values():
+        for server in ("front", "aiohttp"):
+            assert figures[server]["per_s"] > 0 and figures[server]["server_cpu_us"] > 0

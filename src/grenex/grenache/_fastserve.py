@@ -25,9 +25,10 @@ beyond a cap), and reads request heads itself:
 * **Stream upgrade** (a WebSocket upgrade on a path in ``upgrades``): the handshake is answered
   here and every binary frame is handed to the stream's handler from ``data_received``, with
   no task and no copy beyond the unmasking (RFC 6455: frames from a client must be masked;
-  fragmented, text and oversized frames close the stream; pings are answered; a ping goes out
-  every ``heartbeat_ms`` and a stream silent for a whole period is closed; a handler that
-  raises closes it with 1008, as before).
+  fragmented, text and oversized frames close the stream; pings are answered; a ping goes
+  out every ``heartbeat_ms`` and a stream that sent nothing in the period after a ping is
+  closed; a handler that raises closes it with 1008, as before; a close frame is answered
+  and, after ours, the client's answer awaited for at most a second).
 * **Anything else** (a WebSocket upgrade for WS RPC, a chunked body, ``Expect``): the
   connection is handed, with the bytes read so far, to aiohttp's connection protocol
   (:class:`~grenex.grenache._limits.LimitedServer`), which serves it from then on exactly as
@@ -493,7 +494,7 @@ class Front(asyncio.Protocol):
         )
         self.on_frame = on_frame
         self.started = None
-        self.heard_at_beat = self.heard
+        self.heard_at_beat = -1  # the first beat only pings
         self._arm(self.cfg.heartbeat_s)
         if self.buf:
             self._frames()
@@ -510,17 +511,21 @@ class Front(asyncio.Protocol):
     def _frames(self) -> None:
         buf = self.buf
         limit = self.cfg.body_bytes_max
-        while (self.on_frame is not None or self.ws_closing) and len(buf) >= 2:
-            b0, b1 = buf[0], buf[1]
+        pos = 0  # frames before it are handled; cut from the buffer once, at the end
+        while self.on_frame is not None or self.ws_closing:
+            have = len(buf) - pos
+            if have < 2:
+                break
+            b0, b1 = buf[pos], buf[pos + 1]
             n, off = b1 & 0x7F, 2
             if n == 126:
-                if len(buf) < 4:
-                    return
-                n, off = int.from_bytes(buf[2:4], "big"), 4
+                if have < 4:
+                    break
+                n, off = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
             elif n == 127:
-                if len(buf) < 10:
-                    return
-                n, off = int.from_bytes(buf[2:10], "big"), 10
+                if have < 10:
+                    break
+                n, off = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
             if self.ws_closing and (not b1 & 0x80 or n > limit):
                 self._abort()
                 return
@@ -530,11 +535,12 @@ class Front(asyncio.Protocol):
             if n > limit:
                 self._close_stream(_CLOSE_TOO_BIG, f"frame over {limit} bytes")
                 return
-            if len(buf) < off + 4 + n:
-                return
-            key = bytes(buf[off : off + 4])
-            payload = buf[off + 4 : off + 4 + n]
-            del buf[: off + 4 + n]
+            start = pos + off + 4
+            if have < off + 4 + n:
+                break
+            key = bytes(buf[pos + off : start])
+            payload = buf[start : start + n]
+            pos = start + n
             _mask(key, payload)
             op = b0 & 0x0F
             if self.ws_closing:  # only the answer to our close matters now
@@ -565,6 +571,8 @@ class Front(asyncio.Protocol):
             elif op != 0xA:  # text and unknown opcodes end the stream
                 self._close_stream(_CLOSE_UNSUPPORTED, "only binary frames")
                 return
+        if pos:
+            del buf[:pos]
 
     def _beat(self) -> None:
         if self.heard == self.heard_at_beat:  # silent for a whole period
