@@ -9,6 +9,12 @@ WebSocket upgrades on any path for Grenache WS RPC, so one Python service serves
 transports. It binds ``127.0.0.1`` unless told otherwise (Node binds every interface); a
 service must be reachable at its Grape's IP, so pass ``host="0.0.0.0"`` for multi-host use.
 
+The server's own front (:mod:`grenex.grenache._fastserve`, an asyncio Protocol) reads every
+connection first: it answers RPC requests with a ``Content-Length`` body and serves streams
+(``upgrades``) itself, and hands anything else (WebSocket RPC, chunked bodies, ``Expect``)
+to aiohttp's low-level server with the bytes read so far; ``front=False`` leaves everything
+to aiohttp, as before the front (same answers, ~2–3× the CPU per request).
+
 Limits (see :mod:`grenex.grenache._limits`): a request's head and body must arrive within
 ``body_read_timeout_ms`` or the connection is closed; beyond ``connections_max`` open
 connections, or ``connections_per_address_max`` from one IP, a new connection is answered
@@ -99,6 +105,9 @@ class PeerRPCServer:
     ``upgrades``: WebSocket upgrades on these exact paths are one-way streams
     (:mod:`grenex.grenache.stream`): ``open(peer)`` returns the frame handler or None to
     refuse; after the same TLS admission, within the same connection limits.
+
+    ``front``: serve plain requests and streams with the front (default), or everything with
+    aiohttp (``False``: for comparison, ``benchmarks/http_server_bench.py``).
     """
 
     def __init__(

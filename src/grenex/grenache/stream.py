@@ -18,9 +18,14 @@ connection, or more than ``buffer_bytes_max`` unsent: the peer does not read, an
 connection is dropped).  A ping every ``heartbeat_ms`` finds a peer that went silent: when
 nothing came back since the previous ping, the connection is dropped.
 
-Receiver: :func:`serve_stream`: ``open(peer_cert)`` returns the frame handler, or None to
-refuse (403 before the upgrade).  A handler that raises closes the socket (1008): bad input
-never stops the server.
+Receiver: ``open(peer_cert)`` returns the frame handler, or None to refuse (403 before the
+upgrade).  The server's front (:mod:`grenex.grenache._fastserve`) answers the upgrade and
+calls the handler for each binary frame from the socket's ``data_received``, with no task
+switch; :func:`serve_stream` does the same on aiohttp's WebSocket for a server started with
+``front=False``.  A handler that raises closes the socket (1008): bad input never stops the
+server.  Frames are never fragmented by the sender; the front refuses fragmented frames
+(1003), as it refuses text frames (1003), unmasked frames (1002) and frames over the
+server's ``body_bytes_max`` (1009).
 """
 
 from __future__ import annotations
