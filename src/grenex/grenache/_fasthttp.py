@@ -36,8 +36,14 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Final, cast
 
+from grenex.grenache._tlslayer import connect
 from grenex.grenache.errors import RequestTimeoutError, TransportError
-from grenex.grenache.tls import PeerAuthError, check_pinned, handshake_error
+from grenex.grenache.tls import (
+    HANDSHAKE_TIMEOUT_MS,
+    PeerAuthError,
+    check_pinned,
+    handshake_error,
+)
 
 IDLE_S: Final = 4.0
 HEAD_MAX_BYTES: Final = 64 * 1024
@@ -273,12 +279,13 @@ class FastHttpTransport:
         self._connecting += 1
         try:
             try:
-                _, conn = await loop.create_connection(
+                # TLS in the protocol (_tlslayer): the loop's own costs more per record
+                _, conn = await connect(
                     lambda: _Conn(self.reply_bytes_max),
                     host,
                     int(port),
-                    ssl=ctx,
-                    server_hostname=host if ctx is not None else None,
+                    ctx,
+                    handshake_timeout_s=HANDSHAKE_TIMEOUT_MS / 1000,
                 )
             except ssl.SSLError as exc:
                 raise handshake_error(exc, dest, name) from None

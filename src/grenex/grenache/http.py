@@ -57,6 +57,7 @@ from grenex.grenache._core import (
 from grenex.grenache._fasthttp import FastHttpTransport
 from grenex.grenache._fastserve import Front, FrontConfig, stop_fronts
 from grenex.grenache._limits import ConnectionLimits, LimitedServer, body_read, upgraded
+from grenex.grenache._tlslayer import TLSLayer
 from grenex.grenache.errors import ReplyError, TransportError
 from grenex.grenache.link import Link
 from grenex.grenache.protocol import (
@@ -68,7 +69,14 @@ from grenex.grenache.protocol import (
     gzip,
     wants_gzip,
 )
-from grenex.grenache.tls import PeerCert, ServerTLS, make_site, peer_cert, refuse_unadmitted
+from grenex.grenache.tls import (
+    HANDSHAKE_TIMEOUT_MS,
+    PeerCert,
+    ServerTLS,
+    make_site,
+    peer_cert,
+    refuse_unadmitted,
+)
 
 if TYPE_CHECKING:
     from grenex.grenache.stream import StreamOpen
@@ -222,16 +230,21 @@ class PeerRPCServer:
         )
         if isinstance(self.ssl_context, ServerTLS):
             ssl_ctx: ssl.SSLContext | None = self.ssl_context.ssl_context()
-            handshake_s: float | None = self.ssl_context.handshake_timeout_ms / 1000
+            handshake_s = self.ssl_context.handshake_timeout_ms / 1000
         else:
-            ssl_ctx, handshake_s = self.ssl_context, None
+            ssl_ctx, handshake_s = self.ssl_context, HANDSHAKE_TIMEOUT_MS / 1000
+
+        def connection() -> asyncio.Protocol:
+            if ssl_ctx is None:
+                return Front(cfg)
+            # TLS in the protocol (_tlslayer): the loop's own TLS costs more per record
+            return TLSLayer(ssl_ctx, Front(cfg), server_side=True, handshake_timeout_s=handshake_s)
+
         try:
             self._listener = await asyncio.get_running_loop().create_server(
-                lambda: Front(cfg),
+                connection,
                 self.host,
                 self._port,
-                ssl=ssl_ctx,
-                ssl_handshake_timeout=handshake_s if ssl_ctx is not None else None,
                 backlog=1024,
                 reuse_address=True,
             )
