@@ -380,3 +380,26 @@ async def test_a_stream_upgrade_without_a_key_or_refused_is_answered_before_any_
         assert status == 400
         assert await at_eof(r)
         w.close()
+
+
+async def test_a_client_that_does_not_read_its_replies_is_not_answered_further() -> None:
+    """The attack: pipeline requests whose replies are large and never read them. The server
+    must stop answering (its write buffer stays near the socket's high-water mark instead of
+    holding every reply), then answer everything once the client reads."""
+    async with PeerRPCServer(echo, body_bytes_max=64 * 1024) as srv:
+        r, w = await open_conn(srv.port)
+        payload = "x" * 16_000
+        n = 400  # 6.4 MB of replies
+        for i in range(n):
+            w.write(rpc(f"p{i}", payload))
+        await asyncio.sleep(0.5)  # let the server answer what it will
+        assert srv._front_cfg is not None
+        (front,) = srv._front_cfg.connections
+        assert front.transport is not None
+        buffered = front.transport.get_write_buffer_size()
+        assert buffered < 1024 * 1024, buffered  # not the 6.4 MB of replies
+        assert srv.core.requests < n
+        for i in range(n):  # the client reads: everything is answered, in order
+            status, _h, body = await read_reply(r)
+            assert status == 200 and json.loads(body)[0] == f"p{i}"
+        w.close()

@@ -20,8 +20,9 @@ beyond a cap), and reads request heads itself:
   closed), the request goes to :func:`~grenex.grenache._core.http_exchange` in a task of its
   own, and the reply is written with ``Content-Length``. One request at a time per connection,
   as aiohttp does: bytes of the next (pipelined) request wait in the buffer, and reading pauses
-  while they pass a bound. HTTP/1.0 without ``keep-alive`` and ``Connection: close`` close the
-  connection after the reply.
+  while they pass a bound; while the socket's write buffer is above its high-water mark (a
+  client that does not read its replies) no further request is answered. HTTP/1.0 without
+  ``keep-alive`` and ``Connection: close`` close the connection after the reply.
 * **Stream upgrade** (a WebSocket upgrade on a path in ``upgrades``): the handshake is answered
   here and every binary frame is handed to the stream's handler from ``data_received``, with
   no task and no copy beyond the unmasking (RFC 6455: frames from a client must be masked;
@@ -179,7 +180,8 @@ class Front(asyncio.Protocol):
         self.peer: PeerCert | None = None
         self.busy = False  # a request is being answered
         self.closing = False  # close once the current reply is written
-        self.paused = False
+        self.paused = False  # reading paused: the buffer holds a request and more
+        self.write_paused = False  # the client does not read: its replies fill our buffer
         self.started: float | None = None  # when the pending request's first byte came
         self.idle_since = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -233,11 +235,27 @@ class Front(asyncio.Protocol):
         if not self.buf and self.started is None:
             self.started = self.cfg.loop.time()
         self.buf += data
-        if not self.busy:
+        if not self.busy and not self.write_paused:
             self._next()
         elif len(self.buf) > HEAD_BYTES_MAX + self.cfg.body_bytes_max and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: answer nothing more until it does (the
+        # requests it goes on sending wait in the buffer, and reading pauses at its bound).
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        t = self.transport
+        if t is None or self.on_frame is not None or self.closing or self.busy:
+            return
+        if self.paused:
+            self.paused = False
+            t.resume_reading()
+        if self.buf:
+            self._next()
 
     # ------------------------------------------------------------------------------- helpers
 
@@ -440,6 +458,8 @@ class Front(asyncio.Protocol):
         self.idle_since = now
         if now + cfg.keepalive_s < self.timer_at:  # a keep-alive shorter than the deadline
             self._arm(cfg.keepalive_s)
+        if self.write_paused:
+            return  # resume_writing goes on
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
