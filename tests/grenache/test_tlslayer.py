@@ -191,3 +191,34 @@ async def test_connections_handed_to_aiohttp_stay_encrypted() -> None:
             await ws.send_str(json.dumps(["w", "svc", {"a": 1}]))
             msg = await asyncio.wait_for(ws.receive(), 5)
             assert json.loads(msg.data) == ["w", None, {"a": 1}]
+
+
+async def test_a_handshake_that_finishes_after_stop_is_not_served() -> None:
+    srv = tls_server()
+    await srv.start()
+    r, w = await asyncio.open_connection("127.0.0.1", srv.port)  # accepted, no handshake yet
+    await asyncio.sleep(0.1)
+    await srv.stop()
+    c = HandClient(r, w)
+    closed = False
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                try:
+                    c.obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    c.w.write(c.out.read())
+                    data = await c.r.read(65536)
+                    if not data:
+                        closed = True
+                        break
+                    c.inc.write(data)
+        if not closed:
+            c.w.write(c.out.read() + c.records(rpc("late", 1)))
+            closed = await c.closed()
+    except (ConnectionError, ssl.SSLError):
+        closed = True
+    assert closed
+    assert srv.core.requests == 0
+    w.close()

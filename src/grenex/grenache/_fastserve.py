@@ -111,6 +111,7 @@ class FrontConfig:
         "limits",
         "loop",
         "read_timeout_s",
+        "stopped",
         "tasks",
         "tls",
         "upgrades",
@@ -140,6 +141,7 @@ class FrontConfig:
         self.loop = asyncio.get_running_loop()
         self.connections: set[Front] = set()  # open and served here (not handed off)
         self.tasks: set[asyncio.Task[None]] = set()  # requests being answered
+        self.stopped = False  # the server stopped: a connection made now is closed at once
 
 
 def _response(status: int, body: bytes, *, close: bool, ctype: bytes = b"text/plain") -> bytes:
@@ -196,6 +198,9 @@ class Front(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         t = cast(asyncio.Transport, transport)  # uvloop's transports have the interface
+        if self.cfg.stopped:  # a TLS handshake that finished after stop()
+            t.abort()
+            return
         name = t.get_extra_info("peername")
         address = str(name[0]) if isinstance(name, tuple) and name else ""
         refusal = self.cfg.limits.admit(address)
@@ -605,7 +610,9 @@ class Front(asyncio.Protocol):
 
 
 async def stop_fronts(cfg: FrontConfig, timeout_s: float) -> None:
-    """Let requests being answered finish for at most ``timeout_s``, then close everything."""
+    """Let requests being answered finish for at most ``timeout_s``, then close everything;
+    a connection whose TLS handshake finishes later is closed at once."""
+    cfg.stopped = True
     for c in list(cfg.connections):
         if not c.busy:
             c._close()
