@@ -137,8 +137,9 @@ async def frames(front: bool, tls: bool, n: int, paced: bool) -> dict[str, float
     try:
         ctx = _client_ssl(tls)
         sender = StreamSender(cast(Link, _Known(srv.port)), NAME, PATH, lambda _name: ctx)
-        while not sender.ready():
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(10):
+            while not sender.ready():
+                await asyncio.sleep(0.01)
         transport = FastHttpTransport(ssl_context=ctx)
         url = f"{'https' if tls else 'http'}://127.0.0.1:{srv.port}/"
 
@@ -155,8 +156,9 @@ async def frames(front: bool, tls: bool, n: int, paced: bool) -> dict[str, float
                 await asyncio.sleep(0.001)
             elif i % 64 == 63:
                 await asyncio.sleep(0)  # let the socket drain, as a driver turn does
-        while await counted() < base + n:
-            await asyncio.sleep(0.005)
+        async with asyncio.timeout(120):  # every frame counted, or the run fails
+            while await counted() < base + n:
+                await asyncio.sleep(0.005)
         c1, t1 = await cpu_s(transport, url), time.perf_counter()
         await transport.close()
         await sender.close()

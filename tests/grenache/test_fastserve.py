@@ -392,9 +392,12 @@ async def test_a_client_that_does_not_read_its_replies_is_not_answered_further()
         n = 400  # 6.4 MB of replies
         for i in range(n):
             w.write(rpc(f"p{i}", payload))
-        await asyncio.sleep(0.5)  # let the server answer what it will
-        assert srv._front_cfg is not None
-        (front,) = srv._front_cfg.connections
+        cfg = srv._front_cfg
+        assert cfg is not None
+        await async_wait_for(lambda: len(cfg.connections) == 1, 5.0, message="connected")
+        (front,) = cfg.connections
+        # the server answers until the socket's buffer passes its high-water mark
+        await async_wait_for(lambda: front.write_paused, 5.0, message="writing paused")
         assert front.transport is not None
         buffered = front.transport.get_write_buffer_size()
         assert buffered < 1024 * 1024, buffered  # not the 6.4 MB of replies

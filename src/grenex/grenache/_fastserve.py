@@ -50,9 +50,7 @@ they no longer admit it), as aiohttp's handler did.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
 import struct
 from collections.abc import Callable, Mapping
@@ -61,6 +59,7 @@ from typing import TYPE_CHECKING, Final, cast
 from grenex.grenache._core import ServiceCore, http_exchange
 from grenex.grenache._limits import ConnectionLimits
 from grenex.grenache.protocol import wants_gzip
+from grenex.grenache.stream import CLOSE_POLICY, accept_key, mask, server_frame
 from grenex.grenache.tls import PeerCert, ServerTLS, peer_cert
 
 if TYPE_CHECKING:
@@ -73,10 +72,8 @@ log = logging.getLogger("grenex.grenache.fastserve")
 HEAD_BYTES_MAX: Final = 32 * 1024  # a request's line and headers
 LINE_BYTES_MAX: Final = 8190  # one line of them (aiohttp's limit)
 LINGER_S: Final = 1.0  # reading the unread rest of a refused body, at most
-_WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CLOSE_PROTOCOL: Final = 1002
 _CLOSE_UNSUPPORTED: Final = 1003
-_CLOSE_POLICY: Final = 1008
 _CLOSE_TOO_BIG: Final = 1009
 
 _REASONS: Final = {
@@ -86,16 +83,6 @@ _REASONS: Final = {
     413: b"Request Entity Too Large",
     503: b"Service Unavailable",
 }
-
-try:  # aiohttp's C unmasking (the same XOR either way)
-    from aiohttp._websocket.helpers import websocket_mask as _mask
-except ImportError:  # pragma: no cover - older aiohttp
-
-    def _mask(mask: bytes, data: bytearray) -> None:
-        n = len(data)
-        if n:
-            k = (mask * (n // 4 + 1))[:n]
-            data[:] = (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
 
 
 class FrontConfig:
@@ -154,17 +141,6 @@ def _response(status: int, body: bytes, *, close: bool, ctype: bytes = b"text/pl
     if close:
         head += b"Connection: close\r\n"
     return head + b"\r\n" + body
-
-
-def server_frame(opcode: int, payload: bytes) -> bytes:
-    """One unmasked server-to-client WebSocket frame (FIN set)."""
-    n = len(payload)
-    first = 0x80 | opcode
-    if n < 126:
-        return bytes((first, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", first, 126, n) + payload
-    return struct.pack("!BBQ", first, 127, n) + payload
 
 
 class _BadHeadError(Exception):
@@ -341,11 +317,9 @@ class Front(asyncio.Protocol):
         """Start the next complete request in the buffer, if there is one."""
         buf = self.buf
         end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > HEAD_BYTES_MAX:
-                self._refuse(400, "ERR_REQUEST_INVALID: request head too large")
-            return
-        if end > HEAD_BYTES_MAX:
+        if end < 0 and len(buf) <= HEAD_BYTES_MAX:
+            return  # the head is on its way
+        if end < 0 or end > HEAD_BYTES_MAX:
             self._refuse(400, "ERR_REQUEST_INVALID: request head too large")
             return
         try:
@@ -364,7 +338,7 @@ class Front(asyncio.Protocol):
             seen_length = False
             compress = False
             hand_off = False
-            upgrade = b""
+            upgrade = connection = ws_key = ws_version = b""
             for line in lines[1:]:
                 if len(line) > LINE_BYTES_MAX:
                     raise _BadHeadError("header line too long")
@@ -381,10 +355,10 @@ class Front(asyncio.Protocol):
                         raise _BadHeadError("conflicting Content-Length")
                     length, seen_length = n, True
                 elif name == b"connection":
-                    tokens = value.lower()
-                    if b"close" in tokens:
+                    connection = value.lower()
+                    if b"close" in connection:
                         keep_alive = False
-                    elif b"keep-alive" in tokens:
+                    elif b"keep-alive" in connection:
                         keep_alive = True
                 elif name == b"grc-compress":
                     compress = wants_gzip(value.decode("latin-1"))
@@ -393,12 +367,18 @@ class Front(asyncio.Protocol):
                     hand_off = True
                 elif name in (b"transfer-encoding", b"expect"):
                     hand_off = True
+                elif name == b"sec-websocket-key":
+                    ws_key = value.strip()
+                elif name == b"sec-websocket-version":
+                    ws_version = value.strip()
         except _BadHeadError as exc:
             self._refuse(400, f"ERR_REQUEST_INVALID: {exc}")
             return
-        if upgrade == b"websocket" and parts[1].decode("latin-1") in self.cfg.upgrades:
-            self._upgrade_stream(parts[1].decode("latin-1"), lines[1:], end)
-            return
+        if upgrade == b"websocket":
+            on_open = self.cfg.upgrades.get(parts[1].decode("latin-1"))
+            if on_open is not None:
+                self._upgrade_stream(on_open, ws_key, ws_version, connection, end)
+                return
         if hand_off:
             self._hand_off()
             return
@@ -489,33 +469,22 @@ class Front(asyncio.Protocol):
 
     # ------------------------------------------------------------------------------- streams
 
-    def _upgrade_stream(self, path: str, headers: list[bytes], end: int) -> None:
-        key = b""
-        version = b""
-        connection = b""
-        for line in headers:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"sec-websocket-key":
-                key = value.strip()
-            elif name == b"sec-websocket-version":
-                version = value.strip()
-            elif name == b"connection":
-                connection = value.lower()
+    def _upgrade_stream(
+        self, on_open: StreamOpen, key: bytes, version: bytes, connection: bytes, end: int
+    ) -> None:
         if not self._admitted():
             return
         if not key or version != b"13" or b"upgrade" not in connection:
             self._refuse(400, "ERR_REQUEST_INVALID: not a WebSocket upgrade")
             return
-        on_frame = self.cfg.upgrades[path](self.peer)
+        on_frame = on_open(self.peer)
         if on_frame is None:
             self._refuse(403, "ERR_GRENEX_NOT_ALLOWED: not a member's stream")
             return
         del self.buf[: end + 4]
-        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
         self._write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept
+            b"Connection: upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept_key(key)
         )
         self.on_frame = on_frame
         self.started = None
@@ -566,7 +535,7 @@ class Front(asyncio.Protocol):
             key = bytes(buf[pos + off : start])
             payload = buf[start : start + n]
             pos = start + n
-            _mask(key, payload)
+            mask(key, payload)
             op = b0 & 0x0F
             if self.ws_closing:  # only the answer to our close matters now
                 if op == 0x8:
@@ -583,7 +552,7 @@ class Front(asyncio.Protocol):
                     on_frame(bytes(payload))
                 except Exception as exc:  # bad input closes the stream, nothing else
                     log.debug("closing a stream: %s", exc)
-                    self._close_stream(_CLOSE_POLICY, str(exc))
+                    self._close_stream(CLOSE_POLICY, str(exc))
                     return
             elif op == 0x9:  # ping
                 self._write(server_frame(0xA, bytes(payload)))

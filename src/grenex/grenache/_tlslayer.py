@@ -199,8 +199,7 @@ class TLSLayer(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self.app_made and not self.closing:
-            with contextlib.suppress(Exception):
-                self.app.eof_received()
+            self.app.eof_received()
         return False  # the raw transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -217,7 +217,14 @@ class PeerRPCServer:
                 break
 
     async def _start_front(self, runner: web.ServerRunner, server: LimitedServer) -> None:
-        tls = self.ssl_context if isinstance(self.ssl_context, ServerTLS) else None
+        given = self.ssl_context
+        tls: ServerTLS | None = None
+        ssl_ctx: ssl.SSLContext | None
+        if isinstance(given, ServerTLS):
+            tls, ssl_ctx = given, given.ssl_context()
+            handshake_s = given.handshake_timeout_ms / 1000
+        else:
+            ssl_ctx, handshake_s = given, HANDSHAKE_TIMEOUT_MS / 1000
         cfg = FrontConfig(
             core=self.core,
             limits=self.limits,
@@ -228,11 +235,6 @@ class PeerRPCServer:
             upgrades=self.upgrades,
             fallback=server,
         )
-        if isinstance(self.ssl_context, ServerTLS):
-            ssl_ctx: ssl.SSLContext | None = self.ssl_context.ssl_context()
-            handshake_s = self.ssl_context.handshake_timeout_ms / 1000
-        else:
-            ssl_ctx, handshake_s = self.ssl_context, HANDSHAKE_TIMEOUT_MS / 1000
 
         def connection() -> asyncio.Protocol:
             if ssl_ctx is None:

@@ -51,14 +51,25 @@ from grenex.grenache.errors import GrenacheError, TransportError
 from grenex.grenache.link import Link
 from grenex.grenache.tls import PeerAuthError, PeerCert, check_pinned, handshake_error
 
-__all__ = ["FrameHandler", "StreamOpen", "StreamRefusedError", "StreamSender", "serve_stream"]
+__all__ = [
+    "CLOSE_POLICY",
+    "FrameHandler",
+    "StreamOpen",
+    "StreamRefusedError",
+    "StreamSender",
+    "accept_key",
+    "client_frame",
+    "mask",
+    "serve_stream",
+    "server_frame",
+]
 
 log = logging.getLogger("grenex.grenache.stream")
 
 FrameHandler = Callable[[bytes], None]
 StreamOpen = Callable[[PeerCert | None], FrameHandler | None]
 
-_CLOSE_POLICY: Final = 1008
+CLOSE_POLICY: Final = 1008  # close code: the peer broke the rules
 _WS_GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _HEAD_BYTES_MAX: Final = 16 * 1024  # the server's upgrade answer
 _IN_FRAME_BYTES_MAX: Final = 64 * 1024  # what a receiver may send back: pings, a close
@@ -76,20 +87,33 @@ try:  # aiohttp's C masking when it has one (3.11+); the same result either way
 except ImportError:  # pragma: no cover - older aiohttp
     _mask = _xor_mask
 
+mask = _mask  # XOR ``data`` in place with the 4-byte ``key`` (masking and unmasking alike)
+
+
+def _head(opcode: int, n: int, masked: int) -> bytes:
+    first = 0x80 | opcode  # FIN set: frames are never fragmented
+    if n < 126:
+        return bytes((first, masked | n))
+    if n < 65536:
+        return struct.pack("!BBH", first, masked | 126, n)
+    return struct.pack("!BBQ", first, masked | 127, n)
+
 
 def client_frame(opcode: int, payload: bytes, key: bytes) -> bytes:
     """One masked client-to-server WebSocket frame (FIN set) with masking ``key`` (4 bytes)."""
-    n = len(payload)
-    first = 0x80 | opcode
-    if n < 126:
-        head = bytes((first, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", first, 0xFE, n)
-    else:
-        head = struct.pack("!BBQ", first, 0xFF, n)
     body = bytearray(payload)
     _mask(key, body)
-    return head + key + body
+    return _head(opcode, len(payload), 0x80) + key + body
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked server-to-client WebSocket frame (FIN set)."""
+    return _head(opcode, len(payload), 0) + payload
+
+
+def accept_key(key: bytes) -> bytes:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key`` (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
 class _Client(asyncio.Protocol):
@@ -132,7 +156,7 @@ class _Client(asyncio.Protocol):
         status = lines[0].split(b" ", 2)
         if len(status) < 2 or status[1] != b"101":
             raise ValueError(f"upgrade refused: {lines[0][:80]!r}")
-        want = base64.b64encode(hashlib.sha1(self.key + _WS_GUID).digest())
+        want = accept_key(self.key)
         accept = [
             v.strip()
             for k, _, v in (line.partition(b":") for line in lines[1:])
@@ -223,7 +247,7 @@ async def serve_stream(
                 on_frame(msg.data)
             except Exception as exc:  # bad input closes the stream, nothing else
                 log.debug("closing a stream: %s", exc)
-                await ws.close(code=_CLOSE_POLICY, message=str(exc)[:120].encode())
+                await ws.close(code=CLOSE_POLICY, message=str(exc)[:120].encode())
                 break
     except (ConnectionError, aiohttp.ClientError):
         pass
