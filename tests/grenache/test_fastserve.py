@@ -1,8 +1,8 @@
 """The server front (``grenex.grenache._fastserve``) on real sockets on loopback.
 
-What it serves itself (RPC requests with a ``Content-Length``, streams) must behave as HTTP/1.1
-and RFC 6455 say, refuse what is malformed with a clear answer, and never stall; what it hands
-to aiohttp (chunked bodies, WS RPC) must be served as before, on the same connection, counted
+What it serves itself (RPC requests with a ``Content-Length``, streams, WS RPC) must behave as
+HTTP/1.1 and RFC 6455 say, refuse what is malformed with a clear answer, and never stall; what
+it hands to aiohttp (chunked bodies) must be served as before, on the same connection, counted
 once against the connection caps. Raw sockets, so that every byte is ours.
 """
 
@@ -188,7 +188,7 @@ async def test_a_chunked_body_is_handed_to_aiohttp_and_counted_once() -> None:
         await async_wait_for(lambda: srv.limits.open == 0, 5.0, message="released")
 
 
-async def test_ws_rpc_is_handed_to_aiohttp() -> None:
+async def test_ws_rpc_is_served_by_the_front() -> None:
     async with (
         PeerRPCServer(echo) as srv,
         aiohttp.ClientSession() as session,
@@ -197,6 +197,9 @@ async def test_ws_rpc_is_handed_to_aiohttp() -> None:
         await ws.send_str(json.dumps(["w1", "svc", {"a": 1}]))
         msg = await asyncio.wait_for(ws.receive(), 5)
         assert json.loads(msg.data) == ["w1", None, {"a": 1}]
+        cfg = srv._front_cfg
+        assert cfg is not None and len(cfg.connections) == 1  # served here, not handed off
+        assert srv.limits.open == 1
 
 
 async def test_an_idle_connection_is_closed_after_the_keep_alive() -> None:
@@ -405,4 +408,172 @@ async def test_a_client_that_does_not_read_its_replies_is_not_answered_further()
         for i in range(n):  # the client reads: everything is answered, in order
             status, _h, body = await read_reply(r)
             assert status == 200 and json.loads(body)[0] == f"p{i}"
+        w.close()
+
+
+# ------------------------------------------------------------------------------------ WS RPC
+
+
+async def opened_rpc(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    r, w = await open_conn(port)
+    w.write(upgrade("/ws"))
+    async with asyncio.timeout(5):
+        head = await r.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return r, w
+
+
+def fragment(opcode: int, payload: bytes, *, fin: bool) -> bytes:
+    """A masked client frame with FIN as given (``client_frame`` always sets it)."""
+    frame = bytearray(client_frame(opcode, payload, KEY))
+    if not fin:
+        frame[0] &= 0x7F
+    return bytes(frame)
+
+
+def ws_request(rid: str, payload: object) -> bytes:
+    return client_frame(0x1, json.dumps([rid, "svc", payload]).encode(), KEY)
+
+
+async def test_a_fragmented_ws_request_is_reassembled_around_a_ping() -> None:
+    async with PeerRPCServer(echo) as srv:
+        r, w = await opened_rpc(srv.port)
+        text = json.dumps(["f1", "svc", {"long": "y" * 300}]).encode()
+        w.write(fragment(0x1, text[:100], fin=False))
+        w.write(fragment(0x0, text[100:200], fin=False))
+        w.write(client_frame(0x9, b"hi", KEY))  # a control frame between fragments
+        w.write(fragment(0x0, text[200:], fin=True))
+        assert await read_frame(r) == (0xA, b"hi")
+        op, reply = await read_frame(r)
+        assert op == 0x1 and json.loads(reply) == ["f1", None, {"long": "y" * 300}]
+        w.write(client_frame(0x2, json.dumps(["b1", "svc", 2]).encode(), KEY))  # binary too
+        assert json.loads((await read_frame(r))[1]) == ["b1", None, 2]
+        w.write(client_frame(0x1, b"garbage", KEY))  # no rid: an answer without one
+        reply_json = json.loads((await read_frame(r))[1])
+        assert reply_json[0] is None and reply_json[1].startswith("ERR_REQUEST_INVALID")
+        w.close()
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([fragment(0x0, b"orphan", fin=True)], 1002),
+        ([fragment(0x1, b"[", fin=False), fragment(0x1, b"[", fin=True)], 1002),
+        ([fragment(0x1, b"x" * 600, fin=False), fragment(0x0, b"x" * 600, fin=False)], 1009),
+        ([client_frame(0x1, b"x" * 1500, KEY)], 1009),
+    ],
+    ids=["continuation-of-nothing", "message-inside-a-message", "fragments-too-big", "too-big"],
+)
+async def test_a_bad_ws_rpc_frame_closes_the_socket_with_its_code(
+    frames: list[bytes], code: int
+) -> None:
+    calls: list[object] = []
+
+    def record(key: str, payload: object) -> object:
+        calls.append(payload)
+        return payload
+
+    async with PeerRPCServer(record, body_bytes_max=1024) as srv:
+        r, w = await opened_rpc(srv.port)
+        w.write(b"".join(frames) + ws_request("after", 1))
+        await closed_with(r, code)
+        assert calls == []  # nothing after the bad frame was served
+        w.close()
+
+
+async def test_ws_requests_in_flight_are_bounded_per_socket() -> None:
+    release = asyncio.Event()
+    started: list[object] = []
+
+    async def held(key: str, payload: object) -> object:
+        started.append(payload)
+        await release.wait()
+        return payload
+
+    async with PeerRPCServer(held, ws_inflight_max=2) as srv:
+        r, w = await opened_rpc(srv.port)
+        w.write(b"".join(ws_request(f"h{i}", i) for i in range(5)))
+        cfg = srv._front_cfg
+        assert cfg is not None
+        await async_wait_for(lambda: len(started) == 2, 5.0, message="two started")
+        (front,) = cfg.connections
+        await async_wait_for(lambda: front.paused, 5.0, message="reading paused")
+        assert len(started) == 2 and front.inflight == 2  # the other three wait unread
+        release.set()
+        got = {json.loads((await read_frame(r))[1])[0] for _ in range(5)}
+        assert got == {f"h{i}" for i in range(5)}
+        assert not front.paused and front.inflight == 0
+        w.close()
+
+
+async def test_ws_replies_finished_together_go_out_in_one_write() -> None:
+    async with PeerRPCServer(echo) as srv:
+        r, w = await opened_rpc(srv.port)
+        w.write(ws_request("warm", 0))
+        assert json.loads((await read_frame(r))[1])[0] == "warm"
+        cfg = srv._front_cfg
+        assert cfg is not None
+        (front,) = cfg.connections
+        transport = front.transport
+        assert transport is not None
+        writes: list[int] = []
+        real_write = transport.write
+
+        def counting(data: bytes | bytearray | memoryview) -> None:
+            writes.append(len(data))
+            real_write(data)
+
+        transport.write = counting  # type: ignore[method-assign]
+        reads_before = front.heard
+        w.write(b"".join(ws_request(f"t{i}", i) for i in range(20)))  # one write, 20 requests
+        got = [json.loads((await read_frame(r))[1])[0] for _ in range(20)]
+        assert sorted(got) == sorted(f"t{i}" for i in range(20))
+        reads = front.heard - reads_before
+        # the replies of the requests read together leave together (aiohttp: one write each)
+        assert 1 <= len(writes) <= reads < 20, (writes, reads)
+        w.close()
+
+
+async def test_stop_lets_running_ws_requests_finish_then_closes() -> None:
+    started = asyncio.Event()
+
+    async def slow(key: str, payload: object) -> object:
+        started.set()
+        await asyncio.sleep(0.2)
+        return payload
+
+    srv = PeerRPCServer(slow, shutdown_timeout_ms=3_000)
+    await srv.start()
+    r, w = await opened_rpc(srv.port)
+    w.write(ws_request("late", 7))
+    await asyncio.wait_for(started.wait(), 5)
+    await srv.stop()
+    op, reply = await read_frame(r)
+    assert op == 0x1 and json.loads(reply) == ["late", None, 7]
+    assert await at_eof(r)
+    w.close()
+
+
+async def test_a_ws_client_that_does_not_read_its_replies_is_not_answered_further() -> None:
+    async with PeerRPCServer(echo, body_bytes_max=64 * 1024, ws_inflight_max=4) as srv:
+        r, w = await opened_rpc(srv.port)
+        payload = "x" * 16_000
+        n = 400  # 6.4 MB of replies
+        for i in range(n):
+            w.write(ws_request(f"p{i}", payload))
+        cfg = srv._front_cfg
+        assert cfg is not None
+        (front,) = cfg.connections
+        await async_wait_for(lambda: front.write_paused, 5.0, message="writing paused")
+        await async_wait_for(lambda: front.paused, 5.0, message="reading paused")
+        assert front.transport is not None
+        buffered = front.transport.get_write_buffer_size()
+        assert buffered < 1024 * 1024, buffered  # not the 6.4 MB of replies
+        assert srv.core.requests < n
+        got = set()
+        for _ in range(n):  # the client reads: everything is answered
+            op, reply = await read_frame(r)
+            assert op == 0x1
+            got.add(json.loads(reply)[0])
+        assert got == {f"p{i}" for i in range(n)}
         w.close()

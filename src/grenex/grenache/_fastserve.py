@@ -30,7 +30,15 @@ beyond a cap), and reads request heads itself:
   out every ``heartbeat_ms`` and a stream that sent nothing in the period after a ping is
   closed; a handler that raises closes it with 1008, as before; a close frame is answered
   and, after ours, the client's answer awaited for at most a second).
-* **Anything else** (a WebSocket upgrade for WS RPC, a chunked body, ``Expect``): the
+* **WS RPC upgrade** (a WebSocket upgrade on any other path, when the server takes WS RPC):
+  answered here too; each text or binary frame (fragments reassembled, at most
+  ``body_bytes_max`` in all) is one Grenache request ``[rid, key, payload]`` answered by its
+  own task with one text frame ``[rid, err, result]``, in any order, as
+  :func:`~grenex.grenache.ws.serve_ws_rpc` answers them. At most ``ws_inflight_max`` are
+  answered at once per socket; beyond that, and while the client does not read its replies,
+  the front stops reading the socket (backpressure, not a queue). Replies finished in the same
+  turn of the loop go out in one write. Pings, the heartbeat and closing as for streams.
+* **Anything else** (a chunked body, ``Expect``, an upgrade nothing here takes): the
   connection is handed, with the bytes read so far, to aiohttp's connection protocol
   (:class:`~grenex.grenache._limits.LimitedServer`), which serves it from then on exactly as
   it served every connection before.
@@ -58,7 +66,8 @@ from typing import TYPE_CHECKING, Final, cast
 
 from grenex.grenache._core import ServiceCore, http_exchange
 from grenex.grenache._limits import ConnectionLimits
-from grenex.grenache.protocol import wants_gzip
+from grenex.grenache.errors import ProtocolError
+from grenex.grenache.protocol import encode_reply, wants_gzip
 from grenex.grenache.stream import CLOSE_POLICY, accept_key, mask, server_frame
 from grenex.grenache.tls import PeerCert, ServerTLS, peer_cert
 
@@ -102,6 +111,8 @@ class FrontConfig:
         "tasks",
         "tls",
         "upgrades",
+        "ws_inflight_max",
+        "ws_rpc",
     )
 
     def __init__(
@@ -115,8 +126,12 @@ class FrontConfig:
         tls: ServerTLS | None,
         upgrades: Mapping[str, StreamOpen],
         fallback: Callable[[], asyncio.Protocol],
+        ws_rpc: bool = False,
+        ws_inflight_max: int = 256,
     ) -> None:
         self.core = core
+        self.ws_rpc = ws_rpc  # answer WS RPC upgrades (on any path no stream takes)
+        self.ws_inflight_max = ws_inflight_max
         self.limits = limits
         self.body_bytes_max = body_bytes_max
         self.keepalive_s = keepalive_s
@@ -169,6 +184,12 @@ class Front(asyncio.Protocol):
         self.ws_closing = False  # a close frame sent: waiting for the client's own
         self.heard = 0  # data_received calls (a stream's evidence of life)
         self.heard_at_beat = -1
+        # WS RPC (upgraded; on_frame is then self._rpc_frame)
+        self.rpc = False
+        self.inflight = 0  # requests of this socket being answered
+        self.frag: bytearray | None = None  # a fragmented message being reassembled
+        self.frag_op = 0
+        self.out: list[bytes] = []  # replies waiting for the end of this turn of the loop
 
     # ------------------------------------------------------------------------------ protocol
 
@@ -230,6 +251,9 @@ class Front(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         t = self.transport
+        if t is not None and self.rpc:
+            self._rpc_resume()
+            return
         if t is None or self.on_frame is not None or self.closing or self.busy:
             return
         if self.paused:
@@ -379,6 +403,9 @@ class Front(asyncio.Protocol):
             if on_open is not None:
                 self._upgrade_stream(on_open, ws_key, ws_version, connection, end)
                 return
+            if self.cfg.ws_rpc:
+                self._upgrade_rpc(ws_key, ws_version, connection, end)
+                return
         if hand_off:
             self._hand_off()
             return
@@ -472,15 +499,29 @@ class Front(asyncio.Protocol):
     def _upgrade_stream(
         self, on_open: StreamOpen, key: bytes, version: bytes, connection: bytes, end: int
     ) -> None:
-        if not self._admitted():
-            return
-        if not key or version != b"13" or b"upgrade" not in connection:
-            self._refuse(400, "ERR_REQUEST_INVALID: not a WebSocket upgrade")
+        if not self._upgradable(key, version, connection):
             return
         on_frame = on_open(self.peer)
         if on_frame is None:
             self._refuse(403, "ERR_GRENEX_NOT_ALLOWED: not a member's stream")
             return
+        self._switch(on_frame, key, end)
+
+    def _upgrade_rpc(self, key: bytes, version: bytes, connection: bytes, end: int) -> None:
+        if self._upgradable(key, version, connection):
+            self.rpc = True
+            self._switch(self._rpc_frame, key, end)
+
+    def _upgradable(self, key: bytes, version: bytes, connection: bytes) -> bool:
+        if not self._admitted():
+            return False
+        if not key or version != b"13" or b"upgrade" not in connection:
+            self._refuse(400, "ERR_REQUEST_INVALID: not a WebSocket upgrade")
+            return False
+        return True
+
+    def _switch(self, on_frame: FrameHandler, key: bytes, end: int) -> None:
+        """Answer the upgrade; frames from now on (those read already are handled now)."""
         del self.buf[: end + 4]
         self._write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
@@ -496,9 +537,11 @@ class Front(asyncio.Protocol):
     def _close_stream(self, code: int, why: str) -> None:
         """Send a close frame; the connection ends when the client answers it, or after
         :data:`LINGER_S` (closing at once would lose the code on the client's side)."""
+        self._flush()
         self._write(server_frame(0x8, struct.pack("!H", code) + why.encode()[:120]))
         self.on_frame = None
         self.ws_closing = True
+        self.frag = None
         self.buf.clear()
         self._arm(LINGER_S)
 
@@ -510,6 +553,8 @@ class Front(asyncio.Protocol):
             have = len(buf) - pos
             if have < 2:
                 break
+            if self.rpc and not self.ws_closing and self._rpc_full():
+                break  # answering as many as allowed, or the client does not read
             b0, b1 = buf[pos], buf[pos + 1]
             n, off = b1 & 0x7F, 2
             if n == 126:
@@ -543,7 +588,15 @@ class Front(asyncio.Protocol):
                     self._close()
                     return
                 continue
-            if not b0 & 0x80 or op == 0x0:
+            if self.rpc and (op < 0x3 or (self.frag is not None and op < 0x8)):
+                # WS RPC takes text and binary messages, fragmented or not
+                whole = self._rpc_fragment(b0, op, payload)
+                if whole is None:
+                    if self.on_frame is None:
+                        return  # closed for a protocol error
+                    continue
+                payload, op = whole, 0x2
+            elif not b0 & 0x80 or op == 0x0:
                 self._close_stream(_CLOSE_UNSUPPORTED, "fragmented frames are not accepted")
                 return
             on_frame = self.on_frame
@@ -568,8 +621,93 @@ class Front(asyncio.Protocol):
         if pos:
             del buf[:pos]
 
+    # ------------------------------------------------------------------------------- WS RPC
+
+    def _rpc_fragment(self, b0: int, op: int, payload: bytearray) -> bytearray | None:
+        """A data frame of a WS RPC socket: the whole message when it is complete, else None
+        (a fragment kept, or the socket closed for a protocol error)."""
+        fin = b0 & 0x80
+        if op != 0x0:  # text or binary: a message starts
+            if self.frag is not None:
+                self._close_stream(_CLOSE_PROTOCOL, "a new message inside a fragmented one")
+                return None
+            if fin:
+                return payload
+            self.frag = bytearray(payload)
+            self.frag_op = op
+            return None
+        frag = self.frag
+        if frag is None:
+            self._close_stream(_CLOSE_PROTOCOL, "a continuation frame with nothing to continue")
+            return None
+        frag += payload
+        limit = self.cfg.body_bytes_max
+        if len(frag) > limit:
+            self._close_stream(_CLOSE_TOO_BIG, f"message over {limit} bytes")
+            return None
+        if not fin:
+            return None
+        self.frag = None
+        return frag
+
+    def _rpc_full(self) -> bool:
+        """True when no further request may start now (stop reading until one may)."""
+        full = self.inflight >= self.cfg.ws_inflight_max or self.write_paused or self.closing
+        if full and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        return full
+
+    def _rpc_resume(self) -> None:
+        if self.transport is None or self.on_frame is None or self._rpc_full():
+            return
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+        if self.buf:
+            self._frames()
+
+    def _rpc_frame(self, frame: bytes) -> None:
+        cfg = self.cfg
+        self.inflight += 1
+        self.busy = True
+        task = cfg.loop.create_task(self._rpc_answer(frame))
+        cfg.tasks.add(task)
+        task.add_done_callback(cfg.tasks.discard)
+
+    async def _rpc_answer(self, frame: bytes) -> None:
+        try:
+            reply = await self.cfg.core.reply_to(frame, self.peer)
+        except ProtocolError as exc:
+            reply = encode_reply(None, exc.message, None)
+        except Exception:  # never expected: reply_to answers every failure itself
+            log.exception("a WS RPC request failed unanswered")
+            reply = encode_reply(None, "ERR_REQUEST_GENERIC: internal error", None)
+        finally:
+            self.inflight -= 1
+            self.busy = self.inflight > 0
+        if self.on_frame is None or self.transport is None:
+            return  # the socket closed: nobody reads the reply
+        if not self.out:
+            self.cfg.loop.call_soon(self._flush)
+        self.out.append(server_frame(0x1, reply))
+        if self.closing:  # the server stops: close once the last answer is out
+            if not self.busy:
+                self._flush()
+                self._close()
+            return
+        self._rpc_resume()
+
+    def _flush(self) -> None:
+        """Write the replies of this turn of the loop in one write."""
+        out = self.out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._write(data)
+
     def _beat(self) -> None:
-        if self.heard == self.heard_at_beat:  # silent for a whole period
+        if self.heard == self.heard_at_beat and not self.paused:  # silent for a whole period
             log.debug("closing a silent stream")
             self._abort()
             return

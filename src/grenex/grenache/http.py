@@ -234,6 +234,8 @@ class PeerRPCServer:
             tls=tls,
             upgrades=self.upgrades,
             fallback=server,
+            ws_rpc=self.websocket,
+            ws_inflight_max=self.ws_inflight_max,
         )
 
         def connection() -> asyncio.Protocol:

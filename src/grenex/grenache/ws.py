@@ -9,9 +9,13 @@ in any order. Several requests share one socket, matched by rid. Server side,
 upgrades on any path): each frame becomes a task, at most ``inflight_max`` per socket (the
 server stops reading the socket beyond that: backpressure, not an unbounded queue). A frame
 that is not a request still gets one reply, ``[null, "ERR_REQUEST_INVALID: ...", null]``.
-Client side, :class:`WsPeerRPCClient` keeps one socket per peer; a reader task resolves the
-pending futures by rid, and a closing socket fails what is pending with
-``ERR_TRANSPORT_CLOSE``.
+Client side, :class:`WsPeerRPCClient` keeps one socket per peer, its own WebSocket client
+on an asyncio protocol (TLS in the protocol, as :mod:`~grenex.grenache._tlslayer` does it):
+requests sent in the same turn of the loop leave in one write, reply frames resolve the
+pending futures by rid as they are read, and a closing socket fails what is pending with
+``ERR_TRANSPORT_CLOSE``. (The server side is served by the front,
+:mod:`~grenex.grenache._fastserve`; :func:`serve_ws_rpc` serves it on aiohttp, for a server
+started with ``front=False``.)
 
 *Pub/sub.* A :class:`PeerPub` is a WebSocket server that announces its topic; ``pub(msg)``
 sends ``msg`` unchanged (text for str, binary for bytes) to every connected socket. The frame
@@ -35,6 +39,7 @@ publisher that fails is avoided like one that went away.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -44,13 +49,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, cast
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
 from grenex.grenache._core import PeerClientBase, ServiceCore
 from grenex.grenache._limits import ConnectionLimits, LimitedServer, upgraded
+from grenex.grenache._tlslayer import connect
 from grenex.grenache.errors import (
     GrenacheError,
     ProtocolError,
@@ -60,6 +66,7 @@ from grenex.grenache.errors import (
 )
 from grenex.grenache.link import Link
 from grenex.grenache.protocol import Json, check_reply, encode_reply, encode_request, parse_reply
+from grenex.grenache.stream import accept_key, client_frame
 from grenex.grenache.tls import (
     PeerAuthError,
     PeerCert,
@@ -75,6 +82,7 @@ log = logging.getLogger("grenex.grenache.ws")
 
 Message = str | bytes
 _CLOSED: Final = object()
+_UPGRADE_BYTES_MAX: Final = 16 * 1024  # a server's answer to our upgrade
 
 
 async def serve_ws_rpc(
@@ -162,53 +170,245 @@ def _ws_errors_to_transport(exc: BaseException, url: str, dest: str) -> Transpor
     )
 
 
-class _WsConn:
-    """One client socket to one peer, with its pending requests by rid."""
+class _WsConn(asyncio.Protocol):
+    """One client socket to one peer (our own WebSocket client on the transport, TLS in the
+    protocol as :mod:`~grenex.grenache._tlslayer` does it), with its pending requests by rid.
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, dest: str, inflight_max: int) -> None:
-        self.ws = ws
+    Requests sent in the same turn of the loop leave in one write; reply frames (text or
+    binary; fragments reassembled up to ``frame_bytes_max``) resolve the futures by rid;
+    pings are answered; a close, a broken frame or a lost connection fails what is pending
+    with ``ERR_TRANSPORT_CLOSE``."""
+
+    def __init__(
+        self, dest: str, key: bytes, inflight_max: int, frame_bytes_max: int, rng: random.Random
+    ) -> None:
         self.dest = dest
+        self.key = key
+        self.frame_bytes_max = frame_bytes_max
+        self.rng = rng
         self.pending: dict[str, asyncio.Future[list[Json]]] = {}
         self.slots = asyncio.Semaphore(inflight_max)
-        self.reader = asyncio.get_running_loop().create_task(self._read())
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.frag: bytearray | None = None
+        self.out: list[bytes] = []
+        self.open = False
+        self.closed = False
+        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    @property
-    def closed(self) -> bool:
-        return self.ws.closed or self.reader.done()
+    # -- the protocol
 
-    async def _read(self) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
         try:
-            async for msg in self.ws:
-                if msg.type is not WSMsgType.TEXT and msg.type is not WSMsgType.BINARY:
-                    break
-                try:
-                    data = parse_reply(msg.data, peer=self.dest)
-                except ReplyError:
-                    log.debug("ignoring a non-reply frame from %s", self.dest)
-                    continue
-                rid = data[0]
-                fut = self.pending.pop(rid, None) if isinstance(rid, str) else None
-                if fut is not None and not fut.done():
-                    fut.set_result(data)
-        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
-            log.debug("websocket to %s broke: %s", self.dest, exc)
-        finally:
-            pending, self.pending = self.pending, {}
-            for fut in pending.values():
-                if not fut.done():
-                    fut.set_exception(
-                        TransportError(
-                            "ERR_TRANSPORT_CLOSE", code="ERR_TRANSPORT_CLOSE", peer=self.dest
-                        )
+            if not self.open and not self._upgrade():
+                return
+            self._frames()
+        except ValueError as exc:  # a broken answer: never believed, the socket ends
+            log.debug("websocket to %s: %s", self.dest, exc)
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
+            self.upgraded.exception()  # retrieved: nobody may be waiting any more
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(
+                    TransportError(
+                        "ERR_TRANSPORT_CLOSE", code="ERR_TRANSPORT_CLOSE", peer=self.dest
                     )
-                    fut.exception()  # a waiter may have timed out already: mark it retrieved
+                )
+                fut.exception()  # a waiter may have timed out already: mark it retrieved
+
+    def _upgrade(self) -> bool:
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > _UPGRADE_BYTES_MAX:
+                raise ValueError("an upgrade answer without end")
+            return False
+        lines = bytes(buf[:end]).split(b"\r\n")
+        del buf[: end + 4]
+        status = lines[0].split(b" ", 2)
+        if len(status) < 2 or status[1] != b"101":
+            raise ValueError(f"upgrade refused: {lines[0][:80]!r}")
+        accept = [
+            v.strip()
+            for k, _, v in (line.partition(b":") for line in lines[1:])
+            if k.strip().lower() == b"sec-websocket-accept"
+        ]
+        if accept != [accept_key(self.key)]:
+            raise ValueError("the upgrade answer does not accept our key")
+        self.open = True
+        if not self.upgraded.done():
+            self.upgraded.set_result(None)
+        return True
+
+    def _frames(self) -> None:
+        buf = self.buf
+        limit = self.frame_bytes_max
+        pos = 0
+        while True:
+            have = len(buf) - pos
+            if have < 2:
+                break
+            b0, b1 = buf[pos], buf[pos + 1]
+            if b1 & 0x80:
+                raise ValueError("a masked frame from the server")
+            n, off = b1 & 0x7F, 2
+            if n == 126:
+                if have < 4:
+                    break
+                n, off = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif n == 127:
+                if have < 10:
+                    break
+                n, off = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if n > limit:
+                raise ValueError(f"a frame over {limit} bytes")
+            if have < off + n:
+                break
+            payload = bytes(buf[pos + off : pos + off + n])
+            pos += off + n
+            op = b0 & 0x0F
+            if op in (0x0, 0x1, 0x2):
+                if op:
+                    if self.frag is not None:
+                        raise ValueError("a new message inside a fragmented one")
+                    if not b0 & 0x80:
+                        self.frag = bytearray(payload)
+                        continue
+                else:
+                    frag = self.frag
+                    if frag is None:
+                        raise ValueError("a continuation frame with nothing to continue")
+                    frag += payload
+                    if len(frag) > limit:
+                        raise ValueError(f"a message over {limit} bytes")
+                    if not b0 & 0x80:
+                        continue
+                    self.frag = None
+                    payload = bytes(frag)
+                self._reply(payload)
+            elif op == 0x9:  # ping: pong with the same payload
+                self.send_frame(0xA, payload)
+            elif op == 0x8:  # close: answer it; the server ends the connection
+                self.send_frame(0x8, payload[:2])
+                self._flush()
+                self.closed = True
+                t = self.transport
+                if t is not None:
+                    t.close()
+                break
+            elif op != 0xA:
+                raise ValueError(f"a frame with opcode {op}")
+        if pos:
+            del buf[:pos]
+
+    def _reply(self, payload: bytes) -> None:
+        try:
+            data = parse_reply(payload, peer=self.dest)
+        except ReplyError:
+            log.debug("ignoring a non-reply frame from %s", self.dest)
+            return
+        rid = data[0]
+        fut = self.pending.pop(rid, None) if isinstance(rid, str) else None
+        if fut is not None and not fut.done():
+            fut.set_result(data)
+
+    # -- sending
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        """Queue one frame; the frames of this turn of the loop leave in one write."""
+        if self.closed or self.transport is None:
+            raise TransportError(
+                "ERR_TRANSPORT_CLOSE: the socket is closed",
+                code="ERR_TRANSPORT_CLOSE",
+                peer=self.dest,
+            )
+        if not self.out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.out.append(client_frame(opcode, payload, self.rng.getrandbits(32).to_bytes(4)))
+
+    def _flush(self) -> None:
+        out = self.out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def abort(self) -> None:
+        self.closed = True
+        t = self.transport
+        if t is not None:
+            with contextlib.suppress(AttributeError, RuntimeError):
+                t.abort()
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close()
-        self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.reader
+        t = self.transport
+        if t is None or self.closed:
+            self.abort()
+            return
+        with contextlib.suppress(TransportError):
+            self.send_frame(0x8, struct.pack("!H", 1000))
+        self._flush()
+        self.closed = True
+        t.close()
+
+
+async def _ws_rpc_connect(
+    dest: str,
+    ctx: ssl.SSLContext | None,
+    name: str,
+    *,
+    connect_timeout_ms: int,
+    inflight_max: int,
+    frame_bytes_max: int,
+    rng: random.Random,
+) -> _WsConn:
+    """Open a WS RPC socket to ``dest``; with a pinned context, check the peer's certificate
+    before the upgrade is even sent (nothing is sent or believed before that)."""
+    host, _, port = dest.rpartition(":")
+    key = base64.b64encode(rng.getrandbits(128).to_bytes(16))
+    conn: _WsConn | None = None
+    ok = False
+    try:
+        async with asyncio.timeout(connect_timeout_ms / 1000):
+            t, conn = await connect(
+                lambda: _WsConn(dest, key, inflight_max, frame_bytes_max, rng),
+                host.strip("[]"),
+                int(port),
+                ctx,
+                handshake_timeout_s=connect_timeout_ms / 1000,
+            )
+            if ctx is not None:
+                check_pinned(ctx, t.get_extra_info("ssl_object"), dest, name)
+            t.write(
+                b"GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n" % (dest.encode(), key)
+            )
+            await conn.upgraded
+        ok = True
+        return conn
+    except ssl.SSLError as exc:
+        raise handshake_error(exc, dest, name) from None
+    except (OSError, ValueError, TimeoutError) as exc:
+        url = f"{'wss' if ctx is not None else 'ws'}://{dest}/ws"
+        raise _ws_errors_to_transport(exc, url, dest) from None
+    finally:
+        if not ok and conn is not None:
+            conn.abort()
 
 
 class WsPeerRPCClient(PeerClientBase):
@@ -253,15 +453,7 @@ class WsPeerRPCClient(PeerClientBase):
         # Sockets by (dest, TLS context): one authenticated under a context serves only it.
         self._conns: OrderedDict[tuple[str, ssl.SSLContext | None], _WsConn] = OrderedDict()
         self._connecting: dict[tuple[str, ssl.SSLContext | None], asyncio.Task[_WsConn]] = {}
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-        return self._session
+        self._mask_rng = random.Random()  # masking keys and upgrade keys (seeded from the OS)
 
     async def _conn(self, dest: str, name: str) -> _WsConn:
         ctx = self._ssl_for(name) if self._ssl_for is not None else self._ssl
@@ -279,18 +471,16 @@ class WsPeerRPCClient(PeerClientBase):
 
     async def _connect(self, dest: str, ctx: ssl.SSLContext | None, name: str) -> _WsConn:
         slot = (dest, ctx)
-        url = f"{'wss' if ctx is not None else 'ws'}://{dest}/ws"
         try:
-            ws = await _ws_connect_checked(
-                self._get_session(),
-                url,
+            conn = await _ws_rpc_connect(
                 dest,
                 ctx,
                 name,
                 connect_timeout_ms=self.connect_timeout_ms,
+                inflight_max=self.inflight_max,
                 frame_bytes_max=self.frame_bytes_max,
+                rng=self._mask_rng,
             )
-            conn = _WsConn(ws, dest, self.inflight_max)
             old = self._conns.pop(slot, None)
             self._conns[slot] = conn
             if old is not None:
@@ -324,14 +514,7 @@ class WsPeerRPCClient(PeerClientBase):
                     fut: asyncio.Future[list[Json]] = asyncio.get_running_loop().create_future()
                     conn.pending[rid] = fut
                     try:
-                        try:
-                            await conn.ws.send_frame(body, WSMsgType.TEXT)
-                        except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                            raise TransportError(
-                                f"ERR_TRANSPORT_CLOSE: {exc}",
-                                code="ERR_TRANSPORT_CLOSE",
-                                peer=dest,
-                            ) from None
+                        conn.send_frame(0x1, body)
                         data = await fut
                     finally:
                         conn.pending.pop(rid, None)
@@ -346,9 +529,6 @@ class WsPeerRPCClient(PeerClientBase):
         self._conns.clear()
         for conn in conns:
             await conn.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 # ------------------------------------------------------------------------------------ pub/sub
