@@ -15,7 +15,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from grenex.consensus import Config, EntryKind, MemoryStorage, Message, Role, bootstrap
+from grenex.consensus import (
+    Config,
+    EntryKind,
+    MemoryStorage,
+    Message,
+    MessageType,
+    Role,
+    bootstrap,
+)
 from grenex.replica import Applied, Proposals, Replica, ReplicaConfig
 
 from .signed import GENESIS, OP, Accounts
@@ -54,8 +62,8 @@ class Trio:
                 return
             batch, self.wire = self.wire, []
             for m in batch:
-                if m.dst not in self.cut and m.src not in self.cut:
-                    self.reps[m.dst].step(m)
+                if m.dst in self.reps and m.dst not in self.cut and m.src not in self.cut:
+                    self.reps[m.dst].step(m)  # (a node outside the trio gets nothing)
 
     def tick(self, n: int = 1) -> None:
         for _ in range(n):
@@ -175,3 +183,52 @@ def test_membership_through_the_replica() -> None:
     conf = [a for a in t.applied["a"] if a.index == idx]
     assert conf and conf[0].kind == EntryKind.CONFIG and conf[0].data == b"remove c"
     assert t.reps["a"].raft.conf_state().voters == ("a", "b")
+
+
+def test_a_member_steps_a_stranger_only_on_a_members_word_until_its_own_configuration_changes() -> (
+    None
+):
+    """The replica's filter: a node outside the configuration is dropped ("not a member")
+    unless a member of the configuration vouched for it; a vouch from a stranger or from this
+    node itself changes nothing; the vouch is spent once the configuration changes."""
+    t = Trio()
+    c = t.reps["c"]
+    stranger = Message(MessageType.HEARTBEAT, "e", "c", c.raft.term + 1, commit=0)
+    assert not c.step(stranger)
+    assert c.dropped == {"not a member": 1}
+    assert not c.vouch("e", ["a", "b", "c", "e"])  # the stranger vouching for itself
+    assert not c.vouch("c", ["a", "b", "c", "e"])  # nor this node
+    assert not c.step(Message(MessageType.HEARTBEAT, "e", "c", c.raft.term + 1, commit=0))
+    assert c.vouch("b", ["a", "b", "c", "e"])
+    assert c.step(Message(MessageType.HEARTBEAT, "e", "c", c.raft.term + 1, commit=0))
+    assert c.raft.lead == "e" and c.unled_ticks == 0
+    # a configuration change of ours spends the vouch
+    t.reps["a"].raft.campaign()
+    t.settle()
+    t.leader().add_learner("d")
+    t.settle()
+    t.tick(3)
+    assert "d" in c.raft.learners
+    before = c.dropped.get("not a member", 0)
+    assert not c.step(Message(MessageType.HEARTBEAT, "e", "c", c.raft.term + 1, commit=0))
+    assert c.dropped["not a member"] == before + 1
+
+
+def test_vouch_is_due_after_three_election_timeouts_without_a_leader_then_once_per_period() -> None:
+    t = Trio()
+    c = t.reps["c"]
+    period = 3 * c.config.raft.election_timeout_ticks
+    t.cut = {"a", "b", "c"}  # nobody hears anybody
+    due = []
+    for i in range(1, 3 * period + 1):
+        for r in t.reps.values():
+            r.tick()
+        t.settle()
+        if c.vouch_due():
+            due.append(i)
+    assert due == [period, 2 * period, 3 * period]
+    t.cut = set()
+    t.reps["a"].raft.campaign()
+    t.settle()
+    t.tick(2)
+    assert c.unled_ticks <= 2 and not c.vouch_due()  # a leader is heard again

@@ -5,7 +5,9 @@ a and b crash with b's disk lost, b restarts empty, c comes back): with the cons
 never votes for c, nobody leads while a is down, and once a is back b is re-admitted (demoted,
 caught up, promoted) with every acknowledged command kept; without the rule (b bootstraps
 anew, the old node behaviour) the checker catches the lost commands.  Deterministic: the same
-run twice gives the same log.
+run twice gives the same log.  A member restarted with a stale configuration, whose leader is
+now a node added after it, catches up once a member it knows vouches for the configuration (and
+never without).
 
 And SPEC §8 on the real node path (receiving-node checks, gateway, driver, replica; a quiet
 simulated cluster driven by scripted clients, every entry held to the model): a lost reply's
@@ -22,7 +24,13 @@ from __future__ import annotations
 import pytest
 
 from grenex.sim.checker import SimFailure
-from grenex.sim.scenarios import key_rotation, lost_disk_voter, lost_replies, nonce_window_eviction
+from grenex.sim.scenarios import (
+    key_rotation,
+    lost_disk_voter,
+    lost_replies,
+    nonce_window_eviction,
+    stale_member,
+)
 
 
 def test_lost_disk_voter_with_the_rule_keeps_every_acknowledged_command() -> None:
@@ -41,6 +49,20 @@ def test_lost_disk_voter_without_the_rule_loses_acknowledged_commands() -> None:
 
 def test_the_scenario_is_deterministic() -> None:
     assert lost_disk_voter().log == lost_disk_voter().log
+
+
+def test_a_member_with_a_stale_configuration_catches_up_on_a_members_word() -> None:
+    """c comes back knowing a, b, c while e (added meanwhile) leads: it asks a member it knows,
+    steps e's messages and catches up (same log, same state, e in its configuration)."""
+    res = stale_member(vouching=True)
+    assert res.acknowledged == 4
+    assert any("c takes" in line and "a,b,c,e" in line for line in res.log)
+    assert res.log[-1].endswith("voters a,b,c,e")
+
+
+def test_without_vouching_the_stale_member_never_catches_up() -> None:
+    with pytest.raises(SimFailure, match="c catches up"):
+        stale_member(vouching=False)
 
 
 # -- SPEC §8 on the real node path (gateway, driver, replica) ------------------------------------

@@ -3,6 +3,14 @@ name warm in the Grape link.
 
 * :meth:`Membership.join` — until this node is a member: find the leader (any node's
   ``status``) and ask it to add this node as a learner (``Join``), every ``join_retry_ms``.
+* :meth:`Membership.vouch_turn` — a driver turn hook: a member that has heard no leader for
+  three election timeouts (:meth:`grenex.replica.Replica.vouch_due`) may be a member restarted
+  with a stale configuration whose leader was added after it (every message of that leader is
+  refused by its TLS anchors and dropped by its replica).  It asks a member of its own
+  configuration, the next one each time, for ``members`` over a connection pinned to that
+  member; the answer's members are admitted by the TLS identity (as a joining node's are) and
+  vouched for in the replica (:meth:`~grenex.replica.Replica.vouch`), until the replica's own
+  configuration changes.
 * :meth:`Membership.keep_peers_fresh` — a driver turn hook: whenever the membership changes,
   the link keeps every other member's ``peer:<id>`` name looked up in the background, so a
   vote or the first forward to a new leader never waits on a DHT lookup (which takes seconds
@@ -11,6 +19,8 @@ name warm in the Grape link.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -27,6 +37,7 @@ from grenex.node.identity import NodeIdentity
 from grenex.node.io import NodeIO
 from grenex.node.peers import AskError, Peers
 from grenex.replica import Replica
+from grenex.replica.replica import VOUCHED_MAX
 
 __all__ = ["Membership", "Reconciler"]
 
@@ -53,6 +64,10 @@ class Membership:
         self.identity: NodeIdentity | None = None  # set by the node when it serves TLS
         self._fresh: list[str] = []  # the members whose peer names the link keeps fresh
         self._conf: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._vouch_asks = 0  # which member of the configuration is asked next
+        self._vouch_task: asyncio.Task[None] | None = None
+        self._vouch_answer: tuple[str, list[str]] | None = None  # (voucher, members)
+        self.vouches = 0  # answers the replica took
 
     async def join(self, replica: Replica) -> None:
         """Until this node is a member of the consensus configuration.  SPEC §8: the operator
@@ -141,6 +156,57 @@ class Membership:
                 if leader != self.cfg.node_id:
                     return leader
         return None
+
+    def vouch_turn(self, replica: Replica) -> None:
+        """A driver turn hook (see the module docstring)."""
+        answer, self._vouch_answer = self._vouch_answer, None
+        if answer is not None and replica.vouch(*answer):
+            self.vouches += 1
+            log.info("membership: %s vouches for %s", answer[0], ",".join(answer[1]))
+        if self._vouch_task is not None or not replica.vouch_due():
+            return
+        raft = replica.raft
+        me = self.cfg.node_id
+        known = [m for m in sorted(raft.voters) + sorted(raft.learners) if m != me]
+        if not known:
+            return
+        self._vouch_asks += 1
+        voucher = known[self._vouch_asks % len(known)]
+        log.info("membership: no leader heard for long; asking %s for the members", voucher)
+        self._vouch_task = asyncio.get_running_loop().create_task(self._ask_voucher(voucher))
+
+    async def close(self) -> None:
+        task, self._vouch_task = self._vouch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _ask_voucher(self, voucher: str) -> None:
+        try:
+            reply = await self.rpc.request(
+                service_names(self.cfg.cluster, voucher)["node"],
+                {"action": "members", "args": [{}]},
+                timeout_ms=self.cfg.command_timeout_ms,
+            )
+        except GrenacheError as e:
+            log.info("membership: no members from %s: %s", voucher, e)
+            return
+        finally:
+            self._vouch_task = None
+        members = reply.get("members") if isinstance(reply, dict) else None
+        if not isinstance(members, list):
+            return
+        ids = [
+            m["id"]
+            for m in members[:VOUCHED_MAX]
+            if isinstance(m, dict)
+            and isinstance(m.get("id"), str)
+            and m.get("role") in ("voter", "learner")
+        ]
+        if self.identity is not None:
+            self.identity.learn(reply)  # their certificates: admitted and dialled, pinned
+        self._vouch_answer = (voucher, ids)
 
     def keep_peers_fresh(self, replica: Replica) -> None:
         """A driver turn hook (see the module docstring)."""

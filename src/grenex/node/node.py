@@ -173,6 +173,7 @@ class Node:
         self.peers: Peers | None = None
         self.driver: DriverService | None = None
         self.api: ClientAPI | None = None
+        self.membership: Membership | None = None
         self.peer_api: PeerAPI | None = None
         self.api_server: Endpoint | None = None
         self.peer_server: Endpoint | None = None
@@ -242,7 +243,7 @@ class Node:
             raise NodeError(
                 f"cannot announce on the Grapes ({', '.join(cfg.grapes)}): {e}"
             ) from None
-        if cfg.join:
+        if cfg.join and self.membership is not None:
             join = self.membership.join(replica)
             self._tasks.append(asyncio.create_task(join, name="joiner"))
         if self.founding.probing:
@@ -351,6 +352,7 @@ class Node:
         self.membership = Membership(cfg, self.io, self.link, self.rpc, self.peers, self.names)
         self.membership.identity = self.identity
         self.driver.add_turn_hook(self.membership.keep_peers_fresh)
+        self.driver.add_turn_hook(self.membership.vouch_turn)
         self.reconciler = Reconciler()
         self.driver.add_turn_hook(self.reconciler.turn)
         if self.identity is not None:
@@ -497,6 +499,8 @@ class Node:
         self._tasks = []
         if self.driver is not None:
             await self.driver.stop()
+        if self.membership is not None:
+            await self.membership.close()
         if isinstance(self.snapshots, BackgroundSnapshots):
             await self.snapshots.close()
         await self._close_io()

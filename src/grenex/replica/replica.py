@@ -49,12 +49,24 @@ from grenex.consensus import (
     MessageType,
     Raft,
     Ready,
+    Role,
     Storage,
     decode_conf_change,
 )
 from grenex.replica.state import Decoder, ReplicaSnapshotError, ReplicaState, Verifier
 
-__all__ = ["TERM_JUMP_MAX", "Applied", "Proposals", "Replica", "ReplicaConfig", "insane"]
+__all__ = [
+    "TERM_JUMP_MAX",
+    "VOUCHED_MAX",
+    "Applied",
+    "Proposals",
+    "Replica",
+    "ReplicaConfig",
+    "insane",
+]
+
+VOUCHED_MAX = 256  # members taken from one vouch
+_FROM_LEADER = frozenset((MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +137,14 @@ class Replica:
         self.verifier: Verifier | None = None
         # entries decoded earlier (on receipt), taken at apply; None: decode there
         self.decoder: Decoder | None = None
+        # Ticks since a leader was last heard (0 while leading): a member whose configuration
+        # is stale hears nobody once the leader is a node it does not know (see vouch()).
+        self.unled_ticks = 0
+        # Members of the current configuration a member of ours vouched for (vouch()): their
+        # messages are stepped although our own configuration does not list them (yet).
+        self.vouched: frozenset[str] = frozenset()
+        self._vouched_conf: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._vouch_asked_at = 0  # unled_ticks when vouch_due() last said yes
 
     def _restore(self, data: bytes) -> ReplicaState:
         c = self.config
@@ -134,6 +154,45 @@ class Replica:
 
     def tick(self) -> None:
         self.raft.tick()
+        if self.raft.role == Role.LEADER:
+            self.unled_ticks = 0
+        else:
+            self.unled_ticks += 1
+
+    def vouch_due(self) -> bool:
+        """True when the node should ask a member it knows for the current configuration (and
+        :meth:`vouch` with its answer): this node is a member and has heard no leader for
+        three election timeouts, and did not ask in the last three.  Once per such period."""
+        raft = self.raft
+        if not (self.id in raft.voters or self.id in raft.learners):
+            return False  # a node that is no member yet drops nobody
+        period = 3 * self.config.raft.election_timeout_ticks
+        unled = self.unled_ticks
+        if unled < period:
+            self._vouch_asked_at = 0
+            return False
+        if self._vouch_asked_at and unled - self._vouch_asked_at < period:
+            return False
+        self._vouch_asked_at = unled
+        return True
+
+    def vouch(self, voucher: str, members: list[str]) -> bool:
+        """A member of this replica's configuration (``voucher``) says the current
+        configuration is ``members`` (its voters and learners).  A member restarted with a stale
+        configuration, whose leader is now a node added after it, drops everything that
+        leader sends ("not a member") and would never catch up: the node asks a member it
+        knows (over a connection pinned to that member) and vouches here, and messages from
+        the vouched nodes are stepped until this replica's own configuration changes.  A
+        voucher gains nothing by it: as a member of our configuration it may already send us
+        anything a leader sends.  Returns False (nothing changes) when ``voucher`` is not a
+        member of our configuration or is this node."""
+        raft = self.raft
+        if voucher == self.id or not (voucher in raft.voters or voucher in raft.learners):
+            return False
+        ids = [m for m in members[:VOUCHED_MAX] if isinstance(m, str) and m and m != self.id]
+        self.vouched = frozenset(ids)
+        self._vouched_conf = (raft.voters, raft.learners)
+        return True
 
     def step(self, msg: Message) -> bool:
         """Feed one message to the core, or drop it (returns False; counted in ``dropped``
@@ -159,7 +218,11 @@ class Replica:
         if (self.id in voters or self.id in learners) and not (
             msg.src in voters or msg.src in learners
         ):
-            return self._drop("not a member")
+            if not self.vouched or msg.src not in self.vouched:
+                return self._drop("not a member")
+            if self._vouched_conf != (voters, learners):  # ours changed: the vouch is spent
+                self.vouched = frozenset()
+                return self._drop("not a member")
         why = insane(raft, msg)
         if why is not None:
             return self._drop(why)
@@ -173,9 +236,14 @@ class Replica:
                 return self._drop("a snapshot that is not a replica snapshot")
             if restored.index != snap.index:
                 return self._drop("a snapshot whose state is not at its index")
-        if msg.type == MessageType.HEARTBEAT and msg.commit > raft.log.last_index():
+        typ = msg.type
+        if typ == MessageType.HEARTBEAT and msg.commit > raft.log.last_index():
             msg.commit = raft.log.last_index()
         self.raft.step(msg)
+        if (typ in _FROM_LEADER and msg.term == raft.term and raft.lead == msg.src) or (
+            raft.role == Role.LEADER
+        ):
+            self.unled_ticks = 0
         return True
 
     def _drop(self, why: str) -> bool:

@@ -337,6 +337,7 @@ class SimNode:
         self.restart_at = 0
         self.crashes = 0
         self.installed_seen = 0
+        self.vouch_turn = 0  # which member of its configuration it asks next
 
     @property
     def up(self) -> bool:
@@ -412,6 +413,8 @@ class Simulation:
             "old_key_refused": 0,
             "stale_nonces": 0,
             "snapshot_hashes": 0,
+            "vouch_asks": 0,
+            "vouches": 0,
         }
         voters = [self._new_id() for _ in range(k.voters)]
         self.keyring = Keyring(KEYRING_SALT)
@@ -613,14 +616,42 @@ class Simulation:
                 skip = node.tick_skip and rng.random() < node.tick_skip
                 self._drive(node, 0 if skip else 1)
         self._membership_progress()
+        self._ask_vouchers()
         for c in [self.admin, *self.clients]:
             self._client_step(c)
         if self.now % 16 == 0:
             self._check_hashes()
 
+    def _ask_vouchers(self) -> None:
+        """A member that has heard no leader for long asks a member of its configuration for
+        the current one (as the node asks another node's ``members`` over a pinned
+        connection), one member after the other, and vouches with the answer."""
+        for nid in sorted(self.nodes):
+            node = self.nodes[nid]
+            r = node.replica
+            if r is None or not r.vouch_due():
+                continue
+            raft = r.raft
+            known = [m for m in sorted(raft.voters) + sorted(raft.learners) if m != nid]
+            if known:
+                node.vouch_turn += 1
+                self.net.send(nid, known[node.vouch_turn % len(known)], ("members?",))
+                self.stats["vouch_asks"] += 1
+
     def _deliver(self, src: str, dst: str, payload: Any) -> None:
         kind = payload[0]
         node = self.nodes.get(dst)
+        if kind in ("members?", "members"):
+            if node is None or node.replica is None:
+                return
+            raft = node.replica.raft
+            if kind == "members?":
+                members = sorted(raft.voters) + sorted(raft.learners)
+                self.net.send(dst, src, ("members", members))
+            elif node.replica.vouch(src, payload[1]):
+                self.stats["vouches"] += 1
+                self.log(f"{dst} takes {src}'s word: members {','.join(payload[1])}")
+            return
         if kind in ("raft", "req", "fwd", "fwd_reply", "fwd_failed"):
             if kind == "fwd":
                 # A forward is one request, however many copies the network makes: refused

@@ -54,6 +54,7 @@ __all__ = [
     "lost_disk_voter",
     "lost_replies",
     "nonce_window_eviction",
+    "stale_member",
     "trust_scenarios",
 ]
 
@@ -70,7 +71,8 @@ class ScenarioResult:
 
 
 class _World:
-    def __init__(self, say: Callable[[str], None]) -> None:
+    def __init__(self, say: Callable[[str], None], ids: tuple[str, ...] = IDS) -> None:
+        self.ids = ids
         self.net = Network(random.Random(1))
         self.keyring = Keyring(KEYRING_SALT)
         self.genesis = sim_genesis(self.keyring, list(IDS))
@@ -80,6 +82,8 @@ class _World:
         self.disks: dict[str, SimDisk] = {}
         self.nodes: dict[str, Replica | None] = {}
         self.say = say
+        self.vouching = True  # members that hear no leader ask for the configuration
+        self.asked: dict[str, int] = {}  # asks per node (which member it asks next)
 
     def start(self, nid: str, rejoin_tag: str = "") -> None:
         cfg = ReplicaConfig(
@@ -92,7 +96,7 @@ class _World:
             genesis=self.genesis,
             snapshot_interval_entries=1000,
         )
-        seed = IDS.index(nid) * 1000 + self.now
+        seed = self.ids.index(nid) * 1000 + self.now
         self.nodes[nid] = Replica(cfg, self.disks[nid], random.Random(seed))
 
     def envelope(self, cmd: dict[str, Any]) -> bytes:
@@ -113,7 +117,7 @@ class _World:
 
     def leader(self) -> str | None:
         best: tuple[int, str] | None = None
-        for nid in IDS:
+        for nid in self.ids:
             rep = self.nodes.get(nid)
             if (
                 rep is not None
@@ -131,11 +135,13 @@ class _World:
             rep = self.nodes.get(p.dst)
             if rep is not None:
                 rep.step(decode_message(p.payload))
-        for nid in IDS:
+        for nid in self.ids:
             rep = self.nodes.get(nid)
             if rep is not None:
                 rep.tick()
-        for nid in IDS:
+        if self.vouching:
+            self._vouch()
+        for nid in self.ids:
             rep = self.nodes.get(nid)
             if rep is None or not rep.has_ready():
                 continue
@@ -156,8 +162,29 @@ class _World:
             self.step()
         raise SimFailure(f"scenario: {what} not reached within {ticks_max} ticks")
 
+    def _vouch(self) -> None:
+        """What the node does when it has heard no leader for long (``Replica.vouch_due``):
+        ask a member of its configuration, the next one each time, for the current
+        configuration, over the network as it is (a cut link gets no answer)."""
+        for nid in self.ids:
+            rep = self.nodes.get(nid)
+            if rep is None or not rep.vouch_due():
+                continue
+            raft = rep.raft
+            known = [m for m in sorted(raft.voters) + sorted(raft.learners) if m != nid]
+            if not known:
+                continue
+            self.asked[nid] = self.asked.get(nid, 0) + 1
+            voucher = known[self.asked[nid] % len(known)]
+            other = self.nodes.get(voucher)
+            if other is None or (nid, voucher) in self.net.cut or (voucher, nid) in self.net.cut:
+                continue
+            members = sorted(other.raft.voters) + sorted(other.raft.learners)
+            if rep.vouch(voucher, members):
+                self.say(f"t={self.now} {nid} takes {voucher}'s word: {','.join(members)}")
+
     def cut(self, nid: str, on: bool) -> None:
-        for other in IDS:
+        for other in self.ids:
             if other != nid:
                 for link in ((nid, other), (other, nid)):
                     if on:
@@ -265,6 +292,86 @@ def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> Scenario
     return result
 
 
+def stale_member(vouching: bool = True, verbose: bool = False) -> ScenarioResult:
+    """A member restarted with a stale configuration, whose leader is now a node added after
+    it (found by the seeded simulation: seed 169 under quiet commit notices).  Voters a, b, c;
+    c is cut off; a adds e (a learner, then a voter) and hands e the leadership; c comes back
+    knowing only a, b, c and drops everything e sends ("not a member").  With vouching (what
+    the node does) c asks a member it knows for the configuration, steps e's messages and
+    catches up; without it c never does.  Raises :class:`SimFailure` when c does not catch
+    up (or a guarantee breaks)."""
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        lines.append(text)
+        if verbose:
+            print(text)
+
+    w = _World(say, ("a", "b", "c", "e"))
+    w.vouching = vouching
+    for nid in IDS:
+        w.disks[nid] = SimDisk()
+        bootstrap(w.disks[nid], list(IDS))
+        w.start(nid)
+    w.r("a").raft.campaign()
+    w.run_until(lambda: w.leader() == "a", 200, "a leads")
+    acked: list[Acked] = []
+
+    def command(cmd: dict[str, Any]) -> None:
+        ldr = w.leader()
+        assert ldr is not None
+        data = w.envelope(cmd)
+        index, term = w.r(ldr).propose(data)
+        w.run_until(lambda: w.r(ldr).applied_index >= index, 200, f"{index} applied on {ldr}")
+        events = list(w.watch.model.outcomes[index][0])
+        acked.append(
+            Acked(f"#{len(acked) + 1}", data, index, term, False, index, None, events, None)
+        )
+
+    command({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
+    w.run_until(lambda: all(w.r(n).applied_index >= acked[-1][2] for n in IDS), 200, "all apply")
+    w.cut("c", True)
+    say(f"t={w.now} c is cut off")
+    w.disks["e"] = SimDisk()  # a new node: no configuration until the leader's first message
+    w.start("e")
+    w.r("a").add_learner("e")
+    w.run_until(lambda: "e" in w.r("a").raft.learners, 200, "e is a learner")
+    w.run_until(lambda: w.r("e").applied_index >= w.r("a").raft.log.committed, 400, "e caught up")
+    w.r("a").promote("e")
+    w.run_until(lambda: "e" in w.r("a").raft.voters, 200, "e is a voter")
+    w.run_until(
+        lambda: w.r("e").raft.log.last_index() == w.r("a").raft.log.last_index(), 200, "e matches"
+    )
+    w.r("a").transfer_leadership("e")
+    w.run_until(lambda: w.leader() == "e", 200, "e leads")
+    say(f"t={w.now} e (added while c was away) leads term {w.r('e').raft.term}")
+    for i in range(3):
+        command(
+            {
+                "type": "place",
+                "id": f"o{i}",
+                "market": "M",
+                "side": "buy",
+                "qty": "1",
+                "price": str(100 + i),
+            }
+        )
+    w.cut("c", False)
+    say(f"t={w.now} c is back, knowing only {','.join(w.r('c').raft.voters)}")
+    w.run_until(
+        lambda: (
+            w.r("c").applied_index == w.r("e").raft.log.committed and "e" in w.r("c").raft.voters
+        ),
+        30 * ELECTION_TIMEOUT_TICKS,
+        "c catches up with e's log",
+    )
+    w.watch.check_history(acked)
+    if len({w.r(n).state_hash() for n in ("a", "b", "c", "e")}) != 1:
+        raise SimFailure("replicas differ after c caught up")
+    say(f"t={w.now} c caught up: voters {','.join(w.r('c').raft.voters)}")
+    return ScenarioResult(len(acked), log=lines)
+
+
 def main() -> int:
     failed = 0
     for rule in (True, False):
@@ -276,6 +383,14 @@ def main() -> int:
         except SimFailure as e:
             print(f"rejoin_rule={rule}: FAILED: {e}")
             failed += rule
+    for vouching in (True, False):
+        try:
+            res = stale_member(vouching)
+            print(f"stale_member vouching={vouching}: ok ({res.acknowledged} acknowledged)")
+            failed += not vouching  # without vouching the stale member must stay behind
+        except SimFailure as e:
+            print(f"stale_member vouching={vouching}: FAILED: {e}")
+            failed += vouching
     for name, run in (
         ("lost_replies", lost_replies),
         ("key_rotation", key_rotation),
