@@ -44,7 +44,8 @@ def describe(m: Message) -> str:
     t = m.type
     if t == MessageType.APP:
         ents = " ".join(f"{e.index}/{e.term}" for e in m.entries)
-        return f"{head} prev={m.index}/{m.log_term} [{ents}] commit={m.commit}"
+        quiet = " quiet" if m.reject else ""  # a commit notice that wants no answer
+        return f"{head} prev={m.index}/{m.log_term} [{ents}] commit={m.commit}{quiet}"
     if t == MessageType.APP_RESP:
         if m.reject:
             return f"{head} reject={m.index} hint={m.reject_hint}/{m.log_term}"

@@ -30,14 +30,15 @@ def test_election_golden_trace() -> None:
         "n1->n3 VOTE t2 last=3/1",
         "n2->n1 VOTE_RESP t2 grant",
         "n3->n1 VOTE_RESP t2 grant",
-        # the new leader's no-op, then the commit index that it is committed
+        # the new leader's no-op, then the commit index that it is committed: quiet to n2
+        # (replicating: no answer wanted); n3 was still probed when the commit came, so its
+        # notice is the ordinary append that its probe's answer asks for, and is answered
         "n1->n2 APP t2 prev=3/1 [4/2] commit=3",
         "n1->n3 APP t2 prev=3/1 [4/2] commit=3",
         "n2->n1 APP_RESP t2 index=4",
         "n3->n1 APP_RESP t2 index=4",
-        "n1->n2 APP t2 prev=4/2 [] commit=4",
+        "n1->n2 APP t2 prev=4/2 [] commit=4 quiet",
         "n1->n3 APP t2 prev=4/2 [] commit=4",
-        "n2->n1 APP_RESP t2 index=4",
         "n3->n1 APP_RESP t2 index=4",
     ]
     assert [c[n].status().leader for n in ("n1", "n2", "n3")] == ["n1", "n1", "n1"]

@@ -36,10 +36,10 @@ def test_replication_golden_trace_with_batching() -> None:
         "n1->n3 APP t2 prev=4/2 [5/2 6/2 7/2] commit=4",
         "n2->n1 APP_RESP t2 index=7",
         "n3->n1 APP_RESP t2 index=7",
-        "n1->n2 APP t2 prev=7/2 [] commit=7",
-        "n1->n3 APP t2 prev=7/2 [] commit=7",
-        "n2->n1 APP_RESP t2 index=7",
-        "n3->n1 APP_RESP t2 index=7",
+        # the commit index, quietly: both were sent every entry, so an answer would only
+        # repeat the one they gave the entries
+        "n1->n2 APP t2 prev=7/2 [] commit=7 quiet",
+        "n1->n3 APP t2 prev=7/2 [] commit=7 quiet",
     ]
     for n in ("n1", "n2", "n3"):
         assert c.applied_data(n) == [b"a", b"b", b"c"]
@@ -279,3 +279,39 @@ def test_duplicated_and_reordered_messages_are_harmless() -> None:
     c.stabilize()
     for n in ("n1", "n2", "n3"):
         assert c.applied_data(n) == [b"0", b"1", b"2", b"3"], describe
+
+
+def test_a_quiet_commit_notice_that_does_not_match_is_answered_and_repaired() -> None:
+    """The append carrying the entries to n3 is lost; the quiet notice that follows does not
+    match n3's log, so n3 answers it with a rejection and the leader sends the entries again."""
+    c = Cluster(["n1", "n2", "n3"])
+    c.elect("n1")
+    c.trace.clear()
+    c.propose("n1", b"x")
+    c.process("n1")
+    c.take(lambda m: m.dst == "n3" and m.type == MessageType.APP)  # lost
+    c.deliver_one("n1", "n2", MessageType.APP)
+    c.deliver_one("n2", "n1", MessageType.APP_RESP)  # n2's answer commits index 5
+    notice = c.deliver_one("n1", "n3", MessageType.APP)
+    assert notice.reject and not notice.entries  # quiet: n3 was sent everything
+    c.stabilize()
+    assert "n3->n1 APP_RESP t2 reject=5 hint=4/2" in c.trace  # no match: answered
+    assert c.applied_data("n3") == [b"x"]
+    assert c["n1"].prs["n3"].match == 5
+
+
+def test_a_lost_answer_is_made_good_by_the_next_heartbeat_not_by_the_quiet_notice() -> None:
+    """n3's answer to the entries is lost and the quiet notice, which matches, is not
+    answered: the next heartbeat's answer shows n3 behind, and the ordinary append that
+    follows is answered, so the leader learns n3's match."""
+    c = Cluster(["n1", "n2", "n3"])
+    c.elect("n1")
+    c.propose("n1", b"y")
+    c.stabilize(drop=lambda m: m.src == "n3" and m.type == MessageType.APP_RESP)
+    assert c.applied_data("n3") == [b"y"]  # n3 has it and knows it is committed ...
+    assert c["n1"].prs["n3"].match == 4  # ... but the leader does not know n3 has it
+    c.trace.clear()
+    c.tick("n1", c["n1"].config.heartbeat_interval_ticks)
+    c.stabilize()
+    assert c["n1"].prs["n3"].match == 5
+    assert "n3->n1 APP_RESP t2 index=5" in c.trace

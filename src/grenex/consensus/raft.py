@@ -672,6 +672,8 @@ class Raft:
             return
         last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is not None:
+            if m.reject and not m.entries:
+                return  # a quiet commit notice: the leader knows all an answer would say
             self._send(_APP_RESP, m.src, index=last_new)
             return
         hint_index, hint_term = log.find_conflict_by_term(
@@ -753,7 +755,15 @@ class Raft:
             if m.src == self.lead_transferee and pr.match == self.log.last_index():
                 self._send(_TIMEOUT_NOW, m.src)
 
-    def _send_append(self, to: str, send_if_empty: bool = True) -> bool:
+    def _send_append(self, to: str, send_if_empty: bool = True, quiet: bool = False) -> bool:
+        """Send ``to`` the entries it lacks (or an empty append for the commit index when
+        ``send_if_empty``).  ``quiet``: an empty append to a member in replicate state (we
+        sent it all our entries) asks for no answer (``reject`` set on an APP: see Message):
+        an accepted one would only repeat the answer to the append that carried the entries,
+        and at light load those answers were a third of the consensus messages.  A member
+        that does not match still answers (the rejection that starts a probe); if the
+        entries' own answer is lost, the next heartbeat's answer shows the member behind and
+        gets an ordinary append, which is answered."""
         pr = self.prs[to]
         if pr.is_paused():
             return False
@@ -785,6 +795,9 @@ class Raft:
                 index=prev_index,
                 entries=ents,
                 commit=log.committed,
+                # quiet: everything is sent (an empty append's prev is our last entry); an
+                # answer would repeat the one to the append that carried it
+                reject=quiet and not ents and pr.state == ProgressState.REPLICATE,
             )
         )
         pr.sent_entries(ents[-1].index if ents else None)
@@ -809,7 +822,7 @@ class Raft:
                     # Fill the member's pipeline; send one empty append at least, for the
                     # commit index (unless the pipeline is full or the member is probed).
                     send_if_empty = True
-                    while self._send_append(nid, send_if_empty):
+                    while self._send_append(nid, send_if_empty, quiet=True):
                         send_if_empty = False
 
     def _maybe_commit(self) -> bool:

@@ -154,7 +154,10 @@ class MessageType(enum.IntEnum):
 class Message:
     """One consensus message. Which fields mean what, by type:
 
-    * APP: ``index``/``log_term`` = the entry just before ``entries``; ``commit``.
+    * APP: ``index``/``log_term`` = the entry just before ``entries``; ``commit``.  ``reject``
+      set on an empty APP: a *quiet* commit notice, answered only when it does not match
+      (the leader sends it to a member in replicate state, to which it has sent all its
+      entries; a member of an older version ignores the flag and answers, as before).
     * APP_RESP: accepted: ``index`` = last index now known to match.  Rejected: ``index`` = the
       rejected APP's ``index``, ``reject_hint``/``log_term`` = the follower's largest index at or
       below it whose term is at most the APP's ``log_term`` (lets the leader skip whole terms).
