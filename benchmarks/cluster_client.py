@@ -131,7 +131,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.batch <= 1:
             r = load.next()
             env = signer.command({"type": r["action"], **r["args"][0]})
-            return {"action": r["action"], "args": [msgspec.json.decode(env)]}
+            # the envelope's bytes as signed, inside the request as they are (not decoded
+            # and encoded again: a client has them ready)
+            return {"action": r["action"], "args": [msgspec.Raw(env)]}
         cmds = []
         for _ in range(args.batch):
             r = load.next()
@@ -139,7 +141,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             del c["client"]
             cmds.append(c)
         env = signer.batch(load.client, cmds)
-        return {"action": "submit", "args": [msgspec.json.decode(env)]}
+        return {"action": "submit", "args": [msgspec.Raw(env)]}
 
     async def one(scheduled: float) -> None:
         nonlocal last_seq
