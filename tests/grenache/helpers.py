@@ -119,3 +119,16 @@ async def node_call(
     ) as peer:
         answer: dict[str, Any] = json.loads(await peer.line(timeout_ms / 1000 + 10))
         return answer
+
+
+def count_writes(transport: asyncio.BaseTransport) -> list[int]:
+    """From now on, the size of every ``transport.write`` (the list grows as they happen)."""
+    writes: list[int] = []
+    real_write = transport.write  # type: ignore[attr-defined]
+
+    def counting(data: bytes | bytearray | memoryview) -> None:
+        writes.append(len(data))
+        real_write(data)
+
+    transport.write = counting  # type: ignore[attr-defined]
+    return writes

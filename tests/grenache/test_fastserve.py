@@ -21,6 +21,8 @@ from grenex.grenache.stream import FrameHandler, client_frame
 from grenex.grenache.testing import async_wait_for
 from grenex.grenache.tls import PeerCert
 
+from .helpers import count_writes
+
 
 def echo(key: str, payload: object) -> object:
     return payload
@@ -516,14 +518,7 @@ async def test_ws_replies_finished_together_go_out_in_one_write() -> None:
         (front,) = cfg.connections
         transport = front.transport
         assert transport is not None
-        writes: list[int] = []
-        real_write = transport.write
-
-        def counting(data: bytes | bytearray | memoryview) -> None:
-            writes.append(len(data))
-            real_write(data)
-
-        transport.write = counting  # type: ignore[method-assign]
+        writes = count_writes(transport)
         reads_before = front.heard
         w.write(b"".join(ws_request(f"t{i}", i) for i in range(20)))  # one write, 20 requests
         got = [json.loads((await read_frame(r))[1])[0] for _ in range(20)]

@@ -18,6 +18,8 @@ import pytest
 from grenex.grenache import Link, RemoteError, TransportError, WsPeerRPCClient
 from grenex.grenache.stream import accept_key, mask
 
+from .helpers import count_writes
+
 Serve = Callable[["RawWs"], Awaitable[None]]
 
 
@@ -147,14 +149,7 @@ async def test_requests_of_one_turn_leave_in_one_write(client: WsPeerRPCClient) 
         (conn,) = client._conns.values()
         transport = conn.transport
         assert transport is not None
-        writes: list[int] = []
-        real_write = transport.write
-
-        def counting(data: bytes | bytearray | memoryview) -> None:
-            writes.append(len(data))
-            real_write(data)
-
-        transport.write = counting  # type: ignore[method-assign]
+        writes = count_writes(transport)
         results = await asyncio.gather(*(client.request_peer(dest, "k", i) for i in range(20)))
     assert results == list(range(20))
     assert len(writes) == 1, writes  # one write, not one per request

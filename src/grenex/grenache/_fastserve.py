@@ -68,7 +68,7 @@ from grenex.grenache._core import ServiceCore, http_exchange
 from grenex.grenache._limits import ConnectionLimits
 from grenex.grenache.errors import ProtocolError
 from grenex.grenache.protocol import encode_reply, wants_gzip
-from grenex.grenache.stream import CLOSE_POLICY, accept_key, mask, server_frame
+from grenex.grenache.stream import CLOSE_POLICY, accept_key, frame_length, mask, server_frame
 from grenex.grenache.tls import PeerCert, ServerTLS, peer_cert
 
 if TYPE_CHECKING:
@@ -550,21 +550,14 @@ class Front(asyncio.Protocol):
         limit = self.cfg.body_bytes_max
         pos = 0  # frames before it are handled; cut from the buffer once, at the end
         while self.on_frame is not None or self.ws_closing:
-            have = len(buf) - pos
-            if have < 2:
+            head = frame_length(buf, pos)
+            if head is None:
                 break
             if self.rpc and not self.ws_closing and self._rpc_full():
                 break  # answering as many as allowed, or the client does not read
             b0, b1 = buf[pos], buf[pos + 1]
-            n, off = b1 & 0x7F, 2
-            if n == 126:
-                if have < 4:
-                    break
-                n, off = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif n == 127:
-                if have < 10:
-                    break
-                n, off = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            n, off = head
+            have = len(buf) - pos
             if self.ws_closing and (not b1 & 0x80 or n > limit):
                 self._abort()
                 return

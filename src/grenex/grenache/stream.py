@@ -59,9 +59,11 @@ __all__ = [
     "StreamSender",
     "accept_key",
     "client_frame",
+    "frame_length",
     "mask",
     "serve_stream",
     "server_frame",
+    "upgrade_answered",
 ]
 
 log = logging.getLogger("grenex.grenache.stream")
@@ -116,6 +118,45 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
 
 
+def frame_length(buf: bytearray, pos: int) -> tuple[int, int] | None:
+    """The payload length and the header size before any mask (2, 4 or 10 bytes) of the frame
+    starting at ``buf[pos]``, or None while its header is not all there."""
+    have = len(buf) - pos
+    if have < 2:
+        return None
+    n = buf[pos + 1] & 0x7F
+    if n < 126:
+        return n, 2
+    if n == 126:
+        return (int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4) if have >= 4 else None
+    return (int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10) if have >= 10 else None
+
+
+def upgrade_answered(buf: bytearray, key: bytes, head_bytes_max: int) -> bool:
+    """Read the server's answer to our WebSocket upgrade (sent with ``key``) from ``buf``:
+    False while its head is incomplete; True, the head taken out of ``buf``, when it is a
+    ``101`` accepting ``key``; ValueError for anything else (a refusal, a wrong accept value, a
+    head over ``head_bytes_max``)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > head_bytes_max:
+            raise ValueError("an upgrade answer without end")
+        return False
+    lines = bytes(buf[:end]).split(b"\r\n")
+    del buf[: end + 4]
+    status = lines[0].split(b" ", 2)
+    if len(status) < 2 or status[1] != b"101":
+        raise ValueError(f"upgrade refused: {lines[0][:80]!r}")
+    accept = [
+        v.strip()
+        for k, _, v in (line.partition(b":") for line in lines[1:])
+        if k.strip().lower() == b"sec-websocket-accept"
+    ]
+    if accept != [accept_key(key)]:
+        raise ValueError("the upgrade answer does not accept our key")
+    return True
+
+
 class _Client(asyncio.Protocol):
     """One connection of a :class:`StreamSender`: the upgrade, then frames from the server
     (pings answered; a close ends it; nothing else is expected)."""
@@ -146,24 +187,8 @@ class _Client(asyncio.Protocol):
             self.abort()
 
     def _upgrade(self) -> bool:
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buf) > _HEAD_BYTES_MAX:
-                raise ValueError("an upgrade answer without end")
+        if not upgrade_answered(self.buf, self.key, _HEAD_BYTES_MAX):
             return False
-        lines = bytes(self.buf[:end]).split(b"\r\n")
-        del self.buf[: end + 4]
-        status = lines[0].split(b" ", 2)
-        if len(status) < 2 or status[1] != b"101":
-            raise ValueError(f"upgrade refused: {lines[0][:80]!r}")
-        want = accept_key(self.key)
-        accept = [
-            v.strip()
-            for k, _, v in (line.partition(b":") for line in lines[1:])
-            if k.strip().lower() == b"sec-websocket-accept"
-        ]
-        if accept != [want]:
-            raise ValueError("the upgrade answer does not accept our key")
         self.open = True
         if not self.upgraded.done():
             self.upgraded.set_result(None)
@@ -171,19 +196,11 @@ class _Client(asyncio.Protocol):
 
     def _frames(self) -> None:
         buf = self.buf
-        while len(buf) >= 2:
+        while (head := frame_length(buf, 0)) is not None:
             b0, b1 = buf[0], buf[1]
             if b1 & 0x80:
                 raise ValueError("a masked frame from the server")
-            n, off = b1 & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    return
-                n, off = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                if len(buf) < 10:
-                    return
-                n, off = int.from_bytes(buf[2:10], "big"), 10
+            n, off = head
             if n > _IN_FRAME_BYTES_MAX:
                 raise ValueError("a frame too large from the server")
             if len(buf) < off + n:

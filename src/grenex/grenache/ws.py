@@ -66,7 +66,7 @@ from grenex.grenache.errors import (
 )
 from grenex.grenache.link import Link
 from grenex.grenache.protocol import Json, check_reply, encode_reply, encode_request, parse_reply
-from grenex.grenache.stream import accept_key, client_frame
+from grenex.grenache.stream import client_frame, frame_length, upgrade_answered
 from grenex.grenache.tls import (
     PeerAuthError,
     PeerCert,
@@ -228,24 +228,8 @@ class _WsConn(asyncio.Protocol):
                 fut.exception()  # a waiter may have timed out already: mark it retrieved
 
     def _upgrade(self) -> bool:
-        buf = self.buf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > _UPGRADE_BYTES_MAX:
-                raise ValueError("an upgrade answer without end")
+        if not upgrade_answered(self.buf, self.key, _UPGRADE_BYTES_MAX):
             return False
-        lines = bytes(buf[:end]).split(b"\r\n")
-        del buf[: end + 4]
-        status = lines[0].split(b" ", 2)
-        if len(status) < 2 or status[1] != b"101":
-            raise ValueError(f"upgrade refused: {lines[0][:80]!r}")
-        accept = [
-            v.strip()
-            for k, _, v in (line.partition(b":") for line in lines[1:])
-            if k.strip().lower() == b"sec-websocket-accept"
-        ]
-        if accept != [accept_key(self.key)]:
-            raise ValueError("the upgrade answer does not accept our key")
         self.open = True
         if not self.upgraded.done():
             self.upgraded.set_result(None)
@@ -255,25 +239,14 @@ class _WsConn(asyncio.Protocol):
         buf = self.buf
         limit = self.frame_bytes_max
         pos = 0
-        while True:
-            have = len(buf) - pos
-            if have < 2:
-                break
+        while (head := frame_length(buf, pos)) is not None:
             b0, b1 = buf[pos], buf[pos + 1]
             if b1 & 0x80:
                 raise ValueError("a masked frame from the server")
-            n, off = b1 & 0x7F, 2
-            if n == 126:
-                if have < 4:
-                    break
-                n, off = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif n == 127:
-                if have < 10:
-                    break
-                n, off = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            n, off = head
             if n > limit:
                 raise ValueError(f"a frame over {limit} bytes")
-            if have < off + n:
+            if len(buf) - pos < off + n:
                 break
             payload = bytes(buf[pos + off : pos + off + n])
             pos += off + n

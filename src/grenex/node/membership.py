@@ -107,17 +107,24 @@ class Membership:
         for v in voters:
             if v == self.cfg.node_id:
                 continue
-            try:
-                reply = await self.rpc.request(
-                    service_names(self.cfg.cluster, v)["node"],
-                    {"action": "members", "args": [{}]},
-                    timeout_ms=self.cfg.command_timeout_ms,
-                )
-            except GrenacheError as e:
-                log.info("join: no members from %s: %s", v, e)
-                continue
-            self.identity.learn(reply)
-            return
+            reply = await self._members_of(v, "join")
+            if reply is not None:
+                self.identity.learn(reply)
+                return
+
+    async def _members_of(self, node: str, why: str) -> object | None:
+        """``node``'s ``members`` (its client API, over a connection pinned to its
+        certificate), or None when it does not answer."""
+        try:
+            reply: object = await self.rpc.request(
+                service_names(self.cfg.cluster, node)["node"],
+                {"action": "members", "args": [{}]},
+                timeout_ms=self.cfg.command_timeout_ms,
+            )
+        except GrenacheError as e:
+            log.info("%s: no members from %s: %s", why, node, e)
+            return None
+        return reply
 
     async def _send_join(self, cluster_id: str) -> bool:
         """The signed ``join`` command (SPEC §8), to any node's client API."""
@@ -184,14 +191,7 @@ class Membership:
 
     async def _ask_voucher(self, voucher: str) -> None:
         try:
-            reply = await self.rpc.request(
-                service_names(self.cfg.cluster, voucher)["node"],
-                {"action": "members", "args": [{}]},
-                timeout_ms=self.cfg.command_timeout_ms,
-            )
-        except GrenacheError as e:
-            log.info("membership: no members from %s: %s", voucher, e)
-            return
+            reply = await self._members_of(voucher, "membership")
         finally:
             self._vouch_task = None
         members = reply.get("members") if isinstance(reply, dict) else None

@@ -155,6 +155,29 @@ class _World:
             for a in applied:
                 self.watch.record_applied(nid, a)
 
+    def found(self) -> None:
+        """a, b, c bootstrapped as the voters; a campaigns and leads."""
+        for nid in IDS:
+            self.disks[nid] = SimDisk()
+            bootstrap(self.disks[nid], list(IDS))
+            self.start(nid)
+        self.r("a").raft.campaign()
+        self.run_until(lambda: self.leader() == "a", 200, "a leads")
+
+    def command(self, cmd: dict[str, Any], acked: list[Acked]) -> None:
+        """``cmd`` proposed to the leader, run until the leader applied it (which must not
+        change meanwhile), and recorded in ``acked`` as acknowledged."""
+        ldr = self.leader()
+        assert ldr is not None
+        data = self.envelope(cmd)
+        index, term = self.r(ldr).propose(data)
+        self.run_until(lambda: self.r(ldr).applied_index >= index, 200, f"{index} applied on {ldr}")
+        assert self.watch.log[index][0] == term, "the leader did not change"
+        events = list(self.watch.model.outcomes[index][0])
+        acked.append(
+            Acked(f"#{len(acked) + 1}", data, index, term, False, index, None, events, None)
+        )
+
     def run_until(self, cond: Callable[[], bool], ticks_max: int, what: str) -> None:
         for _ in range(ticks_max):
             if cond():
@@ -204,23 +227,11 @@ def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> Scenario
             print(text)
 
     w = _World(say)
-    for nid in IDS:
-        w.disks[nid] = SimDisk()
-        bootstrap(w.disks[nid], list(IDS))
-        w.start(nid)
-    w.r("a").raft.campaign()
-    w.run_until(lambda: w.leader() == "a", 200, "a leads")
+    w.found()
     acked: list[Acked] = []
 
     def command(cmd: dict[str, Any]) -> None:
-        data = w.envelope(cmd)
-        index, term = w.r("a").propose(data)
-        w.run_until(lambda: w.r("a").applied_index >= index, 200, f"{index} applied on a")
-        entry = w.watch.log[index]
-        assert entry[0] == term, "the leader did not change"
-        events = list(w.watch.model.outcomes[index][0])
-        who = f"#{len(acked) + 1}"
-        acked.append(Acked(who, data, index, term, False, index, None, events, None))
+        w.command(cmd, acked)
 
     command({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
     w.run_until(lambda: all(w.r(n).applied_index >= acked[-1][2] for n in IDS), 200, "all apply")
@@ -309,24 +320,11 @@ def stale_member(vouching: bool = True, verbose: bool = False) -> ScenarioResult
 
     w = _World(say, ("a", "b", "c", "e"))
     w.vouching = vouching
-    for nid in IDS:
-        w.disks[nid] = SimDisk()
-        bootstrap(w.disks[nid], list(IDS))
-        w.start(nid)
-    w.r("a").raft.campaign()
-    w.run_until(lambda: w.leader() == "a", 200, "a leads")
+    w.found()
     acked: list[Acked] = []
 
     def command(cmd: dict[str, Any]) -> None:
-        ldr = w.leader()
-        assert ldr is not None
-        data = w.envelope(cmd)
-        index, term = w.r(ldr).propose(data)
-        w.run_until(lambda: w.r(ldr).applied_index >= index, 200, f"{index} applied on {ldr}")
-        events = list(w.watch.model.outcomes[index][0])
-        acked.append(
-            Acked(f"#{len(acked) + 1}", data, index, term, False, index, None, events, None)
-        )
+        w.command(cmd, acked)
 
     command({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
     w.run_until(lambda: all(w.r(n).applied_index >= acked[-1][2] for n in IDS), 200, "all apply")
