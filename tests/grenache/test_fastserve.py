@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import struct
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -214,7 +215,8 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive() -> None:
         w.close()
 
 
-async def test_stop_lets_a_running_request_finish() -> None:
+def slow_echo() -> tuple[Callable[[str, object], Awaitable[object]], asyncio.Event]:
+    """An echo that takes 0.2 s, and the event it sets when it starts."""
     started = asyncio.Event()
 
     async def slow(key: str, payload: object) -> object:
@@ -222,6 +224,11 @@ async def test_stop_lets_a_running_request_finish() -> None:
         await asyncio.sleep(0.2)
         return payload
 
+    return slow, started
+
+
+async def test_stop_lets_a_running_request_finish() -> None:
+    slow, started = slow_echo()
     srv = PeerRPCServer(slow, shutdown_timeout_ms=3_000)
     await srv.start()
     r, w = await open_conn(srv.port)
@@ -530,13 +537,7 @@ async def test_ws_replies_finished_together_go_out_in_one_write() -> None:
 
 
 async def test_stop_lets_running_ws_requests_finish_then_closes() -> None:
-    started = asyncio.Event()
-
-    async def slow(key: str, payload: object) -> object:
-        started.set()
-        await asyncio.sleep(0.2)
-        return payload
-
+    slow, started = slow_echo()
     srv = PeerRPCServer(slow, shutdown_timeout_ms=3_000)
     await srv.start()
     r, w = await opened_rpc(srv.port)

@@ -10,10 +10,10 @@ transports. It binds ``127.0.0.1`` unless told otherwise (Node binds every inter
 service must be reachable at its Grape's IP, so pass ``host="0.0.0.0"`` for multi-host use.
 
 The server's own front (:mod:`grenex.grenache._fastserve`, an asyncio Protocol) reads every
-connection first: it answers RPC requests with a ``Content-Length`` body and serves streams
-(``upgrades``) itself, and hands anything else (WebSocket RPC, chunked bodies, ``Expect``)
-to aiohttp's low-level server with the bytes read so far; ``front=False`` leaves everything
-to aiohttp, as before the front (same answers, ~2–3× the CPU per request).
+connection first: it answers RPC requests with a ``Content-Length`` body, WebSocket RPC and
+streams (``upgrades``) itself, and hands anything else (chunked bodies, ``Expect``) to
+aiohttp's low-level server with the bytes read so far; ``front=False`` leaves everything to
+aiohttp, as before the front (same answers, ~2–3× the CPU per request).
 
 Limits (see :mod:`grenex.grenache._limits`): a request's head and body must arrive within
 ``body_read_timeout_ms`` or the connection is closed; beyond ``connections_max`` open
@@ -114,8 +114,8 @@ class PeerRPCServer:
     (:mod:`grenex.grenache.stream`): ``open(peer)`` returns the frame handler or None to
     refuse; after the same TLS admission, within the same connection limits.
 
-    ``front``: serve plain requests and streams with the front (default), or everything with
-    aiohttp (``False``: for comparison, ``benchmarks/http_server_bench.py``).
+    ``front``: serve plain requests, WebSocket RPC and streams with the front (default), or
+    everything with aiohttp (``False``: for comparison, ``benchmarks/http_server_bench.py``).
     """
 
     def __init__(
@@ -201,7 +201,7 @@ class PeerRPCServer:
         )
         await runner.setup()
         if self.front:
-            # the front serves plain requests and streams; aiohttp what it hands off
+            # the front serves plain requests, WS RPC and streams; aiohttp what it hands off
             await self._start_front(runner, server)
             return
         site = make_site(runner, self.host, self._port, self.ssl_context, backlog=1024)

@@ -4,7 +4,7 @@ name warm in the Grape link.
 * :meth:`Membership.join` — until this node is a member: find the leader (any node's
   ``status``) and ask it to add this node as a learner (``Join``), every ``join_retry_ms``.
 * :meth:`Membership.vouch_turn` — a driver turn hook: a member that has heard no leader for
-  three election timeouts (:meth:`grenex.replica.Replica.vouch_due`) may be a member restarted
+  three election timeouts (:meth:`grenex.replica.Replica.voucher_due`) may be a member restarted
   with a stale configuration whose leader was added after it (every message of that leader is
   refused by its TLS anchors and dropped by its replica).  It asks a member of its own
   configuration, the next one each time, for ``members`` over a connection pinned to that
@@ -64,7 +64,6 @@ class Membership:
         self.identity: NodeIdentity | None = None  # set by the node when it serves TLS
         self._fresh: list[str] = []  # the members whose peer names the link keeps fresh
         self._conf: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-        self._vouch_asks = 0  # which member of the configuration is asked next
         self._vouch_task: asyncio.Task[None] | None = None
         self._vouch_answer: tuple[str, list[str]] | None = None  # (voucher, members)
         self.vouches = 0  # answers the replica took
@@ -170,15 +169,11 @@ class Membership:
         if answer is not None and replica.vouch(*answer):
             self.vouches += 1
             log.info("membership: %s vouches for %s", answer[0], ",".join(answer[1]))
-        if self._vouch_task is not None or not replica.vouch_due():
+        if self._vouch_task is not None:
             return
-        raft = replica.raft
-        me = self.cfg.node_id
-        known = [m for m in sorted(raft.voters) + sorted(raft.learners) if m != me]
-        if not known:
+        voucher = replica.voucher_due()
+        if voucher is None:
             return
-        self._vouch_asks += 1
-        voucher = known[self._vouch_asks % len(known)]
         log.info("membership: no leader heard for long; asking %s for the members", voucher)
         self._vouch_task = asyncio.get_running_loop().create_task(self._ask_voucher(voucher))
 

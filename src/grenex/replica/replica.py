@@ -144,7 +144,8 @@ class Replica:
         # messages are stepped although our own configuration does not list them (yet).
         self.vouched: frozenset[str] = frozenset()
         self._vouched_conf: tuple[tuple[str, ...], tuple[str, ...]] | None = None
-        self._vouch_asked_at = 0  # unled_ticks when vouch_due() last said yes
+        self._vouch_asked_at = 0  # unled_ticks when voucher_due() last named a member
+        self._vouch_asks = 0  # which member of the configuration is asked next
 
     def _restore(self, data: bytes) -> ReplicaState:
         c = self.config
@@ -159,22 +160,27 @@ class Replica:
         else:
             self.unled_ticks += 1
 
-    def vouch_due(self) -> bool:
-        """True when the node should ask a member it knows for the current configuration (and
-        :meth:`vouch` with its answer): this node is a member and has heard no leader for
-        three election timeouts, and did not ask in the last three.  Once per such period."""
+    def voucher_due(self) -> str | None:
+        """The member of this replica's configuration the node should ask now for the current
+        configuration (and :meth:`vouch` with its answer), the next one each time, or None:
+        only when this node is a member and has heard no leader for three election timeouts,
+        and did not ask in the last three (once per such period)."""
         raft = self.raft
         if not (self.id in raft.voters or self.id in raft.learners):
-            return False  # a node that is no member yet drops nobody
+            return None  # a node that is no member yet drops nobody
         period = 3 * self.config.raft.election_timeout_ticks
         unled = self.unled_ticks
         if unled < period:
             self._vouch_asked_at = 0
-            return False
+            return None
         if self._vouch_asked_at and unled - self._vouch_asked_at < period:
-            return False
+            return None
         self._vouch_asked_at = unled
-        return True
+        known = [m for m in sorted(raft.voters) + sorted(raft.learners) if m != self.id]
+        if not known:
+            return None
+        self._vouch_asks += 1
+        return known[self._vouch_asks % len(known)]
 
     def vouch(self, voucher: str, members: list[str]) -> bool:
         """A member of this replica's configuration (``voucher``) says the current

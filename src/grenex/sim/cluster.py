@@ -337,7 +337,6 @@ class SimNode:
         self.restart_at = 0
         self.crashes = 0
         self.installed_seen = 0
-        self.vouch_turn = 0  # which member of its configuration it asks next
 
     @property
     def up(self) -> bool:
@@ -627,15 +626,10 @@ class Simulation:
         the current one (as the node asks another node's ``members`` over a pinned
         connection), one member after the other, and vouches with the answer."""
         for nid in sorted(self.nodes):
-            node = self.nodes[nid]
-            r = node.replica
-            if r is None or not r.vouch_due():
-                continue
-            raft = r.raft
-            known = [m for m in sorted(raft.voters) + sorted(raft.learners) if m != nid]
-            if known:
-                node.vouch_turn += 1
-                self.net.send(nid, known[node.vouch_turn % len(known)], ("members?",))
+            r = self.nodes[nid].replica
+            voucher = r.voucher_due() if r is not None else None
+            if voucher is not None:
+                self.net.send(nid, voucher, ("members?",))
                 self.stats["vouch_asks"] += 1
 
     def _deliver(self, src: str, dst: str, payload: Any) -> None:

@@ -83,7 +83,6 @@ class _World:
         self.nodes: dict[str, Replica | None] = {}
         self.say = say
         self.vouching = True  # members that hear no leader ask for the configuration
-        self.asked: dict[str, int] = {}  # asks per node (which member it asks next)
 
     def start(self, nid: str, rejoin_tag: str = "") -> None:
         cfg = ReplicaConfig(
@@ -186,19 +185,14 @@ class _World:
         raise SimFailure(f"scenario: {what} not reached within {ticks_max} ticks")
 
     def _vouch(self) -> None:
-        """What the node does when it has heard no leader for long (``Replica.vouch_due``):
+        """What the node does when it has heard no leader for long (``Replica.voucher_due``):
         ask a member of its configuration, the next one each time, for the current
         configuration, over the network as it is (a cut link gets no answer)."""
         for nid in self.ids:
             rep = self.nodes.get(nid)
-            if rep is None or not rep.vouch_due():
+            voucher = rep.voucher_due() if rep is not None else None
+            if voucher is None or rep is None:
                 continue
-            raft = rep.raft
-            known = [m for m in sorted(raft.voters) + sorted(raft.learners) if m != nid]
-            if not known:
-                continue
-            self.asked[nid] = self.asked.get(nid, 0) + 1
-            voucher = known[self.asked[nid] % len(known)]
             other = self.nodes.get(voucher)
             if other is None or (nid, voucher) in self.net.cut or (voucher, nid) in self.net.cut:
                 continue
@@ -216,9 +210,8 @@ class _World:
                         self.net.cut.discard(link)
 
 
-def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> ScenarioResult:
-    """The interleaving of issue 10, item 9 (see the module docstring).  Raises
-    :class:`SimFailure` when a guarantee breaks."""
+def _narrator(verbose: bool) -> tuple[list[str], Callable[[str], None]]:
+    """A scenario's log lines and the function that adds one (and prints it when verbose)."""
     lines: list[str] = []
 
     def say(text: str) -> None:
@@ -226,6 +219,13 @@ def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> Scenario
         if verbose:
             print(text)
 
+    return lines, say
+
+
+def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> ScenarioResult:
+    """The interleaving of issue 10, item 9 (see the module docstring).  Raises
+    :class:`SimFailure` when a guarantee breaks."""
+    lines, say = _narrator(verbose)
     w = _World(say)
     w.found()
     acked: list[Acked] = []
@@ -311,13 +311,7 @@ def stale_member(vouching: bool = True, verbose: bool = False) -> ScenarioResult
     the node does) c asks a member it knows for the configuration, steps e's messages and
     catches up; without it c never does.  Raises :class:`SimFailure` when c does not catch
     up (or a guarantee breaks)."""
-    lines: list[str] = []
-
-    def say(text: str) -> None:
-        lines.append(text)
-        if verbose:
-            print(text)
-
+    lines, say = _narrator(verbose)
     w = _World(say, ("a", "b", "c", "e"))
     w.vouching = vouching
     w.found()
