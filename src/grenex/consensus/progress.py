@@ -26,6 +26,8 @@ class ProgressState(enum.IntEnum):
 
 class Progress:
     __slots__ = (
+        "awaits",
+        "commit_told",
         "inflight",
         "inflight_max",
         "is_learner",
@@ -51,6 +53,12 @@ class Progress:
         self.inflight_max = inflight_max
         # Last index of each unacknowledged append, oldest first (bounded by inflight_max).
         self.inflight: deque[int] = deque()
+        # The commit index last sent to the member (an append's or a heartbeat's), and the
+        # last entry it forwarded to us (it waits for that entry's commit to answer a client):
+        # a new commit index goes out at once only to a member that waits for it (raft.py,
+        # "Commit notices").
+        self.commit_told = 0
+        self.awaits = 0
 
     def __repr__(self) -> str:
         return (

@@ -39,6 +39,11 @@ class NodeConfig:
     tick_ms: int = 50
     election_timeout_ticks: int = 16  # randomised in [t, 2t): 0.8–1.6 s
     heartbeat_interval_ticks: int = 2
+    # A leader tells a new commit index at once only to the members that forwarded what it
+    # commits (they answer clients when they apply it); the others learn it with their next
+    # append or at most this long after (consensus/raft.py, "Commit notices").  0: every
+    # member at once.
+    commit_notice_delay_ms: int = 5
     snapshot_interval_entries: int = 100_000
     compaction_retain_entries: int = 10_000
     snapshot_in_background: bool = True  # serialise in a forked child (snapshotter.py)

@@ -99,6 +99,7 @@ class DriverService:
         forward_timeout_ms: int,
         on_applied: Callable[[list[Applied]], None],
         wake: asyncio.Event | None = None,
+        commit_notice_delay_ms: int = 0,
     ) -> None:
         self.node_id = node_id
         self.io = io
@@ -110,6 +111,12 @@ class DriverService:
         self.durable = durable
         self.inbox_messages_max = inbox_messages_max
         self.forward_timeout_ms = forward_timeout_ms
+        # > 0: the commit notices the core deferred go this long after the turn that deferred
+        # them, to the members not sent an append meanwhile (raft.py, "Commit notices")
+        self.commit_notice_delay_ms = commit_notice_delay_ms
+        self._commit_wanted = asyncio.Event()
+        self._commit_armed = 0  # the commit index the armed timer will send (0: none armed)
+        self._commit_due = 0  # the timer fired: this turn sends up to it
         self.driver: Driver[int] = Driver(replica, gateway, snapshots, peers.send, on_applied)
         peers.on_forwards_failed = self._forwards_failed
         self.wake = wake if wake is not None else asyncio.Event()
@@ -137,6 +144,7 @@ class DriverService:
             "forwards_failed": 0,
             "forwards_riding": 0,
             "forwards_refused": 0,  # riding forwards from a node outside the configuration
+            "commit_timer": 0,  # turns that sent deferred commit notices (as leader)
         }
 
     # -- running -----------------------------------------------------------------------------
@@ -146,6 +154,8 @@ class DriverService:
             asyncio.create_task(self._drive(), name="driver"),
             asyncio.create_task(self._tick(), name="ticker"),
         ]
+        if self.commit_notice_delay_ms > 0:
+            self._tasks.append(asyncio.create_task(self._commit_timer(), name="commit notices"))
 
     def add_turn_hook(self, hook: Callable[[Replica], None]) -> None:
         """``hook(replica)`` runs at the start of every turn, on the driver (e.g. the founding
@@ -189,6 +199,15 @@ class DriverService:
             self._ticks_due += 1
             self.wake.set()
 
+    async def _commit_timer(self) -> None:
+        delay = self.commit_notice_delay_ms / 1000
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted.clear()
+            await self.io.sleep(delay)
+            self._commit_due, self._commit_armed = self._commit_armed, 0
+            self.wake.set()
+
     async def _drive(self) -> None:
         replica = self.replica
         while True:
@@ -227,7 +246,11 @@ class DriverService:
         self._inbox.clear()
         reports = list(self._reports)
         self._reports.clear()
-        for rd in self.driver.turn(ticks, msgs, reports, self.io.wall_ms()):
+        upto, self._commit_due = self._commit_due, 0
+        if upto:
+            self.counters["commit_timer"] += 1
+        driver = self.driver
+        for rd in driver.turn(ticks, msgs, reports, self.io.wall_ms(), upto):
             if self.durable:
                 # shielded: a stop waits for a flush under way (its thread goes on writing
                 # anyway) before storage is closed
@@ -239,6 +262,10 @@ class DriverService:
                 replica.flush(rd)
         self._dispatch(gw.take())
         self.peers.flush()  # the turn's consensus messages, one frame per member
+        if self.commit_notice_delay_ms > 0 and not self._commit_armed:
+            self._commit_armed = driver.commit_deferred()
+            if self._commit_armed:
+                self._commit_wanted.set()
 
     def _dispatch(self, outputs: list[Outcome[int] | Forward | ForwardAnswer]) -> None:
         for out in outputs:

@@ -135,6 +135,15 @@ async def run_node(cfg: NodeConfig, ready_file: Path | None = None) -> int:
     "where the node has cores to itself: with more nodes than cores they add latency.",
 )
 @click.option(
+    "--commit-notice-delay-ms",
+    type=click.IntRange(0, 1000),
+    default=5,
+    show_default=True,
+    help="As leader, tell a new commit index at once only to the nodes waiting for it (their "
+    "clients' commands); the others with their next append or this long after. 0: everyone "
+    "at once.",
+)
+@click.option(
     "--no-peer-streams",
     is_flag=True,
     help="Send consensus messages as peer requests instead of on one stream per peer.",
@@ -171,6 +180,7 @@ def node_command(
     compaction_retain: int,
     peer_chunk_bytes: int,
     verify_threads: int,
+    commit_notice_delay_ms: int,
     no_peer_streams: bool,
     ready_file: Path | None,
     no_uvloop: bool,
@@ -228,6 +238,7 @@ def node_command(
         compaction_retain_entries=compaction_retain,
         peer_chunk_bytes=peer_chunk_bytes,
         verify_threads=verify_threads,
+        commit_notice_delay_ms=commit_notice_delay_ms,
         peer_streams=not no_peer_streams,
         secret=os.environb.get(b"GRENEX_CLUSTER_SECRET") or None,
     )

@@ -279,6 +279,7 @@ class Node:
             id=cfg.node_id,
             election_timeout_ticks=cfg.election_timeout_ticks,
             heartbeat_interval_ticks=cfg.heartbeat_interval_ticks,
+            defer_commit_notices=cfg.commit_notice_delay_ms > 0,
         )
         replica = Replica(
             ReplicaConfig(
@@ -345,6 +346,7 @@ class Node:
             durable=cfg.data_dir is not None,
             inbox_messages_max=cfg.inbox_messages_max,
             forward_timeout_ms=cfg.command_timeout_ms,
+            commit_notice_delay_ms=cfg.commit_notice_delay_ms,
             on_applied=self._on_applied,
             wake=wake,
         )

@@ -199,9 +199,12 @@ class Driver(Generic[T]):
         messages: list[Message] | None = None,
         reports: list[tuple[str, bool | None]] | None = None,
         now_ms: int = 0,
+        commit_upto: int = 0,
     ) -> Iterator[Ready]:
         """One turn; yields each Ready whose disk work the shell must flush (see above).
-        ``now_ms``: the node's wall clock (the simulator's time), for the leader's stamps."""
+        ``now_ms``: the node's wall clock (the simulator's time), for the leader's stamps.
+        ``commit_upto``: send the deferred commit notices (``Raft.send_commit``): the
+        commit index when an earlier turn ended with :meth:`commit_deferred`."""
         self.turns += 1
         replica, gateway = self.replica, self.gateway
         for _ in range(ticks):
@@ -218,6 +221,8 @@ class Driver(Generic[T]):
                     raft.report_unreachable(peer)
                 else:
                     raft.report_snapshot(peer, ok)
+        if commit_upto:
+            replica.raft.send_commit(commit_upto)
         gateway.pump(replica, now_ms)
         while True:
             rd = replica.ready()
@@ -234,3 +239,9 @@ class Driver(Generic[T]):
                     self.on_applied(applied)
             gateway.pump(replica, now_ms)
         self.snapshots.step()
+
+    def commit_deferred(self) -> int:
+        """After a turn: the commit index to pass as a later turn's ``commit_upto`` when a
+        member has not been sent it (see "Commit notices" in ``consensus/raft.py``), else 0."""
+        raft = self.replica.raft
+        return raft.log.committed if raft.commit_deferred else 0

@@ -411,7 +411,7 @@ class Gateway(Generic[T]):
                 self._answer(src, batch, At(0, 0, tuple(skipped)))
                 continue
             try:
-                first, term = raft.propose_many(self._stamped(replica, datas))
+                first, term = raft.propose_many(self._stamped(replica, datas), origin=src)
             except NotLeader as e:
                 self._answer(src, batch, NotLeaderHere(e.leader))
                 leads = False

@@ -188,6 +188,9 @@ class Knobs:
     # a forward's answer (an RPC reply) may be slow: up to this many extra ticks, so the
     # forwarder may apply the entry before it learns where its commands went
     fwd_answer_delay_max_ticks: int
+    # a leader tells a new commit index at once only to the members waiting for it, the
+    # others at their next append, or the node's next turn (the node: a few ms later)
+    defer_commit_notices: bool = False
 
     def gateway_limits(self) -> GatewayLimits:
         return GatewayLimits(
@@ -266,6 +269,7 @@ class Knobs:
             client_timeout_ticks=rng.choice((30, 60, 120)),
             snapshot_delay_turns_max=rng.choice((1, 4, 20)),
             fwd_answer_delay_max_ticks=rng.choice((0, 0, 8, 30)),
+            defer_commit_notices=rng.random() < 0.75,
         )
 
 
@@ -337,6 +341,7 @@ class SimNode:
         self.restart_at = 0
         self.crashes = 0
         self.installed_seen = 0
+        self.commit_upto = 0  # the commit notices its last turn deferred (Driver.turn)
 
     @property
     def up(self) -> bool:
@@ -516,6 +521,7 @@ class Simulation:
                 entries_per_message_max=k.entries_per_message_max,
                 inflight_messages_max=k.inflight_messages_max,
                 snapshot_retry_ticks=4 * ELECTION_TIMEOUT_TICKS,
+                defer_commit_notices=k.defer_commit_notices,
             ),
             genesis=self.genesis,
             snapshot_interval_entries=k.snapshot_interval_entries,
@@ -525,6 +531,7 @@ class Simulation:
         r = Replica(cfg, node.disk, random.Random(self.rng.getrandbits(64)))
         r.verifier = self.verdicts
         node.incarnation += 1
+        node.commit_upto = 0
 
         def precheck(data: bytes) -> str | None:  # the leader's, as the node's _precheck
             v = self._precheck(node, r, data)
@@ -713,7 +720,7 @@ class Simulation:
         assert r is not None and driver is not None and gw is not None and snaps is not None
         nid = node.id
         msgs, node.inbox = node.inbox, []
-        turn = driver.turn(ticks, msgs, now_ms=self.wall_ms(node))
+        turn = driver.turn(ticks, msgs, now_ms=self.wall_ms(node), commit_upto=node.commit_upto)
         try:
             for rd in turn:
                 r.flush(rd)
@@ -721,6 +728,7 @@ class Simulation:
             self.stats["mid_persist_crashes"] += 1
             self._crash(node, "mid-persist")
             return
+        node.commit_upto = driver.commit_deferred()
         raft = r.raft
         if raft.role == Role.LEADER:
             if raft.term not in self.watch.leaders:
