@@ -334,16 +334,22 @@ class Raft:
 
     @property
     def commit_deferred(self) -> bool:
-        """A member in replicate state has not been sent the commit index (a notice deferred:
-        see "Commit notices" in the module docstring); :meth:`send_commit` sends it."""
+        """A member in replicate state, its pipeline not full, has not been sent the commit
+        index (a notice deferred: see "Commit notices" in the module docstring);
+        :meth:`send_commit` sends it.  (A member whose pipeline is full hears it with the
+        append its next answer lets through.)"""
         if self.role != Role.LEADER:
             return False
         committed = self.log.committed
-        prs = self.prs
-        return any(
-            prs[nid].commit_told < committed and prs[nid].state == ProgressState.REPLICATE
-            for nid in self.peers
-        )
+        for nid in self.peers:
+            pr = self.prs[nid]
+            if (
+                pr.commit_told < committed
+                and pr.state == ProgressState.REPLICATE
+                and not pr.is_paused()
+            ):
+                return True
+        return False
 
     def send_commit(self, upto: int) -> None:
         """Send the commit index to every member that was sent less than ``upto`` (what

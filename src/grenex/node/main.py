@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
-from grenex.codec.genesis import GenesisError, read_genesis
-from grenex.codec.keys import KeyFileError, read_key_file
+from grenex.codec.genesis import Genesis, GenesisError, read_genesis
+from grenex.codec.keys import KeyFileError, SecretKey, read_key_file
 from grenex.grenache.link import parse_grapes
 from grenex.grenache.tls import check_cert
 from grenex.node.config import NodeConfig
@@ -208,16 +208,7 @@ def node_command(
         grapes = tuple(parse_grapes(grape))
     except ValueError as e:
         raise click.UsageError(f"--grape: {e}") from None
-    try:
-        genesis = read_genesis(genesis_path, check_cert)
-    except GenesisError as e:
-        raise click.UsageError(f"--genesis: {e}") from None
-    key = None
-    if key_path is not None:
-        try:
-            key = read_key_file(key_path)
-        except KeyFileError as e:
-            raise click.UsageError(f"--key: {e}") from None
+    genesis, key = _read_trust(genesis_path, key_path)
     if cluster not in ("main", genesis.cluster):
         raise click.UsageError(f"--cluster {cluster} is not the genesis' {genesis.cluster}")
     cfg = NodeConfig(
@@ -243,6 +234,20 @@ def node_command(
         secret=os.environb.get(b"GRENEX_CLUSTER_SECRET") or None,
     )
     sys.exit(run_event_loop(run_node(cfg, ready_file), uvloop_ok=not no_uvloop))
+
+
+def _read_trust(genesis_path: Path, key_path: Path | None) -> tuple[Genesis, SecretKey | None]:
+    """The genesis and the node's key (if given), or a usage error saying what is wrong."""
+    try:
+        genesis = read_genesis(genesis_path, check_cert)
+    except GenesisError as e:
+        raise click.UsageError(f"--genesis: {e}") from None
+    if key_path is None:
+        return genesis, None
+    try:
+        return genesis, read_key_file(key_path)
+    except KeyFileError as e:
+        raise click.UsageError(f"--key: {e}") from None
 
 
 def run_event_loop(main: Coroutine[Any, Any, T], uvloop_ok: bool = True) -> T:

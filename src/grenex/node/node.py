@@ -87,6 +87,16 @@ def gateway_limits(cfg: NodeConfig) -> GatewayLimits:
     )
 
 
+def raft_config(cfg: NodeConfig) -> Config:
+    """The consensus core's settings from the node's."""
+    return Config(
+        id=cfg.node_id,
+        election_timeout_ticks=cfg.election_timeout_ticks,
+        heartbeat_interval_ticks=cfg.heartbeat_interval_ticks,
+        defer_commit_notices=cfg.commit_notice_delay_ms > 0,
+    )
+
+
 def client_limits(cfg: NodeConfig) -> ClientLimits:
     return ClientLimits(
         command_bytes_max=cfg.command_bytes_max,
@@ -275,15 +285,9 @@ class Node:
                 probing = True
             elif not cfg.join:
                 raise NodeError("empty storage: give --voters to start a cluster or --join")
-        raft_cfg = Config(
-            id=cfg.node_id,
-            election_timeout_ticks=cfg.election_timeout_ticks,
-            heartbeat_interval_ticks=cfg.heartbeat_interval_ticks,
-            defer_commit_notices=cfg.commit_notice_delay_ms > 0,
-        )
         replica = Replica(
             ReplicaConfig(
-                raft=raft_cfg,
+                raft=raft_config(cfg),
                 genesis=self._genesis(),
                 snapshot_interval_entries=cfg.snapshot_interval_entries,
                 compaction_retain_entries=cfg.compaction_retain_entries,
