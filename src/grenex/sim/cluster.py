@@ -419,6 +419,7 @@ class Simulation:
             "snapshot_hashes": 0,
             "vouch_asks": 0,
             "vouches": 0,
+            "deferred_commits": 0,  # turns that sent deferred commit notices (Driver.turn)
         }
         voters = [self._new_id() for _ in range(k.voters)]
         self.keyring = Keyring(KEYRING_SALT)
@@ -720,6 +721,8 @@ class Simulation:
         assert r is not None and driver is not None and gw is not None and snaps is not None
         nid = node.id
         msgs, node.inbox = node.inbox, []
+        if node.commit_upto:
+            self.stats["deferred_commits"] += 1
         turn = driver.turn(ticks, msgs, now_ms=self.wall_ms(node), commit_upto=node.commit_upto)
         try:
             for rd in turn:
