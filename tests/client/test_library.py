@@ -42,7 +42,14 @@ from grenex.codec.keys import SecretKey
 from grenex.codec.signer import Keyring
 from grenex.devnet import LocalCluster
 from grenex.engine import Accepted, Filled, Resting, Trade
-from grenex.grenache import Link, PeerPub, PeerRPCServer, RemoteError
+from grenex.grenache import (
+    Link,
+    PeerPub,
+    PeerRPCClient,
+    PeerRPCServer,
+    RemoteError,
+    WsPeerRPCClient,
+)
 from grenex.grenache.tls import b64url, make_self_signed, server_context
 
 from .helpers import black_hole, closed_port, inner, until
@@ -453,3 +460,54 @@ async def test_place_many_gives_each_order_its_outcome_exactly_once(cluster: Loc
             await n1.place_many([{"market": "PM-USD", "side": "buy", "qty": 1.5}])
         with pytest.raises(TypeError):
             await n1.place_many([{"market": "PM-USD", "side": "buy", "qty": "1", "size": "2"}])
+
+
+async def test_the_websocket_transport(cluster: LocalCluster) -> None:
+    """``transport="ws"``: the same calls over one pinned WebSocket per node (many requests
+    in flight on it), with the same results and errors as over HTTP."""
+    async with (
+        client(cluster, "n2", transport="ws", client_id="lib-ws") as n2,
+        client(cluster, "n3", transport="ws") as n3,
+    ):
+        assert isinstance(n2._rpc, WsPeerRPCClient)
+        sell = await n2.place("ETH-USD", "sell", "1", "2500", id="ws-s1")
+        assert sell.status == "resting" and sell.client == "lib-ws"
+        buy = await n3.place("ETH-USD", "buy", "0.25", "2500", client="lib-ws-b")
+        assert buy.status == "filled"
+        assert [(t.maker, t.qty) for t in buy.trades] == [("ws-s1", "0.25")]
+        many = await asyncio.gather(
+            *(n2.place("ETH-USD", "sell", "1", str(2600 + i), id=f"ws-m{i}") for i in range(20))
+        )
+        assert [r.status for r in many] == ["resting"] * 20
+        assert len({r.seq for r in many}) == 20
+        # one socket per node and TLS context carried them all (the pins' context is made
+        # again once the members are learned: at most two)
+        assert len(n2._rpc._conns) <= 2
+        asks = (await n2.book("ETH-USD"))["ETH-USD"].asks
+        assert {o.id for o in asks if o.client == "lib-ws"} >= {"ws-s1", "ws-m0", "ws-m19"}
+        gone = await n2.cancel(None, "ws-m0")
+        assert gone.status == "cancelled"
+        with pytest.raises(BadRequest, match="market must be a name"):
+            await n2.book("not a name!")
+    async with client(cluster, transport="ws") as anyone:
+        replies = await anyone.statuses()
+        assert sorted(r.status.node for r in replies if r.status) == ["n1", "n2", "n3"]
+
+
+async def test_the_transport_is_http_ws_or_grenex_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def rpc_class(**kw: Any) -> type:
+        c = GrenexClient(node="n1", **kw)
+        try:
+            return type(c._rpc)
+        finally:
+            await c.close()
+
+    monkeypatch.setenv("GRENEX_TRANSPORT", "ws")
+    assert await rpc_class() is WsPeerRPCClient
+    assert await rpc_class(transport="http") is PeerRPCClient
+    monkeypatch.delenv("GRENEX_TRANSPORT")
+    assert await rpc_class() is PeerRPCClient
+    with pytest.raises(ValueError, match="transport is 'http' or 'ws'"):
+        GrenexClient(node="n1", transport="tcp")
