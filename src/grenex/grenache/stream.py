@@ -57,6 +57,7 @@ __all__ = [
     "StreamOpen",
     "StreamRefusedError",
     "StreamSender",
+    "WsClientProtocol",
     "accept_key",
     "client_frame",
     "frame_length",
@@ -157,33 +158,33 @@ def upgrade_answered(buf: bytearray, key: bytes, head_bytes_max: int) -> bool:
     return True
 
 
-class _Client(asyncio.Protocol):
-    """One connection of a :class:`StreamSender`: the upgrade, then frames from the server
-    (pings answered; a close ends it; nothing else is expected)."""
+class WsClientProtocol(asyncio.Protocol):
+    """The client side of one WebSocket connection we opened ourselves (the stream sender's,
+    the WS RPC client's): our upgrade request's answer (``upgraded`` resolves when it is the
+    right one), then the server's frames, parsed by the subclass's ``_frames``.  A broken
+    answer (``ValueError`` from either) is never believed: the connection ends."""
 
-    def __init__(self, sender: StreamSender, key: bytes) -> None:
-        self.sender = sender
+    def __init__(self, key: bytes, peer: str) -> None:
         self.key = key
+        self.peer = peer  # for the log
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.open = False
         self.closed = False
-        self.received = 0  # chunks received (the heartbeat's evidence of life)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a stream transport (uvloop's TLS transport is one without being an instance)
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.received += 1
         self.buf += data
         try:
             if not self.open and not self._upgrade():
                 return
             self._frames()
         except ValueError as e:  # a broken answer: never believed, the connection ends
-            log.debug("stream to %s: %s", self.sender.name, e)
+            log.debug("websocket to %s: %s", self.peer, e)
             self.abort()
 
     def _upgrade(self) -> bool:
@@ -193,6 +194,36 @@ class _Client(asyncio.Protocol):
         if not self.upgraded.done():
             self.upgraded.set_result(None)
         return True
+
+    def _frames(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        self.closed = True
+        t = self.transport
+        if t is not None:
+            with contextlib.suppress(AttributeError, RuntimeError):
+                t.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
+            self.upgraded.exception()  # retrieved: nobody may be waiting any more
+
+
+class _Client(WsClientProtocol):
+    """One connection of a :class:`StreamSender`: the upgrade, then frames from the server
+    (pings answered; a close ends it; nothing else is expected)."""
+
+    def __init__(self, sender: StreamSender, key: bytes) -> None:
+        super().__init__(key, f"stream {sender.name}")
+        self.sender = sender
+        self.received = 0  # chunks received (the heartbeat's evidence of life)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += 1
+        super().data_received(data)
 
     def _frames(self) -> None:
         buf = self.buf
@@ -220,18 +251,8 @@ class _Client(asyncio.Protocol):
         if t is not None and not t.is_closing():
             t.write(data)
 
-    def abort(self) -> None:
-        self.closed = True
-        t = self.transport
-        if t is not None:
-            with contextlib.suppress(AttributeError, RuntimeError):
-                t.abort()
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if not self.upgraded.done():
-            self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
-            self.upgraded.exception()  # retrieved: nobody may be waiting any more
+        super().connection_lost(exc)
         self.sender._lost(self)
 
 

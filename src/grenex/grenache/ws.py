@@ -49,7 +49,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Self, cast
+from typing import Final, Self
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -66,7 +66,7 @@ from grenex.grenache.errors import (
 )
 from grenex.grenache.link import Link
 from grenex.grenache.protocol import Json, check_reply, encode_reply, encode_request, parse_reply
-from grenex.grenache.stream import client_frame, frame_length, upgrade_answered
+from grenex.grenache.stream import WsClientProtocol, client_frame, frame_length
 from grenex.grenache.tls import (
     PeerAuthError,
     PeerCert,
@@ -82,7 +82,6 @@ log = logging.getLogger("grenex.grenache.ws")
 
 Message = str | bytes
 _CLOSED: Final = object()
-_UPGRADE_BYTES_MAX: Final = 16 * 1024  # a server's answer to our upgrade
 
 
 async def serve_ws_rpc(
@@ -170,7 +169,7 @@ def _ws_errors_to_transport(exc: BaseException, url: str, dest: str) -> Transpor
     )
 
 
-class _WsConn(asyncio.Protocol):
+class _WsConn(WsClientProtocol):
     """One client socket to one peer (our own WebSocket client on the transport, TLS in the
     protocol as :mod:`~grenex.grenache._tlslayer` does it), with its pending requests by rid.
 
@@ -182,41 +181,20 @@ class _WsConn(asyncio.Protocol):
     def __init__(
         self, dest: str, key: bytes, inflight_max: int, frame_bytes_max: int, rng: random.Random
     ) -> None:
+        super().__init__(key, dest)
         self.dest = dest
-        self.key = key
         self.frame_bytes_max = frame_bytes_max
         self.rng = rng
         self.pending: dict[str, asyncio.Future[list[Json]]] = {}
         self.slots = asyncio.Semaphore(inflight_max)
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
         self.frag: bytearray | None = None
         self.out: list[bytes] = []
-        self.open = False
-        self.closed = False
-        self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- the protocol
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        try:
-            if not self.open and not self._upgrade():
-                return
-            self._frames()
-        except ValueError as exc:  # a broken answer: never believed, the socket ends
-            log.debug("websocket to %s: %s", self.dest, exc)
-            self.abort()
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        super().connection_lost(exc)
         self.transport = None
-        if not self.upgraded.done():
-            self.upgraded.set_exception(ConnectionError("closed before the upgrade"))
-            self.upgraded.exception()  # retrieved: nobody may be waiting any more
         pending, self.pending = self.pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -226,14 +204,6 @@ class _WsConn(asyncio.Protocol):
                     )
                 )
                 fut.exception()  # a waiter may have timed out already: mark it retrieved
-
-    def _upgrade(self) -> bool:
-        if not upgrade_answered(self.buf, self.key, _UPGRADE_BYTES_MAX):
-            return False
-        self.open = True
-        if not self.upgraded.done():
-            self.upgraded.set_result(None)
-        return True
 
     def _frames(self) -> None:
         buf = self.buf
@@ -319,13 +289,6 @@ class _WsConn(asyncio.Protocol):
         t = self.transport
         if t is not None and not t.is_closing():
             t.write(data)
-
-    def abort(self) -> None:
-        self.closed = True
-        t = self.transport
-        if t is not None:
-            with contextlib.suppress(AttributeError, RuntimeError):
-                t.abort()
 
     async def close(self) -> None:
         t = self.transport
