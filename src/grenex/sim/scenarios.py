@@ -83,6 +83,7 @@ class _World:
         self.nodes: dict[str, Replica | None] = {}
         self.say = say
         self.vouching = True  # members that hear no leader ask for the configuration
+        self.acked: list[Acked] = []  # the commands acknowledged so far, in order
 
     def start(self, nid: str, rejoin_tag: str = "") -> None:
         cfg = ReplicaConfig(
@@ -163,9 +164,10 @@ class _World:
         self.r("a").raft.campaign()
         self.run_until(lambda: self.leader() == "a", 200, "a leads")
 
-    def command(self, cmd: dict[str, Any], acked: list[Acked]) -> None:
+    def command(self, cmd: dict[str, Any]) -> None:
         """``cmd`` proposed to the leader, run until the leader applied it (which must not
         change meanwhile), and recorded in ``acked`` as acknowledged."""
+        acked = self.acked
         ldr = self.leader()
         assert ldr is not None
         data = self.envelope(cmd)
@@ -176,6 +178,15 @@ class _World:
         acked.append(
             Acked(f"#{len(acked) + 1}", data, index, term, False, index, None, events, None)
         )
+
+    def market_then_cut(self, nid: str) -> None:
+        """The scenarios' opening: a market added and applied on a, b and c; then ``nid`` is
+        cut off."""
+        self.command({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
+        last = self.acked[-1][2]
+        self.run_until(lambda: all(self.r(n).applied_index >= last for n in IDS), 200, "all apply")
+        self.cut(nid, True)
+        self.say(f"t={self.now} {nid} is cut off")
 
     def run_until(self, cond: Callable[[], bool], ticks_max: int, what: str) -> None:
         for _ in range(ticks_max):
@@ -228,15 +239,8 @@ def lost_disk_voter(rejoin_rule: bool = True, verbose: bool = False) -> Scenario
     lines, say = _narrator(verbose)
     w = _World(say)
     w.found()
-    acked: list[Acked] = []
-
-    def command(cmd: dict[str, Any]) -> None:
-        w.command(cmd, acked)
-
-    command({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
-    w.run_until(lambda: all(w.r(n).applied_index >= acked[-1][2] for n in IDS), 200, "all apply")
-    w.cut("c", True)
-    say(f"t={w.now} c is cut off")
+    acked, command = w.acked, w.command
+    w.market_then_cut("c")
     for i in range(5):
         command(
             {
@@ -315,15 +319,8 @@ def stale_member(vouching: bool = True, verbose: bool = False) -> ScenarioResult
     w = _World(say, ("a", "b", "c", "e"))
     w.vouching = vouching
     w.found()
-    acked: list[Acked] = []
-
-    def command(cmd: dict[str, Any]) -> None:
-        w.command(cmd, acked)
-
-    command({"type": "add_market", "market": "M", "tick": "1", "lot": "1"})
-    w.run_until(lambda: all(w.r(n).applied_index >= acked[-1][2] for n in IDS), 200, "all apply")
-    w.cut("c", True)
-    say(f"t={w.now} c is cut off")
+    acked, command = w.acked, w.command
+    w.market_then_cut("c")
     w.disks["e"] = SimDisk()  # a new node: no configuration until the leader's first message
     w.start("e")
     w.r("a").add_learner("e")
